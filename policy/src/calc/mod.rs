@@ -1,0 +1,1 @@
+//! The incremental calculation engine (placeholder).

@@ -1,0 +1,1 @@
+//! Raw datastore key/value → typed [`crate::model::Update`] (placeholder).

@@ -1,0 +1,7 @@
+//! Shared fixtures for margay's integration and end-to-end tests: a real etcd
+//! server on a free loopback port, throw-away network namespaces, and the
+//! multi-host sandbox.
+
+pub mod etcd;
+pub mod netns;
+pub mod sandbox;
