@@ -1,1 +1,160 @@
-//! Placeholder for netns fixture.
+//! Throw-away network namespaces for tests.
+//!
+//! [`TestNetns::new`] makes a uniquely named namespace with `lo` up and
+//! removes it on drop (killing whatever still runs inside), even when the test
+//! panics. Nothing here touches the host's own namespace: links are created
+//! with `ip -n <ns>` and moved between test namespaces only.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// True when running as root (namespaces, nft, iptables need it).
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// For tests that need root: returns false, with a clear message, when not
+/// root. Under CI (env `CI` set) a missing root is a failure, not a skip.
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: needs root, and CI must run root-only tests");
+    }
+    eprintln!("skipping {test}: needs root (network namespaces)");
+    false
+}
+
+/// A network namespace that exists for the life of this value.
+#[derive(Debug)]
+pub struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    /// Creates `mgy-<tag>-<pid>-<n>` with loopback up. Panics if `ip` fails.
+    pub fn new(tag: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("mgy-{tag}-{}-{n}", std::process::id());
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = TestNetns { name };
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The namespace name (as under /var/run/netns).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command running `args` inside the namespace.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).args(args);
+        cmd
+    }
+
+    /// Runs `args` inside the namespace and returns its output (any status).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ip netns exec {}: {e}", self.name))
+    }
+
+    /// Runs `args` inside the namespace, panics on failure, returns stdout.
+    pub fn exec_ok(&self, args: &[&str]) -> String {
+        run_ok(&mut self.command(args))
+    }
+
+    /// Starts `args` inside the namespace in the background.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn in {}: {e}", self.name))
+    }
+
+    /// Sets a sysctl inside the namespace (e.g. `net.ipv4.ip_forward`, `1`).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec_ok(&["sysctl", "-qw", &format!("{key}={value}")]);
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Connects two namespaces with a veth pair `a_if` (in `a`) <-> `b_if` (in
+/// `b`), both up. Names must be valid interface names (<= 15 chars).
+pub fn veth_pair(a: &TestNetns, a_if: &str, b: &TestNetns, b_if: &str) {
+    run_ok(Command::new("ip").args([
+        "-n", a.name(), "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns",
+        b.name(),
+    ]));
+    a.exec_ok(&["ip", "link", "set", a_if, "up"]);
+    b.exec_ok(&["ip", "link", "set", b_if, "up"]);
+}
+
+/// A workload as the Calico CNI plugin would make it: a namespace `wl` with
+/// `eth0` holding `addr`/32 and a default route via 169.254.1.1, attached by
+/// veth to `host` where the host side is `host_if` (e.g. `cali1234`). Sets
+/// nothing on the host side beyond bringing it up: plumbing the host side is
+/// margay's job.
+pub fn attach_workload(host: &TestNetns, host_if: &str, wl: &TestNetns, addr: &str) {
+    veth_pair(host, host_if, wl, "eth0");
+    wl.exec_ok(&["ip", "addr", "add", &format!("{addr}/32"), "dev", "eth0"]);
+    wl.exec_ok(&["ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"]);
+    wl.exec_ok(&["ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"]);
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_created_connected_and_removed() {
+        if !require_root("namespaces_are_created_connected_and_removed") {
+            return;
+        }
+        let name;
+        {
+            let a = TestNetns::new("fx-a");
+            let b = TestNetns::new("fx-b");
+            name = a.name().to_owned();
+            veth_pair(&a, "va", &b, "vb");
+            a.exec_ok(&["ip", "addr", "add", "192.0.2.1/24", "dev", "va"]);
+            b.exec_ok(&["ip", "addr", "add", "192.0.2.2/24", "dev", "vb"]);
+            let ping = a.exec(&["ping", "-c1", "-W2", "192.0.2.2"]);
+            assert!(ping.status.success(), "veth ping failed");
+        }
+        let list = run_ok(Command::new("ip").args(["netns", "list"]));
+        assert!(!list.contains(&name), "namespace {name} left behind");
+    }
+}

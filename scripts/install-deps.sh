@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what margay's build, tests and demo need on a fresh Debian machine:
+# etcd (server + etcdctl), protoc (for etcd-client), nftables, iptables, ipset,
+# iproute2, conntrack, ping, nc, promtool and systemd-analyze. Skips apt when
+# everything is already there.
+set -euo pipefail
+
+need=()
+check() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
+check etcd etcd-server
+check etcdctl etcd-client
+check protoc protobuf-compiler
+check nft nftables
+check iptables iptables
+check ipset ipset
+check ip iproute2
+check conntrack conntrack
+check ping iputils-ping
+check nc netcat-openbsd
+check promtool prometheus
+check systemd-analyze systemd
+check sysctl procps
+check make make
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2
+  exit 1
+fi
+echo "installing: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
