@@ -23,8 +23,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The end-to-end tests run the real `margay` binary from target/debug, so it
+# is built before the test binaries start.
 unit:
-	$(CARGO) build --release -p margay-agent
+	$(CARGO) build -p margay-agent
 	$(CARGO) test --workspace
 
 bench:
