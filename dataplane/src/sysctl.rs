@@ -1,1 +1,274 @@
-//! Placeholder for sysctl.
+//! Per-interface sysctls of local workloads (`rp_filter`, `proxy_arp`,
+//! `proxy_delay`, `route_localnet`, `proxy_ndp`).
+//!
+//! A [`DeltaTracker`] of (interface, path) → value. The observed side is
+//! learnt by reading: a pending sysctl is read first and written only when it
+//! differs, so a restarted agent writes nothing when all is in place. Files
+//! under `/proc/sys/net` belong to the namespace of whoever opens them, so
+//! all reads and writes of a flush run on one thread inside the target
+//! namespace. Sysctls of interfaces that do not exist yet wait; when an
+//! endpoint goes, its sysctls are simply forgotten (the interface goes too).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::ops::RangeInclusive;
+
+use margay_policy::desired::LocalEndpoint;
+use margay_policy::names::InterfaceName;
+
+use crate::netns::{NetnsError, NetnsTarget};
+use crate::routes::links::LinkCache;
+use crate::routes::manager::{FlushReport, WriteFailure, WriteKind};
+use crate::routes::tracker::{DeltaTracker, Op};
+
+/// One sysctl of one interface.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SysctlKey {
+    /// The interface it belongs to.
+    pub iface: InterfaceName,
+    /// Path under `/proc/sys` (built from a validated interface name).
+    pub path: String,
+}
+
+impl fmt::Display for SysctlKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path)
+    }
+}
+
+fn keys_of(iface: &InterfaceName) -> RangeInclusive<SysctlKey> {
+    let lo = SysctlKey {
+        iface: iface.clone(),
+        path: String::new(),
+    };
+    let hi = SysctlKey {
+        iface: iface.clone(),
+        path: "\u{10ffff}".to_owned(),
+    };
+    lo..=hi
+}
+
+/// The sysctls an endpoint needs.
+pub fn desired_for(ep: &LocalEndpoint) -> Vec<(SysctlKey, String)> {
+    ep.sysctls()
+        .into_iter()
+        .map(|(path, v)| {
+            (
+                SysctlKey {
+                    iface: ep.iface.clone(),
+                    path,
+                },
+                v.to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// What happened to one sysctl.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// It already had the value.
+    Unchanged,
+    /// We wrote it.
+    Written,
+}
+
+/// Reads `/proc/sys/<path>` and writes `value` if it differs.
+fn ensure(path: &str, value: &str) -> io::Result<Outcome> {
+    if path.split('/').any(|seg| seg.is_empty() || seg == "..") {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad sysctl path"));
+    }
+    let full = format!("/proc/sys/{path}");
+    if std::fs::read_to_string(&full)?.trim() == value {
+        return Ok(Outcome::Unchanged);
+    }
+    std::fs::write(&full, value)?;
+    Ok(Outcome::Written)
+}
+
+/// Our per-interface sysctls.
+#[derive(Debug, Clone, Default)]
+pub struct SysctlManager {
+    tracker: DeltaTracker<SysctlKey, String>,
+    refused: BTreeMap<SysctlKey, String>,
+}
+
+impl SysctlManager {
+    /// An empty manager.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The tracker (for stats and tests).
+    pub fn tracker(&self) -> &DeltaTracker<SysctlKey, String> {
+        &self.tracker
+    }
+
+    /// Replaces every desired sysctl.
+    pub fn set_all(&mut self, endpoints: &BTreeMap<InterfaceName, LocalEndpoint>) {
+        let desired = endpoints.values().flat_map(desired_for).collect();
+        self.tracker.replace_desired(desired);
+        self.refused.clear();
+    }
+
+    /// Takes the sysctls of one interface (`None`: endpoint gone).
+    pub fn set_endpoint(&mut self, iface: &InterfaceName, ep: Option<&LocalEndpoint>) {
+        for key in self.tracker.desired_keys_in(keys_of(iface)) {
+            self.tracker.remove_desired(&key);
+            self.refused.remove(&key);
+        }
+        for (key, value) in ep.map(desired_for).unwrap_or_default() {
+            self.tracker.set_desired(key, value);
+        }
+    }
+
+    /// Pending sysctls whose interface exists; forgets those no longer wanted.
+    fn plan(&mut self, links: &LinkCache) -> (Vec<(SysctlKey, String)>, usize) {
+        let mut todo = Vec::new();
+        let mut waiting = 0;
+        for op in self.tracker.pending() {
+            match op {
+                Op::Upsert { key, .. } if self.refused.contains_key(&key) => {}
+                Op::Upsert { key, value, .. } if links.exists(key.iface.as_str()) => todo.push((key, value)),
+                Op::Upsert { .. } => waiting += 1,
+                // We never revert a sysctl; we just stop tracking it.
+                Op::Delete { key, .. } => self.tracker.mark_deleted(&key),
+            }
+        }
+        (todo, waiting)
+    }
+
+    /// Reads, and writes where different, every pending sysctl.
+    pub fn flush(&mut self, target: &NetnsTarget, links: &LinkCache) -> Result<FlushReport, NetnsError> {
+        let (todo, waiting) = self.plan(links);
+        let mut report = FlushReport {
+            waiting,
+            blocked: self.refused.len(),
+            ..FlushReport::default()
+        };
+        if todo.is_empty() {
+            return Ok(report);
+        }
+        let results: Vec<io::Result<Outcome>> = target.run_in(|| {
+            todo.iter()
+                .map(|(key, value)| ensure(&key.path, value))
+                .collect()
+        })?;
+        for ((key, value), result) in todo.into_iter().zip(results) {
+            self.record(key, value, result, &mut report);
+        }
+        Ok(report)
+    }
+
+    fn record(&mut self, key: SysctlKey, value: String, result: io::Result<Outcome>, report: &mut FlushReport) {
+        match result {
+            Ok(outcome) => {
+                if outcome == Outcome::Written {
+                    report.upserts += 1;
+                }
+                self.tracker.mark_upserted(&key);
+            }
+            // The interface went away under us: wait for it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => report.waiting += 1,
+            Err(e) => {
+                tracing::warn!(sysctl = %key, error = %e, "sysctl write refused; will retry");
+                report.failures.push(WriteFailure {
+                    object: key.to_string(),
+                    kind: WriteKind::Upsert,
+                    errno: e.raw_os_error(),
+                });
+                report.blocked += 1;
+                self.refused.insert(key, value);
+            }
+        }
+    }
+
+    /// A re-created interface has default sysctls: forget what we knew.
+    pub fn on_link_vanished(&mut self, name: &str) {
+        self.tracker.forget_observed(|k, _| k.iface.as_str() == name);
+    }
+
+    /// Forgets everything observed, so the next flush re-reads every sysctl.
+    pub fn resync(&mut self) {
+        self.tracker.replace_observed(BTreeMap::new());
+        self.refused.clear();
+    }
+
+    /// Gives refused sysctls another chance.
+    pub fn unblock(&mut self) {
+        self.refused.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::links::Link;
+    use margay_policy::desired::WorkloadEndpointKey;
+    use margay_policy::names::Id;
+
+    fn endpoint(name: &str, v6: bool) -> LocalEndpoint {
+        LocalEndpoint {
+            key: WorkloadEndpointKey {
+                host: "h".into(),
+                orchestrator: "o".into(),
+                workload: "w".into(),
+                endpoint: Id::new("e").expect("id"),
+            },
+            iface: InterfaceName::new(name).expect("iface"),
+            mac: None,
+            ipv4: vec!["10.0.0.1/32".parse().expect("v4")],
+            ipv6: if v6 {
+                vec!["fd00::1/128".parse().expect("v6")]
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    #[test]
+    fn sysctls_wait_for_their_interface() {
+        let mut s = SysctlManager::new();
+        let ep = endpoint("cali1", true);
+        s.set_endpoint(&ep.iface, Some(&ep));
+        assert_eq!(s.tracker().desired().len(), 5);
+        let (todo, waiting) = s.plan(&LinkCache::default());
+        assert!(todo.is_empty());
+        assert_eq!(waiting, 5);
+        let links = LinkCache::from_links([(3, Link { name: "cali1".into(), up: false })]);
+        let (todo, _) = s.plan(&links);
+        assert_eq!(todo.len(), 5);
+        assert!(todo.iter().any(|(k, v)| k.path == "net/ipv6/conf/cali1/proxy_ndp" && v == "1"));
+    }
+
+    #[test]
+    fn results_are_recorded_and_removed_endpoints_forgotten() {
+        let mut s = SysctlManager::new();
+        let ep = endpoint("cali1", false);
+        s.set_endpoint(&ep.iface, Some(&ep));
+        let mut report = FlushReport::default();
+        let pending: Vec<_> = s.tracker().pending();
+        for (i, op) in pending.into_iter().enumerate() {
+            let Op::Upsert { key, value, .. } = op else {
+                panic!("only upserts");
+            };
+            let r = if i == 0 { Ok(Outcome::Written) } else { Ok(Outcome::Unchanged) };
+            s.record(key, value, r, &mut report);
+        }
+        assert_eq!(report.upserts, 1);
+        assert!(s.tracker().in_sync());
+        s.on_link_vanished("cali1");
+        assert_eq!(s.tracker().pending_len(), 4);
+        s.set_endpoint(&ep.iface, None);
+        let (todo, _) = s.plan(&LinkCache::default());
+        assert!(todo.is_empty());
+        assert!(s.tracker().in_sync());
+    }
+
+    #[test]
+    fn paths_with_traversal_are_refused() {
+        assert!(ensure("net/../../etc/passwd", "1").is_err());
+        assert!(ensure("/net/x", "1").is_err());
+    }
+}

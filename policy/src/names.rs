@@ -97,7 +97,7 @@ impl MacAddr {
         let mut parts = s.split(sep);
         for byte in out.iter_mut() {
             let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 {
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad());
             }
             *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;

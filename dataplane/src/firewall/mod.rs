@@ -64,6 +64,15 @@ pub enum FirewallError {
     /// We could not make sense of what the kernel showed us.
     #[error("could not parse {what}: {detail}")]
     Parse { what: String, detail: String },
+    /// A value could not be rendered safely (outside the allowed charset or range).
+    #[error("refusing to render {what} {value:?}")]
+    Invalid { what: &'static str, value: String },
+    /// The target network namespace could not be entered.
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
+    /// A netlink exchange with the kernel failed.
+    #[error("netlink {op} failed: {detail}")]
+    Netlink { op: String, detail: String },
 }
 
 /// A firewall backend: renders ops in its syntax and owns a set of kernel objects.
@@ -86,3 +95,9 @@ pub mod lower;
 pub mod manager;
 pub mod nft;
 pub mod noop;
+
+pub use diff::DirtyNames;
+pub use lower::{EndpointToHostAction, FirewallSettings};
+pub use manager::{
+    new_backend, DriftReport, FirewallApplyStats, FirewallManager, FirewallStats,
+};

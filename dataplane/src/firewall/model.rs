@@ -48,6 +48,18 @@ impl ObjectName {
         ObjectName(name.to_owned())
     }
 
+    /// Accepts a name read back from the kernel when it is one we could have
+    /// made: `margay-` prefix, charset `[A-Za-z0-9_.-]`, at most
+    /// [`MAX_NAME_LEN`] bytes. Anything else is not ours (`None`).
+    pub fn from_kernel(name: &str) -> Option<Self> {
+        let ok = name.starts_with("margay-")
+            && name.len() <= MAX_NAME_LEN
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        ok.then(|| ObjectName(name.to_owned()))
+    }
+
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0

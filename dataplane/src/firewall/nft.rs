@@ -1,1 +1,168 @@
-//! Placeholder for firewall/nft.
+//! The nftables backend: everything lives in our own table `inet margay`.
+//!
+//! Base chains `hook-forward`, `hook-input`, `hook-output` (filter) and
+//! `hook-nat-post` (nat postrouting, in the same inet table) each hold one
+//! jump to the generic chain the hook calls. Every other rule carries its
+//! fingerprint as comment, so read-back compares without parsing
+//! expressions. Nothing outside our table is ever read or written: rules of
+//! other tables keep working (a drop in our table is final; an accept only
+//! ends our table's say, so `DefaultEndpointToHostAction=ACCEPT` cannot
+//! override another table's drop).
+//!
+//! Two transports, same semantics:
+//! * [`NftMode::Tool`]: `nft -f -` for each write (one process, one
+//!   transaction) and `nft -j list table` for read-back.
+//! * [`NftMode::Netlink`] (default): nf_tables netlink spoken in process
+//!   (module `netlink`): one batch per write on a socket opened once, and a
+//!   dump of our table's chains, rule comments and set elements for
+//!   read-back. No process per change.
+
+mod json;
+pub mod netlink;
+pub mod render;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use super::model::{Hook, ObservedRuleset};
+use super::{FirewallBackend, FirewallError, FirewallOp};
+use crate::netns::NetnsTarget;
+
+pub use json::parse_table;
+pub use render::render_batch;
+
+/// Our table (family inet).
+pub const TABLE: &str = "margay";
+
+/// The base chain that attaches to `hook`.
+pub fn hook_chain(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Forward => "hook-forward",
+        Hook::Input => "hook-input",
+        Hook::Output => "hook-output",
+        Hook::NatPostrouting => "hook-nat-post",
+    }
+}
+
+/// The hook whose base chain is `name`, if it is one of ours.
+pub fn hook_of_chain(name: &str) -> Option<Hook> {
+    [Hook::Forward, Hook::Input, Hook::Output, Hook::NatPostrouting]
+        .into_iter()
+        .find(|h| hook_chain(*h) == name)
+}
+
+/// The nft chain spec of `hook`'s base chain.
+pub fn hook_spec(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Forward => "type filter hook forward priority filter; policy accept",
+        Hook::Input => "type filter hook input priority filter; policy accept",
+        Hook::Output => "type filter hook output priority filter; policy accept",
+        Hook::NatPostrouting => "type nat hook postrouting priority srcnat; policy accept",
+    }
+}
+
+/// How the backend talks to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NftMode {
+    /// Run the `nft` tool per write and read.
+    Tool,
+    /// Speak nf_tables netlink in process.
+    Netlink,
+}
+
+/// The nftables backend.
+pub struct NftBackend {
+    netns: NetnsTarget,
+    mode: NftMode,
+    session: Option<netlink::Session>,
+}
+
+impl NftBackend {
+    /// The default backend (netlink) acting in `netns`.
+    pub fn new(netns: NetnsTarget) -> Result<Self, FirewallError> {
+        Self::with_mode(netns, NftMode::Tool)
+    }
+
+    /// A backend using `mode`.
+    pub fn with_mode(netns: NetnsTarget, mode: NftMode) -> Result<Self, FirewallError> {
+        let session = match mode {
+            NftMode::Tool => None,
+            NftMode::Netlink => Some(netlink::Session::open(&netns)?),
+        };
+        Ok(NftBackend {
+            netns,
+            mode,
+            session,
+        })
+    }
+
+    /// The transport in use.
+    pub fn mode(&self) -> NftMode {
+        self.mode
+    }
+
+    fn run_nft(&self, args: &[&str], stdin: Option<&str>) -> Result<String, FirewallError> {
+        let mut cmd: Command = self.netns.command("nft");
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let spawn_err = |source| FirewallError::Spawn {
+            tool: "nft".to_owned(),
+            source,
+        };
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes()).map_err(spawn_err)?;
+        }
+        let out = child.wait_with_output().map_err(spawn_err)?;
+        if !out.status.success() {
+            return Err(FirewallError::Tool {
+                tool: format!("nft {}", args.join(" ")),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn observe_tool(&self) -> Result<ObservedRuleset, FirewallError> {
+        match self.run_nft(&["-j", "list", "table", "inet", TABLE], None) {
+            Ok(json) => parse_table(&json),
+            Err(FirewallError::Tool { stderr, .. }) if stderr.contains("No such file or directory") => {
+                Ok(ObservedRuleset::default())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl FirewallBackend for NftBackend {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn observe(&mut self) -> Result<ObservedRuleset, FirewallError> {
+        match &mut self.session {
+            Some(s) => s.observe(),
+            None => self.observe_tool(),
+        }
+    }
+
+    fn write(&mut self, ops: &[FirewallOp]) -> Result<(), FirewallError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        match &mut self.session {
+            Some(s) => s.write(ops),
+            None => {
+                let text = render_batch(ops)?;
+                self.run_nft(&["-f", "-"], Some(&text)).map(|_| ())
+            }
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! `margay check`: is this host ready to run margay? One line per check.
+//!
+//! Each check is a small function returning a [`CheckResult`]; the pure ones
+//! take what they inspect as arguments (file contents, command results) so
+//! they are unit-tested without root. [`run_check`] gathers them, prints
+//! aligned lines such as
+//!
+//! ```text
+//! ok       etcd reachable (http://127.0.0.1:2379, 3 ms)
+//! PROBLEM  etcd reachable: connection refused — hint: is etcd running? ...
+//! ```
+//!
+//! and returns `false` when any check found a problem (the binary exits
+//! non-zero). Checks only read: they run `nft list tables`, `iptables-save`,
+//! `ipset list -n`, read `/proc`, and do one etcd `get`; nothing is changed.
+//! [`connect_etcd`] is shared with `margay status`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use margay_config::{DataplaneKind, Settings};
+
+/// How long one external command or the etcd probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Linux capability numbers (include/uapi/linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+
+/// Where tools are looked up in addition to `$PATH` (systemd's default
+/// PATH has them, an interactive user's may not).
+const SBIN_DIRS: &[&str] = &["/usr/local/sbin", "/usr/sbin", "/sbin"];
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// What was checked, e.g. `etcd reachable`.
+    pub name: String,
+    /// True when fine.
+    pub ok: bool,
+    /// What was found (shown in parentheses when ok, after `:` otherwise).
+    pub detail: String,
+    /// What to do about a problem (empty when ok).
+    pub hint: String,
+}
+
+impl CheckResult {
+    /// A passed check.
+    pub fn ok(name: &str, detail: impl Into<String>) -> Self {
+        CheckResult {
+            name: name.to_string(),
+            ok: true,
+            detail: detail.into(),
+            hint: String::new(),
+        }
+    }
+
+    /// A failed check with a hint.
+    pub fn problem(name: &str, detail: impl Into<String>, hint: impl Into<String>) -> Self {
+        CheckResult {
+            name: name.to_string(),
+            ok: false,
+            detail: detail.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+impl fmt::Display for CheckResult {
+    /// `ok       name (detail)` or `PROBLEM  name: detail — hint: hint`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ok {
+            write!(f, "{:<9}{}", "ok", self.name)?;
+            if !self.detail.is_empty() {
+                write!(f, " ({})", self.detail)?;
+            }
+            return Ok(());
+        }
+        write!(f, "{:<9}{}", "PROBLEM", self.name)?;
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        if !self.hint.is_empty() {
+            write!(f, " — hint: {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs every check for `settings`, prints one line per check to stdout and
+/// a last summary line, and returns `Ok(true)` when everything is fine.
+pub async fn run_check(settings: &Settings) -> anyhow::Result<bool> {
+    let results = gather(settings).await;
+    for result in &results {
+        println!("{result}");
+    }
+    let problems = results.iter().filter(|r| !r.ok).count();
+    if problems == 0 {
+        println!("all {} checks passed", results.len());
+    } else {
+        println!("{problems} of {} checks found a problem", results.len());
+    }
+    Ok(problems == 0)
+}
+
+/// Every check, in display order.
+pub async fn gather(settings: &Settings) -> Vec<CheckResult> {
+    let mut results = vec![check_capabilities(&read_proc("/proc/self/status"))];
+    results.extend(firewall_checks(settings.dataplane).await);
+    results.push(check_ip_forward(read_proc("/proc/sys/net/ipv4/ip_forward").as_deref()));
+    results.push(check_rp_filter(
+        read_proc("/proc/sys/net/ipv4/conf/all/rp_filter").as_deref(),
+    ));
+    results.extend(check_tls_files(settings));
+    results.extend(etcd_checks(settings).await);
+    results
+}
+
+fn read_proc(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// Root, or at least CAP_NET_ADMIN and CAP_NET_RAW, from `/proc/self/status`.
+pub fn check_capabilities(status: &Option<String>) -> CheckResult {
+    const NAME: &str = "permissions (CAP_NET_ADMIN, CAP_NET_RAW)";
+    let hint = "run as root, or grant CAP_NET_ADMIN and CAP_NET_RAW (deploy/margay.service does)";
+    let Some(effective) = status.as_deref().and_then(effective_caps) else {
+        return CheckResult::problem(NAME, "cannot read CapEff from /proc/self/status", hint);
+    };
+    let has = |cap: u32| effective & (1u64 << cap) != 0;
+    let missing: Vec<&str> = [(CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW")]
+        .into_iter()
+        .filter(|(cap, _)| !has(*cap))
+        .map(|(_, name)| name)
+        .collect();
+    if missing.is_empty() {
+        let who = if nix::unistd::Uid::effective().is_root() { "root" } else { "capabilities granted" };
+        CheckResult::ok(NAME, who)
+    } else {
+        CheckResult::problem(NAME, format!("missing {}", missing.join(", ")), hint)
+    }
+}
+
+/// The `CapEff:` bit mask of a `/proc/<pid>/status` text.
+fn effective_caps(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// `net.ipv4.ip_forward` must be 1 for workloads to reach anything.
+pub fn check_ip_forward(value: Option<&str>) -> CheckResult {
+    const NAME: &str = "sysctl net.ipv4.ip_forward = 1";
+    let hint = "sysctl -w net.ipv4.ip_forward=1, and persist it in /etc/sysctl.d/";
+    match value.map(str::trim) {
+        Some("1") => CheckResult::ok(NAME, "1"),
+        Some(other) => CheckResult::problem(NAME, format!("is {other}"), hint),
+        None => CheckResult::problem(NAME, "cannot read /proc/sys/net/ipv4/ip_forward", hint),
+    }
+}
+
+/// `net.ipv4.conf.all.rp_filter` must not be 2 (loose): the kernel uses the
+/// maximum of `all` and the interface value, and workload anti-spoofing
+/// needs strict mode (1) on workload interfaces.
+pub fn check_rp_filter(value: Option<&str>) -> CheckResult {
+    const NAME: &str = "sysctl net.ipv4.conf.all.rp_filter != 2";
+    let hint = "sysctl -w net.ipv4.conf.all.rp_filter=1 (or 0); loose mode (2) disables \
+                workload anti-spoofing";
+    match value.map(str::trim) {
+        Some(v @ ("0" | "1")) => CheckResult::ok(NAME, v.to_string()),
+        Some(other) => CheckResult::problem(NAME, format!("is {other} (loose)"), hint),
+        None => CheckResult::problem(NAME, "cannot read /proc/sys/net/ipv4/conf/all/rp_filter", hint),
+    }
+}
+
+/// Finds an executable `name` in `$PATH` and the sbin directories.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .chain(SBIN_DIRS.iter().copied())
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A tool must be installed.
+pub fn check_tool(name: &str, found: Option<&Path>, package_hint: &str) -> CheckResult {
+    let check = format!("tool {name} installed");
+    match found {
+        Some(path) => CheckResult::ok(&check, path.display().to_string()),
+        None => CheckResult::problem(&check, "not found in PATH or /usr/sbin, /sbin", package_hint),
+    }
+}
+
+/// The result of one probe command: success, or the reason it failed.
+pub type ProbeOutcome = Result<(), String>;
+
+/// A kernel feature probed by running a read-only command.
+pub fn check_kernel_feature(name: &str, command: &str, outcome: &ProbeOutcome, hint: &str) -> CheckResult {
+    match outcome {
+        Ok(()) => CheckResult::ok(name, format!("`{command}` works")),
+        Err(reason) => CheckResult::problem(name, format!("`{command}` failed: {reason}"), hint),
+    }
+}
+
+/// Runs `program args` with a timeout; `Err` carries the first stderr line.
+async fn probe(program: &Path, args: &[&str]) -> ProbeOutcome {
+    let run = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(PROBE_TIMEOUT, run).await {
+        Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(out)) if out.status.success() => Ok(()),
+        Ok(Ok(out)) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            Err(format!("{} {}", out.status, first.trim()).trim().to_string())
+        }
+    }
+}
+
+/// Tools and kernel support of the chosen firewall backend.
+async fn firewall_checks(backend: DataplaneKind) -> Vec<CheckResult> {
+    match backend {
+        DataplaneKind::Nftables => nftables_checks().await,
+        DataplaneKind::Iptables => iptables_checks().await,
+        DataplaneKind::None => vec![CheckResult::ok(
+            "firewall backend",
+            "dataplane = none: no firewall tools needed",
+        )],
+    }
+}
+
+async fn nftables_checks() -> Vec<CheckResult> {
+    let nft = find_tool("nft");
+    let mut out = vec![check_tool("nft", nft.as_deref(), "install the nftables package")];
+    if let Some(nft) = nft {
+        let outcome = probe(&nft, &["list", "tables"]).await;
+        out.push(check_kernel_feature(
+            "kernel nf_tables available",
+            "nft list tables",
+            &outcome,
+            "modprobe nf_tables (and run as root), or set dataplane = \"iptables\"",
+        ));
+    }
+    out
+}
+
+async fn iptables_checks() -> Vec<CheckResult> {
+    let restore = find_tool("iptables-restore");
+    let save = find_tool("iptables-save");
+    let ipset = find_tool("ipset");
+    let mut out = vec![
+        check_tool("iptables-restore", restore.as_deref(), "install the iptables package"),
+        check_tool("ipset", ipset.as_deref(), "install the ipset package"),
+    ];
+    if let Some(save) = save {
+        let outcome = probe(&save, &["-t", "filter"]).await;
+        out.push(check_kernel_feature(
+            "kernel iptables available",
+            "iptables-save -t filter",
+            &outcome,
+            "modprobe ip_tables (or nf_tables for iptables-nft) and run as root",
+        ));
+    }
+    if let Some(ipset) = ipset {
+        let outcome = probe(&ipset, &["list", "-n"]).await;
+        out.push(check_kernel_feature(
+            "kernel ipset available",
+            "ipset list -n",
+            &outcome,
+            "modprobe ip_set and run as root",
+        ));
+    }
+    out
+}
+
+/// The etcd TLS files: each configured one must be readable PEM; cert and
+/// key go together; `https://` endpoints need a CA file (margay does not
+/// use the system trust store). No lines when TLS is not in use.
+pub fn check_tls_files(settings: &Settings) -> Vec<CheckResult> {
+    let files = [
+        ("etcd_ca_file", &settings.etcd_ca_file),
+        ("etcd_cert_file", &settings.etcd_cert_file),
+        ("etcd_key_file", &settings.etcd_key_file),
+    ];
+    let mut out: Vec<CheckResult> = files
+        .iter()
+        .filter_map(|(name, path)| path.as_ref().map(|p| check_pem_file(name, p)))
+        .collect();
+    if settings.etcd_cert_file.is_some() != settings.etcd_key_file.is_some() {
+        out.push(CheckResult::problem(
+            "etcd client certificate",
+            "only one of etcd_cert_file and etcd_key_file is set",
+            "set both (ETCD_CERT_FILE and ETCD_KEY_FILE) or neither",
+        ));
+    }
+    if settings.etcd_uses_tls() && settings.etcd_ca_file.is_none() {
+        out.push(CheckResult::problem(
+            "etcd TLS trust",
+            "https:// endpoints but no etcd_ca_file",
+            "set etcd_ca_file (ETCD_CA_CERT_FILE) to the CA that signed etcd's certificate",
+        ));
+    }
+    if !settings.etcd_uses_tls() && settings.etcd_ca_file.is_some() {
+        out.push(CheckResult::problem(
+            "etcd TLS trust",
+            "etcd_ca_file is set but the endpoints are http://",
+            "use https:// endpoints, or drop the TLS files",
+        ));
+    }
+    out
+}
+
+/// One TLS file: readable and PEM.
+pub fn check_pem_file(setting: &str, path: &Path) -> CheckResult {
+    let name = format!("{setting} readable");
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.contains("-----BEGIN ") => CheckResult::ok(&name, path.display().to_string()),
+        Ok(_) => CheckResult::problem(
+            &name,
+            format!("{} is not PEM (no -----BEGIN line)", path.display()),
+            "point it at a PEM file",
+        ),
+        Err(e) => CheckResult::problem(
+            &name,
+            format!("{}: {e}", path.display()),
+            "check the path and that margay (root) can read it",
+        ),
+    }
+}
+
+/// Connects an etcd client for `settings` (endpoints, TLS files), with
+/// `timeout` for connecting and for each request. Shared with `margay status`.
+pub async fn connect_etcd(settings: &Settings, timeout: Duration) -> anyhow::Result<etcd_client::Client> {
+    use anyhow::Context as _;
+    let mut options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(timeout)
+        .with_timeout(timeout);
+    if settings.etcd_uses_tls() {
+        let mut tls = etcd_client::TlsOptions::new();
+        if let Some(ca) = &settings.etcd_ca_file {
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+        }
+        if let (Some(cert), Some(key)) = (&settings.etcd_cert_file, &settings.etcd_key_file) {
+            let cert_pem = std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            let key_pem = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
+            tls = tls.identity(etcd_client::Identity::from_pem(cert_pem, key_pem));
+        }
+        options = options.with_tls(tls);
+    }
+    let connect = etcd_client::Client::connect(settings.etcd_endpoints.clone(), Some(options));
+    tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {} s", timeout.as_secs()))?
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+}
+
+/// An error and its sources, `: `-separated (etcd's transport errors hide
+/// the useful part, e.g. "connection refused", in the source chain).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// What the etcd probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdProbe {
+    /// Round trip of the probe `get`, in milliseconds.
+    pub millis: u128,
+    /// The value of `<prefix>/v1/Ready`, if present.
+    pub ready: Option<String>,
+    /// Keys under `<prefix>/v1/host/<hostname>/`.
+    pub host_keys: i64,
+}
+
+async fn probe_etcd(settings: &Settings) -> anyhow::Result<EtcdProbe> {
+    let started = Instant::now();
+    let mut client = connect_etcd(settings, PROBE_TIMEOUT).await?;
+    let ready_key = format!("{}/Ready", settings.data_prefix());
+    let probe = async {
+        let ready = client.get(ready_key.as_str(), None).await?;
+        let millis = started.elapsed().as_millis();
+        let host_prefix = format!("{}/host/{}/", settings.data_prefix(), settings.hostname);
+        let options = etcd_client::GetOptions::new().with_prefix().with_count_only();
+        let host = client.get(host_prefix.as_str(), Some(options)).await?;
+        let ready = ready
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+        Ok::<_, etcd_client::Error>(EtcdProbe {
+            millis,
+            ready,
+            host_keys: host.count(),
+        })
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, probe)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {} s", PROBE_TIMEOUT.as_secs()))?
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+}
+
+async fn etcd_checks(settings: &Settings) -> Vec<CheckResult> {
+    let probe = probe_etcd(settings).await.map_err(|e| format!("{e:#}"));
+    etcd_results(settings, &probe)
+}
+
+/// Turns the etcd probe outcome into the `etcd reachable` and `datastore
+/// ready` lines.
+pub fn etcd_results(settings: &Settings, probe: &Result<EtcdProbe, String>) -> Vec<CheckResult> {
+    let endpoints = settings
+        .etcd_endpoints
+        .iter()
+        .map(|e| crate::logging::redact_url(e).into_owned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let probe = match probe {
+        Ok(p) => p,
+        Err(reason) => {
+            return vec![CheckResult::problem(
+                "etcd reachable",
+                format!("{endpoints}: {reason}"),
+                "is etcd running and listening there? check etcd_endpoints (ETCD_ENDPOINTS), \
+                 firewalls, and the TLS files for https://",
+            )];
+        }
+    };
+    let reachable = CheckResult::ok("etcd reachable", format!("{endpoints}, {} ms", probe.millis));
+    let ready_key = format!("{}/Ready", settings.data_prefix());
+    let ready = match probe.ready.as_deref() {
+        Some("true") => CheckResult::ok(
+            "datastore ready",
+            format!("{ready_key} = true; {} keys for host {}", probe.host_keys, settings.hostname),
+        ),
+        Some(other) => CheckResult::problem(
+            "datastore ready",
+            format!("{ready_key} = {:?}", crate::logging::sanitize(other)),
+            format!("nothing is programmed until it is \"true\": etcdctl put {ready_key} true"),
+        ),
+        None => CheckResult::problem(
+            "datastore ready",
+            format!("{ready_key} is missing"),
+            format!(
+                "wrong etcd_prefix, or the cluster is not initialised: etcdctl put {ready_key} true"
+            ),
+        ),
+    };
+    vec![reachable, ready]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings::defaults("node-1")
+    }
+
+    #[test]
+    fn lines_are_aligned_and_uniform() {
+        let ok = CheckResult::ok("etcd reachable", "http://127.0.0.1:2379, 3 ms");
+        assert_eq!(ok.to_string(), "ok       etcd reachable (http://127.0.0.1:2379, 3 ms)");
+        let bad = CheckResult::problem("etcd reachable", "connection refused", "start etcd");
+        assert_eq!(
+            bad.to_string(),
+            "PROBLEM  etcd reachable: connection refused — hint: start etcd"
+        );
+        let bare = CheckResult::ok("x", "");
+        assert_eq!(bare.to_string(), "ok       x");
+        // Names start in the same column.
+        assert_eq!(ok.to_string().find("etcd"), bad.to_string().find("etcd"));
+    }
+
+    #[test]
+    fn capabilities_from_cap_eff() {
+        let full = Some("Name:\tx\nCapEff:\t000001ffffffffff\n".to_string());
+        assert!(check_capabilities(&full).ok);
+        let net_admin_only = Some(format!("CapEff:\t{:016x}\n", 1u64 << 12));
+        let r = check_capabilities(&net_admin_only);
+        assert!(!r.ok);
+        assert_eq!(r.detail, "missing CAP_NET_RAW");
+        let none = Some("CapEff:\t0000000000000000\n".to_string());
+        assert_eq!(check_capabilities(&none).detail, "missing CAP_NET_ADMIN, CAP_NET_RAW");
+        assert!(!check_capabilities(&None).ok);
+    }
+
+    #[test]
+    fn sysctl_checks() {
+        assert!(check_ip_forward(Some("1\n")).ok);
+        let off = check_ip_forward(Some("0\n"));
+        assert!(!off.ok && off.hint.contains("ip_forward=1"));
+        assert!(!check_ip_forward(None).ok);
+        assert!(check_rp_filter(Some("1\n")).ok);
+        assert!(check_rp_filter(Some("0")).ok);
+        let loose = check_rp_filter(Some("2\n"));
+        assert!(!loose.ok && loose.detail.contains("loose"));
+    }
+
+    #[test]
+    fn tools_and_probes() {
+        let found = check_tool("nft", Some(Path::new("/usr/sbin/nft")), "install nftables");
+        assert_eq!(found.to_string(), "ok       tool nft installed (/usr/sbin/nft)");
+        let missing = check_tool("ipset", None, "install the ipset package");
+        assert!(!missing.ok && missing.hint.contains("ipset"));
+        let failed = check_kernel_feature(
+            "kernel nf_tables available",
+            "nft list tables",
+            &Err("exit status: 1 Operation not permitted".into()),
+            "run as root",
+        );
+        assert!(failed.to_string().contains("`nft list tables` failed: exit status: 1"));
+        assert!(find_tool("sh").is_some());
+        assert!(find_tool("surely-not-a-tool-xyz").is_none());
+    }
+
+    #[tokio::test]
+    async fn probe_reports_exit_status_and_stderr() {
+        let sh = find_tool("sh").expect("sh");
+        assert_eq!(probe(&sh, &["-c", "true"]).await, Ok(()));
+        let err = probe(&sh, &["-c", "echo boom >&2; exit 3"]).await.expect_err("fails");
+        assert!(err.contains("boom") && err.contains('3'), "{err}");
+    }
+
+    #[test]
+    fn tls_file_rules() {
+        let mut s = settings();
+        assert!(check_tls_files(&s).is_empty(), "plain http: nothing to check");
+        s.etcd_endpoints = vec!["https://etcd:2379".into()];
+        let r = check_tls_files(&s);
+        assert_eq!(r.len(), 1);
+        assert!(!r[0].ok && r[0].hint.contains("ETCD_CA_CERT_FILE"));
+
+        let dir = std::env::temp_dir().join(format!("mgy-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+            .expect("write");
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "hello").expect("write");
+        s.etcd_ca_file = Some(ca.clone());
+        s.etcd_cert_file = Some(junk);
+        let r = check_tls_files(&s);
+        assert!(r[0].ok, "{}", r[0]);
+        assert!(!r[1].ok && r[1].detail.contains("not PEM"));
+        assert!(r.iter().any(|c| c.name == "etcd client certificate" && !c.ok));
+        s.etcd_cert_file = None;
+        s.etcd_ca_file = Some(dir.join("missing.pem"));
+        let r = check_tls_files(&s);
+        assert!(!r[0].ok && r[0].detail.contains("missing.pem"));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn etcd_result_lines() {
+        let s = settings();
+        let down = etcd_results(&s, &Err("transport error: connection refused".into()));
+        assert_eq!(down.len(), 1);
+        let line = down[0].to_string();
+        assert!(line.starts_with("PROBLEM  etcd reachable: http://127.0.0.1:2379: transport error"));
+        assert!(line.contains("hint: is etcd running"));
+        let up = etcd_results(
+            &s,
+            &Ok(EtcdProbe {
+                millis: 3,
+                ready: Some("true".into()),
+                host_keys: 2,
+            }),
+        );
+        assert_eq!(up[0].to_string(), "ok       etcd reachable (http://127.0.0.1:2379, 3 ms)");
+        assert!(up[1].ok && up[1].detail.contains("2 keys for host node-1"));
+        let not_ready = etcd_results(&s, &Ok(EtcdProbe { millis: 1, ready: None, host_keys: 0 }));
+        assert!(!not_ready[1].ok && not_ready[1].hint.contains("etcdctl put /calico/v1/Ready true"));
+    }
+
+    #[test]
+    fn error_chain_includes_sources() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("transport error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"));
+        assert_eq!(error_chain(&e), "transport error: connection refused");
+    }
+}

@@ -1,0 +1,657 @@
+//! Layering: picks each setting's value from the highest layer that has one.
+//!
+//! Layers, highest first: command line, `MARGAY_*` environment, Calico-era
+//! environment (`ETCD_ENDPOINTS`, ...), config file, host datastore key,
+//! global datastore key, default. A bad value from a local layer is an error;
+//! a bad datastore value is a warning and the next layer down applies.
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+
+use crate::error::{Origin, SettingsError, SettingsErrors};
+use crate::setting::{Setting, LEGACY_ENV, SPECS};
+use crate::Settings;
+
+/// Environment variables with the `MARGAY_` prefix that are not settings but
+/// are known (the config file location).
+pub const ENV_CONFIG_FILE: &str = "MARGAY_CONFIG";
+
+/// The raw material of a resolution. Everything is text already read by the
+/// caller; nothing here touches files, the environment or the network.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// Options given on the command line, by snake_case key (`etcd_endpoints`).
+    pub command_line: BTreeMap<String, String>,
+    /// The process environment (every variable; only ours are read).
+    pub environment: BTreeMap<String, String>,
+    /// The config file's TOML text, when there is a file.
+    pub config_file: Option<String>,
+    /// This host's datastore settings (`/host/<h>/config/<Name>`), by CamelCase name.
+    pub host_config: BTreeMap<String, String>,
+    /// Global datastore settings (`/config/<Name>`), by CamelCase name.
+    pub global_config: BTreeMap<String, String>,
+    /// The kernel's hostname, the default for `hostname`.
+    pub kernel_hostname: Option<String>,
+}
+
+impl Inputs {
+    /// Sets the environment from an iterator such as `std::env::vars()`.
+    pub fn with_environment<I>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        self.environment = vars.into_iter().collect();
+        self
+    }
+}
+
+/// A successful resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    /// The settings.
+    pub settings: Settings,
+    /// Where each setting's value came from.
+    pub origins: BTreeMap<Setting, Origin>,
+    /// Problems that did not stop resolution (bad datastore values, unknown
+    /// `MARGAY_*` variables, questionable combinations).
+    pub warnings: Vec<SettingsError>,
+}
+
+/// One candidate value for a setting.
+struct Candidate {
+    text: String,
+    origin: Origin,
+}
+
+/// Resolves every setting; returns all errors at once when any local value is bad.
+pub fn resolve(inputs: &Inputs) -> Result<Resolved, SettingsErrors> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let file = match &inputs.config_file {
+        Some(text) => parse_toml(text, &mut errors),
+        None => BTreeMap::new(),
+    };
+    check_command_line_keys(&inputs.command_line, &mut errors);
+    let env = environment_layer(&inputs.environment, &mut warnings);
+
+    let hostname = inputs.kernel_hostname.clone().unwrap_or_default();
+    let mut settings = Settings::defaults(&hostname);
+    let mut origins = BTreeMap::new();
+    for spec in SPECS {
+        let candidates = candidates(spec.setting, inputs, &env, &file);
+        match choose(&mut settings, spec.setting, candidates, &mut warnings) {
+            Ok(origin) => {
+                origins.insert(spec.setting, origin);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    check_combinations(&settings, &mut errors, &mut warnings);
+    if errors.is_empty() {
+        Ok(Resolved {
+            settings,
+            origins,
+            warnings,
+        })
+    } else {
+        Err(SettingsErrors(errors))
+    }
+}
+
+/// Every value offered for `setting`, highest layer first.
+fn candidates(
+    setting: Setting,
+    inputs: &Inputs,
+    env: &BTreeMap<Setting, Candidate>,
+    file: &BTreeMap<Setting, String>,
+) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    if let Some(text) = inputs.command_line.get(setting.key()) {
+        out.push(Candidate {
+            text: text.clone(),
+            origin: Origin::CommandLine(setting.flag()),
+        });
+    }
+    if let Some(c) = env.get(&setting) {
+        out.push(Candidate {
+            text: c.text.clone(),
+            origin: c.origin.clone(),
+        });
+    }
+    if let Some(text) = file.get(&setting) {
+        out.push(Candidate {
+            text: text.clone(),
+            origin: Origin::ConfigFile(setting.key().to_owned()),
+        });
+    }
+    if let Some(name) = setting.datastore_name() {
+        if let Some(text) = inputs.host_config.get(name) {
+            out.push(Candidate {
+                text: text.clone(),
+                origin: Origin::HostKey(name.to_owned()),
+            });
+        }
+        if let Some(text) = inputs.global_config.get(name) {
+            out.push(Candidate {
+                text: text.clone(),
+                origin: Origin::GlobalKey(name.to_owned()),
+            });
+        }
+    }
+    if setting == Setting::Hostname {
+        if let Some(h) = &inputs.kernel_hostname {
+            out.push(Candidate {
+                text: h.clone(),
+                origin: Origin::Kernel,
+            });
+        }
+    }
+    out
+}
+
+/// Applies the first candidate that parses. A bad local candidate is an
+/// error; a bad datastore candidate is a warning and the next one is tried.
+fn choose(
+    settings: &mut Settings,
+    setting: Setting,
+    candidates: Vec<Candidate>,
+    warnings: &mut Vec<SettingsError>,
+) -> Result<Origin, SettingsError> {
+    for c in candidates {
+        match settings.set(setting, &c.text) {
+            Ok(()) => return Ok(c.origin),
+            Err(reason) => {
+                let err = SettingsError::Invalid {
+                    setting,
+                    value: c.text,
+                    origin: c.origin.clone(),
+                    reason,
+                };
+                if c.origin.is_datastore() {
+                    warnings.push(err);
+                } else {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    if setting == Setting::Hostname {
+        return Err(SettingsError::NoHostname);
+    }
+    // `settings` already holds the default.
+    Ok(Origin::Default)
+}
+
+/// The environment layer: `MARGAY_*` first, then the Calico-era names.
+/// Empty Calico-era variables count as unset (Calico env files ship them empty).
+fn environment_layer(
+    vars: &BTreeMap<String, String>,
+    warnings: &mut Vec<SettingsError>,
+) -> BTreeMap<Setting, Candidate> {
+    let mut out = BTreeMap::new();
+    for (var, setting) in LEGACY_ENV {
+        if let Some(text) = vars.get(*var).filter(|t| !t.trim().is_empty()) {
+            out.insert(
+                *setting,
+                Candidate {
+                    text: text.clone(),
+                    origin: Origin::Environment((*var).to_owned()),
+                },
+            );
+        }
+    }
+    if let (Entry::Vacant(slot), Some(c)) =
+        (out.entry(Setting::EtcdEndpoints), legacy_authority(vars))
+    {
+        slot.insert(c);
+    }
+    for (var, text) in vars.iter().filter(|(v, _)| v.starts_with("MARGAY_")) {
+        match Setting::from_env_var(var) {
+            Some(setting) => {
+                out.insert(
+                    setting,
+                    Candidate {
+                        text: text.clone(),
+                        origin: Origin::Environment(var.clone()),
+                    },
+                );
+            }
+            None if var == ENV_CONFIG_FILE => {}
+            None => warnings.push(SettingsError::Unknown {
+                key: var.clone(),
+                origin: Origin::Environment(var.clone()),
+            }),
+        }
+    }
+    out
+}
+
+/// Older Calico env files give `ETCD_AUTHORITY=host:port` (+ `ETCD_SCHEME`).
+fn legacy_authority(vars: &BTreeMap<String, String>) -> Option<Candidate> {
+    let authority = vars
+        .get("ETCD_AUTHORITY")
+        .filter(|t| !t.trim().is_empty())?;
+    let scheme = vars
+        .get("ETCD_SCHEME")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("http");
+    Some(Candidate {
+        text: format!("{scheme}://{}", authority.trim()),
+        origin: Origin::Environment("ETCD_AUTHORITY".into()),
+    })
+}
+
+fn check_command_line_keys(cli: &BTreeMap<String, String>, errors: &mut Vec<SettingsError>) {
+    for key in cli.keys() {
+        if Setting::from_key(key).is_none() || key.contains('-') {
+            errors.push(SettingsError::Unknown {
+                key: key.clone(),
+                origin: Origin::CommandLine(format!("--{}", key.replace('_', "-"))),
+            });
+        }
+    }
+}
+
+/// Parses the config file into setting → text. Lists become comma lists.
+fn parse_toml(text: &str, errors: &mut Vec<SettingsError>) -> BTreeMap<Setting, String> {
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(SettingsError::Toml(e.message().to_owned()));
+            return BTreeMap::new();
+        }
+    };
+    let mut out = BTreeMap::new();
+    for (key, value) in table {
+        let Some(setting) = Setting::from_key(&key) else {
+            errors.push(SettingsError::Unknown {
+                origin: Origin::ConfigFile(key.clone()),
+                key,
+            });
+            continue;
+        };
+        match toml_text(&value) {
+            Some(text) => {
+                out.insert(setting, text);
+            }
+            None => errors.push(SettingsError::TomlType { key }),
+        }
+    }
+    out
+}
+
+fn toml_text(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::Array(items) => {
+            let parts: Option<Vec<String>> = items
+                .iter()
+                .map(|v| match v {
+                    toml::Value::Array(_) | toml::Value::Table(_) => None,
+                    v => toml_text(v),
+                })
+                .collect();
+            parts.map(|p| p.join(","))
+        }
+        toml::Value::Datetime(_) | toml::Value::Table(_) => None,
+    }
+}
+
+/// Checks that hold across settings.
+fn check_combinations(
+    s: &Settings,
+    errors: &mut Vec<SettingsError>,
+    warnings: &mut Vec<SettingsError>,
+) {
+    match (&s.etcd_cert_file, &s.etcd_key_file) {
+        (Some(_), None) => errors.push(SettingsError::Conflict {
+            setting: Setting::EtcdKeyFile,
+            reason: "etcd_cert_file is set, so etcd_key_file must be set too".into(),
+        }),
+        (None, Some(_)) => errors.push(SettingsError::Conflict {
+            setting: Setting::EtcdCertFile,
+            reason: "etcd_key_file is set, so etcd_cert_file must be set too".into(),
+        }),
+        _ => {}
+    }
+    let https = s
+        .etcd_endpoints
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .count();
+    if https > 0 && https < s.etcd_endpoints.len() {
+        errors.push(SettingsError::Conflict {
+            setting: Setting::EtcdEndpoints,
+            reason: "mixes http:// and https:// endpoints".into(),
+        });
+    }
+    let has_tls_files =
+        s.etcd_ca_file.is_some() || s.etcd_cert_file.is_some() || s.etcd_key_file.is_some();
+    if https == 0 && has_tls_files {
+        warnings.push(SettingsError::Conflict {
+            setting: Setting::EtcdEndpoints,
+            reason: "TLS files are set but every endpoint is http://; they are not used".into(),
+        });
+    }
+    if s.reporting_interval_secs > 0 && s.reporting_ttl_secs <= s.reporting_interval_secs {
+        warnings.push(SettingsError::Conflict {
+            setting: Setting::ReportingTtlSecs,
+            reason: format!(
+                "{} s is not longer than the reporting interval ({} s); status will flap",
+                s.reporting_ttl_secs, s.reporting_interval_secs
+            ),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DataplaneKind, EndpointToHostAction, LogLevel};
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn inputs() -> Inputs {
+        Inputs {
+            kernel_hostname: Some("kernel-host".into()),
+            ..Inputs::default()
+        }
+    }
+
+    fn resolve_ok(inputs: &Inputs) -> Resolved {
+        resolve(inputs).unwrap_or_else(|e| panic!("should resolve: {e}"))
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let r = resolve_ok(&inputs());
+        assert_eq!(r.settings, Settings::defaults("kernel-host"));
+        assert_eq!(r.origins[&Setting::Hostname], Origin::Kernel);
+        assert_eq!(r.origins[&Setting::Dataplane], Origin::Default);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn each_layer_beats_every_lower_one() {
+        // One setting present in all six layers; peel them off from the top.
+        let mut i = inputs();
+        i.command_line = map(&[("log_level", "error")]);
+        i.environment = map(&[("MARGAY_LOG_LEVEL", "warn")]);
+        i.config_file = Some("log_level = \"info\"\n".into());
+        i.host_config = map(&[("LogSeverityScreen", "DEBUG")]);
+        i.global_config = map(&[("LogSeverityScreen", "trace")]);
+        let expected = [
+            (LogLevel::Error, Origin::CommandLine("--log-level".into())),
+            (
+                LogLevel::Warn,
+                Origin::Environment("MARGAY_LOG_LEVEL".into()),
+            ),
+            (LogLevel::Info, Origin::ConfigFile("log_level".into())),
+            (LogLevel::Debug, Origin::HostKey("LogSeverityScreen".into())),
+            (
+                LogLevel::Trace,
+                Origin::GlobalKey("LogSeverityScreen".into()),
+            ),
+        ];
+        for (level, origin) in expected {
+            let r = resolve_ok(&i);
+            assert_eq!(r.settings.log_level, level);
+            assert_eq!(r.origins[&Setting::LogLevel], origin);
+            // Remove the layer that just won.
+            if !i.command_line.is_empty() {
+                i.command_line.clear();
+            } else if !i.environment.is_empty() {
+                i.environment.clear();
+            } else if i.config_file.is_some() {
+                i.config_file = None;
+            } else if !i.host_config.is_empty() {
+                i.host_config.clear();
+            } else {
+                i.global_config.clear();
+            }
+        }
+        let r = resolve_ok(&i);
+        assert_eq!(r.settings.log_level, LogLevel::Info);
+        assert_eq!(r.origins[&Setting::LogLevel], Origin::Default);
+    }
+
+    #[test]
+    fn layers_mix_per_setting() {
+        let mut i = inputs();
+        i.command_line = map(&[("hostname", "h1")]);
+        i.environment = map(&[("MARGAY_DATAPLANE", "iptables"), ("PATH", "/bin")]);
+        i.config_file = Some(
+            "dataplane = \"none\"\nrefresh_interval = 5\netcd_endpoints = [\"http://a:1\", \"http://b:2\"]\n"
+                .into(),
+        );
+        i.global_config = map(&[("InterfacePrefix", "tap,cali"), ("SomeFelixThing", "x")]);
+        let s = resolve_ok(&i).settings;
+        assert_eq!(s.hostname, "h1");
+        assert_eq!(s.dataplane, DataplaneKind::Iptables);
+        assert_eq!(s.refresh_interval.as_secs(), 5);
+        assert_eq!(s.etcd_endpoints, vec!["http://a:1", "http://b:2"]);
+        assert_eq!(s.interface_prefixes, vec!["tap", "cali"]);
+    }
+
+    #[test]
+    fn datastore_cannot_set_local_only_settings() {
+        let mut i = inputs();
+        // Not datastore names, and the datastore name of the log level is not its key.
+        i.global_config = map(&[("EtcdEndpoints", "http://evil:1"), ("log_level", "trace")]);
+        let s = resolve_ok(&i).settings;
+        assert_eq!(s.etcd_endpoints, vec!["http://127.0.0.1:2379"]);
+        assert_eq!(s.log_level, LogLevel::Info);
+    }
+
+    #[test]
+    fn calico_era_environment_is_read_below_margay_variables() {
+        let mut i = inputs();
+        i.environment = map(&[
+            (
+                "ETCD_ENDPOINTS",
+                "http://10.0.0.1:2379,http://10.0.0.2:2379",
+            ),
+            ("ETCD_CA_CERT_FILE", ""),
+            ("ETCD_CERT_FILE", ""),
+            ("ETCD_KEY_FILE", ""),
+        ]);
+        let r = resolve_ok(&i);
+        assert_eq!(r.settings.etcd_endpoints.len(), 2);
+        assert_eq!(r.settings.etcd_ca_file, None);
+        assert_eq!(
+            r.origins[&Setting::EtcdEndpoints],
+            Origin::Environment("ETCD_ENDPOINTS".into())
+        );
+        i.environment.insert(
+            "MARGAY_ETCD_ENDPOINTS".into(),
+            "http://10.9.9.9:2379".into(),
+        );
+        assert_eq!(
+            resolve_ok(&i).settings.etcd_endpoints,
+            vec!["http://10.9.9.9:2379"]
+        );
+        // Config file is below both.
+        i.config_file = Some("etcd_endpoints = \"http://file:1\"".into());
+        assert_eq!(
+            resolve_ok(&i).settings.etcd_endpoints,
+            vec!["http://10.9.9.9:2379"]
+        );
+
+        let mut old = inputs();
+        old.environment = map(&[("ETCD_AUTHORITY", "10.1.1.1:4001"), ("ETCD_SCHEME", "http")]);
+        assert_eq!(
+            resolve_ok(&old).settings.etcd_endpoints,
+            vec!["http://10.1.1.1:4001"]
+        );
+    }
+
+    #[test]
+    fn tls_files_with_https_endpoints() {
+        let mut i = inputs();
+        i.environment = map(&[
+            ("ETCD_ENDPOINTS", "https://10.0.0.1:2379"),
+            ("ETCD_CA_CERT_FILE", "/etc/ca.pem"),
+            ("ETCD_CERT_FILE", "/etc/cert.pem"),
+            ("ETCD_KEY_FILE", "/etc/key.pem"),
+        ]);
+        let s = resolve_ok(&i).settings;
+        assert!(s.etcd_uses_tls());
+        assert_eq!(
+            s.etcd_key_file.as_deref(),
+            Some(std::path::Path::new("/etc/key.pem"))
+        );
+    }
+
+    #[test]
+    fn local_errors_name_setting_value_and_source() {
+        let mut i = inputs();
+        i.environment = map(&[("MARGAY_DATAPLANE", "ebpf")]);
+        i.command_line = map(&[("refresh_interval", "soon")]);
+        i.config_file = Some("metrics_addr = \"nowhere\"\n".into());
+        let err = resolve(&i).expect_err("three bad values");
+        assert_eq!(err.0.len(), 3, "{err}");
+        let text = err.to_string();
+        assert!(text.contains(
+            "invalid dataplane \"ebpf\" (from environment variable MARGAY_DATAPLANE): expected one of nftables, iptables, none"
+        ), "{text}");
+        assert!(
+            text.contains(
+                "invalid refresh_interval \"soon\" (from command line --refresh-interval)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("invalid metrics_addr \"nowhere\" (from config file key metrics_addr)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_bad_local_value_is_not_replaced_by_a_lower_layer() {
+        let mut i = inputs();
+        i.environment = map(&[("MARGAY_INTERFACE_PREFIX", "bad prefix")]);
+        i.global_config = map(&[("InterfacePrefix", "tap")]);
+        let err = resolve(&i).expect_err("bad env value");
+        assert!(matches!(
+            &err.0[..],
+            [SettingsError::Invalid {
+                setting: Setting::InterfacePrefix,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn bad_datastore_values_warn_and_fall_through() {
+        let mut i = inputs();
+        i.host_config = map(&[("DefaultEndpointToHostAction", "MAYBE")]);
+        i.global_config = map(&[
+            ("DefaultEndpointToHostAction", "ACCEPT"),
+            ("ReportingTTLSecs", "-5"),
+        ]);
+        let r = resolve_ok(&i);
+        assert_eq!(
+            r.settings.default_endpoint_to_host_action,
+            EndpointToHostAction::Accept
+        );
+        assert_eq!(r.settings.reporting_ttl_secs, 90);
+        assert_eq!(r.origins[&Setting::ReportingTtlSecs], Origin::Default);
+        let text: Vec<String> = r.warnings.iter().map(ToString::to_string).collect();
+        assert!(text.iter().any(|t| t.contains(
+            "invalid default_endpoint_to_host_action \"MAYBE\" (from host config key DefaultEndpointToHostAction)"
+        )), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.contains("global config key ReportingTTLSecs")),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_toml_are_errors() {
+        let mut i = inputs();
+        i.config_file = Some("dataplan = \"nft\"\n[section]\nx = 1\n".into());
+        let err = resolve(&i).expect_err("unknown keys");
+        let text = err.to_string();
+        assert!(
+            text.contains("unknown setting \"dataplan\" (from config file key dataplan)"),
+            "{text}"
+        );
+        assert!(text.contains("unknown setting \"section\""), "{text}");
+
+        i.config_file = Some("dataplane = [[1]]".into());
+        let err = resolve(&i).expect_err("nested list");
+        assert_eq!(
+            err.0,
+            vec![SettingsError::TomlType {
+                key: "dataplane".into()
+            }]
+        );
+
+        i.config_file = Some("dataplane = ".into());
+        assert!(matches!(
+            &resolve(&i).expect_err("bad toml").0[..],
+            [SettingsError::Toml(_)]
+        ));
+
+        i.config_file = None;
+        i.command_line = map(&[("no_such_option", "1")]);
+        assert!(resolve(&i).is_err());
+    }
+
+    #[test]
+    fn unknown_margay_variables_only_warn() {
+        let mut i = inputs();
+        i.environment = map(&[("MARGAY_DATAPLNE", "none"), ("MARGAY_CONFIG", "/x.toml")]);
+        let r = resolve_ok(&i);
+        assert_eq!(r.warnings.len(), 1);
+        assert!(r.warnings[0].to_string().contains("MARGAY_DATAPLNE"));
+    }
+
+    #[test]
+    fn combinations_are_checked() {
+        let mut i = inputs();
+        i.command_line = map(&[
+            ("etcd_endpoints", "https://a:1"),
+            ("etcd_cert_file", "/c.pem"),
+        ]);
+        let err = resolve(&i).expect_err("cert without key");
+        assert!(
+            err.to_string().contains("etcd_key_file must be set too"),
+            "{err}"
+        );
+
+        i.command_line = map(&[("etcd_endpoints", "https://a:1,http://b:2")]);
+        assert!(resolve(&i)
+            .expect_err("mixed")
+            .to_string()
+            .contains("mixes"));
+
+        i.command_line = map(&[("etcd_ca_file", "/ca.pem")]);
+        let r = resolve_ok(&i);
+        assert!(r
+            .warnings
+            .iter()
+            .any(|w| w.to_string().contains("not used")));
+    }
+
+    #[test]
+    fn no_hostname_anywhere_is_an_error() {
+        let err = resolve(&Inputs::default()).expect_err("no hostname");
+        assert_eq!(err.0, vec![SettingsError::NoHostname]);
+        let i = Inputs {
+            environment: map(&[("MARGAY_HOSTNAME", "from-env")]),
+            ..Inputs::default()
+        };
+        assert_eq!(resolve_ok(&i).settings.hostname, "from-env");
+    }
+}

@@ -1,0 +1,136 @@
+//! Running the iptables and ipset tools inside the target namespace.
+//!
+//! One process per call, input on stdin, output captured. A refusal becomes
+//! [`FirewallError::Tool`] with the tool's message and, when the tool names
+//! the input line it choked on, that line.
+
+use std::io::Write as _;
+use std::process::{Output, Stdio};
+
+use crate::firewall::FirewallError;
+use crate::netns::NetnsTarget;
+
+/// How much of a tool's stderr an error keeps.
+const MAX_STDERR: usize = 2048;
+
+/// Runs `program args` in `netns`, feeding `stdin`; returns stdout.
+pub fn run(
+    netns: &NetnsTarget,
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<String, FirewallError> {
+    let out = output(netns, program, args, stdin)?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(FirewallError::Tool {
+            tool: program.to_owned(),
+            status: out.status.to_string(),
+            stderr: describe_failure(&stderr, stdin),
+        });
+    }
+    String::from_utf8(out.stdout).map_err(|e| FirewallError::Parse {
+        what: format!("{program} output"),
+        detail: e.to_string(),
+    })
+}
+
+/// Runs the tool and returns its raw output, whatever its exit status.
+pub fn output(
+    netns: &NetnsTarget,
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<Output, FirewallError> {
+    let spawn_err = |source| FirewallError::Spawn {
+        tool: program.to_owned(),
+        source,
+    };
+    let mut cmd = netns.command(program);
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let pipe = child.stdin.take();
+    std::thread::scope(|scope| {
+        // Feed stdin from a second thread so a tool that writes a lot while
+        // reading cannot deadlock against us.
+        let writer = pipe.map(|mut pipe| {
+            let text = stdin.unwrap_or_default();
+            scope.spawn(move || pipe.write_all(text.as_bytes()))
+        });
+        let out = child.wait_with_output().map_err(spawn_err)?;
+        if let Some(w) = writer {
+            // A write error (the tool quit early) shows in its exit status;
+            // report it only if the tool claims success.
+            let written = w
+                .join()
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::Other.into()));
+            if let (Err(e), true) = (written, out.status.success()) {
+                return Err(spawn_err(e));
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// The tool's message, trimmed, plus the input line it names (`line N`).
+pub fn describe_failure(stderr: &str, stdin: Option<&str>) -> String {
+    let mut msg: String = stderr.trim().chars().take(MAX_STDERR).collect();
+    let line = failing_line(stderr).and_then(|n| stdin?.lines().nth(n.checked_sub(1)?));
+    if let Some(line) = line {
+        let shown: String = line.chars().take(300).collect();
+        msg.push_str(&format!(" [input: {shown}]"));
+    }
+    msg
+}
+
+/// The number after the first `line ` in a tool's message.
+fn failing_line(stderr: &str) -> Option<usize> {
+    let lower = stderr.to_ascii_lowercase();
+    let at = lower.find("line ")? + "line ".len();
+    let digits: String = lower[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_names_the_input_line() {
+        let input = "*filter\n-A margay-x -j NOPE\nCOMMIT\n";
+        let msg = describe_failure("iptables-restore: line 2 failed\n", Some(input));
+        assert_eq!(
+            msg,
+            "iptables-restore: line 2 failed [input: -A margay-x -j NOPE]"
+        );
+        let ipset = describe_failure(
+            "ipset v7.17: Error in line 1: Syntax error",
+            Some("add x y\n"),
+        );
+        assert!(ipset.ends_with("[input: add x y]"));
+        assert_eq!(
+            describe_failure("no line here", Some(input)),
+            "no line here"
+        );
+    }
+
+    #[test]
+    fn runs_a_program_with_stdin() {
+        let out = run(&NetnsTarget::current(), "cat", &[], Some("hello\n")).expect("cat runs");
+        assert_eq!(out, "hello\n");
+        let err = run(&NetnsTarget::current(), "false", &[], None).expect_err("false fails");
+        assert!(matches!(err, FirewallError::Tool { .. }));
+        let missing = run(&NetnsTarget::current(), "/nonexistent/tool", &[], None);
+        assert!(matches!(missing, Err(FirewallError::Spawn { .. })));
+    }
+}

@@ -1,0 +1,687 @@
+//! Turning [`FirewallOp`]s into the texts of one apply.
+//!
+//! Pure: given the ops, what we know of our kernel objects ([`Known`]) and
+//! the current rules of the built-in chains the ops hook into, it produces
+//! an `ipset restore` text run first (creates, swaps, members), one
+//! `iptables-restore --noflush` text per family holding a `*filter` and/or
+//! `*nat` section, and an `ipset restore` text run last (destroys, once no
+//! rule references the sets), plus what we will know after it succeeded.
+//!
+//! Tables: a chain belongs to `nat` when the nat postrouting hook calls it,
+//! it masquerades, a nat chain jumps to it, or it already lives there;
+//! otherwise to `filter`. Every chain exists in both families' tables
+//! (rules that only match one family are only in that family's chain).
+//! Within a section: all replaced chains are declared first (which creates
+//! or flushes them), then their rules, then hook rules, then deletions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use ipnet::IpNet;
+use margay_policy::desired::IpVersion;
+
+use super::ipset::{self, SetHeader};
+use super::rule::{self, check_ours, FamTag, RenderError};
+use super::save::BuiltinRule;
+use super::Table;
+use crate::firewall::model::{Action, GenericRule, Hook, ObjectName};
+use crate::firewall::{FirewallError, FirewallOp};
+
+/// The comment on our hook rules in built-in chains.
+pub const HOOK_COMMENT: &str = "margay-hook";
+/// The two families, in the order we write them.
+pub const FAMILIES: [IpVersion; 2] = [IpVersion::V4, IpVersion::V6];
+
+/// What we know of our kernel objects (from read-back and our own writes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// Our chains and the tables they exist in.
+    pub chains: BTreeMap<ObjectName, BTreeSet<Table>>,
+    /// Our sets and their headers.
+    pub sets: BTreeMap<ObjectName, SetHeader>,
+}
+
+/// Current rules of built-in chains, per family and hook.
+pub type Builtins = BTreeMap<(IpVersion, Hook), Vec<BuiltinRule>>;
+
+/// The texts of one apply, in the order they run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// `ipset restore` input run first: creates, swaps, member changes.
+    pub ipset_pre: String,
+    /// `iptables-restore --noflush` input.
+    pub v4: String,
+    /// `ip6tables-restore --noflush` input.
+    pub v6: String,
+    /// `ipset restore` input run last: destroys.
+    pub ipset_post: String,
+    /// What we know once all of it succeeded.
+    pub(crate) next: Known,
+}
+
+impl Plan {
+    /// The restore text for `family`.
+    pub fn iptables(&self, family: IpVersion) -> &str {
+        match family {
+            IpVersion::V4 => &self.v4,
+            IpVersion::V6 => &self.v6,
+        }
+    }
+
+    /// True when nothing needs writing.
+    pub fn is_empty(&self) -> bool {
+        self.ipset_pre.is_empty()
+            && self.v4.is_empty()
+            && self.v6.is_empty()
+            && self.ipset_post.is_empty()
+    }
+}
+
+/// The built-in chain and table of a hook.
+pub fn hook_chain(hook: Hook) -> (Table, &'static str) {
+    match hook {
+        Hook::Forward => (Table::Filter, "FORWARD"),
+        Hook::Input => (Table::Filter, "INPUT"),
+        Hook::Output => (Table::Filter, "OUTPUT"),
+        Hook::NatPostrouting => (Table::Nat, "POSTROUTING"),
+    }
+}
+
+/// Builds the plan for `ops`.
+pub fn plan(ops: &[FirewallOp], known: &Known, builtins: &Builtins) -> Result<Plan, FirewallError> {
+    let sets = set_intents(ops)?;
+    let chains = chain_intents(ops)?;
+    let hooks = hook_intents(ops)?;
+    let mut next = known.clone();
+    let mut p = Plan::default();
+    write_sets(&mut p, &sets, known, &mut next);
+    let set_family = |name: &ObjectName| match sets.get(name).and_then(|s| s.create) {
+        Some(f) => Some(f),
+        None => known.sets.get(name).and_then(|h| h.family),
+    };
+    let tables = assign_tables(&chains, &hooks, known);
+    for family in FAMILIES {
+        let mut sections: BTreeMap<Table, Section> = BTreeMap::new();
+        write_chains(&mut sections, &chains, &tables, known, family, &set_family)?;
+        write_hooks(&mut sections, &hooks, builtins, family);
+        let text = match family {
+            IpVersion::V4 => &mut p.v4,
+            IpVersion::V6 => &mut p.v6,
+        };
+        for (table, s) in &sections {
+            s.write(text, *table);
+        }
+    }
+    for (name, intent) in &chains {
+        match intent {
+            ChainIntent::Replace(_) => {
+                let t = tables.get(name).copied().unwrap_or(Table::Filter);
+                next.chains.insert(name.clone(), [t].into());
+            }
+            ChainIntent::Delete => {
+                next.chains.remove(name);
+            }
+        }
+    }
+    p.next = next;
+    Ok(p)
+}
+
+fn invalid(what: &str, e: RenderError) -> FirewallError {
+    FirewallError::Parse {
+        what: what.to_owned(),
+        detail: e.0,
+    }
+}
+
+// ----- sets -----
+
+/// The net effect of the ops on one set.
+#[derive(Debug, Default)]
+struct SetIntent {
+    /// Create (or keep) with this family.
+    create: Option<IpVersion>,
+    /// A delete came before the create: start empty.
+    fresh: bool,
+    /// Destroy at the end.
+    delete: bool,
+    /// Member changes in op order (true = add).
+    members: Vec<(bool, IpNet)>,
+}
+
+fn set_intents(ops: &[FirewallOp]) -> Result<BTreeMap<ObjectName, SetIntent>, FirewallError> {
+    let mut out: BTreeMap<ObjectName, SetIntent> = BTreeMap::new();
+    for op in ops {
+        let name = match op {
+            FirewallOp::CreateSet { name, .. } | FirewallOp::DeleteSet { name } => name,
+            FirewallOp::AddMembers { set, .. } | FirewallOp::RemoveMembers { set, .. } => set,
+            _ => continue,
+        };
+        check_ours(name).map_err(|e| invalid("set name", e))?;
+        let i = out.entry(name.clone()).or_default();
+        match op {
+            FirewallOp::CreateSet { family, .. } => {
+                i.create = Some(*family);
+                i.delete = false;
+            }
+            FirewallOp::DeleteSet { .. } => {
+                *i = SetIntent {
+                    fresh: true,
+                    delete: true,
+                    ..SetIntent::default()
+                };
+            }
+            FirewallOp::AddMembers { members, .. } => {
+                i.members.extend(members.iter().map(|m| (true, *m)));
+            }
+            FirewallOp::RemoveMembers { members, .. } => {
+                i.members.extend(members.iter().map(|m| (false, *m)));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn write_sets(
+    p: &mut Plan,
+    sets: &BTreeMap<ObjectName, SetIntent>,
+    known: &Known,
+    next: &mut Known,
+) {
+    for (name, intent) in sets {
+        if intent.delete {
+            let _ = writeln!(p.ipset_post, "destroy {name}");
+            next.sets.remove(name);
+            continue;
+        }
+        let mut target = name.clone();
+        let mut swap = None;
+        if let Some(family) = intent.create {
+            match known.sets.get(name) {
+                None => ipset::write_create(&mut p.ipset_pre, name.as_str(), family),
+                Some(h) if h.conforms(family) => {
+                    if intent.fresh {
+                        let _ = writeln!(p.ipset_pre, "flush {name}");
+                    }
+                }
+                Some(h) if h.swappable(family) => {
+                    // Same type and family, other options: fill a temporary
+                    // set and swap it in, so rules using the set never see
+                    // it missing or empty.
+                    let tmp = ObjectName::generate("tmp", name.as_str());
+                    ipset::write_create(&mut p.ipset_pre, tmp.as_str(), family);
+                    let _ = writeln!(p.ipset_pre, "flush {tmp}");
+                    swap = Some(tmp.clone());
+                    target = tmp;
+                }
+                Some(_) => {
+                    // Another type or family cannot be swapped; this fails
+                    // (and says so) while a rule still uses the old set.
+                    let _ = writeln!(p.ipset_pre, "destroy {name}");
+                    ipset::write_create(&mut p.ipset_pre, name.as_str(), family);
+                }
+            }
+            next.sets.insert(name.clone(), SetHeader::ours(family));
+        }
+        for (add, net) in &intent.members {
+            let verb = if *add { "add" } else { "del" };
+            ipset::write_member(&mut p.ipset_pre, verb, target.as_str(), net);
+        }
+        if let Some(tmp) = swap {
+            let _ = writeln!(p.ipset_pre, "swap {tmp} {name}");
+            let _ = writeln!(p.ipset_pre, "destroy {tmp}");
+        }
+    }
+}
+
+// ----- chains -----
+
+enum ChainIntent<'a> {
+    Replace(&'a [GenericRule]),
+    Delete,
+}
+
+fn chain_intents(
+    ops: &[FirewallOp],
+) -> Result<BTreeMap<ObjectName, ChainIntent<'_>>, FirewallError> {
+    let mut out = BTreeMap::new();
+    for op in ops {
+        let (name, intent) = match op {
+            FirewallOp::ReplaceChain { name, rules } => (name, ChainIntent::Replace(rules)),
+            FirewallOp::DeleteChain { name } => (name, ChainIntent::Delete),
+            _ => continue,
+        };
+        check_ours(name).map_err(|e| invalid("chain name", e))?;
+        out.insert(name.clone(), intent);
+    }
+    Ok(out)
+}
+
+fn hook_intents(ops: &[FirewallOp]) -> Result<BTreeMap<Hook, ObjectName>, FirewallError> {
+    let mut out = BTreeMap::new();
+    for op in ops {
+        if let FirewallOp::AttachHook { hook, chain } = op {
+            check_ours(chain).map_err(|e| invalid("hook chain", e))?;
+            out.insert(*hook, chain.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The table of every replaced chain (see the module doc).
+fn assign_tables(
+    chains: &BTreeMap<ObjectName, ChainIntent<'_>>,
+    hooks: &BTreeMap<Hook, ObjectName>,
+    known: &Known,
+) -> BTreeMap<ObjectName, Table> {
+    let mut nat: BTreeSet<&ObjectName> = known
+        .chains
+        .iter()
+        .filter(|(_, t)| t.contains(&Table::Nat))
+        .map(|(n, _)| n)
+        .collect();
+    nat.extend(
+        hooks
+            .iter()
+            .filter(|(h, _)| **h == Hook::NatPostrouting)
+            .map(|(_, c)| c),
+    );
+    for (name, intent) in chains {
+        if let ChainIntent::Replace(rules) = intent {
+            if rules.iter().any(|r| r.action == Action::Masquerade) {
+                nat.insert(name);
+            }
+        }
+    }
+    loop {
+        let before = nat.len();
+        for (name, intent) in chains {
+            if let (ChainIntent::Replace(rules), true) = (intent, nat.contains(name)) {
+                nat.extend(rules.iter().filter_map(|r| match &r.action {
+                    Action::Jump(t) | Action::Goto(t) => Some(t),
+                    _ => None,
+                }));
+            }
+        }
+        if nat.len() == before {
+            break;
+        }
+    }
+    chains
+        .keys()
+        .map(|n| {
+            (
+                n.clone(),
+                if nat.contains(n) {
+                    Table::Nat
+                } else {
+                    Table::Filter
+                },
+            )
+        })
+        .collect()
+}
+
+/// One `*table ... COMMIT` section being built.
+#[derive(Default)]
+struct Section {
+    decls: String,
+    rules: String,
+    hooks: String,
+    deletes: String,
+}
+
+impl Section {
+    fn write(&self, out: &mut String, table: Table) {
+        if self.decls.is_empty()
+            && self.rules.is_empty()
+            && self.hooks.is_empty()
+            && self.deletes.is_empty()
+        {
+            return;
+        }
+        let _ = writeln!(out, "*{}", table.name());
+        out.push_str(&self.decls);
+        out.push_str(&self.rules);
+        out.push_str(&self.hooks);
+        out.push_str(&self.deletes);
+        out.push_str("COMMIT\n");
+    }
+}
+
+fn write_chains(
+    sections: &mut BTreeMap<Table, Section>,
+    chains: &BTreeMap<ObjectName, ChainIntent<'_>>,
+    tables: &BTreeMap<ObjectName, Table>,
+    known: &Known,
+    family: IpVersion,
+    set_family: &dyn Fn(&ObjectName) -> Option<IpVersion>,
+) -> Result<(), FirewallError> {
+    let no_tables = BTreeSet::new();
+    for (name, intent) in chains {
+        let was_in = known.chains.get(name).unwrap_or(&no_tables);
+        match intent {
+            ChainIntent::Replace(rules) => {
+                let table = tables.get(name).copied().unwrap_or(Table::Filter);
+                let s = sections.entry(table).or_default();
+                let _ = writeln!(s.decls, ":{name} - [0:0]");
+                for (idx, r) in rules.iter().enumerate() {
+                    let fam: FamTag = rule::rule_families(r, set_family);
+                    rule::render_rule(&mut s.rules, name, idx, r, fam, family)
+                        .map_err(|e| invalid(&format!("rule {idx} of chain {name}"), e))?;
+                }
+                // A chain that moved table leaves the old one.
+                for old in was_in.iter().filter(|t| **t != table) {
+                    delete_chain(sections.entry(*old).or_default(), name);
+                }
+            }
+            ChainIntent::Delete => {
+                for t in was_in {
+                    delete_chain(sections.entry(*t).or_default(), name);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Declaring first makes the delete work whether or not the chain (still)
+/// exists and whatever it holds.
+fn delete_chain(s: &mut Section, name: &ObjectName) {
+    let _ = writeln!(s.deletes, ":{name} - [0:0]\n-X {name}");
+}
+
+/// Puts each hook's rule first in its built-in chain, exactly once, unless
+/// it already is; never touches rules that are not ours.
+fn write_hooks(
+    sections: &mut BTreeMap<Table, Section>,
+    hooks: &BTreeMap<Hook, ObjectName>,
+    builtins: &Builtins,
+    family: IpVersion,
+) {
+    let none = Vec::new();
+    for (hook, chain) in hooks {
+        let (table, builtin) = hook_chain(*hook);
+        let current = builtins.get(&(family, *hook)).unwrap_or(&none);
+        let ours: Vec<&BuiltinRule> = current.iter().filter(|r| r.ours.is_some()).collect();
+        let in_place =
+            current.first().and_then(|r| r.ours.as_ref()) == Some(chain) && ours.len() == 1;
+        if in_place {
+            continue;
+        }
+        let s = sections.entry(table).or_default();
+        for r in ours {
+            let _ = writeln!(s.hooks, "-D {builtin} {}", r.spec);
+        }
+        let _ = writeln!(
+            s.hooks,
+            "-I {builtin} 1 -m comment --comment {HOOK_COMMENT} -j {chain}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::model::Match;
+
+    fn name(s: &'static str) -> ObjectName {
+        ObjectName::fixed(s)
+    }
+
+    fn rule(matches: Vec<Match>, action: Action) -> GenericRule {
+        GenericRule { matches, action }
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("net")
+    }
+
+    fn fp(r: &GenericRule) -> String {
+        format!("{:016x}", r.fingerprint())
+    }
+
+    #[test]
+    fn full_program_renders_sets_chains_hooks_in_order() {
+        let accept = rule(
+            vec![Match::SrcSet {
+                set: name("margay-t4-a"),
+                negated: false,
+            }],
+            Action::Accept,
+        );
+        let masq = rule(vec![Match::Family(IpVersion::V4)], Action::Masquerade);
+        let fwd = rule(vec![], Action::Jump(name("margay-x")));
+        let ops = vec![
+            FirewallOp::CreateSet {
+                name: name("margay-t4-a"),
+                family: IpVersion::V4,
+            },
+            FirewallOp::AddMembers {
+                set: name("margay-t4-a"),
+                family: IpVersion::V4,
+                members: [net("10.0.0.1/32"), net("10.0.0.2/32")].into(),
+            },
+            FirewallOp::ReplaceChain {
+                name: name("margay-x"),
+                rules: vec![accept.clone()],
+            },
+            FirewallOp::ReplaceChain {
+                name: name("margay-forward"),
+                rules: vec![fwd.clone()],
+            },
+            FirewallOp::ReplaceChain {
+                name: name("margay-nat-post"),
+                rules: vec![masq.clone()],
+            },
+            FirewallOp::AttachHook {
+                hook: Hook::Forward,
+                chain: name("margay-forward"),
+            },
+            FirewallOp::AttachHook {
+                hook: Hook::NatPostrouting,
+                chain: name("margay-nat-post"),
+            },
+        ];
+        let p = plan(&ops, &Known::default(), &Builtins::new()).expect("plan");
+        assert_eq!(
+            p.ipset_pre,
+            "create margay-t4-a hash:net family inet hashsize 1024 maxelem 1048576\n\
+             add margay-t4-a 10.0.0.1/32\nadd margay-t4-a 10.0.0.2/32\n"
+        );
+        let v4 = format!(
+            "*filter\n:margay-forward - [0:0]\n:margay-x - [0:0]\n\
+             -A margay-forward -m comment --comment {}:0:b -j margay-x\n\
+             -A margay-x -m comment --comment {}:0:4 -m set --match-set margay-t4-a src -j ACCEPT\n\
+             -I FORWARD 1 -m comment --comment margay-hook -j margay-forward\nCOMMIT\n\
+             *nat\n:margay-nat-post - [0:0]\n\
+             -A margay-nat-post -m comment --comment {}:0:4 -j MASQUERADE\n\
+             -I POSTROUTING 1 -m comment --comment margay-hook -j margay-nat-post\nCOMMIT\n",
+            fp(&fwd),
+            fp(&accept),
+            fp(&masq)
+        );
+        assert_eq!(p.v4, v4);
+        let v6 = format!(
+            "*filter\n:margay-forward - [0:0]\n:margay-x - [0:0]\n\
+             -A margay-forward -m comment --comment {}:0:b -j margay-x\n\
+             -I FORWARD 1 -m comment --comment margay-hook -j margay-forward\nCOMMIT\n\
+             *nat\n:margay-nat-post - [0:0]\n\
+             -I POSTROUTING 1 -m comment --comment margay-hook -j margay-nat-post\nCOMMIT\n",
+            fp(&fwd)
+        );
+        assert_eq!(p.v6, v6);
+        assert!(p.ipset_post.is_empty());
+        assert_eq!(p.next.chains[&name("margay-nat-post")], [Table::Nat].into());
+        assert_eq!(
+            p.next.sets[&name("margay-t4-a")],
+            SetHeader::ours(IpVersion::V4)
+        );
+    }
+
+    #[test]
+    fn nat_reaches_through_jumps_and_is_remembered() {
+        let ops = vec![
+            FirewallOp::ReplaceChain {
+                name: name("margay-np"),
+                rules: vec![rule(vec![], Action::Goto(name("margay-nq")))],
+            },
+            FirewallOp::ReplaceChain {
+                name: name("margay-nq"),
+                rules: vec![rule(vec![], Action::Return)],
+            },
+            FirewallOp::AttachHook {
+                hook: Hook::NatPostrouting,
+                chain: name("margay-np"),
+            },
+        ];
+        let p = plan(&ops, &Known::default(), &Builtins::new()).expect("plan");
+        assert_eq!(p.next.chains[&name("margay-nq")], [Table::Nat].into());
+        // Later, a delta rewriting only margay-nq stays in nat.
+        let delta = vec![FirewallOp::ReplaceChain {
+            name: name("margay-nq"),
+            rules: vec![],
+        }];
+        let p2 = plan(&delta, &p.next, &Builtins::new()).expect("plan");
+        assert_eq!(p2.v4, "*nat\n:margay-nq - [0:0]\nCOMMIT\n");
+    }
+
+    #[test]
+    fn hooks_in_place_are_left_alone_and_misplaced_ones_moved() {
+        let ops = vec![FirewallOp::AttachHook {
+            hook: Hook::Forward,
+            chain: name("margay-forward"),
+        }];
+        let ours = BuiltinRule {
+            spec: "-m comment --comment margay-hook -j margay-forward".into(),
+            ours: Some(name("margay-forward")),
+        };
+        let foreign = BuiltinRule {
+            spec: "-j DOCKER".into(),
+            ours: None,
+        };
+        let mut b = Builtins::new();
+        for f in FAMILIES {
+            b.insert((f, Hook::Forward), vec![ours.clone(), foreign.clone()]);
+        }
+        assert!(plan(&ops, &Known::default(), &b).expect("plan").is_empty());
+        b.insert(
+            (IpVersion::V6, Hook::Forward),
+            vec![foreign.clone(), ours.clone()],
+        );
+        let p = plan(&ops, &Known::default(), &b).expect("plan");
+        assert_eq!(p.v4, "");
+        assert_eq!(
+            p.v6,
+            "*filter\n-D FORWARD -m comment --comment margay-hook -j margay-forward\n\
+             -I FORWARD 1 -m comment --comment margay-hook -j margay-forward\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn deletes_come_last_and_only_where_the_chain_is() {
+        let mut known = Known::default();
+        known
+            .chains
+            .insert(name("margay-old"), [Table::Filter].into());
+        known
+            .sets
+            .insert(name("margay-t4-old"), SetHeader::ours(IpVersion::V4));
+        let ops = vec![
+            FirewallOp::ReplaceChain {
+                name: name("margay-a"),
+                rules: vec![],
+            },
+            FirewallOp::DeleteChain {
+                name: name("margay-old"),
+            },
+            FirewallOp::DeleteChain {
+                name: name("margay-never"),
+            },
+            FirewallOp::DeleteSet {
+                name: name("margay-t4-old"),
+            },
+        ];
+        let p = plan(&ops, &known, &Builtins::new()).expect("plan");
+        let want = "*filter\n:margay-a - [0:0]\n:margay-old - [0:0]\n-X margay-old\nCOMMIT\n";
+        assert_eq!(p.v4, want);
+        assert_eq!(p.v6, want);
+        assert_eq!(p.ipset_post, "destroy margay-t4-old\n");
+        assert!(p.ipset_pre.is_empty());
+        assert!(!p.next.chains.contains_key(&name("margay-old")));
+        assert!(!p.next.sets.contains_key(&name("margay-t4-old")));
+    }
+
+    #[test]
+    fn set_type_changes_swap_or_recreate() {
+        let mut known = Known::default();
+        let mut small = SetHeader::ours(IpVersion::V4);
+        small.maxelem = Some(65536);
+        known.sets.insert(name("margay-a"), small);
+        known
+            .sets
+            .insert(name("margay-b"), SetHeader::ours(IpVersion::V4));
+        known
+            .sets
+            .insert(name("margay-c"), SetHeader::ours(IpVersion::V4));
+        let add = |set: &'static str, m: &str| FirewallOp::AddMembers {
+            set: name(set),
+            family: IpVersion::V6,
+            members: [net(m)].into(),
+        };
+        let ops = vec![
+            FirewallOp::CreateSet {
+                name: name("margay-a"),
+                family: IpVersion::V4,
+            },
+            FirewallOp::AddMembers {
+                set: name("margay-a"),
+                family: IpVersion::V4,
+                members: [net("10.0.0.1/32")].into(),
+            },
+            FirewallOp::CreateSet {
+                name: name("margay-b"),
+                family: IpVersion::V6,
+            },
+            add("margay-b", "fd00::1/128"),
+            FirewallOp::DeleteSet {
+                name: name("margay-c"),
+            },
+            FirewallOp::CreateSet {
+                name: name("margay-c"),
+                family: IpVersion::V4,
+            },
+        ];
+        let p = plan(&ops, &known, &Builtins::new()).expect("plan");
+        let tmp = ObjectName::generate("tmp", "margay-a");
+        assert_eq!(
+            p.ipset_pre,
+            format!(
+                "create {tmp} hash:net family inet hashsize 1024 maxelem 1048576\nflush {tmp}\n\
+                 add {tmp} 10.0.0.1/32\nswap {tmp} margay-a\ndestroy {tmp}\n\
+                 destroy margay-b\ncreate margay-b hash:net family inet6 hashsize 1024 maxelem 1048576\n\
+                 add margay-b fd00::1/128\n\
+                 flush margay-c\n"
+            )
+        );
+        assert!(p.ipset_post.is_empty(), "re-created set is not destroyed");
+        assert_eq!(
+            p.next.sets[&name("margay-b")],
+            SetHeader::ours(IpVersion::V6)
+        );
+    }
+
+    #[test]
+    fn foreign_names_are_refused() {
+        let ops = vec![FirewallOp::DeleteChain {
+            name: name("INPUT"),
+        }];
+        assert!(plan(&ops, &Known::default(), &Builtins::new()).is_err());
+        let ops = vec![FirewallOp::AttachHook {
+            hook: Hook::Input,
+            chain: name("ACCEPT"),
+        }];
+        assert!(plan(&ops, &Known::default(), &Builtins::new()).is_err());
+    }
+}

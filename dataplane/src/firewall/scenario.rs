@@ -1,0 +1,222 @@
+//! Hand-built desired states for tests and benchmarks.
+//!
+//! The calculation builds [`DesiredState`] in production; tests of the
+//! firewall (unit, property, conformance) and the benchmark build it here
+//! instead, with [`changes_between`] deriving the [`Changes`] the
+//! calculation would have reported. Panics on invalid literals: callers pass
+//! constants.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+use margay_policy::desired::{
+    Changes, DesiredState, Direction, DirectionProgram, EndpointProgram, IpSetId, LocalEndpoint,
+    Rule, RuleAction, RuleSet, RuleSetId, RuleSetOwner, SideMatch, TierProgram,
+    WorkloadEndpointKey,
+};
+use margay_policy::names::{Id, InterfaceName};
+
+/// A validated id from a literal.
+pub fn id(s: &str) -> Id {
+    Id::new(s).unwrap_or_else(|e| panic!("bad test id: {e}"))
+}
+
+/// A validated interface name from a literal.
+pub fn iface(s: &str) -> InterfaceName {
+    InterfaceName::new(s).unwrap_or_else(|e| panic!("bad test interface: {e}"))
+}
+
+/// A net from a literal.
+pub fn net(s: &str) -> IpNet {
+    s.parse()
+        .unwrap_or_else(|e| panic!("bad test net {s}: {e}"))
+}
+
+/// A rule doing `action` with no matches.
+pub fn rule(action: RuleAction) -> Rule {
+    Rule {
+        action,
+        ip_version: None,
+        protocol: None,
+        not_protocol: None,
+        src: SideMatch::default(),
+        dst: SideMatch::default(),
+        icmp: None,
+        not_icmp: None,
+        log_prefix: None,
+    }
+}
+
+/// The rule set id of a profile's list.
+pub fn profile_rs(profile: &str, direction: Direction) -> RuleSetId {
+    RuleSetId {
+        owner: RuleSetOwner::Profile(id(profile)),
+        direction,
+    }
+}
+
+/// The rule set id of a policy's list.
+pub fn policy_rs(tier: &str, policy: &str, direction: Direction) -> RuleSetId {
+    RuleSetId {
+        owner: RuleSetOwner::Policy {
+            tier: id(tier),
+            policy: id(policy),
+        },
+        direction,
+    }
+}
+
+/// Builds a [`DesiredState`] step by step.
+#[derive(Debug, Clone, Default)]
+pub struct DesiredBuilder {
+    /// The state so far.
+    pub state: DesiredState,
+}
+
+impl DesiredBuilder {
+    /// An empty state with the two (empty) pool sets.
+    pub fn new() -> Self {
+        let mut b = DesiredBuilder::default();
+        b.state.ip_sets.insert(IpSetId::AllPools, BTreeSet::new());
+        b.state.ip_sets.insert(IpSetId::MasqueradePools, BTreeSet::new());
+        b
+    }
+
+    /// Sets a profile's inbound and outbound rules.
+    pub fn profile(&mut self, name: &str, inbound: Vec<Rule>, outbound: Vec<Rule>) -> &mut Self {
+        for (d, rules) in [(Direction::Inbound, inbound), (Direction::Outbound, outbound)] {
+            self.state
+                .rule_sets
+                .insert(profile_rs(name, d), RuleSet { rules });
+        }
+        self
+    }
+
+    /// Sets a policy's inbound and outbound rules.
+    pub fn policy(
+        &mut self,
+        tier: &str,
+        name: &str,
+        inbound: Vec<Rule>,
+        outbound: Vec<Rule>,
+    ) -> &mut Self {
+        for (d, rules) in [(Direction::Inbound, inbound), (Direction::Outbound, outbound)] {
+            self.state
+                .rule_sets
+                .insert(policy_rs(tier, name, d), RuleSet { rules });
+        }
+        self
+    }
+
+    /// Adds a local endpoint on `ifname` with IPv4 `addr` (/32) using
+    /// `profiles` (none: the program fails closed).
+    pub fn endpoint(&mut self, ifname: &str, addr: &str, profiles: &[&str]) -> &mut Self {
+        let i = iface(ifname);
+        let ep = LocalEndpoint {
+            key: WorkloadEndpointKey {
+                host: "host1".to_owned(),
+                orchestrator: "test".to_owned(),
+                workload: ifname.to_owned(),
+                endpoint: id(ifname),
+            },
+            iface: i.clone(),
+            mac: None,
+            ipv4: vec![addr.parse().unwrap_or_else(|e| panic!("bad addr {addr}: {e}"))],
+            ipv6: vec![],
+        };
+        let program = |d: Direction| DirectionProgram {
+            tiers: vec![],
+            profiles: profiles.iter().map(|p| profile_rs(p, d)).collect(),
+            fail_closed: profiles.is_empty(),
+        };
+        self.state.endpoints.insert(i.clone(), ep);
+        self.state.programs.insert(
+            i,
+            EndpointProgram {
+                inbound: program(Direction::Inbound),
+                outbound: program(Direction::Outbound),
+            },
+        );
+        self
+    }
+
+    /// Puts `policies` of `tier` (in order) in front of an endpoint's
+    /// profiles, both directions.
+    pub fn tier(&mut self, ifname: &str, tier: &str, policies: &[&str]) -> &mut Self {
+        let Some(p) = self.state.programs.get_mut(&iface(ifname)) else {
+            panic!("tier for unknown endpoint {ifname}");
+        };
+        for (d, prog) in [
+            (Direction::Inbound, &mut p.inbound),
+            (Direction::Outbound, &mut p.outbound),
+        ] {
+            prog.tiers.push(TierProgram {
+                tier: id(tier),
+                policies: policies.iter().map(|x| policy_rs(tier, x, d)).collect(),
+            });
+        }
+        self
+    }
+
+    /// Sets the members of an address set.
+    pub fn set(&mut self, set: IpSetId, members: &[&str]) -> &mut Self {
+        self.state
+            .ip_sets
+            .insert(set, members.iter().map(|m| net(m)).collect());
+        self
+    }
+
+    /// The state built.
+    pub fn build(&self) -> DesiredState {
+        self.state.clone()
+    }
+}
+
+fn changed_keys<K: Ord + Clone, V: PartialEq>(
+    a: &BTreeMap<K, V>,
+    b: &BTreeMap<K, V>,
+) -> BTreeSet<K> {
+    let mut out: BTreeSet<K> = BTreeSet::new();
+    for (k, v) in a {
+        if b.get(k) != Some(v) {
+            out.insert(k.clone());
+        }
+    }
+    for k in b.keys() {
+        if !a.contains_key(k) {
+            out.insert(k.clone());
+        }
+    }
+    out
+}
+
+/// The [`Changes`] that take `old` to `new`, as the calculation reports
+/// them: set creations/removals in `ip_sets`, member flips of surviving sets
+/// in `ip_set_members`.
+pub fn changes_between(old: &DesiredState, new: &DesiredState) -> Changes {
+    let mut c = Changes {
+        endpoints: changed_keys(&old.endpoints, &new.endpoints),
+        programs: changed_keys(&old.programs, &new.programs),
+        rule_sets: changed_keys(&old.rule_sets, &new.rule_sets),
+        routes: changed_keys(&old.routes, &new.routes),
+        ..Changes::default()
+    };
+    for (set, members) in &new.ip_sets {
+        match old.ip_sets.get(set) {
+            None => {
+                c.ip_sets.insert(set.clone());
+            }
+            Some(before) if before != members => {
+                let flipped: BTreeSet<IpNet> = before.symmetric_difference(members).copied().collect();
+                c.ip_set_members.insert(set.clone(), flipped);
+            }
+            Some(_) => {}
+        }
+    }
+    for set in old.ip_sets.keys() {
+        if !new.ip_sets.contains_key(set) {
+            c.ip_sets.insert(set.clone());
+        }
+    }
+    c
+}

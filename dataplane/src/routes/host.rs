@@ -1,0 +1,284 @@
+//! [`HostNetwork`]: routes, neighbours and sysctls of one namespace, kept in
+//! line with the desired state and repaired from link, address and route
+//! notifications.
+//!
+//! It owns the sockets, the interface cache and the three managers, and is
+//! driven from one task: `apply` for desired-state changes, `handle_event(s)`
+//! for what the watcher reports, `repair` for a full re-read.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use margay_policy::desired::{Changes, DesiredState};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use super::links::{Link, LinkCache, LinkChange};
+use super::manager::{FlushReport, RouteManager};
+use super::model::KernelRoute;
+use super::netlink::{self, BatchWriter, NetlinkError};
+use super::tracker::Op;
+use super::watch::{self, DataplaneEvent};
+use crate::neigh::NeighManager;
+use crate::netns::{NetnsError, NetnsTarget};
+use crate::sysctl::SysctlManager;
+use futures::TryStreamExt;
+
+/// Why host networking could not be read or written.
+#[derive(Debug, Error)]
+pub enum HostNetError {
+    /// A netlink socket failed.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// The target namespace could not be entered.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+}
+
+/// What one apply, event or repair wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostReport {
+    /// Routes.
+    pub routes: FlushReport,
+    /// Neighbour entries.
+    pub neighbours: FlushReport,
+    /// Sysctls.
+    pub sysctls: FlushReport,
+}
+
+impl HostReport {
+    /// All writes that took effect.
+    pub fn writes(&self) -> usize {
+        self.routes.writes() + self.neighbours.writes() + self.sysctls.writes()
+    }
+
+    fn merge(&mut self, other: HostReport) {
+        self.routes.merge(other.routes);
+        self.neighbours.merge(other.neighbours);
+        self.sysctls.merge(other.sysctls);
+    }
+}
+
+/// Routes, neighbours and sysctls of one namespace.
+pub struct HostNetwork {
+    target: NetnsTarget,
+    writer: BatchWriter,
+    handle: rtnetlink::Handle,
+    links: LinkCache,
+    routes: RouteManager,
+    neigh: NeighManager,
+    sysctls: SysctlManager,
+    events: Option<mpsc::Receiver<DataplaneEvent>>,
+    watcher: tokio::task::JoinHandle<()>,
+    primed: bool,
+}
+
+impl Drop for HostNetwork {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+impl HostNetwork {
+    /// Opens the sockets in `target` and starts the watcher. Reads nothing yet.
+    pub async fn open(target: NetnsTarget, protocol: u8) -> Result<Self, HostNetError> {
+        let socks = netlink::open(&target)?;
+        let (events, watcher) = watch::spawn(socks.events, socks.writer.port_id())?;
+        Ok(HostNetwork {
+            target,
+            writer: socks.writer,
+            handle: socks.handle,
+            links: LinkCache::default(),
+            routes: RouteManager::new(protocol),
+            neigh: NeighManager::new(protocol),
+            sysctls: SysctlManager::new(),
+            events: Some(events),
+            watcher,
+            primed: false,
+        })
+    }
+
+    /// Adopts what is there: reads interfaces, our routes and our neighbours.
+    pub async fn start(&mut self) -> Result<(), HostNetError> {
+        self.reload_links().await?;
+        self.routes.resync(&self.handle, &self.links, true).await?;
+        self.neigh.resync(&self.handle, &self.links).await?;
+        Ok(())
+    }
+
+    /// The watcher's events (once); each should go to [`Self::handle_event`].
+    pub fn take_events(&mut self) -> Option<mpsc::Receiver<DataplaneEvent>> {
+        self.events.take()
+    }
+
+    /// The route manager (stats, tests).
+    pub fn routes(&self) -> &RouteManager {
+        &self.routes
+    }
+
+    /// The neighbour manager.
+    pub fn neighbours(&self) -> &NeighManager {
+        &self.neigh
+    }
+
+    /// The sysctl manager.
+    pub fn sysctls(&self) -> &SysctlManager {
+        &self.sysctls
+    }
+
+    /// Takes the dirty keys of `changes` from `desired` (everything on the
+    /// first call) and writes what is out of sync.
+    pub async fn apply(&mut self, desired: &DesiredState, changes: &Changes) -> Result<HostReport, HostNetError> {
+        if self.primed {
+            self.routes.update_desired(&desired.routes, &changes.routes);
+            for iface in &changes.endpoints {
+                let ep = desired.endpoints.get(iface);
+                self.neigh.set_endpoint(iface, ep);
+                self.sysctls.set_endpoint(iface, ep);
+            }
+        } else {
+            self.set_all(desired);
+        }
+        self.flush().await
+    }
+
+    fn set_all(&mut self, desired: &DesiredState) {
+        self.routes.set_desired_all(&desired.routes);
+        self.neigh.set_all(&desired.endpoints);
+        self.sysctls.set_all(&desired.endpoints);
+        self.primed = true;
+    }
+
+    /// Writes everything out of sync (and not waiting or blocked).
+    pub async fn flush(&mut self) -> Result<HostReport, HostNetError> {
+        let mut routes = self.routes.flush(&mut self.writer, &self.links).await?;
+        if self.routes.needs_resync() {
+            self.routes.resync(&self.handle, &self.links, false).await?;
+            routes.merge(self.routes.flush(&mut self.writer, &self.links).await?);
+        }
+        let neighbours = self.neigh.flush(&mut self.writer, &self.links).await?;
+        let sysctls = self.sysctls.flush(&self.target, &self.links)?;
+        Ok(HostReport {
+            routes,
+            neighbours,
+            sysctls,
+        })
+    }
+
+    /// Full repair: re-reads interfaces, routes, neighbours and sysctls,
+    /// retakes the whole desired state and writes the difference.
+    pub async fn repair(&mut self, desired: &DesiredState) -> Result<HostReport, HostNetError> {
+        self.set_all(desired);
+        self.resync_all().await?;
+        self.flush().await
+    }
+
+    async fn resync_all(&mut self) -> Result<(), HostNetError> {
+        self.reload_links().await?;
+        self.routes.resync(&self.handle, &self.links, true).await?;
+        self.neigh.resync(&self.handle, &self.links).await?;
+        self.sysctls.resync();
+        Ok(())
+    }
+
+    async fn reload_links(&mut self) -> Result<(), HostNetError> {
+        let msgs: Vec<_> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::Dump { what: "links", source })?;
+        self.links = LinkCache::from_links(msgs.iter().filter_map(Link::parse));
+        Ok(())
+    }
+
+    /// Applies one watcher event and writes what it calls for.
+    pub async fn handle_event(&mut self, event: DataplaneEvent) -> Result<HostReport, HostNetError> {
+        self.handle_events([event]).await
+    }
+
+    /// Applies several events, then writes once.
+    pub async fn handle_events(
+        &mut self,
+        events: impl IntoIterator<Item = DataplaneEvent>,
+    ) -> Result<HostReport, HostNetError> {
+        let mut dirty = false;
+        let mut report = HostReport::default();
+        for ev in events {
+            match ev {
+                DataplaneEvent::Overrun => {
+                    self.resync_all().await?;
+                    dirty = true;
+                }
+                other => dirty |= self.note_event(other),
+            }
+        }
+        if dirty {
+            report.merge(self.flush().await?);
+        }
+        Ok(report)
+    }
+
+    /// Updates caches for one event; true when something may need writing.
+    fn note_event(&mut self, event: DataplaneEvent) -> bool {
+        match event {
+            DataplaneEvent::Link { index, link } => {
+                let change = self.links.update(index, link);
+                self.note_link_change(change)
+            }
+            DataplaneEvent::LinkGone { index } => {
+                let change = self.links.remove(index);
+                self.note_link_change(change)
+            }
+            DataplaneEvent::AddressChanged { .. } => {
+                self.unblock();
+                true
+            }
+            DataplaneEvent::Route { route, removed } => self.routes.on_route_event(&route, removed, &self.links),
+            DataplaneEvent::Overrun => true,
+        }
+    }
+
+    fn note_link_change(&mut self, change: LinkChange) -> bool {
+        match change {
+            LinkChange::Unchanged => false,
+            LinkChange::Appeared(_) => {
+                self.unblock();
+                true
+            }
+            LinkChange::Vanished(name) => {
+                self.vanish(&name);
+                true
+            }
+            LinkChange::Renamed { old, .. } => {
+                self.vanish(&old);
+                self.unblock();
+                true
+            }
+        }
+    }
+
+    fn vanish(&mut self, name: &str) {
+        tracing::debug!(iface = name, "interface gone or down; forgetting its objects");
+        self.routes.on_link_vanished(name);
+        self.neigh.on_link_vanished(name);
+        self.sysctls.on_link_vanished(name);
+    }
+
+    fn unblock(&mut self) {
+        self.routes.unblock_rejected();
+        self.neigh.unblock();
+        self.sysctls.unblock();
+    }
+
+    /// What a full route sync would do now: a fresh dump diffed against
+    /// `desired` (writes nothing; the dump refreshes what we know).
+    pub async fn plan_routes(&mut self, desired: &DesiredState) -> Result<Vec<Op<IpNet, KernelRoute>>, HostNetError> {
+        self.reload_links().await?;
+        let observed: BTreeMap<IpNet, KernelRoute> =
+            super::manager::dump(&self.handle, self.routes.protocol(), &self.links).await?;
+        Ok(RouteManager::diff(&desired.routes, &observed))
+    }
+}

@@ -1,0 +1,573 @@
+//! The route manager: desired routes in, pipelined netlink writes out.
+//!
+//! State is a [`DeltaTracker`] of destination → [`KernelRoute`]. Planning is
+//! pure ([`RouteManager::plan_writes`]): each out-of-sync route becomes one
+//! request, or waits (its interface is missing or down), or stays blocked
+//! (the kernel refused it; see [`Blocked`]). [`RouteManager::flush`] sends
+//! the requests in one pipelined batch and records every result; one bad
+//! route never holds up the rest.
+//!
+//! Ownership: we only read routes carrying our protocol number in the main
+//! table; we delete with that number (the kernel matches it); and we create
+//! with `NLM_F_EXCL` unless we know the existing route is ours, so a route
+//! somebody else put on the same destination is never overwritten.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use margay_policy::desired::RouteTarget;
+use netlink_packet_core::NetlinkMessage;
+use netlink_packet_route::RouteNetlinkMessage;
+
+use super::links::LinkCache;
+use super::model::{self, KernelRoute, Nexthop, Overwrite, RawRoute};
+use super::netlink::{BatchWriter, NetlinkError, WriteResult};
+use super::tracker::{DeltaTracker, Op};
+
+const EEXIST: i32 = 17;
+const ESRCH: i32 = 3;
+const ENOENT: i32 = 2;
+
+/// Why an out-of-sync route is not being retried right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocked {
+    /// A route that is not ours holds the destination; retried when a route
+    /// for it is deleted, or at the next full repair.
+    Conflict,
+    /// The kernel refused it with this errno (e.g. gateway not directly
+    /// reachable); retried on link or address changes and full repairs.
+    Rejected(i32),
+}
+
+/// Whether a write created/replaced or deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Create or replace.
+    Upsert,
+    /// Delete.
+    Delete,
+}
+
+/// A write the kernel refused (logged, counted, retried later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteFailure {
+    /// The object, as text (`10.0.0.1/32`, `cali1 10.0.0.1`, a sysctl path).
+    pub object: String,
+    /// What we tried.
+    pub kind: WriteKind,
+    /// The errno, or `None` when the reply was lost.
+    pub errno: Option<i32>,
+}
+
+impl fmt::Display for WriteFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            WriteKind::Upsert => "write",
+            WriteKind::Delete => "delete",
+        };
+        match self.errno {
+            Some(e) => write!(
+                f,
+                "{what} {}: {}",
+                self.object,
+                std::io::Error::from_raw_os_error(e)
+            ),
+            None => write!(f, "{what} {}: reply lost", self.object),
+        }
+    }
+}
+
+/// What one flush did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Objects created or replaced.
+    pub upserts: usize,
+    /// Objects deleted.
+    pub deletes: usize,
+    /// Out-of-sync objects waiting for their interface.
+    pub waiting: usize,
+    /// Out-of-sync objects blocked after a refusal.
+    pub blocked: usize,
+    /// Refusals in this flush.
+    pub failures: Vec<WriteFailure>,
+}
+
+impl FlushReport {
+    /// Writes that took effect.
+    pub fn writes(&self) -> usize {
+        self.upserts + self.deletes
+    }
+
+    /// Folds another report into this one.
+    pub fn merge(&mut self, other: FlushReport) {
+        self.upserts += other.upserts;
+        self.deletes += other.deletes;
+        self.waiting += other.waiting;
+        self.blocked += other.blocked;
+        self.failures.extend(other.failures);
+    }
+}
+
+/// One request to send, with what it is about.
+#[derive(Debug, Clone)]
+pub struct PlannedWrite {
+    /// Destination.
+    pub dst: IpNet,
+    /// Create/replace or delete.
+    pub kind: WriteKind,
+    /// The request.
+    pub msg: NetlinkMessage<RouteNetlinkMessage>,
+}
+
+/// The result of planning: requests to send, and what must wait.
+#[derive(Debug, Default)]
+pub struct Planned {
+    /// Requests, in destination order.
+    pub writes: Vec<PlannedWrite>,
+    /// Routes whose interface is missing or down.
+    pub waiting: usize,
+    /// Routes blocked after a refusal.
+    pub blocked: usize,
+}
+
+/// Our routes: desired, observed, and what is blocked.
+#[derive(Debug, Clone)]
+pub struct RouteManager {
+    protocol: u8,
+    tracker: DeltaTracker<IpNet, KernelRoute>,
+    blocked: BTreeMap<IpNet, Blocked>,
+    needs_resync: bool,
+}
+
+impl RouteManager {
+    /// A manager stamping routes with `protocol`.
+    pub fn new(protocol: u8) -> Self {
+        RouteManager {
+            protocol,
+            tracker: DeltaTracker::new(),
+            blocked: BTreeMap::new(),
+            needs_resync: false,
+        }
+    }
+
+    /// Our route protocol number.
+    pub fn protocol(&self) -> u8 {
+        self.protocol
+    }
+
+    /// The tracker (for stats and tests).
+    pub fn tracker(&self) -> &DeltaTracker<IpNet, KernelRoute> {
+        &self.tracker
+    }
+
+    /// Routes blocked after a refusal.
+    pub fn blocked(&self) -> &BTreeMap<IpNet, Blocked> {
+        &self.blocked
+    }
+
+    /// True when a refusal or a lost reply calls for re-reading our routes.
+    pub fn needs_resync(&self) -> bool {
+        self.needs_resync
+    }
+
+    /// Replaces every desired route.
+    pub fn set_desired_all(&mut self, routes: &BTreeMap<IpNet, RouteTarget>) {
+        let desired = routes
+            .iter()
+            .map(|(dst, t)| (*dst, KernelRoute::from(t)))
+            .collect();
+        self.tracker.replace_desired(desired);
+        self.blocked.retain(|dst, _| routes.contains_key(dst));
+    }
+
+    /// Takes the desired state of the `dirty` destinations from `routes`.
+    pub fn update_desired(&mut self, routes: &BTreeMap<IpNet, RouteTarget>, dirty: &BTreeSet<IpNet>) {
+        for dst in dirty {
+            self.blocked.remove(dst);
+            match routes.get(dst) {
+                Some(t) => self.tracker.set_desired(*dst, KernelRoute::from(t)),
+                None => self.tracker.remove_desired(dst),
+            }
+        }
+    }
+
+    /// Turns every out-of-sync, unblocked route whose interface is usable
+    /// into a request. Pure.
+    pub fn plan_writes(&self, links: &LinkCache) -> Planned {
+        let mut planned = Planned::default();
+        for op in self.tracker.pending() {
+            if self.blocked.contains_key(op.key()) {
+                planned.blocked += 1;
+                continue;
+            }
+            match op {
+                Op::Upsert { key, value, existing } => match self.nexthop(&key, &value, links) {
+                    Some(hop) => {
+                        let overwrite = if existing.is_some() {
+                            Overwrite::Replace
+                        } else {
+                            Overwrite::Never
+                        };
+                        planned.writes.push(PlannedWrite {
+                            dst: key,
+                            kind: WriteKind::Upsert,
+                            msg: model::new_route(key, hop, self.protocol, overwrite),
+                        });
+                    }
+                    None => planned.waiting += 1,
+                },
+                Op::Delete { key, .. } => planned.writes.push(PlannedWrite {
+                    dst: key,
+                    kind: WriteKind::Delete,
+                    msg: model::del_route(key, self.protocol),
+                }),
+            }
+        }
+        planned
+    }
+
+    fn nexthop(&self, dst: &IpNet, route: &KernelRoute, links: &LinkCache) -> Option<Nexthop> {
+        match route {
+            KernelRoute::Dev(iface) => links.usable(iface).map(Nexthop::Dev),
+            KernelRoute::Via(gw) if gw.is_ipv4() == dst.addr().is_ipv4() => Some(Nexthop::Via(*gw)),
+            // A gateway of the other family would need RTA_VIA; never desired today.
+            KernelRoute::Via(_) | KernelRoute::Unrecognised => None,
+        }
+    }
+
+    /// Records the kernel's answer to one planned write.
+    pub fn record(&mut self, dst: IpNet, kind: WriteKind, result: WriteResult, report: &mut FlushReport) {
+        match (kind, result) {
+            (WriteKind::Upsert, WriteResult::Ok) => {
+                self.tracker.mark_upserted(&dst);
+                report.upserts += 1;
+            }
+            (WriteKind::Delete, WriteResult::Ok) => {
+                self.tracker.mark_deleted(&dst);
+                report.deletes += 1;
+            }
+            (WriteKind::Delete, WriteResult::Errno(ESRCH | ENOENT)) => self.tracker.mark_deleted(&dst),
+            (WriteKind::Upsert, WriteResult::Errno(EEXIST)) => {
+                // Most likely a route that is not ours; a re-read tells.
+                self.blocked.insert(dst, Blocked::Conflict);
+                self.needs_resync = true;
+                report.failures.push(failure(dst, kind, Some(EEXIST)));
+            }
+            (_, WriteResult::Errno(e)) => {
+                self.blocked.insert(dst, Blocked::Rejected(e));
+                report.failures.push(failure(dst, kind, Some(e)));
+            }
+            (_, WriteResult::Unknown) => {
+                self.needs_resync = true;
+                report.failures.push(failure(dst, kind, None));
+            }
+        }
+    }
+
+    /// Sends every pending write in one pipelined batch.
+    pub async fn flush(&mut self, nl: &mut BatchWriter, links: &LinkCache) -> Result<FlushReport, NetlinkError> {
+        let planned = self.plan_writes(links);
+        let mut report = FlushReport {
+            waiting: planned.waiting,
+            blocked: planned.blocked,
+            ..FlushReport::default()
+        };
+        if planned.writes.is_empty() {
+            return Ok(report);
+        }
+        let (keys, msgs): (Vec<_>, Vec<_>) = planned
+            .writes
+            .into_iter()
+            .map(|w| ((w.dst, w.kind), w.msg))
+            .unzip();
+        let results = nl.execute(msgs).await?;
+        for ((dst, kind), result) in keys.into_iter().zip(results) {
+            self.record(dst, kind, result, &mut report);
+        }
+        report.blocked += report.failures.len();
+        for f in &report.failures {
+            tracing::warn!(route = %f.object, failure = %f, "route write refused; will retry");
+        }
+        Ok(report)
+    }
+
+    /// Re-reads our routes from the kernel. `clear_blocked` also gives every
+    /// blocked route another chance (full repair); otherwise only conflicts
+    /// that turned out to be ours are lifted.
+    pub async fn resync(
+        &mut self,
+        handle: &rtnetlink::Handle,
+        links: &LinkCache,
+        clear_blocked: bool,
+    ) -> Result<(), NetlinkError> {
+        let observed = dump(handle, self.protocol, links).await?;
+        if clear_blocked {
+            self.blocked.clear();
+        } else {
+            self.blocked
+                .retain(|dst, b| !(*b == Blocked::Conflict && observed.contains_key(dst)));
+        }
+        self.tracker.replace_observed(observed);
+        self.needs_resync = false;
+        Ok(())
+    }
+
+    /// Applies a route notification caused by someone else. Returns true
+    /// when something may need writing.
+    pub fn on_route_event(&mut self, route: &RawRoute, removed: bool, links: &LinkCache) -> bool {
+        let dst = route.dst;
+        if route.is_ours(self.protocol) {
+            if removed {
+                self.tracker.remove_observed(&dst);
+            } else {
+                let seen = route.to_kernel_route(|i| links.name_of(i));
+                self.tracker.set_observed(dst, seen);
+            }
+            return true;
+        }
+        if removed {
+            return self.blocked.remove(&dst).is_some();
+        }
+        if self.tracker.observed().contains_key(&dst) {
+            // Someone may have replaced our route: re-read to know.
+            self.needs_resync = true;
+            return true;
+        }
+        false
+    }
+
+    /// The kernel dropped the routes of interface `name` (gone or down).
+    /// Returns true when a gateway route may have gone with it.
+    pub fn on_link_vanished(&mut self, name: &str) -> bool {
+        self.tracker
+            .forget_observed(|_, r| matches!(r, KernelRoute::Dev(i) if i.as_str() == name));
+        let via = self
+            .tracker
+            .observed()
+            .values()
+            .any(|r| matches!(r, KernelRoute::Via(_)));
+        if via {
+            self.needs_resync = true;
+        }
+        via
+    }
+
+    /// Gives every refused (not conflicting) route another chance.
+    pub fn unblock_rejected(&mut self) {
+        self.blocked.retain(|_, b| *b == Blocked::Conflict);
+    }
+
+    /// The pure diff between `desired` and a fresh `observed` (for plans).
+    pub fn diff(
+        desired: &BTreeMap<IpNet, RouteTarget>,
+        observed: &BTreeMap<IpNet, KernelRoute>,
+    ) -> Vec<Op<IpNet, KernelRoute>> {
+        let want: BTreeMap<IpNet, KernelRoute> = desired
+            .iter()
+            .map(|(d, t)| (*d, KernelRoute::from(t)))
+            .collect();
+        super::tracker::diff(&want, observed)
+    }
+}
+
+fn failure(dst: IpNet, kind: WriteKind, errno: Option<i32>) -> WriteFailure {
+    WriteFailure {
+        object: dst.to_string(),
+        kind,
+        errno,
+    }
+}
+
+/// Dumps our routes (both families, main table, our protocol).
+pub async fn dump(
+    handle: &rtnetlink::Handle,
+    protocol: u8,
+    links: &LinkCache,
+) -> Result<BTreeMap<IpNet, KernelRoute>, NetlinkError> {
+    let mut out = BTreeMap::new();
+    for (v6, version) in [(false, rtnetlink::IpVersion::V4), (true, rtnetlink::IpVersion::V6)] {
+        let mut req = handle.route().get(version);
+        *req.message_mut() = model::dump_request(v6, protocol);
+        let msgs: Vec<_> = req
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::Dump {
+                what: "routes",
+                source,
+            })?;
+        for raw in msgs.iter().filter_map(RawRoute::parse) {
+            if raw.is_ours(protocol) {
+                out.insert(raw.dst, raw.to_kernel_route(|i| links.name_of(i)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::links::Link;
+    use margay_policy::names::InterfaceName;
+
+    fn iface(s: &str) -> InterfaceName {
+        InterfaceName::new(s).expect("valid")
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("net")
+    }
+
+    fn links() -> LinkCache {
+        LinkCache::from_links([
+            (
+                2,
+                Link {
+                    name: "cali1".into(),
+                    up: true,
+                },
+            ),
+            (
+                3,
+                Link {
+                    name: "cali2".into(),
+                    up: false,
+                },
+            ),
+        ])
+    }
+
+    fn desired() -> BTreeMap<IpNet, RouteTarget> {
+        BTreeMap::from([
+            (net("10.0.0.1/32"), RouteTarget::Interface(iface("cali1"))),
+            (net("10.0.0.2/32"), RouteTarget::Interface(iface("cali2"))),
+            (net("10.0.0.3/32"), RouteTarget::Interface(iface("cali3"))),
+            (net("10.0.1.0/32"), RouteTarget::Gateway("192.168.0.2".parse().expect("ip"))),
+        ])
+    }
+
+    /// Plays the kernel: every planned write succeeds.
+    fn accept_all(m: &mut RouteManager, links: &LinkCache) -> FlushReport {
+        let planned = m.plan_writes(links);
+        let mut report = FlushReport::default();
+        for w in planned.writes {
+            m.record(w.dst, w.kind, WriteResult::Ok, &mut report);
+        }
+        report
+    }
+
+    #[test]
+    fn routes_wait_for_usable_interfaces() {
+        let mut m = RouteManager::new(80);
+        m.set_desired_all(&desired());
+        let planned = m.plan_writes(&links());
+        let dsts: Vec<_> = planned.writes.iter().map(|w| w.dst.to_string()).collect();
+        assert_eq!(dsts, vec!["10.0.0.1/32", "10.0.1.0/32"]);
+        assert_eq!(planned.waiting, 2);
+        accept_all(&mut m, &links());
+        assert_eq!(m.tracker().pending_len(), 2);
+        let mut l = links();
+        l.update(9, Link { name: "cali3".into(), up: true });
+        let r = accept_all(&mut m, &l);
+        assert_eq!(r.upserts, 1);
+        assert_eq!(m.tracker().pending_len(), 1);
+    }
+
+    #[test]
+    fn new_routes_never_overwrite_and_known_ones_are_replaced() {
+        let mut m = RouteManager::new(80);
+        let one = BTreeMap::from([(net("10.0.0.1/32"), RouteTarget::Interface(iface("cali1")))]);
+        m.set_desired_all(&one);
+        let w = &m.plan_writes(&links()).writes[0];
+        assert_eq!(w.msg.header.flags & netlink_packet_core::NLM_F_EXCL, netlink_packet_core::NLM_F_EXCL);
+        m.tracker.set_observed(net("10.0.0.1/32"), KernelRoute::Unrecognised);
+        let w = &m.plan_writes(&links()).writes[0];
+        assert_eq!(
+            w.msg.header.flags & netlink_packet_core::NLM_F_REPLACE,
+            netlink_packet_core::NLM_F_REPLACE
+        );
+    }
+
+    #[test]
+    fn refusals_block_until_their_trigger() {
+        let mut m = RouteManager::new(80);
+        m.set_desired_all(&desired());
+        let mut r = FlushReport::default();
+        m.record(net("10.0.0.1/32"), WriteKind::Upsert, WriteResult::Errno(EEXIST), &mut r);
+        m.record(net("10.0.1.0/32"), WriteKind::Upsert, WriteResult::Errno(101), &mut r);
+        assert_eq!(r.failures.len(), 2);
+        assert!(m.needs_resync());
+        assert!(m.plan_writes(&links()).writes.is_empty());
+        m.unblock_rejected();
+        assert_eq!(m.plan_writes(&links()).writes.len(), 1);
+        let foreign_gone = RawRoute {
+            dst: net("10.0.0.1/32"),
+            protocol: 4,
+            table: model::MAIN_TABLE,
+            oif: Some(2),
+            gateway: None,
+            scope_link: true,
+            simple: true,
+        };
+        assert!(m.on_route_event(&foreign_gone, true, &links()));
+        assert_eq!(m.plan_writes(&links()).writes.len(), 2);
+    }
+
+    #[test]
+    fn deletes_of_missing_routes_count_as_done_and_others_route_events_apply() {
+        let mut m = RouteManager::new(80);
+        m.tracker.set_observed(net("10.9.9.9/32"), KernelRoute::Dev(iface("cali1")));
+        let mut r = FlushReport::default();
+        m.record(net("10.9.9.9/32"), WriteKind::Delete, WriteResult::Errno(ESRCH), &mut r);
+        assert!(m.tracker().in_sync());
+        assert_eq!(r.writes(), 0);
+        // Someone deletes one of our routes by hand: it becomes pending again.
+        m.set_desired_all(&BTreeMap::from([(
+            net("10.0.0.1/32"),
+            RouteTarget::Interface(iface("cali1")),
+        )]));
+        accept_all(&mut m, &links());
+        let ours = RawRoute {
+            dst: net("10.0.0.1/32"),
+            protocol: 80,
+            table: model::MAIN_TABLE,
+            oif: Some(2),
+            gateway: None,
+            scope_link: true,
+            simple: true,
+        };
+        assert!(m.on_route_event(&ours, true, &links()));
+        assert_eq!(m.tracker().pending_len(), 1);
+        assert!(m.on_route_event(&ours, false, &links()));
+        assert!(m.tracker().in_sync());
+    }
+
+    #[test]
+    fn vanished_links_forget_their_routes() {
+        let mut m = RouteManager::new(80);
+        m.set_desired_all(&desired());
+        accept_all(&mut m, &links());
+        assert!(m.on_link_vanished("cali1"));
+        assert_eq!(m.tracker().observed().len(), 1);
+        assert!(m.needs_resync());
+        let mut l = links();
+        l.remove(2);
+        let planned = m.plan_writes(&l);
+        assert!(planned.writes.is_empty());
+        assert_eq!(planned.waiting, 3);
+    }
+
+    #[test]
+    fn the_pure_diff_matches_what_a_flush_would_write() {
+        let observed = BTreeMap::from([
+            (net("10.0.0.1/32"), KernelRoute::Dev(iface("cali1"))),
+            (net("10.5.5.5/32"), KernelRoute::Dev(iface("cali1"))),
+        ]);
+        let ops = RouteManager::diff(&desired(), &observed);
+        assert_eq!(ops.len(), 4);
+        assert!(matches!(&ops[3], Op::Delete { key, .. } if *key == net("10.5.5.5/32")));
+    }
+}

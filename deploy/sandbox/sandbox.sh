@@ -1,0 +1,520 @@
+#!/usr/bin/env bash
+# margay sandbox: a whole cluster inside network namespaces on one machine.
+#
+#   <name>-fab      the fabric: a bridge br0 that every other namespace hangs off
+#   <name>-etcd     etcd, listening on 192.0.2.2:2379 (fabric) and its own loopback
+#   <name>-out      "the internet": router 192.0.2.1 on the fabric, server 198.51.100.1
+#                   (it has no route back to the pools, so only masqueraded traffic works)
+#   <name>-h<i>     host i (192.0.2.1<i>), running a margay agent
+#   <name>-w-<wl>   workload wl: eth0 with a /32 from 10.65.0.0/16, default route via
+#                   169.254.1.1, attached by veth to its host (host side cali<wl>)
+#
+# The sandbox does what a CNI plugin and an orchestrator would do (create the veth,
+# address and route the workload side, write the endpoint to etcd) and nothing that
+# margay is supposed to do (host routes, proxy_arp, firewall): that is left to the agent,
+# so what works proves the agent did it. It never touches the root network namespace:
+# every link, address and route lives in namespaces it creates and deletes.
+#
+# Usage: sandbox.sh <command> [args]; see `sandbox.sh help`.
+set -euo pipefail
+
+SANDBOX_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$SANDBOX_DIR/../.." && pwd)
+STATE_ROOT=${MARGAY_SANDBOX_ROOT:-/run/margay-sandbox}
+
+FABRIC_PREFIX=192.0.2
+ETCD_IP=192.0.2.2
+ROUTER_IP=192.0.2.1
+OUTSIDE_IP=198.51.100.1
+OUTSIDE_PORT=8080
+POOL_CIDR=10.65.0.0/16
+ORCHESTRATOR=cni
+# Ports every workload listens on (TCP), so any pair can be probed.
+WORKLOAD_PORTS=${MARGAY_SANDBOX_PORTS:-"80 443 5432 7890"}
+METRICS_PORT=9091
+
+SB_NAME=""
+SB_STATE=""
+
+log() { printf '%s\n' "sandbox: $*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+# ---------------------------------------------------------------------------
+# Names and state
+# ---------------------------------------------------------------------------
+
+# sb_select NAME: makes NAME the current sandbox (namespace prefix + state dir).
+sb_select() {
+  [[ "$1" =~ ^[a-z][a-z0-9]{0,11}$ ]] || die "bad sandbox name '$1' (a-z0-9, max 12)"
+  SB_NAME=$1
+  SB_STATE=$STATE_ROOT/$1
+}
+
+sb_ns() { printf '%s-%s' "$SB_NAME" "$1"; }
+sb_etcd_ns() { sb_ns etcd; }
+sb_host_ns() { sb_ns "$1"; }
+sb_wl_ns() { sb_ns "w-$1"; }
+sb_host_ip() { printf '%s.%d' "$FABRIC_PREFIX" $((10 + ${1#h})); }
+
+# sb_existing: names of sandboxes that have a state dir or namespaces.
+sb_existing() {
+  {
+    [ -d "$STATE_ROOT" ] && ls -1 "$STATE_ROOT"
+    ip netns list | awk '{print $1}' | sed -n 's/^\(mgy[0-9a-z]*\)-fab$/\1/p'
+  } 2>/dev/null | sort -u
+}
+
+# sb_resolve [NAME]: selects NAME, or the only existing sandbox.
+sb_resolve() {
+  if [ -n "${1:-}" ]; then
+    sb_select "$1"
+    return
+  fi
+  local all
+  all=$(sb_existing)
+  [ -n "$all" ] || die "no sandbox is running"
+  [ "$(wc -l <<<"$all")" -eq 1 ] || die "several sandboxes ($(tr '\n' ' ' <<<"$all")): pass --name"
+  sb_select "$all"
+}
+
+sb_in() {
+  local ns=$1
+  shift
+  ip netns exec "$ns" "$@"
+}
+
+# ---------------------------------------------------------------------------
+# Plumbing
+# ---------------------------------------------------------------------------
+
+sb_require_tools() {
+  local missing=() t
+  for t in ip etcd etcdctl nc nft ping timeout setsid; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+  done
+  [ ${#missing[@]} -eq 0 ] || die "missing tools: ${missing[*]} (run scripts/install-deps.sh)"
+  [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces)"
+}
+
+sb_netns_add() {
+  ip netns add "$1"
+  ip -n "$1" link set lo up
+}
+
+# sb_fabric_attach NS IP PORT: veth from the fabric bridge (port PORT) to NS (eth0 = IP/24).
+sb_fabric_attach() {
+  local ns=$1 addr=$2 port=$3 fab
+  fab=$(sb_ns fab)
+  ip -n "$fab" link add "$port" type veth peer name eth0 netns "$ns"
+  ip -n "$fab" link set "$port" master br0 up
+  ip -n "$ns" addr add "$addr/24" dev eth0
+  ip -n "$ns" link set eth0 up
+}
+
+# sb_spawn NS LOGFILE CMD...: starts CMD in NS detached from this shell (it survives
+# the script when --keep is used); prints its pid.
+sb_spawn() {
+  local ns=$1 logfile=$2
+  shift 2
+  setsid ip netns exec "$ns" "$@" </dev/null >>"$logfile" 2>&1 &
+  echo $!
+}
+
+sb_etcdctl() {
+  sb_in "$(sb_etcd_ns)" env ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 \
+    --command-timeout=5s "$@"
+}
+
+# sb_put KEY VALUE
+sb_put() { sb_etcdctl put -- "$1" "$2" >/dev/null; }
+sb_del() { sb_etcdctl del "$@" >/dev/null; }
+
+sb_wait() { # sb_wait SECONDS DESCRIPTION CMD...: polls CMD every 50 ms until it succeeds.
+  local secs=$1 what=$2 deadline
+  shift 2
+  deadline=$(($(date +%s%N) + secs * 1000000000))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s%N)" -lt "$deadline" ] || {
+      log "timed out after ${secs}s waiting for $what"
+      return 1
+    }
+    sleep 0.05
+  done
+}
+
+sb_etcd_start() {
+  local ns
+  ns=$(sb_etcd_ns)
+  # etcd reads ETCD_* variables as flags: start it with a clean environment.
+  sb_spawn "$ns" "$SB_STATE/etcd.log" env -i PATH="$PATH" etcd --name sandbox \
+    --data-dir "$SB_STATE/etcd-data" \
+    --listen-client-urls "http://$ETCD_IP:2379,http://127.0.0.1:2379" \
+    --advertise-client-urls "http://$ETCD_IP:2379" \
+    --listen-peer-urls http://127.0.0.1:2380 \
+    --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster sandbox=http://127.0.0.1:2380 \
+    --logger zap --log-outputs stderr >"$SB_STATE/etcd.pid"
+  sb_wait 30 "etcd" sb_etcdctl endpoint health || {
+    tail -20 "$SB_STATE/etcd.log" >&2
+    return 1
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Up / down
+# ---------------------------------------------------------------------------
+
+# sb_up HOSTS DATAPLANE MARGAY_BIN: fabric, etcd, outside, HOSTS hosts with agents.
+sb_up() {
+  local hosts=$1 dataplane=$2 margay=$3 fab out i
+  sb_require_tools
+  [ -x "$margay" ] || die "margay binary not found at '$margay' (build it, or pass --margay)"
+  [ ! -e "$SB_STATE" ] || die "sandbox $SB_NAME already exists (sandbox.sh down --name $SB_NAME)"
+  mkdir -p "$SB_STATE"
+  printf 'DATAPLANE=%q\nMARGAY_BIN=%q\n' "$dataplane" "$margay" >"$SB_STATE/config"
+  : >"$SB_STATE/hosts"
+  : >"$SB_STATE/workloads"
+
+  fab=$(sb_ns fab)
+  sb_netns_add "$fab"
+  ip -n "$fab" link add br0 type bridge
+  ip -n "$fab" link set br0 up
+
+  sb_netns_add "$(sb_etcd_ns)"
+  sb_fabric_attach "$(sb_etcd_ns)" "$ETCD_IP" p-etcd
+  sb_etcd_start
+
+  out=$(sb_ns out)
+  sb_netns_add "$out"
+  sb_fabric_attach "$out" "$ROUTER_IP" p-out
+  ip -n "$out" addr add "$OUTSIDE_IP/32" dev lo
+  sb_spawn "$out" "$SB_STATE/outside.log" nc -lkvn "$OUTSIDE_IP" "$OUTSIDE_PORT" >/dev/null
+
+  sb_put /calico/v1/Ready true
+  for i in $(seq 1 "$hosts"); do
+    sb_host_add "h$i"
+  done
+}
+
+# sb_host_add HOST: a host namespace on the fabric, its bird_ip in etcd, and its agent.
+sb_host_add() {
+  local host=$1 ns ip
+  ns=$(sb_host_ns "$host")
+  ip=$(sb_host_ip "$host")
+  sb_netns_add "$ns"
+  sb_fabric_attach "$ns" "$ip" "p-$host"
+  ip -n "$ns" route add default via "$ROUTER_IP"
+  # A container host routes: the machine's own setting, not margay's.
+  sb_in "$ns" sysctl -qw net.ipv4.ip_forward=1
+  echo "$host" >>"$SB_STATE/hosts"
+  sb_put "/calico/v1/host/$host/bird_ip" "$ip"
+  sb_agent_start "$host"
+}
+
+sb_agent_start() {
+  local host=$1 ns
+  # shellcheck disable=SC1091
+  source "$SB_STATE/config"
+  ns=$(sb_host_ns "$host")
+  sb_spawn "$ns" "$SB_STATE/agent-$host.log" "$MARGAY_BIN" run --hostname "$host" \
+    --etcd-endpoints "http://$ETCD_IP:2379" --dataplane "$DATAPLANE" \
+    --metrics-addr "127.0.0.1:$METRICS_PORT" --log-format json >"$SB_STATE/agent-$host.pid"
+}
+
+sb_agent_stop() {
+  local host=$1 pid
+  pid=$(cat "$SB_STATE/agent-$host.pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
+  sb_wait 10 "agent $host to exit" sh -c "! kill -0 $pid" || kill -9 "$pid" 2>/dev/null || true
+  rm -f "$SB_STATE/agent-$host.pid"
+}
+
+# sb_down: kills everything inside our namespaces, deletes them and the state dir.
+# Best effort: carries on past failures so a half-built sandbox goes away too.
+sb_down() {
+  local ns pid
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$SB_NAME-" || true); do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do
+      kill -9 "$pid" 2>/dev/null || true
+    done
+  done
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$SB_NAME-" || true); do
+    ip netns del "$ns" 2>/dev/null || log "could not delete namespace $ns"
+  done
+  [ -n "$SB_STATE" ] && rm -rf "$SB_STATE"
+  return 0
+}
+
+# ---------------------------------------------------------------------------
+# Workloads and data
+# ---------------------------------------------------------------------------
+
+# sb_wl_add NAME HOST IP: what the CNI plugin does (namespace, veth cali<NAME>, /32,
+# routes in the workload), plus TCP listeners on WORKLOAD_PORTS. Writes no endpoint.
+sb_wl_add() {
+  local wl=$1 host=$2 addr=$3 ns hostns iface port
+  [[ "$wl" =~ ^[a-z0-9]{1,11}$ ]] || die "bad workload name '$wl' (a-z0-9, max 11)"
+  ns=$(sb_wl_ns "$wl")
+  hostns=$(sb_host_ns "$host")
+  iface="cali$wl"
+  sb_netns_add "$ns"
+  ip -n "$hostns" link add "$iface" type veth peer name eth0 netns "$ns"
+  ip -n "$hostns" link set "$iface" up
+  ip -n "$ns" addr add "$addr/32" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" route add 169.254.1.1 dev eth0 scope link
+  ip -n "$ns" route add default via 169.254.1.1 dev eth0
+  for port in $WORKLOAD_PORTS; do
+    sb_spawn "$ns" /dev/null nc -lkn "$addr" "$port" >/dev/null
+  done
+  echo "$wl $host $addr $iface" >>"$SB_STATE/workloads"
+}
+
+# sb_wl_field NAME FIELD(2=host 3=ip 4=iface)
+sb_wl_field() {
+  awk -v w="$1" -v f="$2" '$1 == w { print $f; found=1 } END { exit !found }' \
+    "$SB_STATE/workloads" || die "unknown workload '$1'"
+}
+
+sb_wl_key() {
+  local host
+  host=$(sb_wl_field "$1" 2)
+  printf '/calico/v1/host/%s/workload/%s/%s/endpoint/%s' "$host" "$ORCHESTRATOR" "$1" "$1"
+}
+
+# sb_endpoint NAME PROFILES_JSON LABELS_JSON [STATE]: writes the workload's endpoint.
+sb_endpoint() {
+  local wl=$1 profiles=$2 labels=$3 state=${4:-active} ns mac addr iface
+  ns=$(sb_wl_ns "$wl")
+  addr=$(sb_wl_field "$wl" 3)
+  iface=$(sb_wl_field "$wl" 4)
+  mac=$(sb_in "$ns" cat /sys/class/net/eth0/address)
+  sb_put "$(sb_wl_key "$wl")" "$(printf \
+    '{"state": "%s", "name": "%s", "mac": "%s", "profile_ids": %s, "ipv4_nets": ["%s/32"], "ipv6_nets": [], "labels": %s}' \
+    "$state" "$iface" "$mac" "$profiles" "$addr" "$labels")"
+}
+
+# sb_target_ip NAME: a workload's address, or the outside server's.
+sb_target_ip() {
+  if [ "$1" = outside ]; then echo "$OUTSIDE_IP"; else sb_wl_field "$1" 3; fi
+}
+
+# sb_probe SRC DST PORT: exit 0 when a TCP connection from workload SRC to DST:PORT
+# is accepted within a second (real packets through both hosts' rules).
+sb_probe() {
+  local ip
+  ip=$(sb_target_ip "$2")
+  timeout 3 ip netns exec "$(sb_wl_ns "$1")" nc -z -w1 "$ip" "$3" >/dev/null 2>&1
+}
+
+# sb_time_until_open SRC DST PORT DEADLINE_S T0_NS: probes SRC -> DST:PORT with four
+# staggered loops of short-lived connection attempts; prints ms from T0 to the first
+# accepted connection (granularity ~10 ms), or fails at the deadline.
+sb_time_until_open() {
+  local src=$1 dst=$2 port=$3 secs=$4 t0=$5 ip ns dir pids=() k first=""
+  ip=$(sb_target_ip "$dst")
+  ns=$(sb_wl_ns "$src")
+  dir=$(mktemp -d)
+  for k in 0 1 2 3; do
+    ip netns exec "$ns" bash -c '
+      sleep "0.00$(( $1 * 5 ))"
+      end=$(( $(date +%s%N) + $4 * 1000000000 ))
+      until timeout 0.02 nc -z "$2" "$3" 2>/dev/null; do
+        [ "$(date +%s%N)" -lt "$end" ] || exit 1
+      done
+      date +%s%N >"$5/$1"' _ "$k" "$ip" "$port" "$secs" "$dir" &
+    pids+=($!)
+  done
+  wait "${pids[@]}" || true
+  for k in "$dir"/*; do
+    [ -f "$k" ] || continue
+    if [ -z "$first" ] || [ "$(cat "$k")" -lt "$first" ]; then first=$(cat "$k"); fi
+  done
+  rm -rf "$dir"
+  [ -n "$first" ] || return 1
+  echo $(((first - t0) / 1000000))
+}
+
+# ---------------------------------------------------------------------------
+# Connectivity matrix
+# ---------------------------------------------------------------------------
+
+# sb_matrix SPEC: SPEC has lines "src dst port allow|deny" ('#' comments). Probes every
+# line in parallel, prints a table (rows: sources, columns: dst:port) and returns 0 only
+# when every observation matches its expectation.
+sb_matrix() {
+  local spec=$1 dir rows cols src dst port exp n=0 bad=0 line cell obs
+  dir=$(mktemp -d)
+  while read -r src dst port exp; do
+    [[ -z "$src" || "$src" == \#* ]] && continue
+    n=$((n + 1))
+    (if sb_probe "$src" "$dst" "$port"; then echo allow; else echo deny; fi) >"$dir/$src,$dst:$port" &
+  done <"$spec"
+  wait
+  rows=$(awk '!/^#/ && NF { print $1 }' "$spec" | awk '!seen[$0]++')
+  cols=$(awk '!/^#/ && NF { print $2 ":" $3 }' "$spec" | awk '!seen[$0]++')
+  printf '  %-16s' "from \\ to"
+  for cell in $cols; do printf ' %-13s' "$cell"; done
+  printf '\n'
+  for src in $rows; do
+    line=$(printf '  %-16s' "$src ($(sb_wl_field "$src" 2))")
+    for cell in $cols; do
+      exp=$(awk -v s="$src" -v c="$cell" '$1 == s && $2 ":" $3 == c { print $4 }' "$spec")
+      if [ -z "$exp" ]; then
+        line+=$(printf ' %-13s' "  .")
+        continue
+      fi
+      obs=$(cat "$dir/$src,$cell")
+      if [ "$obs" = "$exp" ]; then
+        line+=$(printf ' %-13s' "  $( [ "$obs" = allow ] && echo ok || echo '--')")
+      else
+        bad=$((bad + 1))
+        line+=$(printf ' %-13s' "!!$( [ "$obs" = allow ] && echo ok || echo '--') (exp $( [ "$exp" = allow ] && echo ok || echo '--'))")
+      fi
+    done
+    printf '%s\n' "$line"
+  done
+  rm -rf "$dir"
+  printf '  ok = connection accepted, -- = blocked, . = not probed; %d probes, %d unexpected\n' "$n" "$bad"
+  [ "$bad" -eq 0 ]
+}
+
+# sb_routes_converged: every host has a route for every active workload address
+# (local ones on the cali interface, remote ones via the owner's fabric address).
+sb_routes_converged() {
+  local host wl whost addr iface want got
+  while read -r host; do
+    while read -r wl whost addr iface; do
+      got=$(ip -n "$(sb_host_ns "$host")" -4 route show "$addr/32")
+      if [ "$host" = "$whost" ]; then want="dev $iface"; else want="via $(sb_host_ip "$whost")"; fi
+      [[ "$got" == *"$want"* ]] || return 1
+    done <"$SB_STATE/workloads"
+  done <"$SB_STATE/hosts"
+}
+
+# ---------------------------------------------------------------------------
+# Status and help
+# ---------------------------------------------------------------------------
+
+sb_status() {
+  local host pid
+  echo "sandbox $SB_NAME (state in $SB_STATE)"
+  echo "namespaces:"
+  ip netns list | awk '{print $1}' | grep "^$SB_NAME-" | sed 's/^/  /' || true
+  echo "agents:"
+  while read -r host; do
+    pid=$(cat "$SB_STATE/agent-$host.pid" 2>/dev/null || echo "")
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      echo "  $host ($(sb_host_ip "$host")): running, pid $pid"
+    else
+      echo "  $host ($(sb_host_ip "$host")): NOT running"
+    fi
+  done <"$SB_STATE/hosts"
+  echo "workloads:"
+  sed 's/^/  /' "$SB_STATE/workloads"
+}
+
+sb_explore_help() {
+  local h1 w
+  h1=$(sb_host_ns h1)
+  w=$(head -1 "$SB_STATE/workloads" | awk '{print $1}')
+  cat <<EOF
+The sandbox '$SB_NAME' is still running. Look inside:
+  ip netns list | grep $SB_NAME-                                 # all its namespaces
+  ip netns exec $h1 nft list table inet margay                  # h1's firewall (nftables backend)
+  ip netns exec $h1 iptables-save; ip netns exec $h1 ipset list  # (iptables backend)
+  ip -n $h1 route                                              # routes margay programmed
+  ip netns exec $h1 curl -s http://127.0.0.1:$METRICS_PORT/metrics  # h1's metrics
+  tail -f $SB_STATE/agent-h1.log                     # h1's agent log (JSON)
+  ip netns exec $(sb_etcd_ns) etcdctl get --prefix /calico/v1   # the datastore
+  ip netns exec $(sb_wl_ns "$w") nc -zv -w1 <ip> <port>        # probe from workload $w
+  $SANDBOX_DIR/sandbox.sh status --name $SB_NAME
+  $SANDBOX_DIR/sandbox.sh matrix --name $SB_NAME SPEC   # lines: src dst port allow|deny
+When done: $SANDBOX_DIR/sandbox.sh down --name $SB_NAME
+EOF
+}
+
+usage() {
+  cat <<EOF
+usage: sandbox.sh <command> [options]
+  demo [--keep] [--dataplane nftables|iptables] [--margay BIN] [--name N]
+        2 hosts, a multi-tier application, the connectivity matrix before and after a
+        live policy change; exit 0 only when observed matches expected every time
+  up [--hosts N] [--dataplane D] [--margay BIN] [--name N]   an empty cluster
+  workload --name N WL HOST IP PROFILES_JSON LABELS_JSON    add a workload + endpoint
+  put --name N KEY VALUE | etcdctl --name N ARGS...         write / query the datastore
+  probe --name N SRC DST PORT                               one TCP probe
+  matrix --name N SPEC                                      probe a spec, print the table
+  status [--name N]     list namespaces, agents, workloads
+  down [--name N | --all]  tear down (kills processes in its namespaces, deletes them)
+State lives in $STATE_ROOT/<name>; namespaces are <name>-*.
+EOF
+}
+
+# default_margay: the freshest built binary (release preferred).
+default_margay() {
+  local t=${CARGO_TARGET_DIR:-$REPO_DIR/target}
+  if [ -x "$t/release/margay" ]; then echo "$t/release/margay"; else echo "$t/debug/margay"; fi
+}
+
+main() {
+  local cmd=${1:-help} name="" hosts=2 dataplane=nftables margay="" keep=0 all=0 args=()
+  [ $# -gt 0 ] && shift
+  while [ $# -gt 0 ]; do
+    case $1 in
+    --name) name=$2; shift 2 ;;
+    --hosts) hosts=$2; shift 2 ;;
+    --dataplane) dataplane=$2; shift 2 ;;
+    --margay) margay=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    --all) all=1; shift ;;
+    -h | --help) usage; return 0 ;;
+    *) args+=("$1"); shift ;;
+    esac
+  done
+  margay=${margay:-${MARGAY_BIN:-$(default_margay)}}
+  case $dataplane in nftables | iptables) ;; *) die "bad --dataplane '$dataplane'" ;; esac
+  case $cmd in
+  demo)
+    # shellcheck source=deploy/sandbox/demo.sh
+    source "$SANDBOX_DIR/demo.sh"
+    demo_main "$name" "$dataplane" "$margay" "$keep"
+    ;;
+  up)
+    sb_select "${name:-mgy$$}"
+    trap 'sb_down' ERR INT TERM
+    sb_up "$hosts" "$dataplane" "$margay"
+    trap - ERR INT TERM
+    echo "sandbox $SB_NAME is up"
+    ;;
+  workload)
+    sb_resolve "$name"
+    [ ${#args[@]} -eq 5 ] || die "workload WL HOST IP PROFILES_JSON LABELS_JSON"
+    sb_wl_add "${args[0]}" "${args[1]}" "${args[2]}"
+    sb_endpoint "${args[0]}" "${args[3]}" "${args[4]}"
+    ;;
+  put) sb_resolve "$name"; sb_put "${args[@]}" ;;
+  etcdctl) sb_resolve "$name"; sb_etcdctl "${args[@]}" ;;
+  probe) sb_resolve "$name"; sb_probe "${args[@]}" && echo allow || { echo deny; return 1; } ;;
+  matrix) sb_resolve "$name"; sb_matrix "${args[0]}" ;;
+  status) sb_resolve "$name"; sb_status ;;
+  down)
+    if [ "$all" -eq 1 ]; then
+      for name in $(sb_existing); do sb_select "$name"; sb_down; log "removed $name"; done
+    else
+      sb_resolve "$name"
+      sb_down
+      log "removed $SB_NAME"
+    fi
+    ;;
+  help | -h | --help) usage ;;
+  *) usage; return 2 ;;
+  esac
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi
