@@ -108,7 +108,9 @@ pub async fn run_check(settings: &Settings) -> anyhow::Result<bool> {
 pub async fn gather(settings: &Settings) -> Vec<CheckResult> {
     let mut results = vec![check_capabilities(&read_proc("/proc/self/status"))];
     results.extend(firewall_checks(settings.dataplane).await);
-    results.push(check_ip_forward(read_proc("/proc/sys/net/ipv4/ip_forward").as_deref()));
+    results.push(check_ip_forward(
+        read_proc("/proc/sys/net/ipv4/ip_forward").as_deref(),
+    ));
     results.push(check_rp_filter(
         read_proc("/proc/sys/net/ipv4/conf/all/rp_filter").as_deref(),
     ));
@@ -129,13 +131,20 @@ pub fn check_capabilities(status: &Option<String>) -> CheckResult {
         return CheckResult::problem(NAME, "cannot read CapEff from /proc/self/status", hint);
     };
     let has = |cap: u32| effective & (1u64 << cap) != 0;
-    let missing: Vec<&str> = [(CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW")]
-        .into_iter()
-        .filter(|(cap, _)| !has(*cap))
-        .map(|(_, name)| name)
-        .collect();
+    let missing: Vec<&str> = [
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+        (CAP_NET_RAW, "CAP_NET_RAW"),
+    ]
+    .into_iter()
+    .filter(|(cap, _)| !has(*cap))
+    .map(|(_, name)| name)
+    .collect();
     if missing.is_empty() {
-        let who = if nix::unistd::Uid::effective().is_root() { "root" } else { "capabilities granted" };
+        let who = if nix::unistd::Uid::effective().is_root() {
+            "root"
+        } else {
+            "capabilities granted"
+        };
         CheckResult::ok(NAME, who)
     } else {
         CheckResult::problem(NAME, format!("missing {}", missing.join(", ")), hint)
@@ -169,7 +178,11 @@ pub fn check_rp_filter(value: Option<&str>) -> CheckResult {
     match value.map(str::trim) {
         Some(v @ ("0" | "1")) => CheckResult::ok(NAME, v.to_string()),
         Some(other) => CheckResult::problem(NAME, format!("is {other} (loose)"), hint),
-        None => CheckResult::problem(NAME, "cannot read /proc/sys/net/ipv4/conf/all/rp_filter", hint),
+        None => CheckResult::problem(
+            NAME,
+            "cannot read /proc/sys/net/ipv4/conf/all/rp_filter",
+            hint,
+        ),
     }
 }
 
@@ -193,7 +206,11 @@ pub fn check_tool(name: &str, found: Option<&Path>, package_hint: &str) -> Check
     let check = format!("tool {name} installed");
     match found {
         Some(path) => CheckResult::ok(&check, path.display().to_string()),
-        None => CheckResult::problem(&check, "not found in PATH or /usr/sbin, /sbin", package_hint),
+        None => CheckResult::problem(
+            &check,
+            "not found in PATH or /usr/sbin, /sbin",
+            package_hint,
+        ),
     }
 }
 
@@ -201,7 +218,12 @@ pub fn check_tool(name: &str, found: Option<&Path>, package_hint: &str) -> Check
 pub type ProbeOutcome = Result<(), String>;
 
 /// A kernel feature probed by running a read-only command.
-pub fn check_kernel_feature(name: &str, command: &str, outcome: &ProbeOutcome, hint: &str) -> CheckResult {
+pub fn check_kernel_feature(
+    name: &str,
+    command: &str,
+    outcome: &ProbeOutcome,
+    hint: &str,
+) -> CheckResult {
     match outcome {
         Ok(()) => CheckResult::ok(name, format!("`{command}` works")),
         Err(reason) => CheckResult::problem(name, format!("`{command}` failed: {reason}"), hint),
@@ -222,7 +244,9 @@ async fn probe(program: &Path, args: &[&str]) -> ProbeOutcome {
         Ok(Ok(out)) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            Err(format!("{} {}", out.status, first.trim()).trim().to_string())
+            Err(format!("{} {}", out.status, first.trim())
+                .trim()
+                .to_string())
         }
     }
 }
@@ -241,7 +265,11 @@ async fn firewall_checks(backend: DataplaneKind) -> Vec<CheckResult> {
 
 async fn nftables_checks() -> Vec<CheckResult> {
     let nft = find_tool("nft");
-    let mut out = vec![check_tool("nft", nft.as_deref(), "install the nftables package")];
+    let mut out = vec![check_tool(
+        "nft",
+        nft.as_deref(),
+        "install the nftables package",
+    )];
     if let Some(nft) = nft {
         let outcome = probe(&nft, &["list", "tables"]).await;
         out.push(check_kernel_feature(
@@ -259,7 +287,11 @@ async fn iptables_checks() -> Vec<CheckResult> {
     let save = find_tool("iptables-save");
     let ipset = find_tool("ipset");
     let mut out = vec![
-        check_tool("iptables-restore", restore.as_deref(), "install the iptables package"),
+        check_tool(
+            "iptables-restore",
+            restore.as_deref(),
+            "install the iptables package",
+        ),
         check_tool("ipset", ipset.as_deref(), "install the ipset package"),
     ];
     if let Some(save) = save {
@@ -310,13 +342,6 @@ pub fn check_tls_files(settings: &Settings) -> Vec<CheckResult> {
             "set etcd_ca_file (ETCD_CA_CERT_FILE) to the CA that signed etcd's certificate",
         ));
     }
-    if !settings.etcd_uses_tls() && settings.etcd_ca_file.is_some() {
-        out.push(CheckResult::problem(
-            "etcd TLS trust",
-            "etcd_ca_file is set but the endpoints are http://",
-            "use https:// endpoints, or drop the TLS files",
-        ));
-    }
     out
 }
 
@@ -324,7 +349,9 @@ pub fn check_tls_files(settings: &Settings) -> Vec<CheckResult> {
 pub fn check_pem_file(setting: &str, path: &Path) -> CheckResult {
     let name = format!("{setting} readable");
     match std::fs::read_to_string(path) {
-        Ok(text) if text.contains("-----BEGIN ") => CheckResult::ok(&name, path.display().to_string()),
+        Ok(text) if text.contains("-----BEGIN ") => {
+            CheckResult::ok(&name, path.display().to_string())
+        }
         Ok(_) => CheckResult::problem(
             &name,
             format!("{} is not PEM (no -----BEGIN line)", path.display()),
@@ -340,7 +367,10 @@ pub fn check_pem_file(setting: &str, path: &Path) -> CheckResult {
 
 /// Connects an etcd client for `settings` (endpoints, TLS files), with
 /// `timeout` for connecting and for each request. Shared with `margay status`.
-pub async fn connect_etcd(settings: &Settings, timeout: Duration) -> anyhow::Result<etcd_client::Client> {
+pub async fn connect_etcd(
+    settings: &Settings,
+    timeout: Duration,
+) -> anyhow::Result<etcd_client::Client> {
     use anyhow::Context as _;
     let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(timeout)
@@ -352,8 +382,10 @@ pub async fn connect_etcd(settings: &Settings, timeout: Duration) -> anyhow::Res
             tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
         }
         if let (Some(cert), Some(key)) = (&settings.etcd_cert_file, &settings.etcd_key_file) {
-            let cert_pem = std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
-            let key_pem = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
+            let cert_pem =
+                std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            let key_pem =
+                std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
             tls = tls.identity(etcd_client::Identity::from_pem(cert_pem, key_pem));
         }
         options = options.with_tls(tls);
@@ -400,7 +432,9 @@ async fn probe_etcd(settings: &Settings) -> anyhow::Result<EtcdProbe> {
         let ready = client.get(ready_key.as_str(), None).await?;
         let millis = started.elapsed().as_millis();
         let host_prefix = format!("{}/host/{}/", settings.data_prefix(), settings.hostname);
-        let options = etcd_client::GetOptions::new().with_prefix().with_count_only();
+        let options = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_count_only();
         let host = client.get(host_prefix.as_str(), Some(options)).await?;
         let ready = ready
             .kvs()
@@ -443,12 +477,18 @@ pub fn etcd_results(settings: &Settings, probe: &Result<EtcdProbe, String>) -> V
             )];
         }
     };
-    let reachable = CheckResult::ok("etcd reachable", format!("{endpoints}, {} ms", probe.millis));
+    let reachable = CheckResult::ok(
+        "etcd reachable",
+        format!("{endpoints}, {} ms", probe.millis),
+    );
     let ready_key = format!("{}/Ready", settings.data_prefix());
     let ready = match probe.ready.as_deref() {
         Some("true") => CheckResult::ok(
             "datastore ready",
-            format!("{ready_key} = true; {} keys for host {}", probe.host_keys, settings.hostname),
+            format!(
+                "{ready_key} = true; {} keys for host {}",
+                probe.host_keys, settings.hostname
+            ),
         ),
         Some(other) => CheckResult::problem(
             "datastore ready",
@@ -477,7 +517,10 @@ mod tests {
     #[test]
     fn lines_are_aligned_and_uniform() {
         let ok = CheckResult::ok("etcd reachable", "http://127.0.0.1:2379, 3 ms");
-        assert_eq!(ok.to_string(), "ok       etcd reachable (http://127.0.0.1:2379, 3 ms)");
+        assert_eq!(
+            ok.to_string(),
+            "ok       etcd reachable (http://127.0.0.1:2379, 3 ms)"
+        );
         let bad = CheckResult::problem("etcd reachable", "connection refused", "start etcd");
         assert_eq!(
             bad.to_string(),
@@ -498,7 +541,10 @@ mod tests {
         assert!(!r.ok);
         assert_eq!(r.detail, "missing CAP_NET_RAW");
         let none = Some("CapEff:\t0000000000000000\n".to_string());
-        assert_eq!(check_capabilities(&none).detail, "missing CAP_NET_ADMIN, CAP_NET_RAW");
+        assert_eq!(
+            check_capabilities(&none).detail,
+            "missing CAP_NET_ADMIN, CAP_NET_RAW"
+        );
         assert!(!check_capabilities(&None).ok);
     }
 
@@ -517,7 +563,10 @@ mod tests {
     #[test]
     fn tools_and_probes() {
         let found = check_tool("nft", Some(Path::new("/usr/sbin/nft")), "install nftables");
-        assert_eq!(found.to_string(), "ok       tool nft installed (/usr/sbin/nft)");
+        assert_eq!(
+            found.to_string(),
+            "ok       tool nft installed (/usr/sbin/nft)"
+        );
         let missing = check_tool("ipset", None, "install the ipset package");
         assert!(!missing.ok && missing.hint.contains("ipset"));
         let failed = check_kernel_feature(
@@ -526,7 +575,9 @@ mod tests {
             &Err("exit status: 1 Operation not permitted".into()),
             "run as root",
         );
-        assert!(failed.to_string().contains("`nft list tables` failed: exit status: 1"));
+        assert!(failed
+            .to_string()
+            .contains("`nft list tables` failed: exit status: 1"));
         assert!(find_tool("sh").is_some());
         assert!(find_tool("surely-not-a-tool-xyz").is_none());
     }
@@ -535,14 +586,19 @@ mod tests {
     async fn probe_reports_exit_status_and_stderr() {
         let sh = find_tool("sh").expect("sh");
         assert_eq!(probe(&sh, &["-c", "true"]).await, Ok(()));
-        let err = probe(&sh, &["-c", "echo boom >&2; exit 3"]).await.expect_err("fails");
+        let err = probe(&sh, &["-c", "echo boom >&2; exit 3"])
+            .await
+            .expect_err("fails");
         assert!(err.contains("boom") && err.contains('3'), "{err}");
     }
 
     #[test]
     fn tls_file_rules() {
         let mut s = settings();
-        assert!(check_tls_files(&s).is_empty(), "plain http: nothing to check");
+        assert!(
+            check_tls_files(&s).is_empty(),
+            "plain http: nothing to check"
+        );
         s.etcd_endpoints = vec!["https://etcd:2379".into()];
         let r = check_tls_files(&s);
         assert_eq!(r.len(), 1);
@@ -551,8 +607,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mgy-check-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let ca = dir.join("ca.pem");
-        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
-            .expect("write");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
         let junk = dir.join("junk.pem");
         std::fs::write(&junk, "hello").expect("write");
         s.etcd_ca_file = Some(ca.clone());
@@ -560,7 +619,9 @@ mod tests {
         let r = check_tls_files(&s);
         assert!(r[0].ok, "{}", r[0]);
         assert!(!r[1].ok && r[1].detail.contains("not PEM"));
-        assert!(r.iter().any(|c| c.name == "etcd client certificate" && !c.ok));
+        assert!(r
+            .iter()
+            .any(|c| c.name == "etcd client certificate" && !c.ok));
         s.etcd_cert_file = None;
         s.etcd_ca_file = Some(dir.join("missing.pem"));
         let r = check_tls_files(&s);
@@ -584,10 +645,25 @@ mod tests {
                 host_keys: 2,
             }),
         );
-        assert_eq!(up[0].to_string(), "ok       etcd reachable (http://127.0.0.1:2379, 3 ms)");
+        assert_eq!(
+            up[0].to_string(),
+            "ok       etcd reachable (http://127.0.0.1:2379, 3 ms)"
+        );
         assert!(up[1].ok && up[1].detail.contains("2 keys for host node-1"));
-        let not_ready = etcd_results(&s, &Ok(EtcdProbe { millis: 1, ready: None, host_keys: 0 }));
-        assert!(!not_ready[1].ok && not_ready[1].hint.contains("etcdctl put /calico/v1/Ready true"));
+        let not_ready = etcd_results(
+            &s,
+            &Ok(EtcdProbe {
+                millis: 1,
+                ready: None,
+                host_keys: 0,
+            }),
+        );
+        assert!(
+            !not_ready[1].ok
+                && not_ready[1]
+                    .hint
+                    .contains("etcdctl put /calico/v1/Ready true")
+        );
     }
 
     #[test]
@@ -604,7 +680,10 @@ mod tests {
                 Some(&self.0)
             }
         }
-        let e = Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"));
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
         assert_eq!(error_chain(&e), "transport error: connection refused");
     }
 }

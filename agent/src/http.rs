@@ -26,7 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::metrics::Metrics;
 
 /// Content type of the OpenMetrics text format.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Largest request head we read; anything longer is refused.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -190,7 +191,11 @@ pub fn respond(head: &str, metrics: &Metrics) -> Response {
         "/livez" | "/healthz" => Response::text(200, "OK", "ok\n"),
         "/readyz" => match metrics.last_apply_timestamp() {
             Some(_) => Response::text(200, "OK", "ready\n"),
-            None => Response::text(503, "Service Unavailable", "not ready: no dataplane apply yet\n"),
+            None => Response::text(
+                503,
+                "Service Unavailable",
+                "not ready: no dataplane apply yet\n",
+            ),
         },
         _ => Response::text(404, "Not Found", "not found; try /metrics\n"),
     };

@@ -112,7 +112,10 @@ pub fn subscriber<W>(
     filter: EnvFilter,
     writer: W,
     ansi: bool,
-) -> (impl Subscriber + Send + Sync + for<'a> LookupSpan<'a>, FilterHandle)
+) -> (
+    impl Subscriber + Send + Sync + for<'a> LookupSpan<'a>,
+    FilterHandle,
+)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -180,11 +183,7 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
-        Some(at) => Cow::Owned(format!(
-            "{}://***@{}",
-            &url[..scheme_end],
-            &rest[at + 1..]
-        )),
+        Some(at) => Cow::Owned(format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..])),
         None => Cow::Borrowed(url),
     }
 }
@@ -383,7 +382,10 @@ mod tests {
 
     impl std::io::Write for Buffer {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(buf);
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -439,7 +441,10 @@ mod tests {
         });
         assert!(out.contains("DEBUG"), "{out}");
         assert!(out.contains("recalculated"));
-        assert!(out.contains("profile=\"web\"") || out.contains("profile=web"), "{out}");
+        assert!(
+            out.contains("profile=\"web\"") || out.contains("profile=web"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -472,7 +477,10 @@ mod tests {
             build_filter("info", Some("margay=[")),
             Err(LoggingError::Filter { .. })
         ));
-        assert!(matches!(build_filter("loud", None), Err(LoggingError::Level(_))));
+        assert!(matches!(
+            build_filter("loud", None),
+            Err(LoggingError::Level(_))
+        ));
     }
 
     #[test]
@@ -511,13 +519,22 @@ mod tests {
         let t0 = Instant::now();
         let mut limiter = RateLimiter::new(3, Duration::from_secs(60));
         for _ in 0..3 {
-            assert_eq!(limiter.check("invalid_key", t0), Verdict::Emit { suppressed: 0 });
+            assert_eq!(
+                limiter.check("invalid_key", t0),
+                Verdict::Emit { suppressed: 0 }
+            );
         }
         for _ in 0..5 {
-            assert_eq!(limiter.check("invalid_key", t0 + Duration::from_secs(1)), Verdict::Suppress);
+            assert_eq!(
+                limiter.check("invalid_key", t0 + Duration::from_secs(1)),
+                Verdict::Suppress
+            );
         }
         // Another kind has its own budget.
-        assert_eq!(limiter.check("apply_failed", t0), Verdict::Emit { suppressed: 0 });
+        assert_eq!(
+            limiter.check("apply_failed", t0),
+            Verdict::Emit { suppressed: 0 }
+        );
         // Next window: the first line carries the suppressed count.
         assert_eq!(
             limiter.check("invalid_key", t0 + Duration::from_secs(60)),
@@ -533,16 +550,23 @@ mod tests {
     fn limiter_summaries_report_once_when_the_flood_stops() {
         let t0 = Instant::now();
         let mut limiter = RateLimiter::new(1, Duration::from_secs(10));
-        assert_eq!(limiter.check("invalid_key", t0), Verdict::Emit { suppressed: 0 });
+        assert_eq!(
+            limiter.check("invalid_key", t0),
+            Verdict::Emit { suppressed: 0 }
+        );
         assert_eq!(limiter.check("invalid_key", t0), Verdict::Suppress);
         assert_eq!(limiter.check("invalid_key", t0), Verdict::Suppress);
         assert_eq!(limiter.check("quiet", t0), Verdict::Emit { suppressed: 0 });
-        assert!(limiter.drain_summaries(t0 + Duration::from_secs(9)).is_empty());
+        assert!(limiter
+            .drain_summaries(t0 + Duration::from_secs(9))
+            .is_empty());
         assert_eq!(
             limiter.drain_summaries(t0 + Duration::from_secs(10)),
             vec![("invalid_key", 2)]
         );
-        assert!(limiter.drain_summaries(t0 + Duration::from_secs(30)).is_empty());
+        assert!(limiter
+            .drain_summaries(t0 + Duration::from_secs(30))
+            .is_empty());
         // Reported already: the next line starts clean.
         assert_eq!(
             limiter.check("invalid_key", t0 + Duration::from_secs(31)),
@@ -573,7 +597,10 @@ mod tests {
 
     #[test]
     fn redact_url_hides_credentials_only() {
-        assert_eq!(redact_url("https://user:pw@etcd:2379/x"), "https://***@etcd:2379/x");
+        assert_eq!(
+            redact_url("https://user:pw@etcd:2379/x"),
+            "https://***@etcd:2379/x"
+        );
         assert_eq!(redact_url("http://127.0.0.1:2379"), "http://127.0.0.1:2379");
         assert_eq!(redact_url("not a url"), "not a url");
         assert_eq!(

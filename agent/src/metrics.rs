@@ -83,9 +83,20 @@ pub const KEY_KINDS: &[&str] = &[
     "unknown",
 ];
 
+/// The `reason` label values of full datastore reloads: the first load,
+/// a reload after the connection or watch was lost, after the watch fell
+/// behind a compaction, and a periodic re-list.
+pub const RESYNC_REASONS: &[&str] = &["startup", "reconnect", "compacted", "refresh"];
+
 /// The `object` label values used for dataplane writes and drift repairs.
 pub const DATAPLANE_OBJECTS: &[&str] = &[
-    "route", "neighbour", "sysctl", "chain", "set", "set_member", "hook",
+    "route",
+    "neighbour",
+    "sysctl",
+    "chain",
+    "set",
+    "set_member",
+    "hook",
 ];
 
 /// The `kind` label value for a datastore key (see [`KEY_KINDS`]).
@@ -190,15 +201,51 @@ struct CountGauges {
 impl CountGauges {
     fn register(&self, registry: &mut Registry) {
         let gauges: [(&str, &str, &Gauge); 9] = [
-            ("margay_local_endpoints", "Active workload endpoints on this host.", &self.local_endpoints),
-            ("margay_remote_endpoints", "Workload endpoints on other hosts known to this agent.", &self.remote_endpoints),
-            ("margay_profiles", "Valid profiles in the datastore.", &self.profiles),
-            ("margay_policies", "Valid tiered policies in the datastore.", &self.policies),
-            ("margay_routes", "Routes programmed by margay.", &self.routes),
-            ("margay_chains", "Firewall chains programmed by margay.", &self.chains),
-            ("margay_rules", "Firewall rules in margay's chains.", &self.rules),
-            ("margay_sets", "Address sets programmed by margay.", &self.sets),
-            ("margay_set_members", "Members over all of margay's address sets.", &self.set_members),
+            (
+                "margay_local_endpoints",
+                "Active workload endpoints on this host",
+                &self.local_endpoints,
+            ),
+            (
+                "margay_remote_endpoints",
+                "Workload endpoints on other hosts known to this agent",
+                &self.remote_endpoints,
+            ),
+            (
+                "margay_profiles",
+                "Valid profiles in the datastore",
+                &self.profiles,
+            ),
+            (
+                "margay_policies",
+                "Valid tiered policies in the datastore",
+                &self.policies,
+            ),
+            (
+                "margay_routes",
+                "Routes programmed by margay",
+                &self.routes,
+            ),
+            (
+                "margay_chains",
+                "Firewall chains programmed by margay",
+                &self.chains,
+            ),
+            (
+                "margay_rules",
+                "Firewall rules in margay's chains",
+                &self.rules,
+            ),
+            (
+                "margay_sets",
+                "Address sets programmed by margay",
+                &self.sets,
+            ),
+            (
+                "margay_set_members",
+                "Members over all of margay's address sets",
+                &self.set_members,
+            ),
         ];
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
@@ -298,6 +345,11 @@ impl Metrics {
             let _ = self.invalid_objects.get_or_create(&label);
             let _ = self.invalid_updates.get_or_create(&label);
         }
+        for reason in RESYNC_REASONS {
+            let _ = self.datastore_resyncs.get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            });
+        }
         for object in DATAPLANE_OBJECTS {
             let label = object_label(object);
             let _ = self.dataplane_writes.get_or_create(&label);
@@ -309,74 +361,74 @@ impl Metrics {
         let info = Info::new(VersionLabel {
             version: version.to_string(),
         });
-        registry.register("margay_build", "Version of this margay binary.", info);
+        registry.register("margay_build", "Version of this margay binary", info);
         registry.register(
             "margay_datastore_connected",
-            "1 while the etcd watch is established and in sync, else 0.",
+            "1 while the etcd watch is established and in sync, else 0",
             self.datastore_connected.clone(),
         );
         registry.register(
             "margay_datastore_events",
-            "Datastore changes received, by key kind.",
+            "Datastore changes received, by key kind",
             self.datastore_events.clone(),
         );
         registry.register(
             "margay_datastore_resyncs",
-            "Full reloads of the datastore, by reason.",
+            "Full reloads of the datastore, by reason",
             self.datastore_resyncs.clone(),
         );
         registry.register(
             "margay_invalid_objects",
-            "Datastore keys currently ignored because they do not parse or validate, by key kind.",
+            "Datastore keys currently ignored because they do not parse or validate, by key kind",
             self.invalid_objects.clone(),
         );
         registry.register(
             "margay_invalid_updates",
-            "Datastore updates rejected as invalid, by key kind.",
+            "Datastore updates rejected as invalid, by key kind",
             self.invalid_updates.clone(),
         );
         registry.register_with_unit(
             "margay_calc_duration",
-            "Time to compute the desired state from a batch of updates.",
+            "Time to compute the desired state from a batch of updates",
             Unit::Seconds,
             self.calc_duration.clone(),
         );
         registry.register_with_unit(
             "margay_dataplane_apply_duration",
-            "Time to apply one batch of changes to the kernel, by firewall backend.",
+            "Time to apply one batch of changes to the kernel, by firewall backend",
             Unit::Seconds,
             self.apply_duration.clone(),
         );
         registry.register(
             "margay_dataplane_apply_failures",
-            "Dataplane applies that failed (retried later), by firewall backend.",
+            "Dataplane applies that failed (retried later), by firewall backend",
             self.apply_failures.clone(),
         );
         registry.register(
             "margay_dataplane_writes",
-            "Kernel objects written (created, changed or removed), by object type.",
+            "Kernel objects written (created, changed or removed), by object type",
             self.dataplane_writes.clone(),
         );
         registry.register_with_unit(
             "margay_update_latency",
-            "Time from receiving a datastore event to having it applied in the kernel.",
+            "Time from receiving a datastore event to having it applied in the kernel",
             Unit::Seconds,
             self.update_latency.clone(),
         );
         registry.register(
             "margay_pending_updates",
-            "Datastore updates received but not yet applied to the kernel.",
+            "Datastore updates received but not yet applied to the kernel",
             self.pending_updates.clone(),
         );
         registry.register_with_unit(
             "margay_last_apply_timestamp",
-            "Unix time of the last successful dataplane apply (0 before the first).",
+            "Unix time of the last successful dataplane apply (0 before the first)",
             Unit::Seconds,
             self.last_apply.clone(),
         );
         registry.register(
             "margay_drift_repairs",
-            "Kernel objects found changed by someone else and put back, by object type.",
+            "Kernel objects found changed by someone else and put back, by object type",
             self.drift_repairs.clone(),
         );
         self.counts.register(registry);
@@ -403,8 +455,8 @@ impl Metrics {
         self.datastore_events.get_or_create(&kind_label(kind)).inc();
     }
 
-    /// Counts one full reload; `reason` is short and fixed, e.g. `startup`,
-    /// `compacted`, `reconnect`, `refresh`.
+    /// Counts one full reload; `reason` is one of [`RESYNC_REASONS`]
+    /// (another short fixed word works too, but is not pre-created at zero).
     pub fn datastore_resync(&self, reason: &str) {
         self.datastore_resyncs
             .get_or_create(&ReasonLabel {
@@ -616,17 +668,46 @@ impl Collector for ProcessCollector {
         )?;
         cpu.encode(metric)?;
         let gauges: [(&str, &str, Option<Unit>, Option<f64>); 6] = [
-            ("process_resident_memory", "Resident memory size in bytes.", Some(Unit::Bytes), stats.resident_bytes.map(|v| v as f64)),
-            ("process_virtual_memory", "Virtual memory size in bytes.", Some(Unit::Bytes), stats.virtual_bytes.map(|v| v as f64)),
-            ("process_open_fds", "Number of open file descriptors.", None, stats.open_fds.map(|v| v as f64)),
-            ("process_max_fds", "Maximum number of open file descriptors.", None, stats.max_fds.map(|v| v as f64)),
-            ("process_threads", "Number of OS threads in the process.", None, stats.threads.map(|v| v as f64)),
-            ("process_start_time", "Start time of the process since unix epoch in seconds.", Some(Unit::Seconds), stats.start_time_seconds),
+            (
+                "process_resident_memory",
+                "Resident memory size in bytes.",
+                Some(Unit::Bytes),
+                stats.resident_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_virtual_memory",
+                "Virtual memory size in bytes.",
+                Some(Unit::Bytes),
+                stats.virtual_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                None,
+                stats.open_fds.map(|v| v as f64),
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                None,
+                stats.max_fds.map(|v| v as f64),
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process.",
+                None,
+                stats.threads.map(|v| v as f64),
+            ),
+            (
+                "process_start_time",
+                "Start time of the process since unix epoch in seconds.",
+                Some(Unit::Seconds),
+                stats.start_time_seconds,
+            ),
         ];
         for (name, help, unit, value) in gauges {
             let Some(value) = value else { continue };
-            let metric =
-                encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+            let metric = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
             ConstGauge::new(value).encode(metric)?;
         }
         Ok(())
@@ -693,6 +774,27 @@ mod tests {
     }
 
     #[test]
+    fn help_texts_end_with_exactly_one_period() {
+        let text = Metrics::new("v", "nftables").render();
+        for help in text.lines().filter(|l| l.starts_with("# HELP ")) {
+            assert!(help.ends_with('.') && !help.ends_with(".."), "{help}");
+        }
+    }
+
+    #[test]
+    fn every_family_has_samples_from_the_start() {
+        let text = Metrics::new("v", "nftables").render();
+        let names = rendered_family_names(&text);
+        for name in names {
+            let base = name.trim_end_matches("_total").trim_end_matches("_info");
+            let has_sample = text
+                .lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(base));
+            assert!(has_sample, "{name} has no samples:\n{text}");
+        }
+    }
+
+    #[test]
     fn counters_render_with_single_total_suffix() {
         let text = Metrics::new("v", "nftables").render();
         assert!(!text.contains("_total_total"));
@@ -703,18 +805,27 @@ mod tests {
     #[test]
     fn build_info_carries_the_version() {
         let text = Metrics::new("0.1.0-test", "iptables").render();
-        assert!(text.contains("margay_build_info{version=\"0.1.0-test\"} 1"), "{text}");
+        assert!(
+            text.contains("margay_build_info{version=\"0.1.0-test\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]
     fn backend_series_exist_before_any_apply() {
         let text = Metrics::new("v", "iptables").render();
         assert_eq!(
-            sample_value(&text, "margay_dataplane_apply_failures_total{backend=\"iptables\"}"),
+            sample_value(
+                &text,
+                "margay_dataplane_apply_failures_total{backend=\"iptables\"}"
+            ),
             Some(0.0)
         );
         assert_eq!(
-            sample_value(&text, "margay_dataplane_apply_duration_seconds_count{backend=\"iptables\"}"),
+            sample_value(
+                &text,
+                "margay_dataplane_apply_duration_seconds_count{backend=\"iptables\"}"
+            ),
             Some(0.0)
         );
     }
@@ -746,10 +857,19 @@ mod tests {
             ("margay_datastore_connected", 1.0),
             ("margay_datastore_events_total{kind=\"policy\"}", 2.0),
             ("margay_datastore_resyncs_total{reason=\"startup\"}", 1.0),
-            ("margay_invalid_updates_total{kind=\"workload_endpoint\"}", 1.0),
+            (
+                "margay_invalid_updates_total{kind=\"workload_endpoint\"}",
+                1.0,
+            ),
             ("margay_invalid_objects{kind=\"workload_endpoint\"}", 3.0),
-            ("margay_dataplane_apply_duration_seconds_count{backend=\"nftables\"}", 2.0),
-            ("margay_dataplane_apply_failures_total{backend=\"nftables\"}", 1.0),
+            (
+                "margay_dataplane_apply_duration_seconds_count{backend=\"nftables\"}",
+                2.0,
+            ),
+            (
+                "margay_dataplane_apply_failures_total{backend=\"nftables\"}",
+                1.0,
+            ),
             ("margay_dataplane_writes_total{object=\"route\"}", 4.0),
             ("margay_drift_repairs_total{object=\"chain\"}", 1.0),
             ("margay_pending_updates", 7.0),
@@ -759,7 +879,11 @@ mod tests {
             ("margay_set_members", 11.0),
         ];
         for (series, value) in expect {
-            assert_eq!(sample_value(&text, series), Some(value), "{series} in\n{text}");
+            assert_eq!(
+                sample_value(&text, series),
+                Some(value),
+                "{series} in\n{text}"
+            );
         }
         let last = sample_value(&text, "margay_last_apply_timestamp_seconds").unwrap_or(0.0);
         assert!(last > 1.6e9, "last apply timestamp {last}");
@@ -785,7 +909,8 @@ mod tests {
         // Fields after the name: state ppid pgrp session tty tpgid flags minflt
         // cminflt majflt cmajflt utime stime cutime cstime prio nice threads
         // itreal starttime ...
-        let stat = "42 (we ird) name)) S 1 42 42 0 -1 4194560 10 0 0 0 250 50 0 0 20 0 3 0 12345 1000 200";
+        let stat =
+            "42 (we ird) name)) S 1 42 42 0 -1 4194560 10 0 0 0 250 50 0 0 20 0 3 0 12345 1000 200";
         assert_eq!(parse_stat(stat), Some((300, 12345)));
         assert_eq!(parse_stat("garbage"), None);
     }
@@ -797,7 +922,10 @@ mod tests {
         assert_eq!(status_kb(status, "Threads:"), Some(5));
         let limits = "Limit Soft Hard Units\nMax open files            1024                 524288               files\n";
         assert_eq!(parse_max_fds(limits), Some(1024));
-        assert_eq!(parse_boot_time("cpu 1 2\nbtime 1700000000\n"), Some(1_700_000_000));
+        assert_eq!(
+            parse_boot_time("cpu 1 2\nbtime 1700000000\n"),
+            Some(1_700_000_000)
+        );
     }
 
     #[test]

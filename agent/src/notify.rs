@@ -178,7 +178,10 @@ mod tests {
 
     #[test]
     fn watchdog_interval_is_half_the_timeout() {
-        assert_eq!(watchdog_ping_interval(30_000_000), Some(Duration::from_secs(15)));
+        assert_eq!(
+            watchdog_ping_interval(30_000_000),
+            Some(Duration::from_secs(15))
+        );
         assert_eq!(watchdog_ping_interval(0), None);
     }
 

@@ -131,7 +131,10 @@ pub fn collect_hosts(
     for key in data_keys {
         if let Some((host, tail)) = split_host_key(key, data_prefix) {
             if is_endpoint_tail(tail) {
-                hosts.entry(host.to_string()).or_default().configured_endpoints += 1;
+                hosts
+                    .entry(host.to_string())
+                    .or_default()
+                    .configured_endpoints += 1;
             }
         }
     }
@@ -154,13 +157,28 @@ pub fn render_table(hosts: &BTreeMap<String, HostStatus>, now: i64) -> String {
     if hosts.is_empty() {
         return "no hosts have reported or have endpoints configured\n".to_string();
     }
-    let header = ["HOST", "STATE", "LAST REPORT", "AGE", "UPTIME", "ENDPOINTS", "UP", "DOWN", "ERROR"];
+    let header = [
+        "HOST",
+        "STATE",
+        "LAST REPORT",
+        "AGE",
+        "UPTIME",
+        "ENDPOINTS",
+        "UP",
+        "DOWN",
+        "ERROR",
+    ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for (name, host) in hosts {
         rows.push(host_row(name, host, now));
     }
     let widths: Vec<usize> = (0..header.len())
-        .map(|col| rows.iter().map(|r| r[col].chars().count()).max().unwrap_or(0))
+        .map(|col| {
+            rows.iter()
+                .map(|r| r[col].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in rows {
@@ -177,7 +195,11 @@ pub fn render_table(hosts: &BTreeMap<String, HostStatus>, now: i64) -> String {
 fn host_row(name: &str, host: &HostStatus, now: i64) -> Vec<String> {
     let report = host.newest();
     let last = report.map_or("-".to_string(), |r| {
-        if r.time_text.is_empty() { "?".to_string() } else { r.time_text.clone() }
+        if r.time_text.is_empty() {
+            "?".to_string()
+        } else {
+            r.time_text.clone()
+        }
     });
     let age = report
         .and_then(|r| r.time)
@@ -190,7 +212,11 @@ fn host_row(name: &str, host: &HostStatus, now: i64) -> Vec<String> {
         if host.endpoint_reports.is_empty() {
             "-".to_string()
         } else {
-            host.endpoint_reports.get(status).copied().unwrap_or(0).to_string()
+            host.endpoint_reports
+                .get(status)
+                .copied()
+                .unwrap_or(0)
+                .to_string()
         }
     };
     vec![
@@ -212,7 +238,12 @@ pub fn format_age(seconds: i64) -> String {
     if seconds < 0 {
         return format!("-{}", format_age(seconds.saturating_neg()));
     }
-    let (d, h, m, s) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60, seconds % 60);
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds / 3600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),
         (0, 0, _) => format!("{m}m{s:02}s"),
@@ -232,11 +263,19 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     }
     let num = |from: usize, to: usize| -> Option<i64> {
         let s = text.get(from..to)?;
-        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok()).flatten()
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())
+            .flatten()
     };
     let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
     let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let mut rest = &text[19..];
@@ -284,7 +323,12 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 pub async fn run_status(settings: &Settings) -> anyhow::Result<()> {
     let mut client = crate::check::connect_etcd(settings, ETCD_TIMEOUT)
         .await
-        .with_context(|| format!("cannot connect to etcd at {}", settings.etcd_endpoints.join(",")))?;
+        .with_context(|| {
+            format!(
+                "cannot connect to etcd at {}",
+                settings.etcd_endpoints.join(",")
+            )
+        })?;
     let status_prefix = settings.status_prefix();
     let data_prefix = settings.data_prefix();
     let status = client
@@ -298,7 +342,11 @@ pub async fn run_status(settings: &Settings) -> anyhow::Result<()> {
     let data = client
         .get(
             format!("{data_prefix}/host/"),
-            Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only(),
+            ),
         )
         .await
         .map_err(|e| anyhow::anyhow!(crate::check::error_chain(&e)))
@@ -306,7 +354,12 @@ pub async fn run_status(settings: &Settings) -> anyhow::Result<()> {
     let status_kvs: Vec<(String, Vec<u8>)> = status
         .kvs()
         .iter()
-        .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.value().to_vec(),
+            )
+        })
         .collect();
     let data_keys: Vec<String> = data
         .kvs()
@@ -337,8 +390,14 @@ mod tests {
     fn rfc3339_parsing() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2024-05-01T10:00:00Z"), Some(1_714_557_600));
-        assert_eq!(parse_rfc3339("2024-05-01T10:00:00.123456Z"), Some(1_714_557_600));
-        assert_eq!(parse_rfc3339("2024-05-01T12:00:00+02:00"), Some(1_714_557_600));
+        assert_eq!(
+            parse_rfc3339("2024-05-01T10:00:00.123456Z"),
+            Some(1_714_557_600)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-05-01T12:00:00+02:00"),
+            Some(1_714_557_600)
+        );
         assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
         assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
@@ -359,11 +418,26 @@ mod tests {
         let sp = "/calico/felix/v1";
         let dp = "/calico/v1";
         let status = vec![
-            kv("/calico/felix/v1/host/a/status", r#"{"time":"2024-05-01T10:00:00Z","uptime":3600,"first_update":false}"#),
-            kv("/calico/felix/v1/host/a/last_reported_status", r#"{"time":"2024-05-01T10:00:00Z","uptime":3600}"#),
-            kv("/calico/felix/v1/host/a/workload/k8s/ns.pod/endpoint/e1", r#"{"status":"up"}"#),
-            kv("/calico/felix/v1/host/a/workload/k8s/ns.pod/endpoint/e2", r#"{"status":"error"}"#),
-            kv("/calico/felix/v1/host/b/last_reported_status", r#"{"time":"2024-05-01T09:00:00Z","uptime":60.5}"#),
+            kv(
+                "/calico/felix/v1/host/a/status",
+                r#"{"time":"2024-05-01T10:00:00Z","uptime":3600,"first_update":false}"#,
+            ),
+            kv(
+                "/calico/felix/v1/host/a/last_reported_status",
+                r#"{"time":"2024-05-01T10:00:00Z","uptime":3600}"#,
+            ),
+            kv(
+                "/calico/felix/v1/host/a/workload/k8s/ns.pod/endpoint/e1",
+                r#"{"status":"up"}"#,
+            ),
+            kv(
+                "/calico/felix/v1/host/a/workload/k8s/ns.pod/endpoint/e2",
+                r#"{"status":"error"}"#,
+            ),
+            kv(
+                "/calico/felix/v1/host/b/last_reported_status",
+                r#"{"time":"2024-05-01T09:00:00Z","uptime":60.5}"#,
+            ),
             kv("/calico/felix/v1/host/b/unrelated", "x"),
             kv("/calico/felix/v1/elsewhere", "x"),
         ];
@@ -388,20 +462,42 @@ mod tests {
     #[test]
     fn table_is_aligned_and_complete() {
         let status = vec![
-            kv("/calico/felix/v1/host/node-1/status", r#"{"time":"2024-05-01T10:00:00Z","uptime":11040}"#),
-            kv("/calico/felix/v1/host/node-1/workload/k/w/endpoint/e", r#"{"status":"up"}"#),
-            kv("/calico/felix/v1/host/node-2/last_reported_status", "not json\n"),
+            kv(
+                "/calico/felix/v1/host/node-1/status",
+                r#"{"time":"2024-05-01T10:00:00Z","uptime":11040}"#,
+            ),
+            kv(
+                "/calico/felix/v1/host/node-1/workload/k/w/endpoint/e",
+                r#"{"status":"up"}"#,
+            ),
+            kv(
+                "/calico/felix/v1/host/node-2/last_reported_status",
+                "not json\n",
+            ),
         ];
         let hosts = collect_hosts("/calico/felix/v1", &status, "/calico/v1", &[]);
         let now = 1_714_557_612;
         let table = render_table(&hosts, now);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "{table}");
-        assert!(lines[0].starts_with("HOST    STATE  LAST REPORT"), "{table}");
-        assert!(lines[1].starts_with("node-1  alive  2024-05-01T10:00:00Z"), "{table}");
-        assert!(lines[1].contains(" 12s ") && lines[1].contains(" 3h04m "), "{table}");
-        assert!(lines[1].ends_with("0  1   0     0"), "{table}");
-        assert!(lines[2].starts_with("node-2  gone   invalid: not json\\n"), "{table}");
+        assert!(
+            lines[0].starts_with("HOST    STATE  LAST REPORT"),
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("node-1  alive  2024-05-01T10:00:00Z"),
+            "{table}"
+        );
+        assert!(
+            lines[1].contains(" 12s ") && lines[1].contains(" 3h04m "),
+            "{table}"
+        );
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(cells[5..], ["0", "1", "0", "0"], "{table}");
+        assert!(
+            lines[2].starts_with("node-2  gone   invalid: not json\\n"),
+            "{table}"
+        );
         // Columns line up: STATE starts at the same offset everywhere.
         let col = lines[0].find("STATE");
         assert_eq!(lines[1].find("alive"), col);

@@ -4,9 +4,486 @@
 //! chains and sets) there is a pure diff of desired against observed state,
 //! and a thin layer that reads and writes the kernel. Only the thin layers
 //! do I/O.
+//!
+//! [`Dataplane`] is the facade the agent drives: host networking
+//! ([`routes::HostNetwork`]: routes, neighbours, sysctls over netlink) plus
+//! the firewall ([`firewall::manager::FirewallManager`]). The firewall
+//! manager is synchronous (it runs `nft`/`iptables-restore`); on a
+//! multi-threaded runtime it is called through `block_in_place`, otherwise
+//! directly.
 
 pub mod firewall;
 pub mod neigh;
 pub mod netns;
 pub mod routes;
 pub mod sysctl;
+
+use std::fmt;
+
+use ipnet::IpNet;
+use margay_policy::desired::{Changes, DesiredState};
+use serde_json::json;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use firewall::lower::FirewallSettings;
+use firewall::manager::{DriftReport, FirewallApplyStats, FirewallManager};
+use firewall::{BackendKind, FirewallError, FirewallOp};
+use netns::{NetnsError, NetnsTarget};
+use routes::tracker::Op;
+use routes::{HostNetError, HostNetwork, HostReport, KernelRoute, WriteFailure};
+
+pub use routes::DataplaneEvent;
+
+/// Route protocol numbers we refuse: unspec, redirect, kernel, boot, static
+/// (routes made by the kernel, by `ip route` and by network scripts).
+const RESERVED_PROTOCOLS: std::ops::RangeInclusive<u8> = 0..=4;
+
+/// How to build a [`Dataplane`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// Firewall backend.
+    pub backend: BackendKind,
+    /// Route protocol number stamped on our routes and neighbour entries.
+    pub route_protocol: u8,
+    /// Network namespace to act in (`/var/run/netns/<name>`); `None` = ours.
+    pub netns: Option<String>,
+}
+
+/// Why the dataplane failed.
+#[derive(Debug, Error)]
+pub enum DataplaneError {
+    /// The route protocol number belongs to someone else.
+    #[error("route protocol {0} is reserved (0-4: kernel, boot and static routes); pick another")]
+    ReservedProtocol(u8),
+    /// The namespace is invalid or cannot be entered.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// Routes, neighbours or sysctls.
+    #[error("host networking: {0}")]
+    Host(#[from] HostNetError),
+    /// The firewall.
+    #[error("firewall: {0}")]
+    Firewall(#[from] FirewallError),
+}
+
+/// What one apply wrote, per kind of object (for
+/// `margay_dataplane_writes_total{object}`), plus what failed or waits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Routes created, replaced or deleted.
+    pub routes: usize,
+    /// Neighbour entries created, replaced or deleted.
+    pub neighbours: usize,
+    /// Sysctls written.
+    pub sysctls: usize,
+    /// Chains replaced or deleted, and hooks attached.
+    pub chains: usize,
+    /// Sets created or deleted.
+    pub sets: usize,
+    /// Set members added or removed.
+    pub set_members: usize,
+    /// Objects waiting for their interface.
+    pub waiting: usize,
+    /// Writes the kernel refused (retried on link/address changes or repair).
+    pub failures: Vec<WriteFailure>,
+    /// Firewall details.
+    pub firewall: FirewallApplyStats,
+}
+
+impl ApplyReport {
+    fn from_parts(host: HostReport, fw: FirewallApplyStats) -> Self {
+        let mut failures = host.routes.failures;
+        failures.extend(host.neighbours.failures);
+        failures.extend(host.sysctls.failures);
+        ApplyReport {
+            routes: host.routes.upserts + host.routes.deletes,
+            neighbours: host.neighbours.upserts + host.neighbours.deletes,
+            sysctls: host.sysctls.upserts,
+            chains: fw.chains_replaced + fw.chains_deleted + fw.hooks_attached,
+            sets: fw.sets_created + fw.sets_deleted,
+            set_members: fw.members_added + fw.members_removed,
+            waiting: host.routes.waiting + host.neighbours.waiting + host.sysctls.waiting,
+            failures,
+            firewall: fw,
+        }
+    }
+
+    /// Every write that took effect.
+    pub fn writes(&self) -> usize {
+        self.routes + self.neighbours + self.sysctls + self.chains + self.sets + self.set_members
+    }
+}
+
+/// Sizes of what we own, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataplaneStats {
+    /// Our routes in the kernel (as last seen or written).
+    pub routes: usize,
+    /// Our neighbour entries.
+    pub neighbours: usize,
+    /// Firewall chains.
+    pub chains: usize,
+    /// Rules in them.
+    pub rules: usize,
+    /// Address sets.
+    pub sets: usize,
+    /// Members of those sets.
+    pub set_members: usize,
+}
+
+/// One route change a full sync would make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoutePlan {
+    /// A route to create.
+    Add { dst: IpNet, route: KernelRoute },
+    /// One of ours to change.
+    Replace {
+        dst: IpNet,
+        from: KernelRoute,
+        to: KernelRoute,
+    },
+    /// One of ours to delete.
+    Delete { dst: IpNet, route: KernelRoute },
+}
+
+impl From<Op<IpNet, KernelRoute>> for RoutePlan {
+    fn from(op: Op<IpNet, KernelRoute>) -> Self {
+        match op {
+            Op::Upsert {
+                key,
+                value,
+                existing: None,
+            } => RoutePlan::Add {
+                dst: key,
+                route: value,
+            },
+            Op::Upsert {
+                key,
+                value,
+                existing: Some(from),
+            } => RoutePlan::Replace {
+                dst: key,
+                from,
+                to: value,
+            },
+            Op::Delete { key, existing } => RoutePlan::Delete {
+                dst: key,
+                route: existing,
+            },
+        }
+    }
+}
+
+impl fmt::Display for RoutePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoutePlan::Add { dst, route } => write!(f, "+ route {dst} {route}"),
+            RoutePlan::Replace { dst, from, to } => write!(f, "~ route {dst} {from} -> {to}"),
+            RoutePlan::Delete { dst, route } => write!(f, "- route {dst} {route}"),
+        }
+    }
+}
+
+/// What a full sync would write now (nothing is written to make it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Route changes, by destination.
+    pub routes: Vec<RoutePlan>,
+    /// Firewall operations, in commit order.
+    pub firewall: Vec<FirewallOp>,
+}
+
+impl Plan {
+    /// True when the kernel already matches.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty() && self.firewall.is_empty()
+    }
+
+    /// The plan as JSON: `{"routes": [{"op", "dst", "route", "from"?}],
+    /// "firewall": [{"op", ...}]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let routes: Vec<_> = self.routes.iter().map(route_json).collect();
+        let fw: Vec<_> = self.firewall.iter().map(firewall_op_json).collect();
+        json!({ "routes": routes, "firewall": fw })
+    }
+}
+
+fn route_json(r: &RoutePlan) -> serde_json::Value {
+    match r {
+        RoutePlan::Add { dst, route } => {
+            json!({"op": "add", "dst": dst.to_string(), "route": route.to_string()})
+        }
+        RoutePlan::Replace { dst, from, to } => json!({
+            "op": "replace", "dst": dst.to_string(), "from": from.to_string(), "route": to.to_string()
+        }),
+        RoutePlan::Delete { dst, route } => {
+            json!({"op": "delete", "dst": dst.to_string(), "route": route.to_string()})
+        }
+    }
+}
+
+fn family(v: margay_policy::desired::IpVersion) -> &'static str {
+    match v {
+        margay_policy::desired::IpVersion::V4 => "ipv4",
+        margay_policy::desired::IpVersion::V6 => "ipv6",
+    }
+}
+
+fn firewall_op_json(op: &FirewallOp) -> serde_json::Value {
+    let members =
+        |m: &std::collections::BTreeSet<IpNet>| m.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    match op {
+        FirewallOp::CreateSet { name, family: f } => {
+            json!({"op": "create_set", "name": name.as_str(), "family": family(*f)})
+        }
+        FirewallOp::DeleteSet { name } => json!({"op": "delete_set", "name": name.as_str()}),
+        FirewallOp::AddMembers {
+            set, members: m, ..
+        } => {
+            json!({"op": "add_members", "set": set.as_str(), "members": members(m)})
+        }
+        FirewallOp::RemoveMembers {
+            set, members: m, ..
+        } => {
+            json!({"op": "remove_members", "set": set.as_str(), "members": members(m)})
+        }
+        FirewallOp::ReplaceChain { name, rules } => {
+            json!({"op": "replace_chain", "name": name.as_str(), "rules": rules.len()})
+        }
+        FirewallOp::DeleteChain { name } => json!({"op": "delete_chain", "name": name.as_str()}),
+        FirewallOp::AttachHook { hook, chain } => {
+            json!({"op": "attach_hook", "hook": format!("{hook:?}"), "chain": chain.as_str()})
+        }
+    }
+}
+
+fn fmt_firewall_op(op: &FirewallOp, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match op {
+        FirewallOp::CreateSet { name, family: v } => {
+            write!(f, "+ set {} ({})", name.as_str(), family(*v))
+        }
+        FirewallOp::DeleteSet { name } => write!(f, "- set {}", name.as_str()),
+        FirewallOp::AddMembers { set, members, .. } => {
+            write!(f, "+ {} member(s) in set {}", members.len(), set.as_str())
+        }
+        FirewallOp::RemoveMembers { set, members, .. } => {
+            write!(f, "- {} member(s) from set {}", members.len(), set.as_str())
+        }
+        FirewallOp::ReplaceChain { name, rules } => {
+            write!(f, "~ chain {} ({} rules)", name.as_str(), rules.len())
+        }
+        FirewallOp::DeleteChain { name } => write!(f, "- chain {}", name.as_str()),
+        FirewallOp::AttachHook { hook, chain } => {
+            write!(f, "~ hook {hook:?} -> {}", chain.as_str())
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return writeln!(f, "nothing to do: the kernel matches the desired state");
+        }
+        writeln!(f, "routes: {} change(s)", self.routes.len())?;
+        for r in &self.routes {
+            writeln!(f, "  {r}")?;
+        }
+        writeln!(f, "firewall: {} op(s)", self.firewall.len())?;
+        for op in &self.firewall {
+            f.write_str("  ")?;
+            fmt_firewall_op(op, f)?;
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs a synchronous firewall call without stalling other tasks when the
+/// runtime has threads to spare.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The whole dataplane of one namespace.
+pub struct Dataplane {
+    host: HostNetwork,
+    firewall: FirewallManager,
+}
+
+impl Dataplane {
+    /// Opens netlink sockets in the namespace, starts the link watcher and
+    /// builds the firewall backend. Reads nothing yet: call [`Self::start`].
+    pub async fn new(cfg: DataplaneConfig) -> Result<Dataplane, DataplaneError> {
+        if RESERVED_PROTOCOLS.contains(&cfg.route_protocol) {
+            return Err(DataplaneError::ReservedProtocol(cfg.route_protocol));
+        }
+        let target = match &cfg.netns {
+            Some(name) => NetnsTarget::named(name)?,
+            None => NetnsTarget::current(),
+        };
+        let host = HostNetwork::open(target.clone(), cfg.route_protocol).await?;
+        let backend = firewall::manager::new_backend(cfg.backend, &target)?;
+        Ok(Dataplane {
+            host,
+            firewall: FirewallManager::new(backend),
+        })
+    }
+
+    /// Adopts what a previous run left: our routes, neighbours and firewall
+    /// objects become the observed state, so an unchanged restart writes nothing.
+    pub async fn start(&mut self) -> Result<(), DataplaneError> {
+        self.host.start().await?;
+        let fw = &mut self.firewall;
+        blocking(|| fw.start())?;
+        Ok(())
+    }
+
+    /// Makes the kernel match `desired` for the keys `changes` names
+    /// (everything on the first call). The firewall goes first, so a new
+    /// workload is filtered before it becomes reachable; host networking is
+    /// written even when the firewall fails (then the firewall error is returned).
+    pub async fn apply(
+        &mut self,
+        desired: &DesiredState,
+        changes: &Changes,
+        settings: &FirewallSettings,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let fw = &mut self.firewall;
+        let fw_result = blocking(|| fw.apply(desired, changes, settings));
+        let host = self.host.apply(desired, changes).await?;
+        Ok(ApplyReport::from_parts(host, fw_result?))
+    }
+
+    /// What a full sync of `desired` would write now (fresh route dump;
+    /// firewall against its last observed state). Writes nothing.
+    pub async fn plan(
+        &mut self,
+        desired: &DesiredState,
+        settings: &FirewallSettings,
+    ) -> Result<Plan, DataplaneError> {
+        let routes = self.host.plan_routes(desired).await?;
+        Ok(Plan {
+            routes: routes.into_iter().map(RoutePlan::from).collect(),
+            firewall: self.firewall.plan(desired, settings),
+        })
+    }
+
+    /// Full repair of routes, neighbours and sysctls: re-reads them all,
+    /// diffs against `desired` and writes the difference. Returns the writes.
+    pub async fn repair_routes(&mut self, desired: &DesiredState) -> Result<usize, DataplaneError> {
+        let report = self.host.repair(desired).await?;
+        Ok(report.writes())
+    }
+
+    /// Re-reads our firewall objects and repairs any drift.
+    pub async fn repair_firewall_drift(
+        &mut self,
+        desired: &DesiredState,
+        settings: &FirewallSettings,
+    ) -> Result<DriftReport, DataplaneError> {
+        let fw = &mut self.firewall;
+        Ok(blocking(|| fw.repair_drift(desired, settings))?)
+    }
+
+    /// The link watcher's events (available once). Feed each to
+    /// [`Self::handle_event`] (or a drained batch to [`Self::handle_events`]).
+    pub fn take_events(&mut self) -> Option<mpsc::Receiver<DataplaneEvent>> {
+        self.host.take_events()
+    }
+
+    /// Reacts to one watcher event: retries objects of an interface that
+    /// appeared, forgets those of one that vanished, re-adds a route of ours
+    /// that someone deleted. Returns what it wrote.
+    pub async fn handle_event(
+        &mut self,
+        event: DataplaneEvent,
+    ) -> Result<ApplyReport, DataplaneError> {
+        self.handle_events([event]).await
+    }
+
+    /// Like [`Self::handle_event`] for several events, writing once.
+    pub async fn handle_events(
+        &mut self,
+        events: impl IntoIterator<Item = DataplaneEvent>,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let host = self.host.handle_events(events).await?;
+        Ok(ApplyReport::from_parts(host, FirewallApplyStats::default()))
+    }
+
+    /// Sizes of what we own.
+    pub fn stats(&self) -> DataplaneStats {
+        let fw = self.firewall.stats();
+        DataplaneStats {
+            routes: self.host.routes().tracker().observed().len(),
+            neighbours: self.host.neighbours().tracker().observed().len(),
+            chains: fw.chains,
+            rules: fw.rules,
+            sets: fw.sets,
+            set_members: fw.set_members,
+        }
+    }
+
+    /// Host networking (for tests and diagnostics).
+    pub fn host(&self) -> &HostNetwork {
+        &self.host
+    }
+
+    /// The firewall backend's name.
+    pub fn backend_name(&self) -> &'static str {
+        self.firewall.backend_name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use margay_policy::names::InterfaceName;
+
+    #[test]
+    fn plans_print_and_serialise() {
+        let plan = Plan {
+            routes: vec![
+                RoutePlan::Add {
+                    dst: "10.0.0.1/32".parse().expect("net"),
+                    route: KernelRoute::Dev(InterfaceName::new("cali1").expect("iface")),
+                },
+                RoutePlan::Delete {
+                    dst: "10.0.0.9/32".parse().expect("net"),
+                    route: KernelRoute::Via("192.168.0.2".parse().expect("ip")),
+                },
+            ],
+            firewall: vec![],
+        };
+        let text = plan.to_string();
+        assert!(
+            text.contains("+ route 10.0.0.1/32 dev cali1 scope link"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- route 10.0.0.9/32 via 192.168.0.2"),
+            "{text}"
+        );
+        let j = plan.to_json();
+        assert_eq!(j["routes"][0]["op"], "add");
+        assert_eq!(j["routes"][1]["route"], "via 192.168.0.2");
+        assert!(Plan::default().to_string().contains("nothing to do"));
+    }
+
+    #[tokio::test]
+    async fn reserved_protocols_are_refused() {
+        let cfg = DataplaneConfig {
+            backend: BackendKind::None,
+            route_protocol: 4,
+            netns: None,
+        };
+        assert!(matches!(
+            Dataplane::new(cfg).await,
+            Err(DataplaneError::ReservedProtocol(4))
+        ));
+    }
+}

@@ -16,7 +16,9 @@ use futures::TryStreamExt;
 use margay_policy::desired::LocalEndpoint;
 use margay_policy::names::{InterfaceName, MacAddr};
 use netlink_packet_core::{NetlinkMessage, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST};
-use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::{RouteProtocol, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -90,7 +92,12 @@ fn neigh_message(ifindex: u32, ip: IpAddr) -> NeighbourMessage {
 }
 
 /// `RTM_NEWNEIGH`: a permanent entry, created or replaced, stamped as ours.
-pub fn new_neigh(ifindex: u32, ip: IpAddr, mac: MacAddr, protocol: u8) -> NetlinkMessage<RouteNetlinkMessage> {
+pub fn new_neigh(
+    ifindex: u32,
+    ip: IpAddr,
+    mac: MacAddr,
+    protocol: u8,
+) -> NetlinkMessage<RouteNetlinkMessage> {
     let mut m = neigh_message(ifindex, ip);
     m.header.state = NeighbourState::Permanent;
     m.attributes
@@ -104,20 +111,30 @@ pub fn new_neigh(ifindex: u32, ip: IpAddr, mac: MacAddr, protocol: u8) -> Netlin
 
 /// `RTM_DELNEIGH` for one entry.
 pub fn del_neigh(ifindex: u32, ip: IpAddr) -> NetlinkMessage<RouteNetlinkMessage> {
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::DelNeighbour(neigh_message(ifindex, ip)));
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::DelNeighbour(neigh_message(
+        ifindex, ip,
+    )));
     req.header.flags = NLM_F_REQUEST;
     req
 }
 
 /// Reads one of our permanent entries from a dumped message.
-pub fn parse_ours(msg: &NeighbourMessage, protocol: u8, links: &LinkCache) -> Option<(NeighKey, MacAddr)> {
+pub fn parse_ours(
+    msg: &NeighbourMessage,
+    protocol: u8,
+    links: &LinkCache,
+) -> Option<(NeighKey, MacAddr)> {
     let mut ip = None;
     let mut mac = None;
     let mut proto = None;
     for a in &msg.attributes {
         match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(IpAddr::V4(*v4)),
-            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => ip = Some(IpAddr::V6(*v6)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                ip = Some(IpAddr::V4(*v4))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                ip = Some(IpAddr::V6(*v6))
+            }
             NeighbourAttribute::LinkLocalAddress(b) => mac = <[u8; 6]>::try_from(b.as_slice()).ok(),
             NeighbourAttribute::Protocol(p) => proto = Some(u8::from(*p)),
             _ => {}
@@ -139,7 +156,10 @@ pub struct NeighManager {
 }
 
 /// A planned neighbour write.
-type Planned = (Vec<(NeighKey, WriteKind, NetlinkMessage<RouteNetlinkMessage>)>, usize);
+type Planned = (
+    Vec<(NeighKey, WriteKind, NetlinkMessage<RouteNetlinkMessage>)>,
+    usize,
+);
 
 impl NeighManager {
     /// A manager stamping entries with `protocol`.
@@ -202,7 +222,11 @@ impl NeighManager {
     }
 
     /// Sends every pending write in one pipelined batch.
-    pub async fn flush(&mut self, nl: &mut BatchWriter, links: &LinkCache) -> Result<FlushReport, NetlinkError> {
+    pub async fn flush(
+        &mut self,
+        nl: &mut BatchWriter,
+        links: &LinkCache,
+    ) -> Result<FlushReport, NetlinkError> {
         let (writes, waiting) = self.plan(links);
         let mut report = FlushReport {
             waiting,
@@ -212,7 +236,8 @@ impl NeighManager {
         if writes.is_empty() {
             return Ok(report);
         }
-        let (keys, msgs): (Vec<_>, Vec<_>) = writes.into_iter().map(|(k, w, m)| ((k, w), m)).unzip();
+        let (keys, msgs): (Vec<_>, Vec<_>) =
+            writes.into_iter().map(|(k, w, m)| ((k, w), m)).unzip();
         let results = nl.execute(msgs).await?;
         for ((key, kind), result) in keys.into_iter().zip(results) {
             self.record(key, kind, result, &mut report);
@@ -220,7 +245,13 @@ impl NeighManager {
         Ok(report)
     }
 
-    fn record(&mut self, key: NeighKey, kind: WriteKind, result: WriteResult, report: &mut FlushReport) {
+    fn record(
+        &mut self,
+        key: NeighKey,
+        kind: WriteKind,
+        result: WriteResult,
+        report: &mut FlushReport,
+    ) {
         match (kind, result) {
             (WriteKind::Upsert, WriteResult::Ok) => {
                 self.tracker.mark_upserted(&key);
@@ -249,7 +280,11 @@ impl NeighManager {
     }
 
     /// Re-reads our entries from the kernel and gives refused ones another chance.
-    pub async fn resync(&mut self, handle: &rtnetlink::Handle, links: &LinkCache) -> Result<(), NetlinkError> {
+    pub async fn resync(
+        &mut self,
+        handle: &rtnetlink::Handle,
+        links: &LinkCache,
+    ) -> Result<(), NetlinkError> {
         let msgs: Vec<_> = handle
             .neighbours()
             .get()
@@ -271,7 +306,8 @@ impl NeighManager {
 
     /// The kernel flushed the entries of `name` (gone or down).
     pub fn on_link_vanished(&mut self, name: &str) {
-        self.tracker.forget_observed(|k, _| k.iface.as_str() == name);
+        self.tracker
+            .forget_observed(|k, _| k.iface.as_str() == name);
     }
 
     /// Gives refused entries another chance (on link and address changes).
@@ -304,13 +340,24 @@ mod tests {
     }
 
     fn links() -> LinkCache {
-        LinkCache::from_links([(7, Link { name: "cali1".into(), up: true })])
+        LinkCache::from_links([(
+            7,
+            Link {
+                name: "cali1".into(),
+                up: true,
+            },
+        )])
     }
 
     #[test]
     fn endpoints_without_mac_need_no_entries() {
         assert!(desired_for(&endpoint("cali1", None, &["10.0.0.1/32"], &[])).is_empty());
-        let d = desired_for(&endpoint("cali1", Some("aa:bb:cc:dd:ee:01"), &["10.0.0.1/32"], &["fd00::1/128"]));
+        let d = desired_for(&endpoint(
+            "cali1",
+            Some("aa:bb:cc:dd:ee:01"),
+            &["10.0.0.1/32"],
+            &["fd00::1/128"],
+        ));
         assert_eq!(d.len(), 2);
     }
 
@@ -323,7 +370,8 @@ mod tests {
         let mut buf = vec![0u8; req.buffer_len()];
         req.serialize(&mut buf);
         let back = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf).expect("parses");
-        let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) = back.payload else {
+        let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) = back.payload
+        else {
             panic!("not a neighbour message");
         };
         let (key, got) = parse_ours(&m, 80, &links()).expect("ours");
@@ -336,9 +384,17 @@ mod tests {
     #[test]
     fn changing_an_endpoint_replaces_only_its_entries() {
         let mut n = NeighManager::new(80);
-        let a = endpoint("cali1", Some("aa:bb:cc:dd:ee:01"), &["10.0.0.1/32", "10.0.0.2/32"], &[]);
+        let a = endpoint(
+            "cali1",
+            Some("aa:bb:cc:dd:ee:01"),
+            &["10.0.0.1/32", "10.0.0.2/32"],
+            &[],
+        );
         let b = endpoint("cali2", Some("aa:bb:cc:dd:ee:02"), &["10.0.0.3/32"], &[]);
-        n.set_all(&BTreeMap::from([(a.iface.clone(), a.clone()), (b.iface.clone(), b)]));
+        n.set_all(&BTreeMap::from([
+            (a.iface.clone(), a.clone()),
+            (b.iface.clone(), b),
+        ]));
         assert_eq!(n.tracker().desired().len(), 3);
         let a2 = endpoint("cali1", Some("aa:bb:cc:dd:ee:01"), &["10.0.0.2/32"], &[]);
         n.set_endpoint(&a.iface, Some(&a2));

@@ -77,7 +77,10 @@ enum Outcome {
 /// Reads `/proc/sys/<path>` and writes `value` if it differs.
 fn ensure(path: &str, value: &str) -> io::Result<Outcome> {
     if path.split('/').any(|seg| seg.is_empty() || seg == "..") {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad sysctl path"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad sysctl path",
+        ));
     }
     let full = format!("/proc/sys/{path}");
     if std::fs::read_to_string(&full)?.trim() == value {
@@ -130,7 +133,9 @@ impl SysctlManager {
         for op in self.tracker.pending() {
             match op {
                 Op::Upsert { key, .. } if self.refused.contains_key(&key) => {}
-                Op::Upsert { key, value, .. } if links.exists(key.iface.as_str()) => todo.push((key, value)),
+                Op::Upsert { key, value, .. } if links.exists(key.iface.as_str()) => {
+                    todo.push((key, value))
+                }
                 Op::Upsert { .. } => waiting += 1,
                 // We never revert a sysctl; we just stop tracking it.
                 Op::Delete { key, .. } => self.tracker.mark_deleted(&key),
@@ -140,7 +145,11 @@ impl SysctlManager {
     }
 
     /// Reads, and writes where different, every pending sysctl.
-    pub fn flush(&mut self, target: &NetnsTarget, links: &LinkCache) -> Result<FlushReport, NetnsError> {
+    pub fn flush(
+        &mut self,
+        target: &NetnsTarget,
+        links: &LinkCache,
+    ) -> Result<FlushReport, NetnsError> {
         let (todo, waiting) = self.plan(links);
         let mut report = FlushReport {
             waiting,
@@ -161,7 +170,13 @@ impl SysctlManager {
         Ok(report)
     }
 
-    fn record(&mut self, key: SysctlKey, value: String, result: io::Result<Outcome>, report: &mut FlushReport) {
+    fn record(
+        &mut self,
+        key: SysctlKey,
+        value: String,
+        result: io::Result<Outcome>,
+        report: &mut FlushReport,
+    ) {
         match result {
             Ok(outcome) => {
                 if outcome == Outcome::Written {
@@ -186,7 +201,8 @@ impl SysctlManager {
 
     /// A re-created interface has default sysctls: forget what we knew.
     pub fn on_link_vanished(&mut self, name: &str) {
-        self.tracker.forget_observed(|k, _| k.iface.as_str() == name);
+        self.tracker
+            .forget_observed(|k, _| k.iface.as_str() == name);
     }
 
     /// Forgets everything observed, so the next flush re-reads every sysctl.
@@ -236,10 +252,18 @@ mod tests {
         let (todo, waiting) = s.plan(&LinkCache::default());
         assert!(todo.is_empty());
         assert_eq!(waiting, 5);
-        let links = LinkCache::from_links([(3, Link { name: "cali1".into(), up: false })]);
+        let links = LinkCache::from_links([(
+            3,
+            Link {
+                name: "cali1".into(),
+                up: false,
+            },
+        )]);
         let (todo, _) = s.plan(&links);
         assert_eq!(todo.len(), 5);
-        assert!(todo.iter().any(|(k, v)| k.path == "net/ipv6/conf/cali1/proxy_ndp" && v == "1"));
+        assert!(todo
+            .iter()
+            .any(|(k, v)| k.path == "net/ipv6/conf/cali1/proxy_ndp" && v == "1"));
     }
 
     #[test]
@@ -253,7 +277,11 @@ mod tests {
             let Op::Upsert { key, value, .. } = op else {
                 panic!("only upserts");
             };
-            let r = if i == 0 { Ok(Outcome::Written) } else { Ok(Outcome::Unchanged) };
+            let r = if i == 0 {
+                Ok(Outcome::Written)
+            } else {
+                Ok(Outcome::Unchanged)
+            };
             s.record(key, value, r, &mut report);
         }
         assert_eq!(report.upserts, 1);

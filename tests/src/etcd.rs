@@ -7,14 +7,18 @@
 //! cut an agent off from its datastore and bring it back. Dropping the value
 //! kills the process and removes the directory, even when the test panics.
 //!
+//! [`CutoffProxy`] sits between a client and the server and can cut the
+//! client off (and restore it) while the server keeps running.
+//!
 //! Nothing here uses the network beyond loopback. The data directory lives on
 //! `/dev/shm` when available (fsync there is free), else in the temp dir.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -36,17 +40,44 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
+    tls: Option<TlsPaths>,
+}
+
+/// PEM files of a TLS-enabled test server: a throw-away CA, and a client
+/// certificate signed by it (the server requires client certificates).
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    /// The CA certificate that signed the server and client certificates.
+    pub ca: PathBuf,
+    /// A client certificate etcd accepts.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
 }
 
 impl EtcdServer {
     /// Starts a new server on free loopback ports and waits until it is
     /// healthy. Panics (with etcd's log tail) if it cannot be started.
     pub fn new() -> Self {
+        Self::start_new(false)
+    }
+
+    /// Like [`Self::new`], but serving `https://` only, with a throw-away CA
+    /// and client-certificate authentication (see [`Self::tls`]). Needs
+    /// `/usr/bin/openssl`.
+    pub fn new_tls() -> Self {
+        Self::start_new(true)
+    }
+
+    fn start_new(tls: bool) -> Self {
         // A free port found by binding port 0 can be taken by someone else
         // before etcd binds it; try a few fresh pairs before giving up.
         let mut last_error = String::new();
         for _ in 0..3 {
             let mut server = Self::unstarted();
+            if tls {
+                server.tls = Some(make_certs(&server.dir));
+            }
             match server.try_start() {
                 Ok(()) => return server,
                 Err(e) => last_error = e,
@@ -70,12 +101,19 @@ impl EtcdServer {
             client_port,
             peer_port,
             child: None,
+            tls: None,
         }
     }
 
     /// The client URL, e.g. `http://127.0.0.1:40123`.
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The CA and client certificate of a server made by [`Self::new_tls`].
+    pub fn tls(&self) -> Option<&TlsPaths> {
+        self.tls.as_ref()
     }
 
     /// The client port.
@@ -140,10 +178,15 @@ impl EtcdServer {
 
     /// Runs `etcdctl` (API v3) against this server with `args`.
     pub fn etcdctl(&self, args: &[&str]) -> Output {
-        Command::new(ETCDCTL_BIN)
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.client_url()))
-            .args(args)
+        let mut cmd = Command::new(ETCDCTL_BIN);
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.client_url()));
+        if let Some(tls) = &self.tls {
+            cmd.arg(format!("--cacert={}", tls.ca.display()))
+                .arg(format!("--cert={}", tls.cert.display()))
+                .arg(format!("--key={}", tls.key.display()));
+        }
+        cmd.args(args)
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {ETCDCTL_BIN}: {e}"))
@@ -164,7 +207,19 @@ impl EtcdServer {
 
     /// Connects an etcd v3 client to this server.
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([self.client_url()], None)
+        let opts = self.tls.as_ref().map(|tls| {
+            let read = |p: &Path| {
+                std::fs::read(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
+            };
+            let config = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(read(&tls.ca)))
+                .identity(etcd_client::Identity::from_pem(
+                    read(&tls.cert),
+                    read(&tls.key),
+                ));
+            etcd_client::ConnectOptions::new().with_tls(config)
+        });
+        etcd_client::Client::connect([self.client_url()], opts)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to etcd at {}: {e}", self.client_url()))
     }
@@ -224,8 +279,21 @@ impl EtcdServer {
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=mgy-test={peer}"))
-            .arg("--initial-cluster-state=new")
-            .arg("--logger=zap")
+            .arg("--initial-cluster-state=new");
+        if let Some(tls) = &self.tls {
+            let certs = self.dir.join("certs");
+            cmd.arg(format!(
+                "--cert-file={}",
+                certs.join("server.pem").display()
+            ))
+            .arg(format!(
+                "--key-file={}",
+                certs.join("server-key.pem").display()
+            ))
+            .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+            .arg("--client-cert-auth=true");
+        }
+        cmd.arg("--logger=zap")
             .arg("--log-outputs=stderr")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -235,6 +303,12 @@ impl EtcdServer {
     }
 
     fn healthy(&self) -> bool {
+        if self.tls.is_some() {
+            return self
+                .etcdctl(&["--command-timeout=1s", "endpoint", "health"])
+                .status
+                .success();
+        }
         http_get(self.client_port, "/health")
             .map(|body| body.contains("\"health\":\"true\""))
             .unwrap_or(false)
@@ -251,6 +325,80 @@ impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate
+/// under `dir/certs` (EC P-256 keys, valid one day). Panics if openssl fails.
+fn make_certs(dir: &Path) -> TlsPaths {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", certs.display()));
+    let path = |name: &str| certs.join(name).display().to_string();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+        if !out.status.success() {
+            panic!(
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    let key = |name: &str| {
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &path(name),
+        ]);
+    };
+    key("ca-key.pem");
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        &path("ca-key.pem"),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=mgy-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        &path("ca.pem"),
+    ]);
+    for (name, cn, ext) in [
+        ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n"),
+        ("client", "mgy-test-client", "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n"),
+    ] {
+        key(&format!("{name}-key.pem"));
+        openssl(&[
+            "req", "-new", "-key", &path(&format!("{name}-key.pem")), "-subj", &format!("/CN={cn}"),
+            "-out", &path(&format!("{name}.csr")),
+        ]);
+        let ext_file = certs.join(format!("{name}.ext"));
+        std::fs::write(&ext_file, ext)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", ext_file.display()));
+        openssl(&[
+            "x509", "-req", "-in", &path(&format!("{name}.csr")), "-CA", &path("ca.pem"),
+            "-CAkey", &path("ca-key.pem"), "-CAcreateserial", "-days", "1",
+            "-extfile", &ext_file.display().to_string(), "-out", &path(&format!("{name}.pem")),
+        ]);
+    }
+    TlsPaths {
+        ca: certs.join("ca.pem"),
+        cert: certs.join("client.pem"),
+        key: certs.join("client-key.pem"),
     }
 }
 
@@ -294,6 +442,116 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     Some(response)
 }
 
+/// A loopback TCP proxy in front of an etcd server that a test can cut and
+/// restore, to cut an agent off from etcd while the server itself keeps
+/// running (and can be written to and compacted meanwhile).
+#[derive(Debug)]
+pub struct CutoffProxy {
+    port: u16,
+    state: Arc<ProxyState>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    open: AtomicBool,
+    stopping: AtomicBool,
+    sockets: Mutex<Vec<TcpStream>>,
+}
+
+impl ProxyState {
+    fn close_all(&self) {
+        let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        for s in sockets.drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl CutoffProxy {
+    /// Starts forwarding a free loopback port to `127.0.0.1:upstream_port`.
+    pub fn new(upstream_port: u16) -> Self {
+        let listener = bind_any();
+        let port = local_port(&listener);
+        let state = Arc::new(ProxyState::default());
+        state.open.store(true, Ordering::SeqCst);
+        let st = state.clone();
+        let acceptor = std::thread::spawn(move || accept_loop(listener, upstream_port, &st));
+        CutoffProxy {
+            port,
+            state,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// The URL clients should use, e.g. `http://127.0.0.1:40124`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Drops every open connection and refuses new ones until [`Self::restore`].
+    pub fn cut(&self) {
+        self.state.open.store(false, Ordering::SeqCst);
+        self.state.close_all();
+    }
+
+    /// Accepts and forwards connections again.
+    pub fn restore(&self) {
+        self.state.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutoffProxy {
+    fn drop(&mut self) {
+        self.state.stopping.store(true, Ordering::SeqCst);
+        self.state.open.store(false, Ordering::SeqCst);
+        // Wake the acceptor.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+        self.state.close_all();
+    }
+}
+
+fn accept_loop(listener: TcpListener, upstream_port: u16, state: &Arc<ProxyState>) {
+    for conn in listener.incoming() {
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(client) = conn else { continue };
+        if !state.open.load(Ordering::SeqCst) {
+            let _ = client.shutdown(Shutdown::Both);
+            continue;
+        }
+        let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
+            let _ = client.shutdown(Shutdown::Both);
+            continue;
+        };
+        let pipes = (client.try_clone(), upstream.try_clone());
+        let (Ok(client2), Ok(upstream2)) = pipes else {
+            continue;
+        };
+        {
+            let mut sockets = state.sockets.lock().unwrap_or_else(|p| p.into_inner());
+            for s in [&client, &upstream] {
+                if let Ok(c) = s.try_clone() {
+                    sockets.push(c);
+                }
+            }
+        }
+        std::thread::spawn(move || pipe(client, upstream2));
+        std::thread::spawn(move || pipe(upstream, client2));
+    }
+}
+
+/// Copies `from` to `to` until either side closes, then closes both.
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +590,51 @@ mod tests {
         a.etcdctl_ok(&["put", "/mgy/only-a", "x"]);
         let got = b.etcdctl_ok(&["get", "--print-value-only", "/mgy/only-a"]);
         assert_eq!(got.trim(), "");
+    }
+
+    #[test]
+    fn proxy_forwards_cuts_and_restores() {
+        let etcd = EtcdServer::new();
+        let proxy = CutoffProxy::new(etcd.client_port());
+        let via = |args: &[&str]| {
+            Command::new(ETCDCTL_BIN)
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", proxy.url()))
+                .arg("--command-timeout=2s")
+                .args(args)
+                .output()
+                .expect("etcdctl runs")
+        };
+        assert!(via(&["put", "/mgy/p", "1"]).status.success());
+        proxy.cut();
+        assert!(
+            !via(&["get", "/mgy/p"]).status.success(),
+            "cut proxy still forwards"
+        );
+        etcd.etcdctl_ok(&["put", "/mgy/p", "2"]);
+        proxy.restore();
+        let out = via(&["get", "--print-value-only", "/mgy/p"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    }
+
+    #[tokio::test]
+    async fn tls_server_requires_and_accepts_client_certificates() {
+        let etcd = EtcdServer::new_tls();
+        assert!(etcd.client_url().starts_with("https://"));
+        etcd.etcdctl_ok(&["put", "/mgy/t", "tls"]);
+        let mut client = etcd.client().await;
+        let resp = client.get("/mgy/t", None).await.expect("get over TLS");
+        assert_eq!(resp.kvs().len(), 1);
+        // Without a client certificate the server refuses.
+        let ca = etcd.tls().expect("tls").ca.display().to_string();
+        let out = Command::new(ETCDCTL_BIN)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", etcd.client_url()))
+            .arg(format!("--cacert={ca}"))
+            .args(["--command-timeout=2s", "get", "/mgy/t"])
+            .output()
+            .expect("etcdctl runs");
+        assert!(!out.status.success());
     }
 
     #[tokio::test]

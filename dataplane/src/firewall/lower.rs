@@ -61,9 +61,7 @@ use margay_policy::desired::{
 use margay_policy::names::InterfaceName;
 
 use super::diff::DirtyNames;
-use super::model::{
-    Action, AddressSet, CtState, GenericRule, Hook, Match, ObjectName, Ruleset,
-};
+use super::model::{Action, AddressSet, CtState, GenericRule, Hook, Match, ObjectName, Ruleset};
 
 /// Mark bit: a policy or profile accepted the packet.
 pub const MARK_ACCEPT: u32 = 0x0100_0000;
@@ -318,11 +316,11 @@ impl Lowerer {
                 }
             }
         }
+        let tops_before: Vec<BucketKey> = self.bucket_keys();
         let mut dirty_buckets = BTreeSet::new();
         for iface in &programs {
             self.relower_program(desired, iface, &mut dirty, &mut dirty_buckets);
         }
-        let tops_before: Vec<BucketKey> = self.bucket_keys();
         self.relower_buckets(&dirty_buckets, &mut dirty);
         if self.bucket_keys() != tops_before {
             self.lower_dispatch_tops();
@@ -431,7 +429,10 @@ impl Lowerer {
 
     fn bucket_of(&self, iface: &InterfaceName) -> Option<BucketKey> {
         let name = iface.as_str();
-        let prefix = self.prefixes.iter().find(|p| name.starts_with(p.as_str()))?;
+        let prefix = self
+            .prefixes
+            .iter()
+            .find(|p| name.starts_with(p.as_str()))?;
         if name.len() == prefix.len() {
             return Some(BucketKey {
                 key: name.to_owned(),
@@ -522,7 +523,14 @@ impl Lowerer {
                     Some(ifaces) => {
                         let mut rules: Vec<GenericRule> = ifaces
                             .iter()
-                            .map(|i| dispatch_rule(direction, i.as_str(), false, endpoint_chain(direction, i)))
+                            .map(|i| {
+                                dispatch_rule(
+                                    direction,
+                                    i.as_str(),
+                                    false,
+                                    endpoint_chain(direction, i),
+                                )
+                            })
                             .collect();
                         rules.push(rule(vec![], Action::Drop));
                         self.ruleset.chains.insert(chain.clone(), rules);
@@ -571,9 +579,15 @@ impl Lowerer {
 
     fn lower_base_chains(&mut self, to_host: EndpointToHostAction) {
         let chains = &mut self.ruleset.chains;
-        chains.insert(ObjectName::fixed(CHAIN_FORWARD), forward_chain(&self.prefixes));
+        chains.insert(
+            ObjectName::fixed(CHAIN_FORWARD),
+            forward_chain(&self.prefixes),
+        );
         chains.insert(ObjectName::fixed(CHAIN_INPUT), input_chain(&self.prefixes));
-        chains.insert(ObjectName::fixed(CHAIN_WL_TO_HOST), wl_to_host_chain(to_host));
+        chains.insert(
+            ObjectName::fixed(CHAIN_WL_TO_HOST),
+            wl_to_host_chain(to_host),
+        );
         chains.insert(ObjectName::fixed(CHAIN_NAT_POST), nat_chain());
         let hooks = &mut self.ruleset.hooks;
         hooks.insert(Hook::Forward, ObjectName::fixed(CHAIN_FORWARD));
@@ -595,8 +609,16 @@ fn iface_match(direction: Direction, name: &str, prefix: bool) -> Match {
     }
 }
 
-fn dispatch_rule(direction: Direction, name: &str, prefix: bool, target: ObjectName) -> GenericRule {
-    rule(vec![iface_match(direction, name, prefix)], Action::Goto(target))
+fn dispatch_rule(
+    direction: Direction,
+    name: &str,
+    prefix: bool,
+    target: ObjectName,
+) -> GenericRule {
+    rule(
+        vec![iface_match(direction, name, prefix)],
+        Action::Goto(target),
+    )
 }
 
 fn forward_chain(prefixes: &[String]) -> Vec<GenericRule> {
@@ -761,7 +783,10 @@ fn lower_direction(p: &DirectionProgram, present: &dyn Fn(&RuleSetId) -> bool) -
         for policy in &tier.policies {
             // A missing policy decides nothing: leaving it out is exact.
             if present(policy) {
-                rules.push(rule(vec![no_verdict()], Action::Jump(rule_set_chain(policy))));
+                rules.push(rule(
+                    vec![no_verdict()],
+                    Action::Jump(rule_set_chain(policy)),
+                ));
             }
         }
         rules.push(accepted_return());
@@ -839,7 +864,12 @@ pub fn lower_rule(
         let Some(matches) = lower_matches(r, family, present) else {
             continue;
         };
-        out.extend(action_rules(&r.action, is_profile, r.log_prefix.as_deref(), matches));
+        out.extend(action_rules(
+            &r.action,
+            is_profile,
+            r.log_prefix.as_deref(),
+            matches,
+        ));
     }
     out
 }
@@ -852,8 +882,20 @@ fn action_rules(
 ) -> Vec<GenericRule> {
     let mark_and_return = |bit: u32, matches: Vec<Match>| {
         vec![
-            rule(matches, Action::SetMark { value: bit, mask: bit }),
-            rule(vec![Match::Mark { value: bit, mask: bit }], Action::Return),
+            rule(
+                matches,
+                Action::SetMark {
+                    value: bit,
+                    mask: bit,
+                },
+            ),
+            rule(
+                vec![Match::Mark {
+                    value: bit,
+                    mask: bit,
+                }],
+                Action::Return,
+            ),
         ]
     };
     match action {
@@ -874,8 +916,7 @@ fn action_rules(
 /// The log prefix charset the policy crate validates (`[A-Za-z0-9 _.:-]{0,27}`).
 pub fn valid_log_prefix(p: &str) -> bool {
     p.len() <= 27
-        && p
-            .bytes()
+        && p.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'_' | b'.' | b':' | b'-'))
 }
 
@@ -958,7 +999,12 @@ fn side_matches(
             out.push(net_match(n.trunc(), src, true));
         }
     }
-    for (id, negated) in [(&s.tag, false), (&s.selector, false), (&s.not_tag, true), (&s.not_selector, true)] {
+    for (id, negated) in [
+        (&s.tag, false),
+        (&s.selector, false),
+        (&s.not_tag, true),
+        (&s.not_selector, true),
+    ] {
         let Some(id) = id else { continue };
         // Sets are per family; rule_families guarantees one here.
         let f = family?;
@@ -983,5 +1029,523 @@ fn port_match(ports: Vec<margay_policy::desired::PortRange>, src: bool, negated:
         Match::SrcPorts { ports, negated }
     } else {
         Match::DstPorts { ports, negated }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::scenario::{changes_between, net, rule, DesiredBuilder};
+    use crate::firewall::sim::{run_hook, Packet, Verdict};
+    use margay_policy::desired::{IcmpMatch, PortRange, Protocol};
+    use margay_policy::names::Id;
+
+    fn tag(t: &str) -> IpSetId {
+        IpSetId::Tag(Id::new(t).expect("tag"))
+    }
+
+    fn allow_tcp_from_tag(port: u16, t: &str) -> Rule {
+        let mut r = rule(RuleAction::Allow);
+        r.protocol = Some(Protocol(6));
+        r.dst.ports = vec![PortRange { lo: port, hi: port }];
+        r.src.tag = Some(tag(t));
+        r
+    }
+
+    /// web (cali-a, 10.0.0.1) takes tcp/80 from tag "client"; client
+    /// (cali-b, 10.0.0.2) takes nothing in; both send anything out.
+    fn two_endpoints() -> DesiredBuilder {
+        let mut b = DesiredBuilder::new();
+        b.profile(
+            "web",
+            vec![allow_tcp_from_tag(80, "client")],
+            vec![rule(RuleAction::Allow)],
+        )
+        .profile("client", vec![], vec![rule(RuleAction::Allow)])
+        .endpoint("cali-a", "10.0.0.1/32", &["web"])
+        .endpoint("cali-b", "10.0.0.2/32", &["client"])
+        .set(tag("client"), &["10.0.0.2/32"]);
+        b
+    }
+
+    /// Compares two rulesets, naming only what differs.
+    pub(crate) fn assert_same(a: &Ruleset, b: &Ruleset) {
+        let names: BTreeSet<&ObjectName> = a.chains.keys().chain(b.chains.keys()).collect();
+        let bad: Vec<_> = names
+            .into_iter()
+            .filter(|n| a.chains.get(*n) != b.chains.get(*n))
+            .map(|n| (n, a.chains.get(n), b.chains.get(n)))
+            .collect();
+        assert!(bad.is_empty(), "chains differ: {bad:#?}");
+        let sets: Vec<_> = a
+            .sets
+            .keys()
+            .chain(b.sets.keys())
+            .filter(|n| a.sets.get(*n) != b.sets.get(*n))
+            .collect();
+        assert!(sets.is_empty(), "sets differ: {sets:?}");
+        assert_eq!(a.hooks, b.hooks);
+    }
+
+    fn forward(rs: &Ruleset, mut p: Packet) -> Verdict {
+        run_hook(rs, Hook::Forward, &mut p)
+    }
+
+    #[test]
+    fn profiles_tags_and_ports_decide_forwarded_traffic() {
+        let rs = lower(&two_endpoints().build(), &FirewallSettings::default());
+        let b_to_a = |port| Packet::tcp("cali-b", "cali-a", "10.0.0.2", "10.0.0.1", port);
+        assert_eq!(forward(&rs, b_to_a(80)), Verdict::Accept);
+        assert_eq!(forward(&rs, b_to_a(81)), Verdict::Drop);
+        let a_to_b = Packet::tcp("cali-a", "cali-b", "10.0.0.1", "10.0.0.2", 80);
+        assert_eq!(
+            forward(&rs, a_to_b.clone()),
+            Verdict::Drop,
+            "client takes nothing in"
+        );
+        let mut reply = a_to_b;
+        reply.ct = Some(CtState::EstablishedRelated);
+        assert_eq!(forward(&rs, reply), Verdict::Accept, "replies pass");
+        // Not from a tagged address.
+        let spoof = Packet::tcp("cali-b", "cali-a", "10.0.0.9", "10.0.0.1", 80);
+        assert_eq!(forward(&rs, spoof), Verdict::Drop);
+        // Unknown workload interfaces get nothing through, either way.
+        let unknown = Packet::tcp("cali-zz", "eth0", "10.0.0.7", "192.0.2.1", 80);
+        assert_eq!(forward(&rs, unknown), Verdict::Drop);
+        let to_unknown = Packet::tcp("eth0", "cali-q", "192.0.2.1", "10.0.0.7", 80);
+        assert_eq!(forward(&rs, to_unknown), Verdict::Drop);
+        // Traffic not involving workloads is not ours to judge.
+        let other = Packet::tcp("eth0", "eth1", "192.0.2.1", "198.51.100.1", 80);
+        assert_eq!(forward(&rs, other), Verdict::Accept);
+    }
+
+    #[test]
+    fn tiers_allow_pass_and_drop_when_undecided() {
+        let mut b = two_endpoints();
+        let mut deny22 = rule(RuleAction::Deny);
+        deny22.protocol = Some(Protocol(6));
+        deny22.dst.ports = vec![PortRange { lo: 22, hi: 22 }];
+        let mut allow81 = rule(RuleAction::Allow);
+        allow81.protocol = Some(Protocol(6));
+        allow81.dst.ports = vec![PortRange { lo: 81, hi: 81 }];
+        let mut pass80 = rule(RuleAction::NextTier);
+        pass80.protocol = Some(Protocol(6));
+        pass80.dst.ports = vec![PortRange { lo: 80, hi: 80 }];
+        b.policy(
+            "t1",
+            "p1",
+            vec![deny22, allow81, pass80],
+            vec![rule(RuleAction::NextTier)],
+        )
+        .tier("cali-a", "t1", &["p1"]);
+        let rs = lower(&b.build(), &FirewallSettings::default());
+        let b_to_a = |port| Packet::tcp("cali-b", "cali-a", "10.0.0.2", "10.0.0.1", port);
+        assert_eq!(
+            forward(&rs, b_to_a(81)),
+            Verdict::Accept,
+            "tier allow beats profile"
+        );
+        assert_eq!(
+            forward(&rs, b_to_a(80)),
+            Verdict::Accept,
+            "next-tier leaves it to the profile"
+        );
+        assert_eq!(forward(&rs, b_to_a(22)), Verdict::Drop, "tier deny");
+        assert_eq!(
+            forward(&rs, b_to_a(82)),
+            Verdict::Drop,
+            "undecided in a matching tier"
+        );
+    }
+
+    #[test]
+    fn fail_closed_and_missing_profiles_drop() {
+        let mut b = two_endpoints();
+        b.endpoint("cali-c", "10.0.0.3/32", &[])
+            .endpoint("cali-d", "10.0.0.4/32", &["missing"]);
+        let rs = lower(&b.build(), &FirewallSettings::default());
+        for oif in ["cali-c", "cali-d"] {
+            let p = Packet::tcp("cali-b", oif, "10.0.0.2", "10.0.0.3", 80);
+            assert_eq!(forward(&rs, p), Verdict::Drop, "to {oif}");
+        }
+        let out = Packet::tcp("cali-c", "eth0", "10.0.0.3", "192.0.2.1", 80);
+        assert_eq!(forward(&rs, out), Verdict::Drop);
+    }
+
+    #[test]
+    fn endpoint_to_host_follows_the_setting_and_lets_dhcp_in() {
+        let mut b = two_endpoints();
+        b.profile("mute", vec![], vec![])
+            .endpoint("cali-m", "10.0.0.5/32", &["mute"]);
+        let desired = b.build();
+        let to_host = |iif: &str| Packet::tcp(iif, "", "10.0.0.1", "192.0.2.10", 22);
+        let mut dhcp = to_host("cali-m");
+        dhcp.proto = 17;
+        dhcp.sport = 68;
+        dhcp.dport = 67;
+        for (action, open, muted) in [
+            (EndpointToHostAction::Drop, Verdict::Drop, Verdict::Drop),
+            (EndpointToHostAction::Return, Verdict::Accept, Verdict::Drop),
+            (EndpointToHostAction::Accept, Verdict::Accept, Verdict::Drop),
+        ] {
+            let settings = FirewallSettings {
+                endpoint_to_host: action,
+                ..FirewallSettings::default()
+            };
+            let rs = lower(&desired, &settings);
+            assert_eq!(
+                run_hook(&rs, Hook::Input, &mut to_host("cali-a")),
+                open,
+                "{action:?}"
+            );
+            assert_eq!(
+                run_hook(&rs, Hook::Input, &mut to_host("cali-m")),
+                muted,
+                "{action:?}"
+            );
+            assert_eq!(
+                run_hook(&rs, Hook::Input, &mut dhcp.clone()),
+                Verdict::Accept
+            );
+            let host = Packet::tcp("eth0", "", "192.0.2.1", "192.0.2.10", 22);
+            assert_eq!(
+                run_hook(&rs, Hook::Input, &mut host.clone()),
+                Verdict::Accept
+            );
+        }
+    }
+
+    #[test]
+    fn masquerade_from_masq_pools_to_outside_all_pools() {
+        let mut b = two_endpoints();
+        b.set(IpSetId::AllPools, &["10.0.0.0/16", "10.1.0.0/16"])
+            .set(IpSetId::MasqueradePools, &["10.0.0.0/16"]);
+        let rs = lower(&b.build(), &FirewallSettings::default());
+        let nat = |src: &str, dst: &str| {
+            run_hook(
+                &rs,
+                Hook::NatPostrouting,
+                &mut Packet::tcp("x", "y", src, dst, 80),
+            )
+        };
+        assert_eq!(nat("10.0.0.1", "8.8.8.8"), Verdict::Masquerade);
+        assert_eq!(nat("10.0.0.1", "10.1.0.1"), Verdict::Accept);
+        assert_eq!(nat("10.1.0.1", "8.8.8.8"), Verdict::Accept);
+    }
+
+    #[test]
+    fn familyless_rules_with_sets_split_per_family() {
+        let mut b = DesiredBuilder::new();
+        let mut r = rule(RuleAction::Allow);
+        r.src.tag = Some(tag("peers"));
+        b.profile("p", vec![r], vec![rule(RuleAction::Allow)])
+            .endpoint("cali-a", "10.0.0.1/32", &["p"])
+            .set(tag("peers"), &["10.0.0.2/32", "fd00::2/128"]);
+        let rs = lower(&b.build(), &FirewallSettings::default());
+        let t4 = set_name(&tag("peers"), IpVersion::V4);
+        let t6 = set_name(&tag("peers"), IpVersion::V6);
+        assert_eq!(rs.sets[&t4].members.len(), 1);
+        assert_eq!(rs.sets[&t6].members.len(), 1);
+        let v6 = Packet::tcp("eth0", "cali-a", "fd00::2", "fd00::1", 1);
+        assert_eq!(forward(&rs, v6), Verdict::Accept);
+        let v6_other = Packet::tcp("eth0", "cali-a", "fd00::3", "fd00::1", 1);
+        assert_eq!(forward(&rs, v6_other), Verdict::Drop);
+    }
+
+    #[test]
+    fn missing_sets_read_as_empty() {
+        let mut b = DesiredBuilder::new();
+        let mut pos = rule(RuleAction::Allow);
+        pos.src.tag = Some(tag("nosuch"));
+        let mut neg = rule(RuleAction::Allow);
+        neg.ip_version = Some(IpVersion::V4);
+        neg.src.not_tag = Some(tag("nosuch"));
+        b.profile("p", vec![pos], vec![])
+            .profile("q", vec![neg], vec![]);
+        let rs = lower(&b.build(), &FirewallSettings::default());
+        let pi = rule_set_chain(&crate::firewall::scenario::profile_rs(
+            "p",
+            Direction::Inbound,
+        ));
+        let qi = rule_set_chain(&crate::firewall::scenario::profile_rs(
+            "q",
+            Direction::Inbound,
+        ));
+        assert!(rs.chains[&pi].is_empty(), "in an empty set never matches");
+        assert_eq!(
+            rs.chains[&qi].len(),
+            2,
+            "not in an empty set always matches"
+        );
+        assert!(!format!("{:?}", rs.chains[&qi]).contains("SrcSet"));
+    }
+
+    #[test]
+    fn names_are_hashed_and_icmp_rules_get_a_family() {
+        let mut r = rule(RuleAction::Deny);
+        r.protocol = Some(Protocol(58));
+        r.icmp = Some(IcmpMatch {
+            icmp_type: 128,
+            code: None,
+        });
+        r.src.selector = Some(IpSetId::Selector("role == \"db\"; drop".to_owned()));
+        let present = |_: &IpSetId| true;
+        let out = lower_rule(&r, false, &present);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].matches.contains(&Match::Family(IpVersion::V6)));
+        let Some(Match::SrcSet { set, .. }) = out[0]
+            .matches
+            .iter()
+            .find(|m| matches!(m, Match::SrcSet { .. }))
+        else {
+            panic!("no set match");
+        };
+        assert!(set.as_str().starts_with("margay-s6-"));
+        assert!(!set.as_str().contains(' '));
+    }
+
+    #[test]
+    fn overlapping_pool_cidrs_are_normalised() {
+        let nets = [
+            net("10.0.0.0/8"),
+            net("10.1.0.0/16"),
+            net("10.1.2.3/32"),
+            net("11.0.0.0/24"),
+        ];
+        let n = normalize_members(nets.iter());
+        assert_eq!(
+            n,
+            [net("10.0.0.0/8"), net("11.0.0.0/24")]
+                .into_iter()
+                .collect()
+        );
+    }
+
+    #[test]
+    fn one_endpoint_change_touches_few_names() {
+        let settings = FirewallSettings::default();
+        let mut b = two_endpoints();
+        for i in 0..50 {
+            b.endpoint(
+                &format!("cali{i:02x}x"),
+                &format!("10.0.1.{i}/32"),
+                &["web"],
+            );
+        }
+        let before = b.build();
+        let mut l = Lowerer::new();
+        l.lower_all(&before, &settings);
+        b.endpoint("cali7fnew", "10.0.2.1/32", &["web"]);
+        let after = b.build();
+        let dirty = l.update(&after, &changes_between(&before, &after));
+        assert_same(l.ruleset(), &lower(&after, &settings));
+        // Two endpoint chains, two bucket chains, and the two tops (new bucket).
+        assert!(dirty.chains.len() <= 6, "{:?}", dirty.chains);
+        assert!(dirty.sets.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod incremental_tests {
+    use super::tests::assert_same;
+    use super::*;
+    use crate::firewall::diff::{apply_to, diff, observed_of};
+    use crate::firewall::scenario::{changes_between, rule, DesiredBuilder};
+    use margay_policy::desired::{PortRange, Protocol};
+    use margay_policy::names::Id;
+    use proptest::prelude::*;
+
+    const IFACES: [&str; 6] = ["cali0a", "cali0b", "cali1a", "cali", "tap9", "calixy"];
+    const PROFILES: [&str; 3] = ["p0", "p1", "p2"];
+    const TAGS: [&str; 3] = ["t0", "t1", "t2"];
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Endpoint {
+            ifc: usize,
+            profiles: Vec<usize>,
+            remove: bool,
+        },
+        Profile {
+            p: usize,
+            tag: usize,
+            port: u16,
+            action: u8,
+        },
+        DropProfile {
+            p: usize,
+        },
+        Members {
+            tag: usize,
+            members: Vec<u8>,
+        },
+        DropTag {
+            tag: usize,
+        },
+        Pools {
+            masq: bool,
+            n: u8,
+        },
+        Tier {
+            ifc: usize,
+            remove: bool,
+        },
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            (
+                0usize..6,
+                proptest::collection::vec(0usize..3, 0..3),
+                any::<bool>()
+            )
+                .prop_map(|(ifc, profiles, remove)| Edit::Endpoint {
+                    ifc,
+                    profiles,
+                    remove
+                }),
+            (0usize..3, 0usize..3, 1u16..100, 0u8..4).prop_map(|(p, tag, port, action)| {
+                Edit::Profile {
+                    p,
+                    tag,
+                    port,
+                    action,
+                }
+            }),
+            (0usize..3).prop_map(|p| Edit::DropProfile { p }),
+            (0usize..3, proptest::collection::vec(0u8..8, 0..5))
+                .prop_map(|(tag, members)| Edit::Members { tag, members }),
+            (0usize..3).prop_map(|tag| Edit::DropTag { tag }),
+            (any::<bool>(), 0u8..4).prop_map(|(masq, n)| Edit::Pools { masq, n }),
+            (0usize..6, any::<bool>()).prop_map(|(ifc, remove)| Edit::Tier { ifc, remove }),
+        ]
+    }
+
+    fn tag(i: usize) -> IpSetId {
+        IpSetId::Tag(Id::new(TAGS[i]).expect("tag"))
+    }
+
+    fn apply_edit(b: &mut DesiredBuilder, e: &Edit) {
+        match e {
+            Edit::Endpoint {
+                ifc,
+                profiles,
+                remove,
+            } => {
+                let name = IFACES[*ifc];
+                if *remove {
+                    let i = crate::firewall::scenario::iface(name);
+                    b.state.endpoints.remove(&i);
+                    b.state.programs.remove(&i);
+                } else {
+                    let ps: Vec<&str> = profiles.iter().map(|p| PROFILES[*p]).collect();
+                    b.endpoint(name, &format!("10.9.0.{ifc}/32"), &ps);
+                }
+            }
+            Edit::Profile {
+                p,
+                tag: t,
+                port,
+                action,
+            } => {
+                let mut r = rule(match action {
+                    0 => RuleAction::Allow,
+                    1 => RuleAction::Deny,
+                    2 => RuleAction::NextTier,
+                    _ => RuleAction::Log,
+                });
+                r.protocol = Some(Protocol(6));
+                r.dst.ports = vec![PortRange {
+                    lo: *port,
+                    hi: *port,
+                }];
+                r.src.tag = Some(tag(*t));
+                b.profile(PROFILES[*p], vec![r.clone()], vec![r]);
+            }
+            Edit::DropProfile { p } => {
+                for d in [Direction::Inbound, Direction::Outbound] {
+                    b.state
+                        .rule_sets
+                        .remove(&crate::firewall::scenario::profile_rs(PROFILES[*p], d));
+                }
+            }
+            Edit::Members { tag: t, members } => {
+                let m: Vec<String> = members
+                    .iter()
+                    .map(|x| {
+                        if x % 2 == 0 {
+                            format!("10.9.1.{x}/32")
+                        } else {
+                            format!("fd00::{x}/128")
+                        }
+                    })
+                    .collect();
+                let refs: Vec<&str> = m.iter().map(String::as_str).collect();
+                b.set(tag(*t), &refs);
+            }
+            Edit::DropTag { tag: t } => {
+                b.state.ip_sets.remove(&tag(*t));
+            }
+            Edit::Pools { masq, n } => {
+                let nets = ["10.9.0.0/16", "10.9.1.0/24", "fd00::/64", "10.8.0.0/16"];
+                let id = if *masq {
+                    IpSetId::MasqueradePools
+                } else {
+                    IpSetId::AllPools
+                };
+                b.set(id, &nets[..usize::from(*n)]);
+            }
+            Edit::Tier { ifc, remove } => {
+                let i = crate::firewall::scenario::iface(IFACES[*ifc]);
+                let Some(p) = b.state.programs.get_mut(&i) else {
+                    return;
+                };
+                if *remove {
+                    p.inbound.tiers.clear();
+                    p.outbound.tiers.clear();
+                    return;
+                }
+                let mut allow = rule(RuleAction::Allow);
+                allow.src.not_tag = Some(tag(0));
+                b.policy(
+                    "tier1",
+                    "pol",
+                    vec![allow],
+                    vec![rule(RuleAction::NextTier)],
+                );
+                if b.state
+                    .programs
+                    .get(&i)
+                    .is_some_and(|p| p.inbound.tiers.is_empty())
+                {
+                    b.tier(IFACES[*ifc], "tier1", &["pol"]);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn incremental_lowering_matches_full_lowering(edits in proptest::collection::vec(edit(), 1..25)) {
+            let settings = FirewallSettings {
+                interface_prefixes: vec!["cali".into(), "tap".into(), "bad prefix!".into()],
+                ..FirewallSettings::default()
+            };
+            let mut b = DesiredBuilder::new();
+            let mut l = Lowerer::new();
+            l.lower_all(&b.build(), &settings);
+            let mut observed = observed_of(l.ruleset());
+            for e in &edits {
+                let before = b.build();
+                apply_edit(&mut b, e);
+                let after = b.build();
+                let dirty = l.update(&after, &changes_between(&before, &after));
+                let full = lower(&after, &settings);
+                assert_same(l.ruleset(), &full);
+                let ops = diff(l.ruleset(), &observed, Some(&dirty));
+                apply_to(&mut observed, &ops);
+                prop_assert_eq!(&observed, &observed_of(&full));
+            }
+        }
     }
 }

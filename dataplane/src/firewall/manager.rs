@@ -16,8 +16,8 @@ use tracing::{debug, warn};
 use super::diff::{apply_to, diff};
 use super::lower::{FirewallSettings, Lowerer};
 use super::model::{Hook, ObjectName, ObservedRuleset};
-use super::noop::NoopBackend;
 use super::nft::NftBackend;
+use super::noop::NoopBackend;
 use super::{BackendKind, FirewallBackend, FirewallError, FirewallOp};
 use crate::netns::NetnsTarget;
 
@@ -28,11 +28,7 @@ pub fn new_backend(
 ) -> Result<Box<dyn FirewallBackend>, FirewallError> {
     match kind {
         BackendKind::Nftables => Ok(Box::new(NftBackend::new(netns.clone())?)),
-        // TODO(iptables helper): `super::iptables::IptablesBackend::new(netns)`.
-        BackendKind::Iptables => Err(FirewallError::Invalid {
-            what: "backend",
-            value: "iptables backend not built yet".to_owned(),
-        }),
+        BackendKind::Iptables => Ok(Box::new(super::iptables::IptablesBackend::new(netns)?)),
         BackendKind::None => Ok(Box::new(NoopBackend::new())),
     }
 }
@@ -202,7 +198,8 @@ impl FirewallManager {
         if !self.started || self.resync {
             self.start()?;
         }
-        let full = self.lowerer.settings() != Some(settings) || changes.settings || self.resync_pending();
+        let full =
+            self.lowerer.settings() != Some(settings) || changes.settings || self.resync_pending();
         let ops = if full {
             self.lowerer.lower_all(desired, settings);
             diff(self.lowerer.ruleset(), &self.observed, None)
@@ -299,5 +296,135 @@ impl FirewallManager {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::scenario::{changes_between, rule, DesiredBuilder};
+    use margay_policy::desired::RuleAction;
+    use std::sync::{Arc, Mutex};
+
+    /// A noop backend whose state is shared with the test and whose writes
+    /// can be made to fail.
+    #[derive(Clone, Default)]
+    struct Shared {
+        inner: Arc<Mutex<(NoopBackend, bool)>>,
+    }
+
+    impl FirewallBackend for Shared {
+        fn name(&self) -> &'static str {
+            "shared"
+        }
+        fn observe(&mut self) -> Result<ObservedRuleset, FirewallError> {
+            self.inner.lock().expect("lock").0.observe()
+        }
+        fn write(&mut self, ops: &[FirewallOp]) -> Result<(), FirewallError> {
+            let mut g = self.inner.lock().expect("lock");
+            if g.1 {
+                return Err(FirewallError::Tool {
+                    tool: "test".into(),
+                    status: "1".into(),
+                    stderr: "refused".into(),
+                });
+            }
+            g.0.write(ops)
+        }
+    }
+
+    fn state(n: usize) -> DesiredBuilder {
+        let mut b = DesiredBuilder::new();
+        b.profile(
+            "web",
+            vec![rule(RuleAction::Allow)],
+            vec![rule(RuleAction::Allow)],
+        );
+        for i in 0..n {
+            b.endpoint(&format!("cali{i}"), &format!("10.0.0.{i}/32"), &["web"]);
+        }
+        b
+    }
+
+    #[test]
+    fn applies_incrementally_and_restarts_without_writing() {
+        let backend = Shared::default();
+        let settings = FirewallSettings::default();
+        let mut m = FirewallManager::new(Box::new(backend.clone()));
+        m.start().expect("start");
+        let s1 = state(3).build();
+        let first = m
+            .apply(&s1, &changes_between(&Default::default(), &s1), &settings)
+            .expect("apply");
+        assert!(first.full && first.ops > 0);
+        assert_eq!(
+            m.apply(&s1, &Changes::default(), &settings)
+                .expect("again")
+                .ops,
+            0
+        );
+        let s2 = state(4).build();
+        let second = m
+            .apply(&s2, &changes_between(&s1, &s2), &settings)
+            .expect("apply");
+        assert!(!second.full);
+        // Two endpoint chains and two bucket chains (cali3 shares no bucket: new one) + tops.
+        assert!(second.chains_replaced <= 6, "{second:?}");
+        assert_eq!(second.chains_deleted, 0);
+
+        // A new manager adopting the state writes nothing.
+        let mut again = FirewallManager::new(Box::new(backend.clone()));
+        again.start().expect("start");
+        assert!(again.plan(&s2, &settings).is_empty());
+        let stats = again
+            .apply(&s2, &Changes::default(), &settings)
+            .expect("apply");
+        assert_eq!(stats.ops, 0);
+        assert_eq!(again.stats(), m.stats());
+    }
+
+    #[test]
+    fn drift_is_reported_and_repaired() {
+        let backend = Shared::default();
+        let settings = FirewallSettings::default();
+        let mut m = FirewallManager::new(Box::new(backend.clone()));
+        let s = state(2).build();
+        m.apply(&s, &Changes::default(), &settings).expect("apply");
+        assert!(m.repair_drift(&s, &settings).expect("check").is_clean());
+        let victim = crate::firewall::lower::endpoint_chain(
+            margay_policy::desired::Direction::Inbound,
+            &crate::firewall::scenario::iface("cali1"),
+        );
+        backend
+            .inner
+            .lock()
+            .expect("lock")
+            .0
+            .write(&[FirewallOp::ReplaceChain {
+                name: victim.clone(),
+                rules: vec![],
+            }])
+            .expect("tamper");
+        let report = m.repair_drift(&s, &settings).expect("repair");
+        assert_eq!(report.chains, vec![victim]);
+        assert_eq!(report.ops, 1);
+        assert!(m.repair_drift(&s, &settings).expect("check").is_clean());
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_in_full() {
+        let backend = Shared::default();
+        let settings = FirewallSettings::default();
+        let mut m = FirewallManager::new(Box::new(backend.clone()));
+        let s1 = state(1).build();
+        m.apply(&s1, &Changes::default(), &settings).expect("apply");
+        backend.inner.lock().expect("lock").1 = true;
+        let s2 = state(2).build();
+        assert!(m.apply(&s2, &changes_between(&s1, &s2), &settings).is_err());
+        backend.inner.lock().expect("lock").1 = false;
+        // The changes were consumed by the failed apply; the retry must still converge.
+        let retry = m.apply(&s2, &Changes::default(), &settings).expect("retry");
+        assert!(retry.full && retry.ops > 0);
+        assert!(m.plan(&s2, &settings).is_empty());
     }
 }

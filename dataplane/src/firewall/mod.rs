@@ -22,11 +22,22 @@ pub enum FirewallOp {
     /// Delete a set (after every chain referencing it was rewritten or deleted).
     DeleteSet { name: ObjectName },
     /// Add members to a set.
-    AddMembers { set: ObjectName, family: IpVersion, members: BTreeSet<IpNet> },
+    AddMembers {
+        set: ObjectName,
+        family: IpVersion,
+        members: BTreeSet<IpNet>,
+    },
     /// Remove members from a set.
-    RemoveMembers { set: ObjectName, family: IpVersion, members: BTreeSet<IpNet> },
+    RemoveMembers {
+        set: ObjectName,
+        family: IpVersion,
+        members: BTreeSet<IpNet>,
+    },
     /// Create the chain if missing, then replace its whole content (flush and refill).
-    ReplaceChain { name: ObjectName, rules: Vec<GenericRule> },
+    ReplaceChain {
+        name: ObjectName,
+        rules: Vec<GenericRule>,
+    },
     /// Delete a chain (after every rule jumping to it was rewritten).
     DeleteChain { name: ObjectName },
     /// Make the hook call this chain (first in the hook's chain/base chain).
@@ -95,9 +106,10 @@ pub mod lower;
 pub mod manager;
 pub mod nft;
 pub mod noop;
+pub mod scenario;
+#[cfg(test)]
+mod sim;
 
 pub use diff::DirtyNames;
 pub use lower::{EndpointToHostAction, FirewallSettings};
-pub use manager::{
-    new_backend, DriftReport, FirewallApplyStats, FirewallManager, FirewallStats,
-};
+pub use manager::{new_backend, DriftReport, FirewallApplyStats, FirewallManager, FirewallStats};

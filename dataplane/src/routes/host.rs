@@ -128,7 +128,11 @@ impl HostNetwork {
 
     /// Takes the dirty keys of `changes` from `desired` (everything on the
     /// first call) and writes what is out of sync.
-    pub async fn apply(&mut self, desired: &DesiredState, changes: &Changes) -> Result<HostReport, HostNetError> {
+    pub async fn apply(
+        &mut self,
+        desired: &DesiredState,
+        changes: &Changes,
+    ) -> Result<HostReport, HostNetError> {
         if self.primed {
             self.routes.update_desired(&desired.routes, &changes.routes);
             for iface in &changes.endpoints {
@@ -189,13 +193,19 @@ impl HostNetwork {
             .execute()
             .try_collect()
             .await
-            .map_err(|source| NetlinkError::Dump { what: "links", source })?;
+            .map_err(|source| NetlinkError::Dump {
+                what: "links",
+                source,
+            })?;
         self.links = LinkCache::from_links(msgs.iter().filter_map(Link::parse));
         Ok(())
     }
 
     /// Applies one watcher event and writes what it calls for.
-    pub async fn handle_event(&mut self, event: DataplaneEvent) -> Result<HostReport, HostNetError> {
+    pub async fn handle_event(
+        &mut self,
+        event: DataplaneEvent,
+    ) -> Result<HostReport, HostNetError> {
         self.handle_events([event]).await
     }
 
@@ -236,7 +246,9 @@ impl HostNetwork {
                 self.unblock();
                 true
             }
-            DataplaneEvent::Route { route, removed } => self.routes.on_route_event(&route, removed, &self.links),
+            DataplaneEvent::Route { route, removed } => {
+                self.routes.on_route_event(&route, removed, &self.links)
+            }
             DataplaneEvent::Overrun => true,
         }
     }
@@ -261,7 +273,10 @@ impl HostNetwork {
     }
 
     fn vanish(&mut self, name: &str) {
-        tracing::debug!(iface = name, "interface gone or down; forgetting its objects");
+        tracing::debug!(
+            iface = name,
+            "interface gone or down; forgetting its objects"
+        );
         self.routes.on_link_vanished(name);
         self.neigh.on_link_vanished(name);
         self.sysctls.on_link_vanished(name);
@@ -275,7 +290,10 @@ impl HostNetwork {
 
     /// What a full route sync would do now: a fresh dump diffed against
     /// `desired` (writes nothing; the dump refreshes what we know).
-    pub async fn plan_routes(&mut self, desired: &DesiredState) -> Result<Vec<Op<IpNet, KernelRoute>>, HostNetError> {
+    pub async fn plan_routes(
+        &mut self,
+        desired: &DesiredState,
+    ) -> Result<Vec<Op<IpNet, KernelRoute>>, HostNetError> {
         self.reload_links().await?;
         let observed: BTreeMap<IpNet, KernelRoute> =
             super::manager::dump(&self.handle, self.routes.protocol(), &self.links).await?;

@@ -150,11 +150,20 @@ mod tests {
         let mut c = LinkCache::default();
         assert_eq!(c.update(5, link("cali1", false)), LinkChange::Unchanged);
         assert_eq!(c.usable(&iface("cali1")), None);
-        assert_eq!(c.update(5, link("cali1", true)), LinkChange::Appeared("cali1".into()));
+        assert_eq!(
+            c.update(5, link("cali1", true)),
+            LinkChange::Appeared("cali1".into())
+        );
         assert_eq!(c.usable(&iface("cali1")), Some(5));
         assert_eq!(c.update(5, link("cali1", true)), LinkChange::Unchanged);
-        assert_eq!(c.update(5, link("cali1", false)), LinkChange::Vanished("cali1".into()));
-        assert_eq!(c.update(5, link("cali1", true)), LinkChange::Appeared("cali1".into()));
+        assert_eq!(
+            c.update(5, link("cali1", false)),
+            LinkChange::Vanished("cali1".into())
+        );
+        assert_eq!(
+            c.update(5, link("cali1", true)),
+            LinkChange::Appeared("cali1".into())
+        );
         assert_eq!(c.remove(5), LinkChange::Vanished("cali1".into()));
         assert_eq!(c.usable(&iface("cali1")), None);
         assert_eq!(c.remove(5), LinkChange::Unchanged);

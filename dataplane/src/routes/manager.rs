@@ -183,7 +183,11 @@ impl RouteManager {
     }
 
     /// Takes the desired state of the `dirty` destinations from `routes`.
-    pub fn update_desired(&mut self, routes: &BTreeMap<IpNet, RouteTarget>, dirty: &BTreeSet<IpNet>) {
+    pub fn update_desired(
+        &mut self,
+        routes: &BTreeMap<IpNet, RouteTarget>,
+        dirty: &BTreeSet<IpNet>,
+    ) {
         for dst in dirty {
             self.blocked.remove(dst);
             match routes.get(dst) {
@@ -203,7 +207,11 @@ impl RouteManager {
                 continue;
             }
             match op {
-                Op::Upsert { key, value, existing } => match self.nexthop(&key, &value, links) {
+                Op::Upsert {
+                    key,
+                    value,
+                    existing,
+                } => match self.nexthop(&key, &value, links) {
                     Some(hop) => {
                         let overwrite = if existing.is_some() {
                             Overwrite::Replace
@@ -238,7 +246,13 @@ impl RouteManager {
     }
 
     /// Records the kernel's answer to one planned write.
-    pub fn record(&mut self, dst: IpNet, kind: WriteKind, result: WriteResult, report: &mut FlushReport) {
+    pub fn record(
+        &mut self,
+        dst: IpNet,
+        kind: WriteKind,
+        result: WriteResult,
+        report: &mut FlushReport,
+    ) {
         match (kind, result) {
             (WriteKind::Upsert, WriteResult::Ok) => {
                 self.tracker.mark_upserted(&dst);
@@ -248,7 +262,9 @@ impl RouteManager {
                 self.tracker.mark_deleted(&dst);
                 report.deletes += 1;
             }
-            (WriteKind::Delete, WriteResult::Errno(ESRCH | ENOENT)) => self.tracker.mark_deleted(&dst),
+            (WriteKind::Delete, WriteResult::Errno(ESRCH | ENOENT)) => {
+                self.tracker.mark_deleted(&dst)
+            }
             (WriteKind::Upsert, WriteResult::Errno(EEXIST)) => {
                 // Most likely a route that is not ours; a re-read tells.
                 self.blocked.insert(dst, Blocked::Conflict);
@@ -267,7 +283,11 @@ impl RouteManager {
     }
 
     /// Sends every pending write in one pipelined batch.
-    pub async fn flush(&mut self, nl: &mut BatchWriter, links: &LinkCache) -> Result<FlushReport, NetlinkError> {
+    pub async fn flush(
+        &mut self,
+        nl: &mut BatchWriter,
+        links: &LinkCache,
+    ) -> Result<FlushReport, NetlinkError> {
         let planned = self.plan_writes(links);
         let mut report = FlushReport {
             waiting: planned.waiting,
@@ -387,17 +407,20 @@ pub async fn dump(
     links: &LinkCache,
 ) -> Result<BTreeMap<IpNet, KernelRoute>, NetlinkError> {
     let mut out = BTreeMap::new();
-    for (v6, version) in [(false, rtnetlink::IpVersion::V4), (true, rtnetlink::IpVersion::V6)] {
+    for (v6, version) in [
+        (false, rtnetlink::IpVersion::V4),
+        (true, rtnetlink::IpVersion::V6),
+    ] {
         let mut req = handle.route().get(version);
         *req.message_mut() = model::dump_request(v6, protocol);
-        let msgs: Vec<_> = req
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| NetlinkError::Dump {
-                what: "routes",
-                source,
-            })?;
+        let msgs: Vec<_> =
+            req.execute()
+                .try_collect()
+                .await
+                .map_err(|source| NetlinkError::Dump {
+                    what: "routes",
+                    source,
+                })?;
         for raw in msgs.iter().filter_map(RawRoute::parse) {
             if raw.is_ours(protocol) {
                 out.insert(raw.dst, raw.to_kernel_route(|i| links.name_of(i)));
@@ -445,7 +468,10 @@ mod tests {
             (net("10.0.0.1/32"), RouteTarget::Interface(iface("cali1"))),
             (net("10.0.0.2/32"), RouteTarget::Interface(iface("cali2"))),
             (net("10.0.0.3/32"), RouteTarget::Interface(iface("cali3"))),
-            (net("10.0.1.0/32"), RouteTarget::Gateway("192.168.0.2".parse().expect("ip"))),
+            (
+                net("10.0.1.0/32"),
+                RouteTarget::Gateway("192.168.0.2".parse().expect("ip")),
+            ),
         ])
     }
 
@@ -470,7 +496,13 @@ mod tests {
         accept_all(&mut m, &links());
         assert_eq!(m.tracker().pending_len(), 2);
         let mut l = links();
-        l.update(9, Link { name: "cali3".into(), up: true });
+        l.update(
+            9,
+            Link {
+                name: "cali3".into(),
+                up: true,
+            },
+        );
         let r = accept_all(&mut m, &l);
         assert_eq!(r.upserts, 1);
         assert_eq!(m.tracker().pending_len(), 1);
@@ -482,8 +514,12 @@ mod tests {
         let one = BTreeMap::from([(net("10.0.0.1/32"), RouteTarget::Interface(iface("cali1")))]);
         m.set_desired_all(&one);
         let w = &m.plan_writes(&links()).writes[0];
-        assert_eq!(w.msg.header.flags & netlink_packet_core::NLM_F_EXCL, netlink_packet_core::NLM_F_EXCL);
-        m.tracker.set_observed(net("10.0.0.1/32"), KernelRoute::Unrecognised);
+        assert_eq!(
+            w.msg.header.flags & netlink_packet_core::NLM_F_EXCL,
+            netlink_packet_core::NLM_F_EXCL
+        );
+        m.tracker
+            .set_observed(net("10.0.0.1/32"), KernelRoute::Unrecognised);
         let w = &m.plan_writes(&links()).writes[0];
         assert_eq!(
             w.msg.header.flags & netlink_packet_core::NLM_F_REPLACE,
@@ -496,8 +532,18 @@ mod tests {
         let mut m = RouteManager::new(80);
         m.set_desired_all(&desired());
         let mut r = FlushReport::default();
-        m.record(net("10.0.0.1/32"), WriteKind::Upsert, WriteResult::Errno(EEXIST), &mut r);
-        m.record(net("10.0.1.0/32"), WriteKind::Upsert, WriteResult::Errno(101), &mut r);
+        m.record(
+            net("10.0.0.1/32"),
+            WriteKind::Upsert,
+            WriteResult::Errno(EEXIST),
+            &mut r,
+        );
+        m.record(
+            net("10.0.1.0/32"),
+            WriteKind::Upsert,
+            WriteResult::Errno(101),
+            &mut r,
+        );
         assert_eq!(r.failures.len(), 2);
         assert!(m.needs_resync());
         assert!(m.plan_writes(&links()).writes.is_empty());
@@ -519,9 +565,15 @@ mod tests {
     #[test]
     fn deletes_of_missing_routes_count_as_done_and_others_route_events_apply() {
         let mut m = RouteManager::new(80);
-        m.tracker.set_observed(net("10.9.9.9/32"), KernelRoute::Dev(iface("cali1")));
+        m.tracker
+            .set_observed(net("10.9.9.9/32"), KernelRoute::Dev(iface("cali1")));
         let mut r = FlushReport::default();
-        m.record(net("10.9.9.9/32"), WriteKind::Delete, WriteResult::Errno(ESRCH), &mut r);
+        m.record(
+            net("10.9.9.9/32"),
+            WriteKind::Delete,
+            WriteResult::Errno(ESRCH),
+            &mut r,
+        );
         assert!(m.tracker().in_sync());
         assert_eq!(r.writes(), 0);
         // Someone deletes one of our routes by hand: it becomes pending again.

@@ -199,7 +199,8 @@ pub fn new_route(
         }
         Nexthop::Via(gw) => {
             m.header.scope = RouteScope::Universe;
-            m.attributes.push(RouteAttribute::Gateway(to_route_addr(gw)));
+            m.attributes
+                .push(RouteAttribute::Gateway(to_route_addr(gw)));
         }
     }
     let mode = match overwrite {
@@ -305,8 +306,14 @@ mod tests {
             scope_link: false,
             simple: true,
         };
-        assert_eq!(raw.to_kernel_route(|_| Some(iface("cali1"))), KernelRoute::Unrecognised);
+        assert_eq!(
+            raw.to_kernel_route(|_| Some(iface("cali1"))),
+            KernelRoute::Unrecognised
+        );
         raw.dst = "fd00::1/128".parse().expect("net");
-        assert_eq!(raw.to_kernel_route(|_| Some(iface("cali1"))), KernelRoute::Dev(iface("cali1")));
+        assert_eq!(
+            raw.to_kernel_route(|_| Some(iface("cali1"))),
+            KernelRoute::Dev(iface("cali1"))
+        );
     }
 }

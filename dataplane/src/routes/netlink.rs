@@ -183,7 +183,11 @@ impl BatchWriter {
     }
 
     /// Reads replies until the ack (or error) of the last request arrives.
-    async fn collect_replies(&mut self, base: u32, count: usize) -> Result<Vec<WriteResult>, NetlinkError> {
+    async fn collect_replies(
+        &mut self,
+        base: u32,
+        count: usize,
+    ) -> Result<Vec<WriteResult>, NetlinkError> {
         let mut results = vec![WriteResult::Ok; count];
         let last = base.wrapping_add(count as u32 - 1);
         loop {

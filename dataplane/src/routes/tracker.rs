@@ -18,7 +18,11 @@ use std::ops::RangeBounds;
 pub enum Op<K, V> {
     /// Create or replace `key` with `value`; `existing` is what we believe the
     /// kernel holds now (`None`: nothing of ours).
-    Upsert { key: K, value: V, existing: Option<V> },
+    Upsert {
+        key: K,
+        value: V,
+        existing: Option<V>,
+    },
     /// Delete `key`, which the kernel holds as `existing`.
     Delete { key: K, existing: V },
 }
@@ -61,7 +65,11 @@ pub fn apply_ops<K: Ord, V>(observed: &mut BTreeMap<K, V>, ops: Vec<Op<K, V>>) {
     }
 }
 
-fn op_for<K: Clone, V: Eq + Clone>(key: &K, want: Option<&V>, have: Option<&V>) -> Option<Op<K, V>> {
+fn op_for<K: Clone, V: Eq + Clone>(
+    key: &K,
+    want: Option<&V>,
+    have: Option<&V>,
+) -> Option<Op<K, V>> {
     match (want, have) {
         (Some(w), Some(h)) if w == h => None,
         (Some(w), h) => Some(Op::Upsert {
@@ -245,9 +253,20 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                Op::Upsert { key: 1, value: 1, existing: None },
-                Op::Upsert { key: 3, value: 3, existing: Some(9) },
-                Op::Delete { key: 4, existing: 4 },
+                Op::Upsert {
+                    key: 1,
+                    value: 1,
+                    existing: None
+                },
+                Op::Upsert {
+                    key: 3,
+                    value: 3,
+                    existing: Some(9)
+                },
+                Op::Delete {
+                    key: 4,
+                    existing: 4
+                },
             ]
         );
     }

@@ -131,7 +131,10 @@ fn event_of(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<DataplaneEvent> 
     }
 }
 
-fn route_event(msg: &netlink_packet_route::route::RouteMessage, removed: bool) -> Option<DataplaneEvent> {
+fn route_event(
+    msg: &netlink_packet_route::route::RouteMessage,
+    removed: bool,
+) -> Option<DataplaneEvent> {
     let route = RawRoute::parse(msg)?;
     (route.table == MAIN_TABLE).then_some(DataplaneEvent::Route { route, removed })
 }

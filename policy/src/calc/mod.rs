@@ -1,1 +1,372 @@
-//! The incremental calculation engine (placeholder).
+//! The incremental calculation engine.
+//!
+//! [`CalcEngine`] is fed one datastore [`Update`] at a time, keeps what it
+//! needs of the datastore, and maintains the [`DesiredState`] of *this* host
+//! together with the [`Changes`] since the dataplane last took them. An
+//! update touches only what depends on it:
+//!
+//! - endpoints with identical effective labels share a *label class*; a
+//!   selector is evaluated once per class, and each class caches the active
+//!   selector sets it matches ([`classes`]);
+//! - only sets referenced by a present rule set are *active* ([`sets`]); tag
+//!   sets are filled through tag → profiles → endpoints, selector sets through
+//!   the classes; a remote endpoint update touches only the sets it is (or
+//!   was) a member of and its own routes;
+//! - rule sets, sets and set members are reference counted, so shared ones
+//!   stay while used and disappear with their last user ([`rules`]);
+//! - policy selectors are evaluated against plumbed local endpoints only
+//!   ([`policies`]).
+//!
+//! The resulting state does not depend on the order the updates arrived in:
+//! every tie (two endpoints on one interface, one address on several
+//! endpoints) is broken by key, not by arrival. Pure: no I/O, no clocks.
+
+mod classes;
+mod endpoints;
+mod locals;
+mod output;
+mod policies;
+mod pools;
+mod profiles;
+mod routes;
+mod rules;
+mod sets;
+mod settings;
+mod slab;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use endpoints::{EpIdx, Endpoints};
+use settings::{Layer, Settings};
+
+use crate::desired::{Changes, DesiredState, IpSetId, WorkloadEndpointKey};
+use crate::model::{EndpointState, ResourceKey, Update, Value};
+use crate::update::{parse_update, InvalidUpdate};
+
+/// Interface prefix used until [`CalcEngine::set_interface_prefixes`] says otherwise.
+pub const DEFAULT_INTERFACE_PREFIX: &str = "cali";
+
+/// Sizes of what the engine holds, for metrics and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CalcStats {
+    /// Plumbed local endpoints (entries of [`DesiredState::endpoints`]).
+    pub local_endpoints: usize,
+    /// Endpoints of other hosts.
+    pub remote_endpoints: usize,
+    /// Profiles with at least one document.
+    pub profiles: usize,
+    /// Policy documents (in any tier).
+    pub policies: usize,
+    /// Tiers with metadata.
+    pub tiers: usize,
+    /// IP pools.
+    pub pools: usize,
+    /// Address sets in the desired state (including the two pool sets).
+    pub ip_sets: usize,
+    /// Members over all address sets.
+    pub ip_set_members: usize,
+    /// Rule sets in the desired state.
+    pub rule_sets: usize,
+}
+
+/// The calculation: datastore updates in, desired state of this host out.
+pub struct CalcEngine {
+    hostname: String,
+    prefixes: Vec<String>,
+    ready: bool,
+    settings: Settings,
+    host_ips: HashMap<String, IpAddr>,
+    eps: Endpoints,
+    classes: classes::Classes,
+    profiles: profiles::Profiles,
+    tiers: policies::Tiers,
+    pools: pools::Pools,
+    sets: sets::Sets,
+    rule_sets: rules::RuleSetRefs,
+    ifaces: locals::Ifaces,
+    routes: routes::RouteClaims,
+    out: output::Output,
+}
+
+impl CalcEngine {
+    /// An engine for host `hostname`, with interface prefix `cali`.
+    pub fn new(hostname: impl Into<String>) -> Self {
+        let mut out = output::Output::default();
+        out.create_set(IpSetId::AllPools);
+        out.create_set(IpSetId::MasqueradePools);
+        CalcEngine {
+            hostname: hostname.into(),
+            prefixes: vec![DEFAULT_INTERFACE_PREFIX.to_owned()],
+            ready: false,
+            settings: Settings::default(),
+            host_ips: HashMap::new(),
+            eps: Endpoints::default(),
+            classes: classes::Classes::default(),
+            profiles: profiles::Profiles::default(),
+            tiers: policies::Tiers::default(),
+            pools: pools::Pools::default(),
+            sets: sets::Sets::default(),
+            rule_sets: rules::RuleSetRefs::default(),
+            ifaces: locals::Ifaces::default(),
+            routes: routes::RouteClaims::default(),
+            out,
+        }
+    }
+
+    /// The host this engine calculates for.
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// Sets the interface prefixes local endpoints must carry to be plumbed,
+    /// and re-evaluates every local endpoint.
+    pub fn set_interface_prefixes(&mut self, prefixes: Vec<String>) {
+        if prefixes == self.prefixes {
+            return;
+        }
+        self.prefixes = prefixes;
+        self.reclaim_all();
+    }
+
+    /// The interface prefixes in use.
+    pub fn interface_prefixes(&self) -> &[String] {
+        &self.prefixes
+    }
+
+    /// Applies one typed update (`value: None` deletes). A value of the
+    /// wrong kind for its key counts as a deletion.
+    pub fn apply(&mut self, update: Update) {
+        let Update { key, value } = update;
+        match key {
+            ResourceKey::Ready => self.ready = matches!(value, Some(Value::Ready(true))),
+            ResourceKey::GlobalConfig(name) => self.set_config(Layer::Global, name, value),
+            ResourceKey::HostConfig { host, name } => {
+                if host == self.hostname {
+                    self.set_config(Layer::Host, name, value);
+                }
+            }
+            ResourceKey::HostIp(host) => {
+                let ip = match value {
+                    Some(Value::HostIp(ip)) => Some(ip),
+                    _ => None,
+                };
+                self.set_host_ip(host, ip);
+            }
+            ResourceKey::WorkloadEndpoint(k) => match value {
+                Some(Value::WorkloadEndpoint(doc)) => self.upsert_endpoint(k, doc),
+                _ => self.delete_endpoint(&k),
+            },
+            // Programming host endpoints is a later milestone.
+            ResourceKey::HostEndpoint(_) => {}
+            ResourceKey::ProfileRules(p) => {
+                let rules = match value {
+                    Some(Value::ProfileRules(r)) => Some(r),
+                    _ => None,
+                };
+                self.set_profile_rules(p, rules);
+            }
+            ResourceKey::ProfileTags(p) => {
+                let tags = match value {
+                    Some(Value::ProfileTags(t)) => Some(t),
+                    _ => None,
+                };
+                self.set_profile_tags(p, tags);
+            }
+            ResourceKey::ProfileLabels(p) => {
+                let labels = match value {
+                    Some(Value::ProfileLabels(l)) => Some(l),
+                    _ => None,
+                };
+                self.set_profile_labels(p, labels);
+            }
+            ResourceKey::TierMetadata(t) => {
+                let meta = match value {
+                    Some(Value::TierMetadata(m)) => Some(m),
+                    _ => None,
+                };
+                self.set_tier_metadata(t, meta);
+            }
+            ResourceKey::Policy { tier, policy } => {
+                let doc = match value {
+                    Some(Value::Policy(p)) => Some(p),
+                    _ => None,
+                };
+                self.set_policy(tier, policy, doc);
+            }
+            ResourceKey::IpPool(cidr) => {
+                let pool = match value {
+                    Some(Value::IpPool(p)) => Some(p),
+                    _ => None,
+                };
+                self.set_pool(cidr, pool);
+            }
+        }
+    }
+
+    /// Treats `key` as absent (deleted, or its value became invalid).
+    pub fn remove(&mut self, key: &ResourceKey) {
+        self.apply(Update {
+            key: key.clone(),
+            value: None,
+        });
+    }
+
+    /// Parses a raw datastore key/value and applies it. Keys margay does not
+    /// read are ignored. On an invalid value the object it names is removed
+    /// (invalid means absent) and the error is returned for logging.
+    pub fn apply_raw(
+        &mut self,
+        prefix: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), InvalidUpdate> {
+        match parse_update(prefix, key, value) {
+            Ok(Some(update)) => {
+                self.apply(update);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(err) => {
+                if let Some(resource) = &err.resource {
+                    self.remove(resource);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The desired state of this host.
+    pub fn state(&self) -> &DesiredState {
+        &self.out.state
+    }
+
+    /// What changed since the last call; resets the dirty sets.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.out.changes)
+    }
+
+    /// True once `/Ready` is `true`.
+    pub fn ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Datastore settings: global keys overlaid by this host's keys.
+    pub fn datastore_settings(&self) -> BTreeMap<String, String> {
+        self.settings.effective().clone()
+    }
+
+    fn set_config(&mut self, layer: Layer, name: String, value: Option<Value>) {
+        let value = match value {
+            Some(Value::Config(v)) => Some(v),
+            _ => None,
+        };
+        if self.settings.set(layer, name, value) {
+            self.out.changes.settings = true;
+        }
+    }
+
+    /// Sizes of what the engine holds.
+    pub fn stats(&self) -> CalcStats {
+        let state = &self.out.state;
+        CalcStats {
+            local_endpoints: state.endpoints.len(),
+            remote_endpoints: self.eps.index.len() - self.eps.locals.len(),
+            profiles: self
+                .profiles
+                .map
+                .values()
+                .filter(|p| p.has_documents())
+                .count(),
+            policies: self.tiers.map.values().map(|t| t.policies.len()).sum(),
+            tiers: self.tiers.map.values().filter(|t| t.order.is_some()).count(),
+            pools: self.pools.map.len(),
+            ip_sets: state.ip_sets.len(),
+            ip_set_members: state.ip_sets.values().map(|s| s.len()).sum(),
+            rule_sets: state.rule_sets.len(),
+        }
+    }
+
+    /// Every endpoint of this host, active or not, plumbed or not.
+    pub fn local_endpoint_keys(&self) -> impl Iterator<Item = &WorkloadEndpointKey> {
+        self.eps.locals.keys()
+    }
+
+    /// Human-readable problems with this host's endpoints, for logs: not
+    /// plumbed for lack of an interface prefix or because another endpoint
+    /// owns the interface; failing closed for want of (valid) profiles.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (key, &e) in &self.eps.locals {
+            self.endpoint_problems(key, e, &mut out);
+        }
+        out
+    }
+
+    fn endpoint_problems(&self, key: &WorkloadEndpointKey, e: EpIdx, out: &mut Vec<String>) {
+        let ep = &self.eps.slab[e];
+        let doc = &ep.doc;
+        let name = key_text(key);
+        if doc.state != EndpointState::Active {
+            return;
+        }
+        if !doc.name.has_prefix(&self.prefixes) {
+            out.push(format!(
+                "endpoint {name}: interface {} lacks an interface prefix ({}); not plumbed",
+                doc.name,
+                self.prefixes.join(",")
+            ));
+            return;
+        }
+        if ep.publ.is_none() {
+            let owner = self
+                .ifaces
+                .claims
+                .get(&doc.name)
+                .and_then(|c| c.keys().next())
+                .map(key_text)
+                .unwrap_or_default();
+            out.push(format!(
+                "endpoint {name}: interface {} is already used by {owner}; not plumbed",
+                doc.name
+            ));
+            return;
+        }
+        if doc.profile_ids.is_empty() {
+            out.push(format!(
+                "endpoint {name}: no profiles; all its traffic is dropped"
+            ));
+        }
+        for p in &doc.profile_ids {
+            let has_rules = self
+                .profiles
+                .map
+                .get(p)
+                .is_some_and(|prof| prof.rules.is_some());
+            if !has_rules {
+                out.push(format!(
+                    "endpoint {name}: profile {p} is missing or invalid; all its traffic is dropped"
+                ));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for CalcEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CalcEngine")
+            .field("hostname", &self.hostname)
+            .field("prefixes", &self.prefixes)
+            .field("ready", &self.ready)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `host/<h>/workload/<o>/<w>/endpoint/<id>`, for messages.
+fn key_text(k: &WorkloadEndpointKey) -> String {
+    format!(
+        "host/{}/workload/{}/{}/endpoint/{}",
+        k.host, k.orchestrator, k.workload, k.endpoint
+    )
+}

@@ -127,10 +127,11 @@ pub fn plan(ops: &[FirewallOp], known: &Known, builtins: &Builtins) -> Result<Pl
     Ok(p)
 }
 
-fn invalid(what: &str, e: RenderError) -> FirewallError {
-    FirewallError::Parse {
-        what: what.to_owned(),
-        detail: e.0,
+/// A render refusal as the backend's error, saying where it happened.
+fn invalid(place: &str, e: RenderError) -> FirewallError {
+    FirewallError::Invalid {
+        what: e.what,
+        value: format!("{} (in {place})", e.value),
     }
 }
 

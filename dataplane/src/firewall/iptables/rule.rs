@@ -25,11 +25,25 @@ const MAX_IFACE_LEN: usize = 15;
 /// Why a rule cannot be rendered (a programming error upstream: the
 /// lowering only produces renderable rules).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderError(pub String);
+pub struct RenderError {
+    /// What was refused.
+    pub what: &'static str,
+    /// The refused value.
+    pub value: String,
+}
+
+impl RenderError {
+    fn new(what: &'static str, value: impl fmt::Display) -> Self {
+        RenderError {
+            what,
+            value: value.to_string(),
+        }
+    }
+}
 
 impl fmt::Display for RenderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        write!(f, "refusing to render {} {:?}", self.what, self.value)
     }
 }
 
@@ -161,9 +175,10 @@ pub fn tag(fp: u64, idx: usize, fam: FamTag, piece: usize, pieces: usize) -> Str
 pub fn check_ours(name: &ObjectName) -> Result<(), RenderError> {
     match ObjectName::from_kernel(name.as_str()) {
         Some(_) => Ok(()),
-        None => Err(RenderError(format!(
-            "object name {name} is not one of ours (margay- prefix, <= 28 chars)"
-        ))),
+        None => Err(RenderError::new(
+            "name that is not ours (margay-, <= 28 chars)",
+            name,
+        )),
     }
 }
 
@@ -343,7 +358,7 @@ impl Builder {
         first: bool,
     ) -> Result<(), RenderError> {
         if !first {
-            return Err(RenderError(format!("more than one {flag} match in a rule")));
+            return Err(RenderError::new("second interface match", flag));
         }
         let max = if prefix {
             MAX_IFACE_LEN - 1
@@ -354,7 +369,7 @@ impl Builder {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
         if !charset_ok || name.len() > max || (name.is_empty() && !prefix) {
-            return Err(RenderError(format!("invalid interface name {name:?}")));
+            return Err(RenderError::new("interface name", name));
         }
         let plus = if prefix { "+" } else { "" };
         let _ = write!(self.text, " {flag} {name}{plus}");
@@ -447,8 +462,9 @@ impl Builder {
                 [] => String::new(),
                 [n] => format!(" ! -p {n}"),
                 _ => {
-                    return Err(RenderError(
-                        "more than one negated protocol without a positive one".into(),
+                    return Err(RenderError::new(
+                        "several negated protocols without a positive one",
+                        format!("{:?}", self.not_protos),
                     ))
                 }
             },
@@ -457,7 +473,7 @@ impl Builder {
             if positive.is_some() {
                 return Ok(false);
             }
-            return Err(RenderError("port match without a port protocol".into()));
+            return Err(RenderError::new("port match without a port protocol", ""));
         }
         self.text.insert_str(0, &proto);
         Ok(true)
@@ -536,7 +552,7 @@ fn render_log(prefix: &str) -> Result<String, RenderError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'_' | b'.' | b':' | b'-'));
     if !ok {
-        return Err(RenderError(format!("invalid log prefix {prefix:?}")));
+        return Err(RenderError::new("log prefix", prefix));
     }
     if prefix.is_empty() {
         Ok(" -j LOG".into())

@@ -1,0 +1,16 @@
+//! The margay agent as a library: the `margay` binary (`main.rs`) is a thin
+//! wrapper around [`cli::main`], and integration tests drive the same modules.
+//!
+//! - [`cli`], [`settings`]: command line and layered settings loading.
+//! - [`sync`]: etcd list + watch with resync; [`heartbeat`]: status reports.
+//! - [`run`]: the event loop joining sync, calculation and dataplane.
+//! - [`plan`]: `margay plan`.
+//! - [`metrics`], [`http`], [`logging`], [`notify`], [`check`],
+//!   [`status_cmd`]: observability and the other subcommands.
+#![forbid(unsafe_code)]
+
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod sync;

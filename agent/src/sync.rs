@@ -1,0 +1,806 @@
+//! Datastore sync: keeps a consistent, converging view of the Calico keys in etcd.
+//!
+//! A [`Syncer`] connects to one of the configured endpoints (rotating on
+//! failure, with jittered exponential backoff), lists everything under the
+//! data prefix at one revision (paginated, [`SyncConfig::page_size`] keys per
+//! page, each page starting after the last key of the previous one), then
+//! watches from the next revision. When the watch is lost for any reason
+//! (compaction, cancellation, connection error) it lists again and emits
+//! only the difference from what it had reported before: changed keys as
+//! puts, keys absent from the new list as deletions. Consumers therefore see
+//! one stream of `(key, Option<value>)` changes that always converges.
+//!
+//! It does not interpret keys or values (that is the calculation's job) and
+//! never writes. While etcd is unreachable it emits nothing but a
+//! [`SyncEvent::Disconnected`], so the dataplane stays exactly as it was.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, WatchOptions,
+    WatchStream,
+};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+/// Keys per page when listing.
+pub const DEFAULT_PAGE_SIZE: i64 = 5000;
+
+/// The CA bundle used for `https://` endpoints when none is configured
+/// (Felix's default).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Why talking to etcd failed.
+#[derive(Debug, Error)]
+pub enum SyncError {
+    /// No endpoint could be reached.
+    #[error("no etcd endpoint reachable ({tried}): {last}")]
+    Unreachable {
+        /// The endpoints tried.
+        tried: String,
+        /// The last error.
+        last: String,
+    },
+    /// A TLS file could not be read.
+    #[error("cannot read etcd TLS file {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An etcd request failed.
+    #[error("etcd {op} failed: {source}")]
+    Request {
+        /// What we were doing.
+        op: &'static str,
+        /// The client's error.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// An etcd request took too long.
+    #[error("etcd {0} timed out")]
+    Timeout(&'static str),
+    /// The watch ended, was cancelled or fell behind a compaction.
+    #[error("etcd watch lost: {0}")]
+    WatchLost(String),
+    /// The consumer went away.
+    #[error("sync consumer closed")]
+    Closed,
+}
+
+/// TLS material for etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA bundle (PEM); `None` uses [`SYSTEM_CA_BUNDLE`] when it exists.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM).
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+/// How to reach etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Client URLs, tried in order (starting after the last good one).
+    pub endpoints: Vec<String>,
+    /// TLS files; only used with `https://` endpoints.
+    pub tls: TlsFiles,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for one unary request (one list page, one put).
+    pub request_timeout: Duration,
+}
+
+impl EtcdConfig {
+    /// From the agent's settings, with default timeouts.
+    pub fn from_settings(s: &margay_config::Settings) -> Self {
+        EtcdConfig {
+            endpoints: s.etcd_endpoints.clone(),
+            tls: TlsFiles {
+                ca: s.etcd_ca_file.clone(),
+                cert: s.etcd_cert_file.clone(),
+                key: s.etcd_key_file.clone(),
+            },
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything a [`Syncer`] needs.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Connection settings.
+    pub etcd: EtcdConfig,
+    /// The data prefix, e.g. `/calico/v1`; keys under `<prefix>/` are synced.
+    pub prefix: String,
+    /// Keys per list page.
+    pub page_size: i64,
+    /// Reconnect backoff.
+    pub backoff: BackoffConfig,
+}
+
+/// One key's change: `None` is a deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvChange {
+    /// The full etcd key.
+    pub key: String,
+    /// The new value, or `None` when deleted.
+    pub value: Option<String>,
+}
+
+/// Why a full list was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// The first list after start.
+    Startup,
+    /// The watch fell behind a compaction.
+    Compacted,
+    /// The connection or the watch was lost.
+    Reconnect,
+}
+
+impl ResyncReason {
+    /// Short label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResyncReason::Startup => "startup",
+            ResyncReason::Compacted => "compacted",
+            ResyncReason::Reconnect => "reconnect",
+        }
+    }
+}
+
+/// What the syncer tells its consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncEvent {
+    /// A complete list was taken: `changes` turns the previously reported
+    /// state into the listed one (all puts the first time). After this the
+    /// consumer is in sync at `revision`.
+    Snapshot {
+        /// Puts and deletions, in key order.
+        changes: Vec<KvChange>,
+        /// The list's revision.
+        revision: i64,
+        /// Why the list was taken.
+        reason: ResyncReason,
+        /// How many keys the list held.
+        keys: usize,
+        /// The endpoint used.
+        endpoint: String,
+    },
+    /// Changes seen by the watch, in order.
+    Updates {
+        /// The changes of one watch response.
+        changes: Vec<KvChange>,
+        /// The revision after them.
+        revision: i64,
+    },
+    /// etcd was lost; the view stays as last reported until the next snapshot.
+    Disconnected {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// Reconnect timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffConfig {
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Jittered exponential backoff: each delay is drawn from `[d/2, d]`, with
+/// `d` doubling from `initial` up to `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    config: BackoffConfig,
+    next: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    /// A backoff seeded from the clock and the process id.
+    pub fn new(config: BackoffConfig) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        Self::with_seed(config, seed)
+    }
+
+    /// A backoff with a fixed seed (tests).
+    pub fn with_seed(config: BackoffConfig, seed: u64) -> Self {
+        Backoff {
+            config,
+            next: config.initial,
+            rng: seed | 1,
+        }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next.min(self.config.max);
+        self.next = (self.next * 2).min(self.config.max);
+        let half = d / 2;
+        let span = u64::try_from((d - half).as_nanos()).unwrap_or(u64::MAX);
+        let jitter = if span == 0 {
+            0
+        } else {
+            self.random() % (span + 1)
+        };
+        half + Duration::from_nanos(jitter)
+    }
+
+    /// Back to the initial delay (after a success).
+    pub fn reset(&mut self) {
+        self.next = self.config.initial;
+    }
+
+    /// xorshift64: plenty for spreading reconnects.
+    fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+}
+
+/// A connected client and the endpoint it talks to.
+pub struct Connection {
+    /// The client.
+    pub client: Client,
+    /// Its endpoint.
+    pub endpoint: String,
+}
+
+/// Connects to the first endpoint that answers, trying them in order from
+/// `*start` (wrapping). On success `*start` is that endpoint's index, so the
+/// next attempt begins with it.
+pub async fn connect_any(
+    cfg: &EtcdConfig,
+    start: &mut usize,
+    probe_key: &str,
+) -> Result<Connection, SyncError> {
+    let n = cfg.endpoints.len();
+    let mut last = String::from("no endpoints configured");
+    for i in 0..n {
+        let idx = (*start + i) % n;
+        let endpoint = &cfg.endpoints[idx];
+        match connect_one(cfg, endpoint, probe_key).await {
+            Ok(client) => {
+                *start = idx;
+                return Ok(Connection {
+                    client,
+                    endpoint: endpoint.clone(),
+                });
+            }
+            Err(e) => {
+                tracing::debug!(%endpoint, error = %e, "etcd endpoint not usable");
+                last = format!("{endpoint}: {e}");
+            }
+        }
+    }
+    Err(SyncError::Unreachable {
+        tried: cfg.endpoints.join(","),
+        last,
+    })
+}
+
+/// Connects to one endpoint and checks it answers a read of `probe_key`.
+async fn connect_one(
+    cfg: &EtcdConfig,
+    endpoint: &str,
+    probe_key: &str,
+) -> Result<Client, SyncError> {
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(cfg.connect_timeout)
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+        .with_keep_alive_while_idle(true);
+    if endpoint.starts_with("https://") {
+        opts = opts.with_tls(tls_options(&cfg.tls)?);
+    }
+    let connect = Client::connect([endpoint], Some(opts));
+    let mut client = timed(cfg.connect_timeout, "connect", connect).await?;
+    // Connecting is lazy; a read proves the endpoint serves requests.
+    let probe = client.get(probe_key, Some(GetOptions::new().with_count_only()));
+    timed(cfg.request_timeout, "probe", probe).await?;
+    Ok(client)
+}
+
+fn tls_options(files: &TlsFiles) -> Result<TlsOptions, SyncError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| SyncError::TlsFile {
+            path: path.clone(),
+            source,
+        })
+    };
+    let mut tls = TlsOptions::new();
+    let system = PathBuf::from(SYSTEM_CA_BUNDLE);
+    let ca = files
+        .ca
+        .as_ref()
+        .or_else(|| system.exists().then_some(&system));
+    if let Some(ca) = ca {
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
+}
+
+/// Runs `fut` with a deadline, mapping both failure kinds to [`SyncError`].
+pub async fn timed<T, F>(limit: Duration, op: &'static str, fut: F) -> Result<T, SyncError>
+where
+    F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(SyncError::Request { op, source }),
+        Err(_) => Err(SyncError::Timeout(op)),
+    }
+}
+
+/// The end of the key range holding every key that starts with `prefix`.
+pub fn prefix_range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Only 0xff bytes: every key from prefix on.
+    vec![0]
+}
+
+/// One listed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedKv {
+    /// Key.
+    pub key: String,
+    /// Value (invalid UTF-8 replaced; such a value fails validation later).
+    pub value: String,
+    /// The key's modification revision.
+    pub mod_revision: i64,
+}
+
+/// Lists every key under `dir` (which ends with `/`) at one revision, in
+/// pages of `page_size`. Returns the revision and the keys in key order.
+/// Keys that are not UTF-8 are skipped (they cannot name any Calico object).
+pub async fn list_all(
+    client: &mut Client,
+    dir: &str,
+    page_size: i64,
+    timeout: Duration,
+) -> Result<(i64, Vec<ListedKv>), SyncError> {
+    let end = prefix_range_end(dir);
+    let mut start: Vec<u8> = dir.as_bytes().to_vec();
+    let mut revision = 0;
+    let mut out = Vec::new();
+    loop {
+        let mut opts = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(page_size);
+        if revision > 0 {
+            opts = opts.with_revision(revision);
+        }
+        let mut resp = timed(timeout, "list", client.get(start.clone(), Some(opts))).await?;
+        if revision == 0 {
+            revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        }
+        let more = resp.more();
+        let kvs = resp.take_kvs();
+        let Some(last) = kvs.last().map(|kv| kv.key().to_vec()) else {
+            break;
+        };
+        for kv in kvs {
+            match kv.key_str() {
+                Ok(key) => out.push(ListedKv {
+                    key: key.to_owned(),
+                    value: String::from_utf8_lossy(kv.value()).into_owned(),
+                    mod_revision: kv.mod_revision(),
+                }),
+                Err(_) => tracing::warn!(key = ?kv.key(), "skipping a non-UTF-8 etcd key"),
+            }
+        }
+        if !more {
+            break;
+        }
+        start = last;
+        start.push(0);
+    }
+    Ok((revision, out))
+}
+
+/// Keeps what was reported, as key → mod revision, and turns a new full list
+/// into the changes that converge the consumer onto it.
+#[derive(Debug, Default, Clone)]
+pub struct KnownKeys {
+    revisions: HashMap<String, i64>,
+}
+
+impl KnownKeys {
+    /// Changes from the reported state to `listed` (in key order: puts for new
+    /// or modified keys, then deletions for keys no longer listed), and
+    /// remembers `listed` as the new reported state.
+    pub fn converge(&mut self, listed: Vec<ListedKv>) -> Vec<KvChange> {
+        let mut next = HashMap::with_capacity(listed.len());
+        let mut changes = Vec::new();
+        for kv in listed {
+            if self.revisions.get(&kv.key) != Some(&kv.mod_revision) {
+                changes.push(KvChange {
+                    key: kv.key.clone(),
+                    value: Some(kv.value),
+                });
+            }
+            next.insert(kv.key, kv.mod_revision);
+        }
+        let mut gone: Vec<String> = self
+            .revisions
+            .keys()
+            .filter(|k| !next.contains_key(*k))
+            .cloned()
+            .collect();
+        gone.sort_unstable();
+        changes.extend(gone.into_iter().map(|key| KvChange { key, value: None }));
+        self.revisions = next;
+        changes
+    }
+
+    /// Records a watched put.
+    pub fn put(&mut self, key: &str, mod_revision: i64) {
+        self.revisions.insert(key.to_owned(), mod_revision);
+    }
+
+    /// Records a watched deletion.
+    pub fn delete(&mut self, key: &str) {
+        self.revisions.remove(key);
+    }
+
+    /// How many keys are known.
+    pub fn len(&self) -> usize {
+        self.revisions.len()
+    }
+
+    /// True when no key is known.
+    pub fn is_empty(&self) -> bool {
+        self.revisions.is_empty()
+    }
+}
+
+/// How a sync session ended.
+enum SessionEnd {
+    /// List again on the same connection.
+    Relist(ResyncReason),
+    /// Reconnect (after a backoff).
+    Reconnect(SyncError),
+}
+
+/// The datastore syncer task.
+pub struct Syncer {
+    cfg: SyncConfig,
+    known: KnownKeys,
+    tx: mpsc::Sender<SyncEvent>,
+    endpoint_index: usize,
+}
+
+impl Syncer {
+    /// A syncer sending to `tx`; start it with [`Syncer::run`].
+    pub fn new(cfg: SyncConfig, tx: mpsc::Sender<SyncEvent>) -> Self {
+        Syncer {
+            cfg,
+            known: KnownKeys::default(),
+            tx,
+            endpoint_index: 0,
+        }
+    }
+
+    /// Starts a syncer on its own task; events arrive on the returned receiver.
+    pub fn spawn(cfg: SyncConfig) -> (mpsc::Receiver<SyncEvent>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(64);
+        let handle = tokio::spawn(Syncer::new(cfg, tx).run());
+        (rx, handle)
+    }
+
+    fn dir(&self) -> String {
+        format!("{}/", self.cfg.prefix)
+    }
+
+    /// Syncs until the receiver is dropped.
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::new(self.cfg.backoff);
+        let mut reason = ResyncReason::Startup;
+        loop {
+            let error = match self.connected_session(&mut backoff, reason).await {
+                Err(SyncError::Closed) => return,
+                Err(e) => e,
+                Ok(()) => return,
+            };
+            tracing::warn!(error = %error, "etcd unavailable, keeping the dataplane as it is");
+            if self
+                .tx
+                .send(SyncEvent::Disconnected {
+                    error: error.to_string(),
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if reason != ResyncReason::Startup || !self.known.is_empty() {
+                reason = ResyncReason::Reconnect;
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// Connects, then lists and watches until the connection fails.
+    async fn connected_session(
+        &mut self,
+        backoff: &mut Backoff,
+        mut reason: ResyncReason,
+    ) -> Result<(), SyncError> {
+        let probe = format!("{}/Ready", self.cfg.prefix);
+        let mut conn = connect_any(&self.cfg.etcd, &mut self.endpoint_index, &probe).await?;
+        tracing::info!(endpoint = %conn.endpoint, "connected to etcd");
+        loop {
+            let revision = self.snapshot(&mut conn, reason).await?;
+            backoff.reset();
+            match self.watch(&mut conn.client, revision).await {
+                SessionEnd::Relist(r) => reason = r,
+                SessionEnd::Reconnect(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Lists everything and sends the converging changes.
+    async fn snapshot(
+        &mut self,
+        conn: &mut Connection,
+        reason: ResyncReason,
+    ) -> Result<i64, SyncError> {
+        let started = Instant::now();
+        let (revision, listed) = list_all(
+            &mut conn.client,
+            &self.dir(),
+            self.cfg.page_size,
+            self.cfg.etcd.request_timeout,
+        )
+        .await?;
+        let keys = listed.len();
+        let changes = self.known.converge(listed);
+        tracing::info!(
+            reason = reason.as_str(),
+            revision,
+            keys,
+            changes = changes.len(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "listed datastore"
+        );
+        let event = SyncEvent::Snapshot {
+            changes,
+            revision,
+            reason,
+            keys,
+            endpoint: conn.endpoint.clone(),
+        };
+        self.tx.send(event).await.map_err(|_| SyncError::Closed)?;
+        Ok(revision)
+    }
+
+    /// Watches from `revision + 1` until the watch is lost.
+    async fn watch(&mut self, client: &mut Client, revision: i64) -> SessionEnd {
+        let dir = self.dir();
+        let opts = WatchOptions::new()
+            .with_range(prefix_range_end(&dir))
+            .with_start_revision(revision + 1);
+        let created = timed(
+            self.cfg.etcd.request_timeout,
+            "watch",
+            client.watch(dir, Some(opts)),
+        )
+        .await;
+        let (_watcher, mut stream) = match created {
+            Ok(pair) => pair,
+            Err(e) => return SessionEnd::Reconnect(e),
+        };
+        // `_watcher` must stay alive: dropping it closes the request side.
+        self.pump(&mut stream).await
+    }
+
+    /// Forwards watch responses until the stream ends or fails.
+    async fn pump(&mut self, stream: &mut WatchStream) -> SessionEnd {
+        loop {
+            let resp = match stream.message().await {
+                Ok(Some(resp)) => resp,
+                Ok(None) => {
+                    return SessionEnd::Reconnect(SyncError::WatchLost("stream closed".into()))
+                }
+                Err(source) => {
+                    return SessionEnd::Reconnect(SyncError::Request {
+                        op: "watch",
+                        source,
+                    })
+                }
+            };
+            if resp.compact_revision() > 0 {
+                tracing::warn!(
+                    compact_revision = resp.compact_revision(),
+                    "etcd watch fell behind a compaction, listing again"
+                );
+                return SessionEnd::Relist(ResyncReason::Compacted);
+            }
+            if resp.canceled() {
+                tracing::warn!(
+                    reason = resp.cancel_reason(),
+                    "etcd watch cancelled, listing again"
+                );
+                return SessionEnd::Relist(ResyncReason::Reconnect);
+            }
+            let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            let changes = self.record(resp.events());
+            if changes.is_empty() {
+                continue;
+            }
+            if self
+                .tx
+                .send(SyncEvent::Updates { changes, revision })
+                .await
+                .is_err()
+            {
+                return SessionEnd::Reconnect(SyncError::Closed);
+            }
+        }
+    }
+
+    /// Turns watch events into changes and records them in `known`.
+    fn record(&mut self, events: &[etcd_client::Event]) -> Vec<KvChange> {
+        let mut changes = Vec::with_capacity(events.len());
+        for event in events {
+            let Some(kv) = event.kv() else { continue };
+            let Ok(key) = kv.key_str() else {
+                tracing::warn!(key = ?kv.key(), "skipping a non-UTF-8 etcd key");
+                continue;
+            };
+            match event.event_type() {
+                EventType::Put => {
+                    self.known.put(key, kv.mod_revision());
+                    changes.push(KvChange {
+                        key: key.to_owned(),
+                        value: Some(String::from_utf8_lossy(kv.value()).into_owned()),
+                    });
+                }
+                EventType::Delete => {
+                    self.known.delete(key);
+                    changes.push(KvChange {
+                        key: key.to_owned(),
+                        value: None,
+                    });
+                }
+            }
+        }
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(pairs: &[(&str, &str, i64)]) -> Vec<ListedKv> {
+        pairs
+            .iter()
+            .map(|(k, v, r)| ListedKv {
+                key: (*k).into(),
+                value: (*v).into(),
+                mod_revision: *r,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn converge_reports_only_differences() {
+        let mut known = KnownKeys::default();
+        let first = known.converge(listed(&[("/a", "1", 5), ("/b", "2", 6)]));
+        assert_eq!(first.len(), 2);
+        assert!(first.iter().all(|c| c.value.is_some()));
+
+        // /a unchanged, /b modified, /c new, and a key we learnt by watch
+        // that was deleted while we were away.
+        known.put("/d", 9);
+        let second = known.converge(listed(&[("/a", "1", 5), ("/b", "3", 10), ("/c", "x", 11)]));
+        assert_eq!(
+            second,
+            vec![
+                KvChange {
+                    key: "/b".into(),
+                    value: Some("3".into())
+                },
+                KvChange {
+                    key: "/c".into(),
+                    value: Some("x".into())
+                },
+                KvChange {
+                    key: "/d".into(),
+                    value: None
+                },
+            ]
+        );
+        assert_eq!(known.len(), 3);
+        assert!(known
+            .converge(listed(&[]))
+            .iter()
+            .all(|c| c.value.is_none()));
+        assert!(known.is_empty());
+    }
+
+    #[test]
+    fn range_end_covers_exactly_the_prefix() {
+        assert_eq!(prefix_range_end("/calico/v1/"), b"/calico/v10".to_vec());
+        assert_eq!(prefix_range_end("a\u{7f}"), b"a\x80".to_vec());
+        assert_eq!(prefix_range_end(""), vec![0]);
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_resets() {
+        let cfg = BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        let mut b = Backoff::with_seed(cfg, 42);
+        let mut ceiling = Duration::from_millis(100);
+        for _ in 0..10 {
+            let d = b.next_delay();
+            assert!(
+                d >= ceiling / 2 && d <= ceiling,
+                "{d:?} not in [{:?}, {ceiling:?}]",
+                ceiling / 2
+            );
+            ceiling = (ceiling * 2).min(cfg.max);
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+        // Different seeds spread out.
+        let a: Vec<_> = (0..5)
+            .map(|_| Backoff::with_seed(cfg, 1).next_delay())
+            .collect();
+        let mut other = Backoff::with_seed(cfg, 2);
+        assert!(a.iter().all(|d| *d == a[0]));
+        let _ = other.next_delay();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_sleeps_advance_with_the_paused_clock() {
+        let mut b = Backoff::with_seed(BackoffConfig::default(), 7);
+        let start = tokio::time::Instant::now();
+        let mut total = Duration::ZERO;
+        for _ in 0..6 {
+            let d = b.next_delay();
+            total += d;
+            tokio::time::sleep(d).await;
+        }
+        assert_eq!(start.elapsed(), total);
+        assert!(total <= Duration::from_millis(100 + 200 + 400 + 800 + 1600 + 3200));
+    }
+}

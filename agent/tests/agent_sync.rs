@@ -1,0 +1,372 @@
+//! The datastore syncer against a real etcd: list, watch, reconnect, resync.
+//!
+//! Each test starts its own etcd on free loopback ports; nothing here needs
+//! root or touches the network beyond 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use margay_agent::sync::{
+    list_all, BackoffConfig, EtcdConfig, ResyncReason, SyncConfig, SyncEvent, Syncer, TlsFiles,
+    DEFAULT_PAGE_SIZE,
+};
+use margay_tests::etcd::{CutoffProxy, EtcdServer};
+use tokio::sync::mpsc::Receiver;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn config(endpoints: Vec<String>, page_size: i64) -> SyncConfig {
+    SyncConfig {
+        etcd: EtcdConfig {
+            endpoints,
+            tls: TlsFiles::default(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+        },
+        prefix: "/calico/v1".into(),
+        page_size,
+        backoff: BackoffConfig {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(500),
+        },
+    }
+}
+
+/// What a consumer holds after applying the events: key → value.
+#[derive(Default)]
+struct View {
+    keys: BTreeMap<String, String>,
+    snapshots: Vec<ResyncReason>,
+    disconnects: usize,
+}
+
+impl View {
+    fn apply(&mut self, event: SyncEvent) {
+        match event {
+            SyncEvent::Snapshot {
+                changes, reason, ..
+            } => {
+                self.snapshots.push(reason);
+                self.apply_changes(changes);
+            }
+            SyncEvent::Updates { changes, .. } => self.apply_changes(changes),
+            SyncEvent::Disconnected { .. } => self.disconnects += 1,
+        }
+    }
+
+    fn apply_changes(&mut self, changes: Vec<margay_agent::sync::KvChange>) {
+        for c in changes {
+            match c.value {
+                Some(v) => {
+                    self.keys.insert(c.key, v);
+                }
+                None => {
+                    self.keys.remove(&c.key);
+                }
+            }
+        }
+    }
+
+    /// Applies events until `done` holds; panics after [`WAIT`].
+    async fn until(
+        &mut self,
+        rx: &mut Receiver<SyncEvent>,
+        what: &str,
+        done: impl Fn(&View) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !done(self) {
+            let event = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}; view: {:?}", self.keys))
+                .expect("syncer stopped");
+            self.apply(event);
+        }
+    }
+}
+
+async fn put(client: &mut etcd_client::Client, key: &str, value: &str) {
+    client.put(key, value, None).await.expect("put");
+}
+
+#[tokio::test]
+async fn lists_then_watches_puts_and_deletes() {
+    let etcd = EtcdServer::new();
+    let mut client = etcd.client().await;
+    put(&mut client, "/calico/v1/Ready", "true").await;
+    put(&mut client, "/calico/v1/config/InterfacePrefix", "tap").await;
+    // Outside the prefix: must never show up.
+    put(&mut client, "/calico/v10/x", "no").await;
+    put(&mut client, "/calico/felix/v1/host/h1/status", "{}").await;
+
+    let (mut rx, task) = Syncer::spawn(config(vec![etcd.client_url()], DEFAULT_PAGE_SIZE));
+    let mut view = View::default();
+    view.until(&mut rx, "the first snapshot", |v| !v.snapshots.is_empty())
+        .await;
+    assert_eq!(view.snapshots, vec![ResyncReason::Startup]);
+    assert_eq!(
+        view.keys.keys().cloned().collect::<Vec<_>>(),
+        vec!["/calico/v1/Ready", "/calico/v1/config/InterfacePrefix"]
+    );
+
+    put(
+        &mut client,
+        "/calico/v1/policy/profile/web/tags",
+        "[\"web\"]",
+    )
+    .await;
+    client
+        .delete("/calico/v1/config/InterfacePrefix", None)
+        .await
+        .expect("delete");
+    put(&mut client, "/calico/v1/Ready", "false").await;
+    view.until(&mut rx, "put, delete and overwrite", |v| {
+        v.keys.get("/calico/v1/Ready").map(String::as_str) == Some("false")
+    })
+    .await;
+    assert_eq!(
+        view.keys
+            .get("/calico/v1/policy/profile/web/tags")
+            .map(String::as_str),
+        Some("[\"web\"]")
+    );
+    assert!(!view.keys.contains_key("/calico/v1/config/InterfacePrefix"));
+    assert_eq!(view.snapshots.len(), 1, "no resync without a reason");
+    task.abort();
+}
+
+#[tokio::test]
+async fn watch_survives_etcd_stop_and_start() {
+    let mut etcd = EtcdServer::new();
+    let mut client = etcd.client().await;
+    put(&mut client, "/calico/v1/Ready", "true").await;
+    let (mut rx, task) = Syncer::spawn(config(vec![etcd.client_url()], DEFAULT_PAGE_SIZE));
+    let mut view = View::default();
+    view.until(&mut rx, "the first snapshot", |v| !v.snapshots.is_empty())
+        .await;
+
+    etcd.stop();
+    view.until(&mut rx, "a disconnect", |v| v.disconnects > 0)
+        .await;
+    etcd.start();
+
+    let mut client = etcd.client().await;
+    put(&mut client, "/calico/v1/host/h1/bird_ip", "10.0.0.1").await;
+    view.until(&mut rx, "the key put after the restart", |v| {
+        v.keys.contains_key("/calico/v1/host/h1/bird_ip")
+    })
+    .await;
+    assert!(
+        view.snapshots.contains(&ResyncReason::Reconnect),
+        "{:?}",
+        view.snapshots
+    );
+    assert_eq!(view.keys.len(), 2);
+    task.abort();
+}
+
+#[tokio::test]
+async fn resync_after_compaction_while_cut_off_converges() {
+    let etcd = EtcdServer::new();
+    let proxy = CutoffProxy::new(etcd.client_port());
+    let mut client = etcd.client().await;
+    for i in 0..20 {
+        put(
+            &mut client,
+            &format!("/calico/v1/host/h{i}/bird_ip"),
+            "10.0.0.1",
+        )
+        .await;
+    }
+    let (mut rx, task) = Syncer::spawn(config(vec![proxy.url()], DEFAULT_PAGE_SIZE));
+    let mut view = View::default();
+    view.until(&mut rx, "the first snapshot", |v| v.keys.len() == 20)
+        .await;
+
+    proxy.cut();
+    view.until(&mut rx, "a disconnect", |v| v.disconnects > 0)
+        .await;
+    // While cut off: delete half, change one, add one, then compact history
+    // so nothing can be replayed from the old revision.
+    for i in 0..10 {
+        client
+            .delete(format!("/calico/v1/host/h{i}/bird_ip"), None)
+            .await
+            .expect("delete");
+    }
+    put(&mut client, "/calico/v1/host/h15/bird_ip", "10.9.9.9").await;
+    let last = client
+        .put("/calico/v1/host/new/bird_ip", "10.1.1.1", None)
+        .await
+        .expect("put");
+    let revision = last.header().map(|h| h.revision()).expect("header");
+    client
+        .compact(
+            revision,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .expect("compact");
+    proxy.restore();
+
+    view.until(&mut rx, "convergence", |v| {
+        v.keys.len() == 11 && v.keys.contains_key("/calico/v1/host/new/bird_ip")
+    })
+    .await;
+    for i in 0..10 {
+        assert!(!view
+            .keys
+            .contains_key(&format!("/calico/v1/host/h{i}/bird_ip")));
+    }
+    assert_eq!(
+        view.keys
+            .get("/calico/v1/host/h15/bird_ip")
+            .map(String::as_str),
+        Some("10.9.9.9")
+    );
+    // The watch still works after the resync.
+    put(&mut client, "/calico/v1/host/later/bird_ip", "10.2.2.2").await;
+    view.until(&mut rx, "a watched put after resync", |v| {
+        v.keys.len() == 12
+    })
+    .await;
+    task.abort();
+}
+
+async fn put_many(client: &mut etcd_client::Client, n: usize) {
+    let mut i = 0;
+    while i < n {
+        let ops: Vec<etcd_client::TxnOp> = (i..(i + 100).min(n))
+            .map(|k| {
+                etcd_client::TxnOp::put(
+                    format!("/calico/v1/host/h{k:05}/bird_ip"),
+                    "10.0.0.1",
+                    None,
+                )
+            })
+            .collect();
+        i += ops.len();
+        client
+            .txn(etcd_client::Txn::new().and_then(ops))
+            .await
+            .expect("txn");
+    }
+}
+
+#[tokio::test]
+async fn paginated_list_returns_every_key_once() {
+    let etcd = EtcdServer::new();
+    let mut client = etcd.client().await;
+    let n = DEFAULT_PAGE_SIZE as usize + 1234;
+    put_many(&mut client, n).await;
+
+    // At the production page size (two pages) and at a tiny one (many pages).
+    for page in [DEFAULT_PAGE_SIZE, 97] {
+        let (_, listed) = list_all(&mut client, "/calico/v1/", page, Duration::from_secs(30))
+            .await
+            .expect("list");
+        assert_eq!(listed.len(), n, "page size {page}");
+        assert!(
+            listed.windows(2).all(|w| w[0].key < w[1].key),
+            "sorted, no duplicates"
+        );
+    }
+
+    let (mut rx, task) = Syncer::spawn(config(vec![etcd.client_url()], 500));
+    let mut view = View::default();
+    view.until(&mut rx, "the paginated snapshot", |v| {
+        !v.snapshots.is_empty()
+    })
+    .await;
+    assert_eq!(view.keys.len(), n);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_is_consistent_at_one_revision_while_writes_continue() {
+    let etcd = EtcdServer::new();
+    let mut client = etcd.client().await;
+    put_many(&mut client, 1000).await;
+    // A writer adds keys that sort after every listed one while we page
+    // through: a list that did not pin its revision would pick them up.
+    let mut writer = etcd.client().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let writes = tokio::spawn(async move {
+        let mut n = 0u32;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            put(&mut writer, &format!("/calico/v1/zz/{n:06}"), "x").await;
+            n += 1;
+        }
+        n
+    });
+    let (revision, listed) = list_all(&mut client, "/calico/v1/", 10, Duration::from_secs(30))
+        .await
+        .expect("list");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writes.await.expect("writer");
+    assert!(written > 0, "the writer ran during the list");
+    let at_revision = client
+        .get(
+            "/calico/v1/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_revision(revision)
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .expect("count");
+    assert_eq!(listed.len() as i64, at_revision.count());
+    assert!(listed.iter().all(|kv| kv.mod_revision <= revision));
+}
+
+#[tokio::test]
+async fn fails_over_to_a_working_endpoint() {
+    let etcd = EtcdServer::new();
+    let mut client = etcd.client().await;
+    put(&mut client, "/calico/v1/Ready", "true").await;
+    // A port nobody listens on, first in the list.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://127.0.0.1:{}", l.local_addr().expect("addr").port())
+    };
+    let (mut rx, task) = Syncer::spawn(config(vec![dead, etcd.client_url()], DEFAULT_PAGE_SIZE));
+    let mut view = View::default();
+    view.until(&mut rx, "a snapshot via the second endpoint", |v| {
+        v.keys.contains_key("/calico/v1/Ready")
+    })
+    .await;
+    task.abort();
+}
+
+#[tokio::test]
+async fn syncs_over_tls_with_a_client_certificate() {
+    let etcd = EtcdServer::new_tls();
+    etcd.etcdctl_ok(&["put", "/calico/v1/Ready", "true"]);
+    let paths = etcd.tls().expect("tls").clone();
+    let mut cfg = config(vec![etcd.client_url()], DEFAULT_PAGE_SIZE);
+    cfg.etcd.tls = TlsFiles {
+        ca: Some(paths.ca.clone()),
+        cert: Some(paths.cert.clone()),
+        key: Some(paths.key.clone()),
+    };
+    let (mut rx, task) = Syncer::spawn(cfg.clone());
+    let mut view = View::default();
+    view.until(&mut rx, "a snapshot over TLS", |v| {
+        v.keys.contains_key("/calico/v1/Ready")
+    })
+    .await;
+    task.abort();
+
+    // Without the client certificate the server refuses: we only get disconnects.
+    cfg.etcd.tls.cert = None;
+    cfg.etcd.tls.key = None;
+    let (mut rx, task) = Syncer::spawn(cfg);
+    let mut view = View::default();
+    view.until(&mut rx, "a refused connection", |v| v.disconnects > 0)
+        .await;
+    assert!(view.snapshots.is_empty());
+    task.abort();
+}

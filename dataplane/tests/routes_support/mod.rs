@@ -1,0 +1,159 @@
+//! Shared helpers for the routes integration tests: desired states built
+//! from short descriptions, a dataplane in a throw-away namespace, and an
+//! event pump that feeds watcher events to the dataplane until a condition
+//! holds.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use margay_dataplane::firewall::lower::FirewallSettings;
+use margay_dataplane::firewall::BackendKind;
+use margay_dataplane::{ApplyReport, Dataplane, DataplaneConfig, DataplaneEvent};
+use margay_policy::desired::{
+    Changes, DesiredState, LocalEndpoint, RouteTarget, WorkloadEndpointKey,
+};
+use margay_policy::names::{Id, InterfaceName, MacAddr};
+use margay_tests::netns::TestNetns;
+use tokio::sync::mpsc;
+
+/// Our route protocol number in these tests.
+pub const PROTO: u8 = 80;
+
+pub fn iface(s: &str) -> InterfaceName {
+    InterfaceName::new(s).expect("valid interface name")
+}
+
+pub fn net(s: &str) -> IpNet {
+    s.parse().expect("valid net")
+}
+
+/// A local endpoint on `name` with the given addresses.
+pub fn endpoint(name: &str, mac: Option<&str>, nets: &[&str]) -> LocalEndpoint {
+    let (v6, v4): (Vec<&str>, Vec<&str>) = nets.iter().partition(|n| n.contains(':'));
+    LocalEndpoint {
+        key: WorkloadEndpointKey {
+            host: "h1".into(),
+            orchestrator: "k8s".into(),
+            workload: format!("wl-{name}"),
+            endpoint: Id::new(name).expect("id"),
+        },
+        iface: iface(name),
+        mac: mac.map(|m| MacAddr::parse(m).expect("mac")),
+        ipv4: v4.iter().map(|s| s.parse().expect("v4")).collect(),
+        ipv6: v6.iter().map(|s| s.parse().expect("v6")).collect(),
+    }
+}
+
+/// Adds an endpoint and its routes to `d`.
+pub fn add_endpoint(d: &mut DesiredState, ep: LocalEndpoint) {
+    for n in &ep.ipv4 {
+        d.routes
+            .insert(IpNet::V4(*n), RouteTarget::Interface(ep.iface.clone()));
+    }
+    for n in &ep.ipv6 {
+        d.routes
+            .insert(IpNet::V6(*n), RouteTarget::Interface(ep.iface.clone()));
+    }
+    d.endpoints.insert(ep.iface.clone(), ep);
+}
+
+/// Changes naming every key of `d` (and of `old`, for removals).
+pub fn all_changes(d: &DesiredState, old: Option<&DesiredState>) -> Changes {
+    let mut c = Changes::default();
+    let olds = old.into_iter();
+    let mut eps: BTreeSet<InterfaceName> = d.endpoints.keys().cloned().collect();
+    let mut routes: BTreeSet<IpNet> = d.routes.keys().copied().collect();
+    for o in olds {
+        eps.extend(o.endpoints.keys().cloned());
+        routes.extend(o.routes.keys().copied());
+    }
+    c.endpoints = eps;
+    c.routes = routes;
+    c
+}
+
+/// Makes a veth pair `name` <-> `name`p inside `ns`, both up.
+pub fn veth(ns: &TestNetns, name: &str) {
+    let peer = format!("{name}p");
+    ns.exec_ok(&[
+        "ip", "link", "add", name, "type", "veth", "peer", "name", &peer,
+    ]);
+    ns.exec_ok(&["ip", "link", "set", name, "up"]);
+    ns.exec_ok(&["ip", "link", "set", &peer, "up"]);
+}
+
+/// A started dataplane (no firewall) acting in `ns`, and its event channel.
+pub async fn dataplane(ns: &TestNetns) -> (Dataplane, mpsc::Receiver<DataplaneEvent>) {
+    let mut dp = Dataplane::new(DataplaneConfig {
+        backend: BackendKind::None,
+        route_protocol: PROTO,
+        netns: Some(ns.name().to_owned()),
+    })
+    .await
+    .expect("dataplane opens");
+    let events = dp.take_events().expect("events once");
+    dp.start().await.expect("dataplane starts");
+    (dp, events)
+}
+
+/// Writes to routes, neighbours and sysctls (the no-op firewall re-counts
+/// its objects after a restart, since it keeps nothing in the kernel).
+pub fn host_writes(r: &ApplyReport) -> usize {
+    r.routes + r.neighbours + r.sysctls
+}
+
+pub async fn apply(dp: &mut Dataplane, d: &DesiredState, c: &Changes) -> ApplyReport {
+    dp.apply(d, c, &FirewallSettings::default())
+        .await
+        .expect("apply succeeds")
+}
+
+/// `ip route show proto PROTO` (v4 and v6) inside `ns`.
+pub fn our_routes(ns: &TestNetns) -> String {
+    let p = PROTO.to_string();
+    let v4 = ns.exec_ok(&["ip", "route", "show", "proto", &p]);
+    let v6 = ns.exec_ok(&["ip", "-6", "route", "show", "proto", &p]);
+    format!("{v4}{v6}")
+}
+
+/// Feeds events to the dataplane until `done` holds; panics after a
+/// generous deadline (this is a liveness guard, not a timing assertion).
+pub async fn pump_until(
+    dp: &mut Dataplane,
+    events: &mut mpsc::Receiver<DataplaneEvent>,
+    mut done: impl FnMut(&Dataplane) -> bool,
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut writes = 0;
+    while !done(dp) {
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached from events"
+        );
+        if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+        {
+            let mut batch = vec![ev];
+            while let Ok(more) = events.try_recv() {
+                batch.push(more);
+            }
+            writes += host_writes(&dp.handle_events(batch).await.expect("events handled"));
+        }
+    }
+    writes
+}
+
+/// Feeds whatever events are queued now (after a short settle) to the dataplane.
+pub async fn pump_pending(
+    dp: &mut Dataplane,
+    events: &mut mpsc::Receiver<DataplaneEvent>,
+) -> usize {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut batch = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        batch.push(ev);
+    }
+    host_writes(&dp.handle_events(batch).await.expect("events handled"))
+}

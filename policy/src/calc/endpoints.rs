@@ -1,0 +1,239 @@
+//! Workload endpoints of every host: the record kept per endpoint, and how
+//! an endpoint update flows into label classes, set membership, routes and
+//! (for this host's endpoints) plumbing and programs.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ipnet::IpNet;
+
+use super::classes::ClassIdx;
+use super::locals::Published;
+use super::routes::RouteClaim;
+use super::sets::SetIdx;
+use super::slab::{handle, HandleSet, Slab};
+use super::CalcEngine;
+use crate::desired::WorkloadEndpointKey;
+use crate::model::WorkloadEndpoint;
+use crate::names::{Id, InterfaceName};
+
+handle!(
+    /// Handle of a known workload endpoint.
+    EpIdx
+);
+
+/// What the engine keeps per endpoint.
+pub(super) struct Endpoint {
+    /// Datastore identity.
+    pub key: WorkloadEndpointKey,
+    /// The current document.
+    pub doc: WorkloadEndpoint,
+    /// Host segment is this host.
+    pub local: bool,
+    /// Distinct profile ids, as registered in the profile index.
+    pub profiles: Vec<Id>,
+    /// Label class of its effective labels.
+    pub class: ClassIdx,
+    /// Distinct addresses, as contributed to sets and routes (sorted).
+    pub addrs: Vec<IpNet>,
+    /// Active sets it is a member of (sorted).
+    pub member_of: Vec<SetIdx>,
+    /// Route claim currently registered.
+    pub route: Option<RouteClaim>,
+    /// Interface claim registered (local, active, with a prefix).
+    pub claim: Option<InterfaceName>,
+    /// Set while it is plumbed (it owns its interface).
+    pub publ: Option<Box<Published>>,
+}
+
+/// All endpoints, with the lookups updates need.
+#[derive(Default)]
+pub(super) struct Endpoints {
+    pub slab: Slab<EpIdx, Endpoint>,
+    pub index: HashMap<WorkloadEndpointKey, EpIdx>,
+    /// Endpoints of this host, active or not.
+    pub locals: BTreeMap<WorkloadEndpointKey, EpIdx>,
+    /// Endpoints of other hosts, by host.
+    pub by_host: HashMap<String, HandleSet<EpIdx>>,
+}
+
+/// Profile ids without repeats, first occurrence kept.
+fn distinct(ids: &[Id]) -> Vec<Id> {
+    let mut out: Vec<Id> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !out.contains(id) {
+            out.push(id.clone());
+        }
+    }
+    out
+}
+
+/// An endpoint's addresses, sorted and without repeats.
+fn addrs_of(doc: &WorkloadEndpoint) -> Vec<IpNet> {
+    let mut v: Vec<IpNet> = doc
+        .ipv4_nets
+        .iter()
+        .map(|&n| IpNet::V4(n))
+        .chain(doc.ipv6_nets.iter().map(|&n| IpNet::V6(n)))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+impl CalcEngine {
+    /// A workload endpoint document was written.
+    pub(super) fn upsert_endpoint(&mut self, key: WorkloadEndpointKey, doc: WorkloadEndpoint) {
+        match self.eps.index.get(&key).copied() {
+            Some(e) => self.update_endpoint(e, doc),
+            None => self.create_endpoint(key, doc),
+        }
+    }
+
+    fn create_endpoint(&mut self, key: WorkloadEndpointKey, doc: WorkloadEndpoint) {
+        let local = key.host == self.hostname;
+        let labels = self.effective_labels(&doc);
+        let profiles = distinct(&doc.profile_ids);
+        let class = self.intern_class(labels);
+        let e = self.eps.slab.insert(Endpoint {
+            key: key.clone(),
+            doc,
+            local,
+            profiles: profiles.clone(),
+            class,
+            addrs: Vec::new(),
+            member_of: Vec::new(),
+            route: None,
+            claim: None,
+            publ: None,
+        });
+        self.classes.slab[class].endpoints.insert(e);
+        self.eps.index.insert(key.clone(), e);
+        if local {
+            self.eps.locals.insert(key, e);
+        } else {
+            self.eps.by_host.entry(key.host).or_default().insert(e);
+        }
+        self.index_profiles(e, &[], &profiles);
+        self.refresh_endpoint(e, false);
+    }
+
+    fn update_endpoint(&mut self, e: EpIdx, doc: WorkloadEndpoint) {
+        let ep = &mut self.eps.slab[e];
+        if ep.doc == doc {
+            return;
+        }
+        let old = std::mem::replace(&mut ep.doc, doc);
+        let profiles_changed = old.profile_ids != ep.doc.profile_ids;
+        let relabel = profiles_changed || old.labels != ep.doc.labels;
+        if profiles_changed {
+            let new = distinct(&ep.doc.profile_ids);
+            let old = std::mem::replace(&mut ep.profiles, new.clone());
+            self.index_profiles(e, &old, &new);
+        }
+        self.refresh_endpoint(e, relabel);
+    }
+
+    /// Brings everything derived from endpoint `e` up to date; `relabel`
+    /// when its effective labels may have changed.
+    pub(super) fn refresh_endpoint(&mut self, e: EpIdx, relabel: bool) {
+        let relabelled = relabel && self.reclassify(e);
+        self.sync_membership(e);
+        if self.eps.slab[e].local {
+            self.sync_local_claim(e, relabelled);
+        } else {
+            self.sync_route(e);
+        }
+    }
+
+    /// A workload endpoint was deleted (or its document became invalid).
+    pub(super) fn delete_endpoint(&mut self, key: &WorkloadEndpointKey) {
+        let Some(e) = self.eps.index.remove(key) else {
+            return;
+        };
+        self.apply_membership(e, Vec::new(), Vec::new());
+        if self.eps.slab[e].local {
+            self.retarget_claim(e, None, false);
+            self.eps.locals.remove(key);
+        } else {
+            self.apply_route(e, None);
+            if let Some(eps) = self.eps.by_host.get_mut(&key.host) {
+                eps.remove(&e);
+                if eps.is_empty() {
+                    self.eps.by_host.remove(&key.host);
+                }
+            }
+        }
+        if let Some(ep) = self.eps.slab.remove(e) {
+            self.index_profiles(e, &ep.profiles, &[]);
+            self.leave_class(e, ep.class);
+        }
+    }
+
+    /// Recomputes which active sets `e` belongs to, and with which addresses.
+    pub(super) fn sync_membership(&mut self, e: EpIdx) {
+        let ep = &self.eps.slab[e];
+        let addrs = addrs_of(&ep.doc);
+        let sets = self.desired_sets(e);
+        self.apply_membership(e, addrs, sets);
+    }
+
+    /// Active sets `e` should be in: the selector sets its class matches and
+    /// the tag sets of its profiles' tags.
+    fn desired_sets(&self, e: EpIdx) -> Vec<SetIdx> {
+        let ep = &self.eps.slab[e];
+        let mut sets = self.classes.slab[ep.class].sel_matches.clone();
+        if self.sets.by_tag.is_empty() {
+            return sets;
+        }
+        let before = sets.len();
+        for p in &ep.profiles {
+            let Some(tags) = self.profiles.map.get(p).and_then(|p| p.tags.as_ref()) else {
+                continue;
+            };
+            sets.extend(tags.iter().filter_map(|t| self.sets.by_tag.get(t).copied()));
+        }
+        if sets.len() != before {
+            sets.sort_unstable();
+            sets.dedup();
+        }
+        sets
+    }
+
+    /// Moves `e` from its current membership to `sets` with `addrs`,
+    /// touching only the set members that differ.
+    fn apply_membership(&mut self, e: EpIdx, addrs: Vec<IpNet>, sets: Vec<SetIdx>) {
+        let ep = &mut self.eps.slab[e];
+        if ep.addrs == addrs && ep.member_of == sets {
+            return;
+        }
+        let old_addrs = std::mem::replace(&mut ep.addrs, addrs);
+        let old_sets = std::mem::replace(&mut ep.member_of, sets);
+        let ep = &self.eps.slab[e];
+        let addrs_changed = old_addrs != ep.addrs;
+        for &s in &old_sets {
+            if ep.member_of.binary_search(&s).is_ok() {
+                if addrs_changed {
+                    for net in old_addrs.iter().filter(|n| ep.addrs.binary_search(n).is_err()) {
+                        self.sets.remove_addr(&mut self.out, s, *net);
+                    }
+                    for net in ep.addrs.iter().filter(|n| old_addrs.binary_search(n).is_err()) {
+                        self.sets.add_addr(&mut self.out, s, *net);
+                    }
+                }
+            } else {
+                for &net in &old_addrs {
+                    self.sets.remove_addr(&mut self.out, s, net);
+                }
+                self.sets.slab[s].endpoints.remove(&e);
+            }
+        }
+        for &s in &ep.member_of {
+            if old_sets.binary_search(&s).is_err() {
+                for &net in &ep.addrs {
+                    self.sets.add_addr(&mut self.out, s, net);
+                }
+                self.sets.slab[s].endpoints.insert(e);
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The engine's output: the desired state and the keys dirtied since the
+//! dataplane last took them.
+//!
+//! Every write to [`DesiredState`] goes through here so that dirty tracking
+//! cannot be forgotten, and a write that changes nothing marks nothing.
+
+use std::collections::BTreeSet;
+
+use ipnet::IpNet;
+
+use crate::desired::{
+    Changes, DesiredState, EndpointProgram, IpSetId, LocalEndpoint, RouteTarget, RuleSet,
+    RuleSetId,
+};
+use crate::names::InterfaceName;
+
+/// Desired state plus dirty keys.
+#[derive(Debug, Default)]
+pub(super) struct Output {
+    pub state: DesiredState,
+    pub changes: Changes,
+}
+
+impl Output {
+    /// Sets (or with `None` removes) the local endpoint plumbed on `iface`.
+    pub fn set_endpoint(&mut self, iface: &InterfaceName, value: Option<LocalEndpoint>) {
+        let changed = match value {
+            Some(v) if self.state.endpoints.get(iface) == Some(&v) => false,
+            Some(v) => {
+                self.state.endpoints.insert(iface.clone(), v);
+                true
+            }
+            None => self.state.endpoints.remove(iface).is_some(),
+        };
+        if changed {
+            self.changes.endpoints.insert(iface.clone());
+        }
+    }
+
+    /// Replaces the program of `iface`; returns the previous one. The caller
+    /// has checked that it differs and handles rule-set reference counts.
+    pub fn replace_program(
+        &mut self,
+        iface: &InterfaceName,
+        value: Option<EndpointProgram>,
+    ) -> Option<EndpointProgram> {
+        self.changes.programs.insert(iface.clone());
+        match value {
+            Some(p) => self.state.programs.insert(iface.clone(), p),
+            None => self.state.programs.remove(iface),
+        }
+    }
+
+    /// Replaces a rule set; returns the previous one (reference counts are the caller's).
+    pub fn replace_rule_set(&mut self, id: &RuleSetId, value: Option<RuleSet>) -> Option<RuleSet> {
+        self.changes.rule_sets.insert(id.clone());
+        match value {
+            Some(rs) => self.state.rule_sets.insert(id.clone(), rs),
+            None => self.state.rule_sets.remove(id),
+        }
+    }
+
+    /// Sets (or removes) the route for `net`.
+    pub fn set_route(&mut self, net: IpNet, target: Option<RouteTarget>) {
+        let changed = match target {
+            Some(t) if self.state.routes.get(&net) == Some(&t) => false,
+            Some(t) => {
+                self.state.routes.insert(net, t);
+                true
+            }
+            None => self.state.routes.remove(&net).is_some(),
+        };
+        if changed {
+            self.changes.routes.insert(net);
+        }
+    }
+
+    /// Creates an empty address set. Its members are not tracked one by one
+    /// until the changes are taken: the dataplane reads the whole set.
+    pub fn create_set(&mut self, id: IpSetId) {
+        self.changes.ip_set_members.remove(&id);
+        self.state.ip_sets.insert(id.clone(), BTreeSet::new());
+        self.changes.ip_sets.insert(id);
+    }
+
+    /// Removes an address set.
+    pub fn drop_set(&mut self, id: &IpSetId) {
+        self.state.ip_sets.remove(id);
+        self.changes.ip_set_members.remove(id);
+        self.changes.ip_sets.insert(id.clone());
+    }
+
+    /// Adds (`present`) or removes a member of an existing set.
+    pub fn set_member(&mut self, id: &IpSetId, net: IpNet, present: bool) {
+        if let Some(set) = self.state.ip_sets.get_mut(id) {
+            if present {
+                set.insert(net);
+            } else {
+                set.remove(&net);
+            }
+        }
+        if self.changes.ip_sets.contains(id) {
+            return;
+        }
+        match self.changes.ip_set_members.get_mut(id) {
+            Some(dirty) => {
+                dirty.insert(net);
+            }
+            None => {
+                self.changes
+                    .ip_set_members
+                    .insert(id.clone(), BTreeSet::from([net]));
+            }
+        }
+    }
+}

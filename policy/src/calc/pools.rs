@@ -1,0 +1,63 @@
+//! IP pools and the two pool address sets used for NAT-outgoing
+//! ([`IpSetId::AllPools`], [`IpSetId::MasqueradePools`]), both families.
+
+use std::collections::HashMap;
+
+use ipnet::IpNet;
+
+use super::output::Output;
+use super::CalcEngine;
+use crate::desired::IpSetId;
+use crate::model::IpPool;
+
+/// Pools by key CIDR, with member counts of the two pool sets.
+#[derive(Default)]
+pub(super) struct Pools {
+    pub map: HashMap<IpNet, IpPool>,
+    all: HashMap<IpNet, u32>,
+    masquerade: HashMap<IpNet, u32>,
+}
+
+/// Adds (`add`) or removes one carrier of `net` in a pool set.
+fn count(counts: &mut HashMap<IpNet, u32>, out: &mut Output, id: &IpSetId, net: IpNet, add: bool) {
+    if add {
+        let n = counts.entry(net).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            out.set_member(id, net, true);
+        }
+    } else if let Some(n) = counts.get_mut(&net) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(&net);
+            out.set_member(id, net, false);
+        }
+    }
+}
+
+impl CalcEngine {
+    /// `/ipam/v*/pool/<cidr>` was written or deleted.
+    pub(super) fn set_pool(&mut self, key: IpNet, pool: Option<IpPool>) {
+        let old = match pool.clone() {
+            Some(p) => self.pools.map.insert(key, p),
+            None => self.pools.map.remove(&key),
+        };
+        if old == pool {
+            return;
+        }
+        for (p, add) in [(old, false), (pool, true)] {
+            let Some(p) = p else { continue };
+            let pools = &mut self.pools;
+            count(&mut pools.all, &mut self.out, &IpSetId::AllPools, p.cidr, add);
+            if p.masquerade {
+                count(
+                    &mut pools.masquerade,
+                    &mut self.out,
+                    &IpSetId::MasqueradePools,
+                    p.cidr,
+                    add,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Shared helpers for the calculation tests: typed update builders, a
+//! brute-force reference calculation, and a mirror that replays `Changes`.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use margay_policy::calc::CalcEngine;
+use margay_policy::desired::{
+    Changes, DesiredState, Direction, DirectionProgram, EndpointProgram, IpSetId, LocalEndpoint,
+    RouteTarget, Rule, RuleAction, RuleSet, RuleSetId, RuleSetOwner, SideMatch, TierProgram,
+    WorkloadEndpointKey,
+};
+use margay_policy::model::{
+    self, EndpointState, IpPool, Labels, Order, Policy, ProfileRules, ResourceKey, TierMetadata,
+    Update, Value, WorkloadEndpoint,
+};
+use margay_policy::names::{Id, InterfaceName};
+use margay_policy::selector::Selector;
+
+pub const ME: &str = "me";
+
+// ------------------------------------------------------------------ builders
+
+pub fn id(s: &str) -> Id {
+    Id::new(s).expect("test id")
+}
+
+pub fn iface(s: &str) -> InterfaceName {
+    InterfaceName::new(s).expect("test interface")
+}
+
+pub fn net(s: &str) -> IpNet {
+    s.parse().expect("test net")
+}
+
+pub fn sel(s: &str) -> Selector {
+    Selector::parse(s).expect("test selector")
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub fn ep_key(host: &str, workload: &str) -> WorkloadEndpointKey {
+    WorkloadEndpointKey {
+        host: host.into(),
+        orchestrator: "k8s".into(),
+        workload: workload.into(),
+        endpoint: id("eth0"),
+    }
+}
+
+/// An active endpoint with IPv4 addresses and profiles.
+pub fn wep(name: &str, v4: &[&str], profiles: &[&str]) -> WorkloadEndpoint {
+    WorkloadEndpoint {
+        state: EndpointState::Active,
+        name: iface(name),
+        mac: None,
+        profile_ids: profiles.iter().map(|p| id(p)).collect(),
+        ipv4_nets: v4
+            .iter()
+            .map(|a| a.parse::<Ipv4Net>().expect("v4"))
+            .collect(),
+        ipv6_nets: Vec::new(),
+        ipv4_gateway: None,
+        ipv6_gateway: None,
+        labels: Labels::new(),
+    }
+}
+
+pub fn with_labels(mut ep: WorkloadEndpoint, pairs: &[(&str, &str)]) -> WorkloadEndpoint {
+    ep.labels = labels(pairs);
+    ep
+}
+
+pub fn inactive(mut ep: WorkloadEndpoint) -> WorkloadEndpoint {
+    ep.state = EndpointState::Inactive;
+    ep
+}
+
+pub fn with_v6(mut ep: WorkloadEndpoint, v6: &[&str]) -> WorkloadEndpoint {
+    ep.ipv6_nets = v6
+        .iter()
+        .map(|a| a.parse::<Ipv6Net>().expect("v6"))
+        .collect();
+    ep
+}
+
+pub fn rule(action: RuleAction) -> model::Rule {
+    model::Rule {
+        action,
+        ip_version: None,
+        protocol: None,
+        not_protocol: None,
+        src: model::RuleSide::default(),
+        dst: model::RuleSide::default(),
+        icmp: None,
+        not_icmp: None,
+        log_prefix: None,
+    }
+}
+
+pub fn allow() -> model::Rule {
+    rule(RuleAction::Allow)
+}
+
+pub fn deny() -> model::Rule {
+    rule(RuleAction::Deny)
+}
+
+pub fn src_tag(mut r: model::Rule, tag: &str) -> model::Rule {
+    r.src.tag = Some(id(tag));
+    r
+}
+
+pub fn src_sel(mut r: model::Rule, s: &str) -> model::Rule {
+    r.src.selector = Some(sel(s));
+    r
+}
+
+pub fn dst_sel(mut r: model::Rule, s: &str) -> model::Rule {
+    r.dst.selector = Some(sel(s));
+    r
+}
+
+pub fn upd(key: ResourceKey, value: Option<Value>) -> Update {
+    Update { key, value }
+}
+
+pub fn u_ep(host: &str, workload: &str, ep: Option<WorkloadEndpoint>) -> Update {
+    upd(
+        ResourceKey::WorkloadEndpoint(ep_key(host, workload)),
+        ep.map(Value::WorkloadEndpoint),
+    )
+}
+
+pub fn u_rules(p: &str, inbound: Vec<model::Rule>, outbound: Vec<model::Rule>) -> Update {
+    upd(
+        ResourceKey::ProfileRules(id(p)),
+        Some(Value::ProfileRules(ProfileRules { inbound, outbound })),
+    )
+}
+
+pub fn u_tags(p: &str, tags: &[&str]) -> Update {
+    upd(
+        ResourceKey::ProfileTags(id(p)),
+        Some(Value::ProfileTags(tags.iter().map(|t| id(t)).collect())),
+    )
+}
+
+pub fn u_plabels(p: &str, pairs: &[(&str, &str)]) -> Update {
+    upd(
+        ResourceKey::ProfileLabels(id(p)),
+        Some(Value::ProfileLabels(labels(pairs))),
+    )
+}
+
+pub fn u_tier(t: &str, order: Order) -> Update {
+    upd(
+        ResourceKey::TierMetadata(id(t)),
+        Some(Value::TierMetadata(TierMetadata { order })),
+    )
+}
+
+pub fn u_policy(
+    t: &str,
+    p: &str,
+    selector: &str,
+    order: Order,
+    inbound: Vec<model::Rule>,
+    outbound: Vec<model::Rule>,
+) -> Update {
+    upd(
+        ResourceKey::Policy {
+            tier: id(t),
+            policy: id(p),
+        },
+        Some(Value::Policy(Policy {
+            selector: sel(selector),
+            order,
+            inbound,
+            outbound,
+        })),
+    )
+}
+
+pub fn u_pool(cidr: &str, masquerade: bool) -> Update {
+    upd(
+        ResourceKey::IpPool(net(cidr)),
+        Some(Value::IpPool(IpPool {
+            cidr: net(cidr),
+            masquerade,
+        })),
+    )
+}
+
+pub fn u_bird(host: &str, ip: &str) -> Update {
+    upd(
+        ResourceKey::HostIp(host.into()),
+        Some(Value::HostIp(ip.parse().expect("ip"))),
+    )
+}
+
+pub fn u_config(host: Option<&str>, name: &str, value: Option<&str>) -> Update {
+    let key = match host {
+        Some(h) => ResourceKey::HostConfig {
+            host: h.into(),
+            name: name.into(),
+        },
+        None => ResourceKey::GlobalConfig(name.into()),
+    };
+    upd(key, value.map(|v| Value::Config(v.into())))
+}
+
+pub fn rs_profile(p: &str, direction: Direction) -> RuleSetId {
+    RuleSetId {
+        owner: RuleSetOwner::Profile(id(p)),
+        direction,
+    }
+}
+
+pub fn rs_policy(t: &str, p: &str, direction: Direction) -> RuleSetId {
+    RuleSetId {
+        owner: RuleSetOwner::Policy {
+            tier: id(t),
+            policy: id(p),
+        },
+        direction,
+    }
+}
+
+pub fn tag_set(t: &str) -> IpSetId {
+    IpSetId::Tag(id(t))
+}
+
+pub fn sel_set(s: &str) -> IpSetId {
+    IpSetId::Selector(sel(s).canonical().to_owned())
+}
+
+pub fn nets(list: &[&str]) -> BTreeSet<IpNet> {
+    list.iter().map(|s| net(s)).collect()
+}
+
+pub fn engine_with(updates: impl IntoIterator<Item = Update>) -> CalcEngine {
+    let mut e = CalcEngine::new(ME);
+    for u in updates {
+        e.apply(u);
+    }
+    e
+}
+
+// -------------------------------------------------------------------- mirror
+
+/// Copies exactly the keys `changes` names from `state` into `mirror`.
+pub fn apply_changes(mirror: &mut DesiredState, state: &DesiredState, changes: &Changes) {
+    fn copy<K: Ord + Clone, V: Clone>(dst: &mut BTreeMap<K, V>, src: &BTreeMap<K, V>, k: &K) {
+        match src.get(k) {
+            Some(v) => {
+                dst.insert(k.clone(), v.clone());
+            }
+            None => {
+                dst.remove(k);
+            }
+        }
+    }
+    for k in &changes.endpoints {
+        copy(&mut mirror.endpoints, &state.endpoints, k);
+    }
+    for k in &changes.programs {
+        copy(&mut mirror.programs, &state.programs, k);
+    }
+    for k in &changes.rule_sets {
+        copy(&mut mirror.rule_sets, &state.rule_sets, k);
+    }
+    for k in &changes.ip_sets {
+        copy(&mut mirror.ip_sets, &state.ip_sets, k);
+    }
+    for (set, members) in &changes.ip_set_members {
+        assert!(
+            !changes.ip_sets.contains(set),
+            "member changes reported for a recreated set {set:?}"
+        );
+        let src = state
+            .ip_sets
+            .get(set)
+            .unwrap_or_else(|| panic!("member changes for absent set {set:?}"));
+        let dst = mirror
+            .ip_sets
+            .get_mut(set)
+            .unwrap_or_else(|| panic!("member changes for a set the mirror lacks {set:?}"));
+        for m in members {
+            if src.contains(m) {
+                dst.insert(*m);
+            } else {
+                dst.remove(m);
+            }
+        }
+    }
+    for k in &changes.routes {
+        copy(&mut mirror.routes, &state.routes, k);
+    }
+}
+
+// ----------------------------------------------------------------- reference
+
+/// The final datastore content: key → value (absent keys are not listed).
+pub type World = BTreeMap<ResourceKey, Value>;
+
+/// A deliberately naive, non-incremental calculation of the desired state,
+/// written from the data model's rules, to check the engine against.
+pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> DesiredState {
+    let mut endpoints: BTreeMap<WorkloadEndpointKey, &WorkloadEndpoint> = BTreeMap::new();
+    let mut rules: BTreeMap<Id, &ProfileRules> = BTreeMap::new();
+    let mut tags: BTreeMap<Id, &Vec<Id>> = BTreeMap::new();
+    let mut plabels: BTreeMap<Id, &Labels> = BTreeMap::new();
+    let mut tiers: BTreeMap<Id, Order> = BTreeMap::new();
+    let mut policies: BTreeMap<(Id, Id), &Policy> = BTreeMap::new();
+    let mut pools: Vec<&IpPool> = Vec::new();
+    let mut bird: BTreeMap<String, IpAddr> = BTreeMap::new();
+    for (k, v) in world {
+        match (k, v) {
+            (ResourceKey::WorkloadEndpoint(k), Value::WorkloadEndpoint(ep)) => {
+                endpoints.insert(k.clone(), ep);
+            }
+            (ResourceKey::ProfileRules(p), Value::ProfileRules(r)) => {
+                rules.insert(p.clone(), r);
+            }
+            (ResourceKey::ProfileTags(p), Value::ProfileTags(t)) => {
+                tags.insert(p.clone(), t);
+            }
+            (ResourceKey::ProfileLabels(p), Value::ProfileLabels(l)) => {
+                plabels.insert(p.clone(), l);
+            }
+            (ResourceKey::TierMetadata(t), Value::TierMetadata(m)) => {
+                tiers.insert(t.clone(), m.order);
+            }
+            (ResourceKey::Policy { tier, policy }, Value::Policy(p)) => {
+                policies.insert((tier.clone(), policy.clone()), p);
+            }
+            (ResourceKey::IpPool(_), Value::IpPool(p)) => pools.push(p),
+            (ResourceKey::HostIp(h), Value::HostIp(ip)) => {
+                bird.insert(h.clone(), *ip);
+            }
+            _ => {}
+        }
+    }
+    let eff_labels = |ep: &WorkloadEndpoint| {
+        let mut l = Labels::new();
+        for p in &ep.profile_ids {
+            if let Some(pl) = plabels.get(p) {
+                l.extend(pl.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        l.extend(ep.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        l
+    };
+    let cmp_order = |a: &Order, b: &Order| match (a, b) {
+        (Order::Number(x), Order::Number(y)) => x.total_cmp(y),
+        (Order::Number(_), Order::Default) => std::cmp::Ordering::Less,
+        (Order::Default, Order::Number(_)) => std::cmp::Ordering::Greater,
+        (Order::Default, Order::Default) => std::cmp::Ordering::Equal,
+    };
+
+    let mut state = DesiredState::default();
+    // Plumbed local endpoints: the smallest key per interface.
+    let mut owners: BTreeMap<InterfaceName, WorkloadEndpointKey> = BTreeMap::new();
+    for (k, ep) in &endpoints {
+        if k.host == host && ep.state == EndpointState::Active && ep.name.has_prefix(prefixes) {
+            owners.entry(ep.name.clone()).or_insert_with(|| k.clone());
+        }
+    }
+    for (ifc, k) in &owners {
+        let ep = endpoints[k];
+        state.endpoints.insert(
+            ifc.clone(),
+            LocalEndpoint {
+                key: k.clone(),
+                iface: ifc.clone(),
+                mac: ep.mac,
+                ipv4: ep.ipv4_nets.clone(),
+                ipv6: ep.ipv6_nets.clone(),
+            },
+        );
+        let l = eff_labels(ep);
+        let mut tier_list: Vec<(&Id, Order)> = tiers.iter().map(|(t, o)| (t, *o)).collect();
+        tier_list.sort_by(|a, b| cmp_order(&a.1, &b.1).then(a.0.cmp(b.0)));
+        let ok = !ep.profile_ids.is_empty() && ep.profile_ids.iter().all(|p| rules.contains_key(p));
+        let dir = |d: Direction| {
+            let mut tiers_out = Vec::new();
+            for (t, _) in &tier_list {
+                let mut pols: Vec<(&Id, Order)> = policies
+                    .iter()
+                    .filter(|((pt, _), p)| pt == *t && p.selector.matches(&l))
+                    .map(|((_, pid), p)| (pid, p.order))
+                    .collect();
+                pols.sort_by(|a, b| cmp_order(&a.1, &b.1).then(a.0.cmp(b.0)));
+                if !pols.is_empty() {
+                    tiers_out.push(TierProgram {
+                        tier: (*t).clone(),
+                        policies: pols
+                            .iter()
+                            .map(|(p, _)| RuleSetId {
+                                owner: RuleSetOwner::Policy {
+                                    tier: (*t).clone(),
+                                    policy: (*p).clone(),
+                                },
+                                direction: d,
+                            })
+                            .collect(),
+                    });
+                }
+            }
+            DirectionProgram {
+                tiers: tiers_out,
+                profiles: if ok {
+                    ep.profile_ids
+                        .iter()
+                        .map(|p| RuleSetId {
+                            owner: RuleSetOwner::Profile(p.clone()),
+                            direction: d,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                fail_closed: !ok,
+            }
+        };
+        state.programs.insert(
+            ifc.clone(),
+            EndpointProgram {
+                inbound: dir(Direction::Inbound),
+                outbound: dir(Direction::Outbound),
+            },
+        );
+    }
+    // Rule sets referenced by programs.
+    for prog in state.programs.values() {
+        for d in [&prog.inbound, &prog.outbound] {
+            for id in d.tiers.iter().flat_map(|t| &t.policies).chain(&d.profiles) {
+                let src: &[model::Rule] = match (&id.owner, id.direction) {
+                    (RuleSetOwner::Profile(p), Direction::Inbound) => &rules[p].inbound,
+                    (RuleSetOwner::Profile(p), Direction::Outbound) => &rules[p].outbound,
+                    (RuleSetOwner::Policy { tier, policy }, dir) => {
+                        let pol = policies[&(tier.clone(), policy.clone())];
+                        if dir == Direction::Inbound {
+                            &pol.inbound
+                        } else {
+                            &pol.outbound
+                        }
+                    }
+                };
+                state.rule_sets.insert(
+                    id.clone(),
+                    RuleSet {
+                        rules: src.iter().map(ref_rule).collect(),
+                    },
+                );
+            }
+        }
+    }
+    // Sets used by rule sets, members from every endpoint.
+    let mut used: BTreeSet<IpSetId> = BTreeSet::new();
+    for rs in state.rule_sets.values() {
+        for r in &rs.rules {
+            for side in [&r.src, &r.dst] {
+                for s in [&side.tag, &side.not_tag, &side.selector, &side.not_selector]
+                    .into_iter()
+                    .flatten()
+                {
+                    used.insert(s.clone());
+                }
+            }
+        }
+    }
+    for set in used {
+        let mut members = BTreeSet::new();
+        for ep in endpoints.values() {
+            let member = match &set {
+                IpSetId::Tag(t) => ep
+                    .profile_ids
+                    .iter()
+                    .any(|p| tags.get(p).is_some_and(|ts| ts.contains(t))),
+                IpSetId::Selector(s) => sel(s).matches(&eff_labels(ep)),
+                _ => false,
+            };
+            if member {
+                members.extend(ep.ipv4_nets.iter().map(|&n| IpNet::V4(n)));
+                members.extend(ep.ipv6_nets.iter().map(|&n| IpNet::V6(n)));
+            }
+        }
+        state.ip_sets.insert(set, members);
+    }
+    state.ip_sets.insert(
+        IpSetId::AllPools,
+        pools.iter().map(|p| p.cidr).collect(),
+    );
+    state.ip_sets.insert(
+        IpSetId::MasqueradePools,
+        pools.iter().filter(|p| p.masquerade).map(|p| p.cidr).collect(),
+    );
+    // Routes: plumbed local first, then remote active via bird_ip, then key.
+    let mut claims: BTreeMap<IpNet, (u8, WorkloadEndpointKey, RouteTarget)> = BTreeMap::new();
+    let mut claim = |n: IpNet, c: (u8, WorkloadEndpointKey, RouteTarget)| {
+        let better = match claims.get(&n) {
+            None => true,
+            Some(old) => (c.0, &c.1) < (old.0, &old.1),
+        };
+        if better {
+            claims.insert(n, c);
+        }
+    };
+    for (ifc, k) in &owners {
+        let ep = endpoints[k];
+        for n in ep.ipv4_nets.iter().map(|&n| IpNet::V4(n)).chain(ep.ipv6_nets.iter().map(|&n| IpNet::V6(n))) {
+            claim(n, (0, k.clone(), RouteTarget::Interface(ifc.clone())));
+        }
+    }
+    for (k, ep) in &endpoints {
+        if k.host == host || ep.state != EndpointState::Active {
+            continue;
+        }
+        let Some(gw) = bird.get(&k.host) else { continue };
+        for n in ep.ipv4_nets.iter().map(|&n| IpNet::V4(n)).chain(ep.ipv6_nets.iter().map(|&n| IpNet::V6(n))) {
+            if n.addr().is_ipv4() == gw.is_ipv4() {
+                claim(n, (1, k.clone(), RouteTarget::Gateway(*gw)));
+            }
+        }
+    }
+    state.routes = claims.into_iter().map(|(n, (_, _, t))| (n, t)).collect();
+    state
+}
+
+fn ref_side(s: &model::RuleSide) -> SideMatch {
+    SideMatch {
+        net: s.net,
+        not_net: s.not_net,
+        tag: s.tag.clone().map(IpSetId::Tag),
+        not_tag: s.not_tag.clone().map(IpSetId::Tag),
+        selector: s.selector.as_ref().map(|x| IpSetId::Selector(x.canonical().into())),
+        not_selector: s
+            .not_selector
+            .as_ref()
+            .map(|x| IpSetId::Selector(x.canonical().into())),
+        ports: s.ports.clone(),
+        not_ports: s.not_ports.clone(),
+    }
+}
+
+fn ref_rule(r: &model::Rule) -> Rule {
+    Rule {
+        action: r.action.clone(),
+        ip_version: r.ip_version,
+        protocol: r.protocol,
+        not_protocol: r.not_protocol,
+        src: ref_side(&r.src),
+        dst: ref_side(&r.dst),
+        icmp: r.icmp,
+        not_icmp: r.not_icmp,
+        log_prefix: r.log_prefix.clone(),
+    }
+}
