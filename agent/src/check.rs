@@ -394,7 +394,29 @@ pub async fn connect_etcd(
     tokio::time::timeout(timeout, connect)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {} s", timeout.as_secs()))?
-        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+        .map_err(|e| anyhow::anyhow!(describe_etcd_error(&e)))
+}
+
+/// An etcd client error in words: for a gRPC status its message and the
+/// causes behind it (e.g. `tcp connect error: Connection refused (os error
+/// 111)`), not the status's debug dump.
+pub fn describe_etcd_error(error: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return error_chain(error);
+    };
+    let message = status.message();
+    let mut deepest = None;
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        deepest = Some(e.to_string());
+        source = e.source();
+    }
+    match deepest {
+        Some(cause) if message.is_empty() => cause,
+        Some(cause) if !message.contains(&cause) => format!("{message}: {cause}"),
+        _ if message.is_empty() => format!("{:?}", status.code()),
+        _ => message.to_string(),
+    }
 }
 
 /// An error and its sources, `: `-separated (etcd's transport errors hide
@@ -449,7 +471,7 @@ async fn probe_etcd(settings: &Settings) -> anyhow::Result<EtcdProbe> {
     tokio::time::timeout(PROBE_TIMEOUT, probe)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {} s", PROBE_TIMEOUT.as_secs()))?
-        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+        .map_err(|e| anyhow::anyhow!(describe_etcd_error(&e)))
 }
 
 async fn etcd_checks(settings: &Settings) -> Vec<CheckResult> {
@@ -664,6 +686,22 @@ mod tests {
                     .hint
                     .contains("etcdctl put /calico/v1/Ready true")
         );
+    }
+
+    #[tokio::test]
+    async fn refused_etcd_is_described_in_words() {
+        // A loopback port that was free a moment ago: connecting is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut s = settings();
+        s.etcd_endpoints = vec![format!("http://127.0.0.1:{port}")];
+        let err = probe_etcd(&s).await.expect_err("nothing listens there");
+        let text = format!("{err:#}");
+        assert!(text.contains("connect"), "{text}");
+        assert_eq!(text.matches("connect error").count(), 1, "repeated: {text}");
+        assert!(!text.contains("MetadataMap"), "debug dump leaked: {text}");
     }
 
     #[test]

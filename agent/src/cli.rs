@@ -77,9 +77,9 @@ pub fn command() -> Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(with_options(Command::new("run").about("Run the agent")))
-        .subcommand(with_options(
-            Command::new("check").about("Check config, etcd, kernel and tools; non-zero on a problem"),
-        ))
+        .subcommand(with_options(Command::new("check").about(
+            "Check config, etcd, kernel and tools; non-zero on a problem",
+        )))
         .subcommand(with_options(
             Command::new("plan")
                 .about("Show what a sync would change right now; writes nothing")
@@ -164,8 +164,12 @@ async fn dispatch(name: &str, loader: SettingsLoader, resolved: Resolved, json: 
     }
     let result = match name {
         "run" => crate::run::run_agent(loader, resolved, log).await,
-        "check" => crate::check::run_check(&settings).await.map(|ok| ok.then_some(())),
-        "plan" => crate::plan::run_plan(&settings, json).await.map(Some),
+        "check" => crate::check::run_check(&settings)
+            .await
+            .map(|ok| ok.then_some(())),
+        "plan" => crate::plan::run_plan(loader, &settings, json)
+            .await
+            .map(Some),
         "status" => crate::status_cmd::run_status(&settings).await.map(Some),
         _ => return ExitCode::from(EXIT_USAGE),
     };
@@ -193,11 +197,32 @@ mod tests {
     fn run_takes_every_documented_option() {
         let m = command()
             .try_get_matches_from([
-                "margay", "run", "--config", "/x.toml", "--hostname", "h1",
-                "--etcd-endpoints", "http://a:1,http://b:2", "--etcd-ca-file", "/ca",
-                "--etcd-cert-file", "/c", "--etcd-key-file", "/k", "--etcd-prefix", "/calico",
-                "--dataplane", "none", "--refresh-interval", "5", "--metrics-addr", "127.0.0.1:0",
-                "--log-format", "json", "--log-level", "debug",
+                "margay",
+                "run",
+                "--config",
+                "/x.toml",
+                "--hostname",
+                "h1",
+                "--etcd-endpoints",
+                "http://a:1,http://b:2",
+                "--etcd-ca-file",
+                "/ca",
+                "--etcd-cert-file",
+                "/c",
+                "--etcd-key-file",
+                "/k",
+                "--etcd-prefix",
+                "/calico",
+                "--dataplane",
+                "none",
+                "--refresh-interval",
+                "5",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
             ])
             .expect("parses");
         let (name, sub) = m.subcommand().expect("subcommand");
@@ -206,7 +231,10 @@ mod tests {
         assert_eq!(map.len(), 13);
         assert_eq!(map["etcd_endpoints"], "http://a:1,http://b:2");
         assert_eq!(map["dataplane"], "none");
-        assert_eq!(sub.get_one::<PathBuf>("config"), Some(&PathBuf::from("/x.toml")));
+        assert_eq!(
+            sub.get_one::<PathBuf>("config"),
+            Some(&PathBuf::from("/x.toml"))
+        );
     }
 
     #[test]
@@ -215,13 +243,20 @@ mod tests {
             let m = command()
                 .try_get_matches_from(["margay", sub, "--dataplane", "iptables", "--hostname", "h"])
                 .expect("parses");
-            assert_eq!(option_map(m.subcommand().expect("sub").1)["dataplane"], "iptables");
+            assert_eq!(
+                option_map(m.subcommand().expect("sub").1)["dataplane"],
+                "iptables"
+            );
         }
         let m = command()
             .try_get_matches_from(["margay", "plan", "--json"])
             .expect("parses");
         assert!(m.subcommand().expect("sub").1.get_flag("json"));
-        assert!(command().try_get_matches_from(["margay", "run", "--json"]).is_err());
-        assert!(command().try_get_matches_from(["margay", "run", "--bogus", "1"]).is_err());
+        assert!(command()
+            .try_get_matches_from(["margay", "run", "--json"])
+            .is_err());
+        assert!(command()
+            .try_get_matches_from(["margay", "run", "--bogus", "1"])
+            .is_err());
     }
 }

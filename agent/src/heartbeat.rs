@@ -223,7 +223,8 @@ impl Reporter {
                 failed |= self.report_status(cfg.ttl_secs).await.is_err();
             }
             if endpoints_dirty || retry_at.is_some_and(|t| now >= t) {
-                let want = desired_endpoint_docs(&self.keys, &endpoints.borrow(), cfg.endpoints_enabled);
+                let want =
+                    desired_endpoint_docs(&self.keys, &endpoints.borrow(), cfg.endpoints_enabled);
                 match self.sync_endpoints(want).await {
                     Ok(()) => endpoints_dirty = false,
                     Err(_) => failed = true,
@@ -256,7 +257,12 @@ impl Reporter {
         self.written = listed
             .kvs()
             .iter()
-            .filter_map(|kv| Some((kv.key_str().ok()?.to_owned(), kv.value_str().ok()?.to_owned())))
+            .filter_map(|kv| {
+                Some((
+                    kv.key_str().ok()?.to_owned(),
+                    kv.value_str().ok()?.to_owned(),
+                ))
+            })
             .collect();
         self.client = Some(client.clone());
         Ok(client)
@@ -281,20 +287,35 @@ impl Reporter {
         let timeout = self.etcd.request_timeout;
         let doc = status_document(SystemTime::now(), self.started.elapsed(), self.first_update);
         let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
-        let lease = timed(timeout, "lease grant", client.lease_grant(ttl, None)).await?.id();
+        let lease = timed(timeout, "lease grant", client.lease_grant(ttl, None))
+            .await?
+            .id();
         let opts = PutOptions::new().with_lease(lease);
-        timed(timeout, "put status", client.put(self.keys.status(), doc.clone(), Some(opts))).await?;
+        timed(
+            timeout,
+            "put status",
+            client.put(self.keys.status(), doc.clone(), Some(opts)),
+        )
+        .await?;
         // The key now rides on the new lease; the old one can go.
         if let Some(old) = self.lease.replace(lease) {
             let _ = timed(timeout, "lease revoke", client.lease_revoke(old)).await;
         }
-        timed(timeout, "put last status", client.put(self.keys.last_reported(), doc, None)).await?;
+        timed(
+            timeout,
+            "put last status",
+            client.put(self.keys.last_reported(), doc, None),
+        )
+        .await?;
         self.first_update = false;
         Ok(())
     }
 
     /// Makes the endpoint status keys equal to `want` (key → document).
-    pub async fn sync_endpoints(&mut self, want: BTreeMap<String, String>) -> Result<(), SyncError> {
+    pub async fn sync_endpoints(
+        &mut self,
+        want: BTreeMap<String, String>,
+    ) -> Result<(), SyncError> {
         let result = self.try_sync_endpoints(want).await;
         if let Err(e) = &result {
             self.forget_client(e);
@@ -302,7 +323,10 @@ impl Reporter {
         result
     }
 
-    async fn try_sync_endpoints(&mut self, want: BTreeMap<String, String>) -> Result<(), SyncError> {
+    async fn try_sync_endpoints(
+        &mut self,
+        want: BTreeMap<String, String>,
+    ) -> Result<(), SyncError> {
         if want == self.written {
             return Ok(());
         }
@@ -315,12 +339,22 @@ impl Reporter {
             .cloned()
             .collect();
         for key in stale {
-            timed(timeout, "delete endpoint status", client.delete(key.clone(), None::<DeleteOptions>)).await?;
+            timed(
+                timeout,
+                "delete endpoint status",
+                client.delete(key.clone(), None::<DeleteOptions>),
+            )
+            .await?;
             self.written.remove(&key);
         }
         for (key, doc) in want {
             if self.written.get(&key) != Some(&doc) {
-                timed(timeout, "put endpoint status", client.put(key.clone(), doc.clone(), None)).await?;
+                timed(
+                    timeout,
+                    "put endpoint status",
+                    client.put(key.clone(), doc.clone(), None),
+                )
+                .await?;
                 self.written.insert(key, doc);
             }
         }
@@ -378,20 +412,29 @@ mod tests {
 
     #[test]
     fn documents_have_the_felix_fields() {
-        let doc: serde_json::Value =
-            serde_json::from_str(&status_document(UNIX_EPOCH, Duration::from_millis(1500), true))
-                .expect("json");
+        let doc: serde_json::Value = serde_json::from_str(&status_document(
+            UNIX_EPOCH,
+            Duration::from_millis(1500),
+            true,
+        ))
+        .expect("json");
         assert_eq!(doc["time"], "1970-01-01T00:00:00Z");
         assert_eq!(doc["uptime"], 1.5);
         assert_eq!(doc["first_update"], true);
-        assert_eq!(endpoint_document(EndpointStatus::Error), r#"{"status":"error"}"#);
+        assert_eq!(
+            endpoint_document(EndpointStatus::Error),
+            r#"{"status":"error"}"#
+        );
     }
 
     #[test]
     fn keys_follow_the_datamodel() {
         let keys = StatusKeys::new("/calico/felix/v1", "h1");
         assert_eq!(keys.status(), "/calico/felix/v1/host/h1/status");
-        assert_eq!(keys.last_reported(), "/calico/felix/v1/host/h1/last_reported_status");
+        assert_eq!(
+            keys.last_reported(),
+            "/calico/felix/v1/host/h1/last_reported_status"
+        );
         let ep = WorkloadEndpointKey {
             host: "h1".into(),
             orchestrator: "k8s".into(),

@@ -9,8 +9,15 @@
 //!   [`status_cmd`]: observability and the other subcommands.
 #![forbid(unsafe_code)]
 
+pub mod check;
+pub mod cli;
+pub mod heartbeat;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod plan;
+pub mod run;
+pub mod settings;
+pub mod status_cmd;
 pub mod sync;

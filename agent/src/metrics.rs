@@ -221,11 +221,7 @@ impl CountGauges {
                 "Valid tiered policies in the datastore",
                 &self.policies,
             ),
-            (
-                "margay_routes",
-                "Routes programmed by margay",
-                &self.routes,
-            ),
+            ("margay_routes", "Routes programmed by margay", &self.routes),
             (
                 "margay_chains",
                 "Firewall chains programmed by margay",

@@ -29,10 +29,7 @@ pub struct ConfigFileChoice {
 }
 
 /// Picks the config file: the flag, else the environment, else the default.
-pub fn choose_config_file(
-    flag: Option<&Path>,
-    env: &BTreeMap<String, String>,
-) -> ConfigFileChoice {
+pub fn choose_config_file(flag: Option<&Path>, env: &BTreeMap<String, String>) -> ConfigFileChoice {
     if let Some(path) = flag {
         return ConfigFileChoice {
             path: path.to_path_buf(),
@@ -56,7 +53,9 @@ pub fn read_config_file(choice: &ConfigFileChoice) -> anyhow::Result<Option<Stri
     match std::fs::read_to_string(&choice.path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !choice.required => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read config file {}", choice.path.display())),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot read config file {}", choice.path.display()))
+        }
     }
 }
 
@@ -182,7 +181,10 @@ mod tests {
         let flag = Path::new("/flag.toml");
         assert_eq!(choose_config_file(Some(flag), &env).path, flag);
         let c = choose_config_file(None, &env);
-        assert_eq!((c.path.as_path(), c.required), (Path::new("/env.toml"), true));
+        assert_eq!(
+            (c.path.as_path(), c.required),
+            (Path::new("/env.toml"), true)
+        );
         let c = choose_config_file(None, &BTreeMap::new());
         assert_eq!(c.path, Path::new(DEFAULT_CONFIG_FILE));
         assert!(!c.required);
@@ -191,8 +193,13 @@ mod tests {
     #[test]
     fn a_named_file_must_exist_the_default_need_not() {
         let missing = scratch("missing").join("nope.toml");
-        let err = SettingsLoader::new(BTreeMap::new(), BTreeMap::new(), Some(&missing), Some("h".into()))
-            .expect_err("missing explicit file");
+        let err = SettingsLoader::new(
+            BTreeMap::new(),
+            BTreeMap::new(),
+            Some(&missing),
+            Some("h".into()),
+        )
+        .expect_err("missing explicit file");
         assert!(format!("{err:#}").contains("nope.toml"), "{err:#}");
         let optional = ConfigFileChoice {
             path: missing,
@@ -206,9 +213,13 @@ mod tests {
         let dir = scratch("reload");
         let file = dir.join("margay.toml");
         std::fs::write(&file, "log_level = \"info\"\ndataplane = \"none\"\n").expect("write");
-        let mut loader =
-            SettingsLoader::new(BTreeMap::new(), BTreeMap::new(), Some(&file), Some("h1".into()))
-                .expect("loads");
+        let mut loader = SettingsLoader::new(
+            BTreeMap::new(),
+            BTreeMap::new(),
+            Some(&file),
+            Some("h1".into()),
+        )
+        .expect("loads");
         let first = loader.resolve().expect("resolves").settings;
         assert_eq!(first.log_level, margay_config::LogLevel::Info);
 
@@ -223,15 +234,22 @@ mod tests {
         // A broken file is refused and the last good one stays in force.
         std::fs::write(&file, "log_level = \"loud\"\n").expect("write");
         assert!(loader.reload_file().is_err());
-        assert_eq!(loader.resolve().expect("still fine").settings.log_level, margay_config::LogLevel::Debug);
+        assert_eq!(
+            loader.resolve().expect("still fine").settings.log_level,
+            margay_config::LogLevel::Debug
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn datastore_layers_are_replaced_not_accumulated() {
-        let mut loader =
-            SettingsLoader::new(BTreeMap::new(), BTreeMap::new(), Some(Path::new("/dev/null")), Some("h".into()))
-                .expect("loads");
+        let mut loader = SettingsLoader::new(
+            BTreeMap::new(),
+            BTreeMap::new(),
+            Some(Path::new("/dev/null")),
+            Some("h".into()),
+        )
+        .expect("loads");
         let r = loader
             .resolve_with_datastore(map(&[("InterfacePrefix", "tap")]), BTreeMap::new())
             .expect("resolves");

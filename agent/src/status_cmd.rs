@@ -337,7 +337,7 @@ pub async fn run_status(settings: &Settings) -> anyhow::Result<()> {
             Some(etcd_client::GetOptions::new().with_prefix()),
         )
         .await
-        .map_err(|e| anyhow::anyhow!(crate::check::error_chain(&e)))
+        .map_err(|e| anyhow::anyhow!(crate::check::describe_etcd_error(&e)))
         .with_context(|| format!("cannot read {status_prefix}/host/"))?;
     let data = client
         .get(
@@ -349,7 +349,7 @@ pub async fn run_status(settings: &Settings) -> anyhow::Result<()> {
             ),
         )
         .await
-        .map_err(|e| anyhow::anyhow!(crate::check::error_chain(&e)))
+        .map_err(|e| anyhow::anyhow!(crate::check::describe_etcd_error(&e)))
         .with_context(|| format!("cannot read {data_prefix}/host/"))?;
     let status_kvs: Vec<(String, Vec<u8>)> = status
         .kvs()

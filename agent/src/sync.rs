@@ -57,9 +57,9 @@ pub enum SyncError {
     Request {
         /// What we were doing.
         op: &'static str,
-        /// The client's error.
+        /// The client's error (boxed: it is large).
         #[source]
-        source: etcd_client::Error,
+        source: Box<etcd_client::Error>,
     },
     /// An etcd request took too long.
     #[error("etcd {0} timed out")]
@@ -356,7 +356,10 @@ where
 {
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(SyncError::Request { op, source }),
+        Ok(Err(source)) => Err(SyncError::Request {
+            op,
+            source: Box::new(source),
+        }),
         Err(_) => Err(SyncError::Timeout(op)),
     }
 }
@@ -640,7 +643,7 @@ impl Syncer {
                 Err(source) => {
                     return SessionEnd::Reconnect(SyncError::Request {
                         op: "watch",
-                        source,
+                        source: Box::new(source),
                     })
                 }
             };

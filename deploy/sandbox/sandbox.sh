@@ -120,7 +120,9 @@ sb_spawn() {
   local ns=$1 logfile=$2
   shift 2
   setsid ip netns exec "$ns" "$@" </dev/null >>"$logfile" 2>&1 &
-  echo $!
+  local pid=$!
+  disown "$pid" # no "Killed" job reports from this shell at teardown
+  echo "$pid"
 }
 
 sb_etcdctl() {
@@ -346,14 +348,16 @@ sb_time_until_open() {
 # line in parallel, prints a table (rows: sources, columns: dst:port) and returns 0 only
 # when every observation matches its expectation.
 sb_matrix() {
-  local spec=$1 dir rows cols src dst port exp n=0 bad=0 line cell obs
+  local spec=$1 dir rows cols src dst port exp n=0 bad=0 line cell obs pids=()
   dir=$(mktemp -d)
   while read -r src dst port exp; do
     [[ -z "$src" || "$src" == \#* ]] && continue
     n=$((n + 1))
     (if sb_probe "$src" "$dst" "$port"; then echo allow; else echo deny; fi) >"$dir/$src,$dst:$port" &
+    pids+=($!)
   done <"$spec"
-  wait
+  # Only our probes: a bare `wait` would also wait for the sandbox's daemons.
+  wait "${pids[@]}"
   rows=$(awk '!/^#/ && NF { print $1 }' "$spec" | awk '!seen[$0]++')
   cols=$(awk '!/^#/ && NF { print $2 ":" $3 }' "$spec" | awk '!seen[$0]++')
   printf '  %-16s' "from \\ to"

@@ -33,15 +33,14 @@ pub mod rule;
 pub mod save;
 pub mod variant;
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use margay_policy::desired::IpVersion;
 
 pub use self::plan::Plan;
-use self::plan::{Builtins, Known, FAMILIES};
+use self::plan::{Known, FAMILIES};
 pub use self::variant::Variant;
-use super::model::{Hook, ObservedRuleset};
+use super::model::ObservedRuleset;
 use super::{FirewallBackend, FirewallError, FirewallOp};
 use crate::netns::NetnsTarget;
 
@@ -104,21 +103,16 @@ impl IptablesBackend {
         self.variant
     }
 
-    /// Builds the texts `ops` would write, reading what it needs first (our
-    /// objects if not known yet, the built-in chains the ops hook into).
+    /// Builds the texts `ops` would write, reading our objects first if
+    /// they are not known yet (at start, or after a failed apply).
     pub fn plan(&mut self, ops: &[FirewallOp]) -> Result<Plan, FirewallError> {
-        let known = match self.known.take() {
-            Some(k) => k,
-            None => {
-                self.observe()?;
-                self.known.take().unwrap_or_default()
-            }
-        };
-        let planned = self
-            .read_builtins(ops)
-            .and_then(|builtins| plan::plan(ops, &known, &builtins));
-        self.known = Some(known);
-        planned
+        if self.known.is_none() {
+            self.observe()?;
+        }
+        match &self.known {
+            Some(known) => plan::plan(ops, known),
+            None => plan::plan(ops, &Known::default()),
+        }
     }
 
     /// Runs a plan made by [`IptablesBackend::plan`].
@@ -160,41 +154,11 @@ impl IptablesBackend {
         exec::run(&self.netns, "ipset", &["-exist", "restore"], Some(text)).map(drop)
     }
 
-    fn save(
-        &self,
-        family: IpVersion,
-        table: Option<Table>,
-    ) -> Result<save::FamilyDump, FirewallError> {
-        let args: Vec<&str> = match table {
-            Some(t) => vec!["-t", t.name()],
-            None => Vec::new(),
-        };
-        let text = exec::run(&self.netns, self.variant.save_bin(family), &args, None)?;
+    /// One family's `iptables-save`, all tables (one process; only filter
+    /// and nat are looked at).
+    fn save(&self, family: IpVersion) -> Result<save::FamilyDump, FirewallError> {
+        let text = exec::run(&self.netns, self.variant.save_bin(family), &[], None)?;
         Ok(save::parse(&text))
-    }
-
-    /// The current rules of the built-in chains `ops` attach hooks to.
-    fn read_builtins(&self, ops: &[FirewallOp]) -> Result<Builtins, FirewallError> {
-        let hooks: BTreeSet<Hook> = ops
-            .iter()
-            .filter_map(|op| match op {
-                FirewallOp::AttachHook { hook, .. } => Some(*hook),
-                _ => None,
-            })
-            .collect();
-        let tables: BTreeSet<Table> = hooks.iter().map(|h| plan::hook_chain(*h).0).collect();
-        let mut out = Builtins::new();
-        for family in FAMILIES {
-            for table in &tables {
-                let dump = self.save(family, Some(*table))?;
-                for (hook, rules) in dump.builtins {
-                    if hooks.contains(&hook) {
-                        out.insert((family, hook), rules);
-                    }
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -205,13 +169,18 @@ impl FirewallBackend for IptablesBackend {
 
     fn observe(&mut self) -> Result<ObservedRuleset, FirewallError> {
         self.known = None;
-        let v4 = self.save(IpVersion::V4, None)?;
-        let v6 = self.save(IpVersion::V6, None)?;
+        let v4 = self.save(IpVersion::V4)?;
+        let v6 = self.save(IpVersion::V6)?;
         let merged = save::merge(&v4, &v6);
         let sets = ipset::parse_save(&exec::run(&self.netns, "ipset", &["save"], None)?);
+        let builtins = [(IpVersion::V4, v4), (IpVersion::V6, v6)]
+            .into_iter()
+            .flat_map(|(f, dump)| dump.builtins.into_iter().map(move |(h, r)| ((f, h), r)))
+            .collect();
         self.known = Some(Known {
             chains: merged.tables,
             sets: sets.headers.clone(),
+            builtins,
         });
         Ok(ObservedRuleset {
             chains: merged.chains,

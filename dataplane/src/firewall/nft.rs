@@ -80,7 +80,7 @@ pub struct NftBackend {
 impl NftBackend {
     /// The default backend (netlink) acting in `netns`.
     pub fn new(netns: NetnsTarget) -> Result<Self, FirewallError> {
-        Self::with_mode(netns, NftMode::Tool)
+        Self::with_mode(netns, NftMode::Netlink)
     }
 
     /// A backend using `mode`.

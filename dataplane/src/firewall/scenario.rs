@@ -220,3 +220,45 @@ pub fn changes_between(old: &DesiredState, new: &DesiredState) -> Changes {
     }
     c
 }
+
+/// The scale scenario of the benchmarks: `endpoints` endpoints over 100
+/// profiles of 10 rules per direction (tcp port from a tag), 100 tags of
+/// 1,000 members each. With 1,000 endpoints this lowers to about 14,000
+/// generic rules and 100,000 set members.
+pub fn scale_state(endpoints: usize) -> DesiredState {
+    const PROFILES: usize = 100;
+    const RULES: usize = 10;
+    const TAGS: usize = 100;
+    const MEMBERS: usize = 1_000;
+    let mut b = DesiredBuilder::new();
+    for p in 0..PROFILES {
+        let rules = |dir: usize| -> Vec<Rule> {
+            (0..RULES)
+                .map(|r| {
+                    let mut x = rule(RuleAction::Allow);
+                    x.ip_version = Some(margay_policy::desired::IpVersion::V4);
+                    x.protocol = Some(margay_policy::desired::Protocol(6));
+                    x.src.tag = Some(IpSetId::Tag(id(&format!("tag{}", (p + r + dir) % TAGS))));
+                    let port = 1000 + u16::try_from(r).unwrap_or(0);
+                    x.dst.ports = vec![margay_policy::desired::PortRange { lo: port, hi: port }];
+                    x
+                })
+                .collect()
+        };
+        b.profile(&format!("prof{p}"), rules(0), rules(1));
+    }
+    for t in 0..TAGS {
+        let members: BTreeSet<IpNet> = (0..MEMBERS)
+            .map(|m| {
+                let n = t * MEMBERS + m;
+                net(&format!("10.{}.{}.{}/32", 100 + n / 65536, (n / 256) % 256, n % 256))
+            })
+            .collect();
+        b.state.ip_sets.insert(IpSetId::Tag(id(&format!("tag{t}"))), members);
+    }
+    for e in 0..endpoints {
+        let addr = format!("10.0.{}.{}/32", e / 250, 1 + e % 250);
+        b.endpoint(&format!("cali{e:05}"), &addr, &[&format!("prof{}", e % PROFILES)]);
+    }
+    b.build()
+}

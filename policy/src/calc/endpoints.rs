@@ -151,6 +151,15 @@ impl CalcEngine {
             return;
         };
         self.apply_membership(e, Vec::new(), Vec::new());
+        // Unhook it from the indexes before anything else can run: tearing
+        // down its plumbing may activate sets for other endpoints, and those
+        // must not find this one.
+        let (profiles, class) = {
+            let ep = &mut self.eps.slab[e];
+            (std::mem::take(&mut ep.profiles), ep.class)
+        };
+        self.index_profiles(e, &profiles, &[]);
+        self.leave_class(e, class);
         if self.eps.slab[e].local {
             self.retarget_claim(e, None, false);
             self.eps.locals.remove(key);
@@ -163,10 +172,7 @@ impl CalcEngine {
                 }
             }
         }
-        if let Some(ep) = self.eps.slab.remove(e) {
-            self.index_profiles(e, &ep.profiles, &[]);
-            self.leave_class(e, ep.class);
-        }
+        self.eps.slab.remove(e);
     }
 
     /// Recomputes which active sets `e` belongs to, and with which addresses.

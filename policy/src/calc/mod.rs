@@ -215,6 +215,8 @@ impl CalcEngine {
     /// Parses a raw datastore key/value and applies it. Keys margay does not
     /// read are ignored. On an invalid value the object it names is removed
     /// (invalid means absent) and the error is returned for logging.
+    // The error is `update`'s, returned as is (the caller logs and counts it).
+    #[allow(clippy::result_large_err)]
     pub fn apply_raw(
         &mut self,
         prefix: &str,

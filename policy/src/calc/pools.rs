@@ -45,18 +45,21 @@ impl CalcEngine {
         if old == pool {
             return;
         }
-        for (p, add) in [(old, false), (pool, true)] {
-            let Some(p) = p else { continue };
-            let pools = &mut self.pools;
-            count(&mut pools.all, &mut self.out, &IpSetId::AllPools, p.cidr, add);
-            if p.masquerade {
-                count(
-                    &mut pools.masquerade,
-                    &mut self.out,
-                    &IpSetId::MasqueradePools,
-                    p.cidr,
-                    add,
-                );
+        let all = |p: &Option<IpPool>| p.as_ref().map(|p| p.cidr);
+        let masq = |p: &Option<IpPool>| p.as_ref().filter(|p| p.masquerade).map(|p| p.cidr);
+        let pools = &mut self.pools;
+        for (counts, id, old, new) in [
+            (&mut pools.all, IpSetId::AllPools, all(&old), all(&pool)),
+            (&mut pools.masquerade, IpSetId::MasqueradePools, masq(&old), masq(&pool)),
+        ] {
+            if old == new {
+                continue;
+            }
+            if let Some(net) = old {
+                count(counts, &mut self.out, &id, net, false);
+            }
+            if let Some(net) = new {
+                count(counts, &mut self.out, &id, net, true);
             }
         }
     }

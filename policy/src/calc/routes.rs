@@ -59,7 +59,7 @@ impl CalcEngine {
             .copied()
             .filter(|n| n.addr().is_ipv4() == gw.is_ipv4())
             .collect();
-        (!nets.is_empty()).then(|| RouteClaim {
+        (!nets.is_empty()).then_some(RouteClaim {
             target: RouteTarget::Gateway(gw),
             nets,
         })

@@ -39,6 +39,10 @@ pub struct Known {
     pub chains: BTreeMap<ObjectName, BTreeSet<Table>>,
     /// Our sets and their headers.
     pub sets: BTreeMap<ObjectName, SetHeader>,
+    /// The rules of the built-in chains our hooks live in. Hook rules are
+    /// removed by their saved text, so a stale entry can only make an apply
+    /// fail (and the next one re-read), never remove a rule not ours.
+    pub builtins: Builtins,
 }
 
 /// Current rules of built-in chains, per family and hook.
@@ -88,7 +92,7 @@ pub fn hook_chain(hook: Hook) -> (Table, &'static str) {
 }
 
 /// Builds the plan for `ops`.
-pub fn plan(ops: &[FirewallOp], known: &Known, builtins: &Builtins) -> Result<Plan, FirewallError> {
+pub fn plan(ops: &[FirewallOp], known: &Known) -> Result<Plan, FirewallError> {
     let sets = set_intents(ops)?;
     let chains = chain_intents(ops)?;
     let hooks = hook_intents(ops)?;
@@ -103,7 +107,7 @@ pub fn plan(ops: &[FirewallOp], known: &Known, builtins: &Builtins) -> Result<Pl
     for family in FAMILIES {
         let mut sections: BTreeMap<Table, Section> = BTreeMap::new();
         write_chains(&mut sections, &chains, &tables, known, family, &set_family)?;
-        write_hooks(&mut sections, &hooks, builtins, family);
+        write_hooks(&mut sections, &hooks, &mut next.builtins, family);
         let text = match family {
             IpVersion::V4 => &mut p.v4,
             IpVersion::V6 => &mut p.v6,
@@ -394,30 +398,35 @@ fn delete_chain(s: &mut Section, name: &ObjectName) {
 }
 
 /// Puts each hook's rule first in its built-in chain, exactly once, unless
-/// it already is; never touches rules that are not ours.
+/// it already is; never touches rules that are not ours. `builtins` is
+/// updated to what the chains hold afterwards.
 fn write_hooks(
     sections: &mut BTreeMap<Table, Section>,
     hooks: &BTreeMap<Hook, ObjectName>,
-    builtins: &Builtins,
+    builtins: &mut Builtins,
     family: IpVersion,
 ) {
-    let none = Vec::new();
     for (hook, chain) in hooks {
         let (table, builtin) = hook_chain(*hook);
-        let current = builtins.get(&(family, *hook)).unwrap_or(&none);
-        let ours: Vec<&BuiltinRule> = current.iter().filter(|r| r.ours.is_some()).collect();
-        let in_place =
-            current.first().and_then(|r| r.ours.as_ref()) == Some(chain) && ours.len() == 1;
+        let current = builtins.entry((family, *hook)).or_default();
+        let ours = current.iter().filter(|r| r.ours.is_some()).count();
+        let in_place = current.first().and_then(|r| r.ours.as_ref()) == Some(chain) && ours == 1;
         if in_place {
             continue;
         }
         let s = sections.entry(table).or_default();
-        for r in ours {
+        for r in current.iter().filter(|r| r.ours.is_some()) {
             let _ = writeln!(s.hooks, "-D {builtin} {}", r.spec);
         }
-        let _ = writeln!(
-            s.hooks,
-            "-I {builtin} 1 -m comment --comment {HOOK_COMMENT} -j {chain}"
+        let spec = format!("-m comment --comment {HOOK_COMMENT} -j {chain}");
+        let _ = writeln!(s.hooks, "-I {builtin} 1 {spec}");
+        current.retain(|r| r.ours.is_none());
+        current.insert(
+            0,
+            BuiltinRule {
+                spec,
+                ours: Some(chain.clone()),
+            },
         );
     }
 }
@@ -485,7 +494,7 @@ mod tests {
                 chain: name("margay-nat-post"),
             },
         ];
-        let p = plan(&ops, &Known::default(), &Builtins::new()).expect("plan");
+        let p = plan(&ops, &Known::default()).expect("plan");
         assert_eq!(
             p.ipset_pre,
             "create margay-t4-a hash:net family inet hashsize 1024 maxelem 1048576\n\
@@ -537,14 +546,14 @@ mod tests {
                 chain: name("margay-np"),
             },
         ];
-        let p = plan(&ops, &Known::default(), &Builtins::new()).expect("plan");
+        let p = plan(&ops, &Known::default()).expect("plan");
         assert_eq!(p.next.chains[&name("margay-nq")], [Table::Nat].into());
         // Later, a delta rewriting only margay-nq stays in nat.
         let delta = vec![FirewallOp::ReplaceChain {
             name: name("margay-nq"),
             rules: vec![],
         }];
-        let p2 = plan(&delta, &p.next, &Builtins::new()).expect("plan");
+        let p2 = plan(&delta, &p.next).expect("plan");
         assert_eq!(p2.v4, "*nat\n:margay-nq - [0:0]\nCOMMIT\n");
     }
 
@@ -562,17 +571,25 @@ mod tests {
             spec: "-j DOCKER".into(),
             ours: None,
         };
-        let mut b = Builtins::new();
+        let mut known = Known::default();
         for f in FAMILIES {
-            b.insert((f, Hook::Forward), vec![ours.clone(), foreign.clone()]);
+            known
+                .builtins
+                .insert((f, Hook::Forward), vec![ours.clone(), foreign.clone()]);
         }
-        assert!(plan(&ops, &Known::default(), &b).expect("plan").is_empty());
-        b.insert(
+        assert!(plan(&ops, &known).expect("plan").is_empty());
+        known.builtins.insert(
             (IpVersion::V6, Hook::Forward),
             vec![foreign.clone(), ours.clone()],
         );
-        let p = plan(&ops, &Known::default(), &b).expect("plan");
+        let p = plan(&ops, &known).expect("plan");
         assert_eq!(p.v4, "");
+        // Afterwards ours is first in both families, the foreign rule kept.
+        assert_eq!(
+            p.next.builtins[&(IpVersion::V6, Hook::Forward)],
+            vec![ours, foreign]
+        );
+        assert!(plan(&ops, &p.next).expect("plan").is_empty());
         assert_eq!(
             p.v6,
             "*filter\n-D FORWARD -m comment --comment margay-hook -j margay-forward\n\
@@ -604,7 +621,7 @@ mod tests {
                 name: name("margay-t4-old"),
             },
         ];
-        let p = plan(&ops, &known, &Builtins::new()).expect("plan");
+        let p = plan(&ops, &known).expect("plan");
         let want = "*filter\n:margay-a - [0:0]\n:margay-old - [0:0]\n-X margay-old\nCOMMIT\n";
         assert_eq!(p.v4, want);
         assert_eq!(p.v6, want);
@@ -654,7 +671,7 @@ mod tests {
                 family: IpVersion::V4,
             },
         ];
-        let p = plan(&ops, &known, &Builtins::new()).expect("plan");
+        let p = plan(&ops, &known).expect("plan");
         let tmp = ObjectName::generate("tmp", "margay-a");
         assert_eq!(
             p.ipset_pre,
@@ -678,11 +695,11 @@ mod tests {
         let ops = vec![FirewallOp::DeleteChain {
             name: name("INPUT"),
         }];
-        assert!(plan(&ops, &Known::default(), &Builtins::new()).is_err());
+        assert!(plan(&ops, &Known::default()).is_err());
         let ops = vec![FirewallOp::AttachHook {
             hook: Hook::Input,
             chain: name("ACCEPT"),
         }];
-        assert!(plan(&ops, &Known::default(), &Builtins::new()).is_err());
+        assert!(plan(&ops, &Known::default()).is_err());
     }
 }

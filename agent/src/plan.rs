@@ -1,0 +1,142 @@
+//! `margay plan`: what a sync would change right now. Writes nothing.
+//!
+//! Lists the datastore once (the same paginated list the agent uses), runs
+//! the calculation over it with the datastore settings applied, reads what
+//! the kernel has (our own routes and firewall objects only) and prints the
+//! difference, as text or (`--json`) as one JSON document:
+//!
+//! ```text
+//! {"hostname": "h1", "revision": 42, "keys": 17, "ready": true,
+//!  "invalid": [{"key": "...", "reason": "..."}],
+//!  "problems": ["endpoint ...: profile p is missing or invalid; ..."],
+//!  "plan": {"routes": [...], "firewall": [...]}}
+//! ```
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use margay_config::Settings;
+use margay_dataplane::Dataplane;
+use margay_policy::calc::CalcEngine;
+use serde_json::json;
+
+use crate::run::{dataplane_config, firewall_settings, DatastoreConfig};
+use crate::settings::SettingsLoader;
+use crate::sync::{connect_any, list_all, EtcdConfig, DEFAULT_PAGE_SIZE};
+
+/// What the datastore says this host should look like.
+#[derive(Debug)]
+pub struct Computed {
+    /// The calculation after the whole list.
+    pub calc: CalcEngine,
+    /// Settings with the datastore layers applied.
+    pub settings: Settings,
+    /// The list's revision.
+    pub revision: i64,
+    /// Keys listed.
+    pub keys: usize,
+    /// Invalid keys and why.
+    pub invalid: BTreeMap<String, String>,
+}
+
+/// Lists the datastore and computes the desired state.
+pub async fn compute(
+    settings: &Settings,
+    loader: Option<&mut SettingsLoader>,
+) -> anyhow::Result<Computed> {
+    let etcd = EtcdConfig::from_settings(settings);
+    let prefix = settings.data_prefix();
+    let mut start = 0;
+    let mut conn = connect_any(&etcd, &mut start, &format!("{prefix}/Ready"))
+        .await
+        .context("cannot reach etcd")?;
+    let (revision, listed) = list_all(
+        &mut conn.client,
+        &format!("{prefix}/"),
+        DEFAULT_PAGE_SIZE,
+        etcd.request_timeout,
+    )
+    .await
+    .context("cannot list the datastore")?;
+
+    let mut datastore = DatastoreConfig::new(&prefix, &settings.hostname);
+    for kv in &listed {
+        datastore.observe(&kv.key, Some(&kv.value));
+    }
+    let settings = match loader {
+        Some(loader) => {
+            loader
+                .resolve_with_datastore(datastore.global.clone(), datastore.host.clone())?
+                .settings
+        }
+        None => settings.clone(),
+    };
+
+    let mut calc = CalcEngine::new(settings.hostname.clone());
+    calc.set_interface_prefixes(settings.interface_prefixes.clone());
+    let mut invalid = BTreeMap::new();
+    for kv in &listed {
+        if let Err(e) = calc.apply_raw(&prefix, &kv.key, Some(&kv.value)) {
+            invalid.insert(kv.key.clone(), e.reason);
+        }
+    }
+    Ok(Computed {
+        calc,
+        settings,
+        revision,
+        keys: listed.len(),
+        invalid,
+    })
+}
+
+/// Runs `margay plan`; prints to stdout. `loader` holds the local layers
+/// (command line, environment, file); the datastore layers come from the list.
+pub async fn run_plan(
+    mut loader: SettingsLoader,
+    settings: &Settings,
+    json: bool,
+) -> anyhow::Result<()> {
+    let computed = compute(settings, Some(&mut loader)).await?;
+    let effective = computed.settings.clone();
+    let mut dp = Dataplane::new(dataplane_config(&effective))
+        .await
+        .context("cannot open the dataplane")?;
+    dp.start().await.context("cannot read the dataplane")?;
+    let plan = dp
+        .plan(computed.calc.state(), &firewall_settings(&effective))
+        .await
+        .context("cannot compute the plan")?;
+    let problems = computed.calc.problems();
+    if json {
+        let doc = json!({
+            "hostname": effective.hostname,
+            "revision": computed.revision,
+            "keys": computed.keys,
+            "ready": computed.calc.ready(),
+            "invalid": computed.invalid.iter().map(|(k, r)| json!({"key": k, "reason": r})).collect::<Vec<_>>(),
+            "problems": problems,
+            "plan": plan.to_json(),
+        });
+        println!("{doc}");
+        return Ok(());
+    }
+    println!(
+        "host {} at datastore revision {} ({} keys)",
+        effective.hostname, computed.revision, computed.keys
+    );
+    if !computed.calc.ready() {
+        println!("note: the datastore is not Ready; a running agent would program nothing yet");
+    }
+    for (key, reason) in &computed.invalid {
+        println!(
+            "invalid key {}: {}",
+            crate::logging::sanitize(key),
+            crate::logging::sanitize(reason)
+        );
+    }
+    for p in &problems {
+        println!("problem: {}", crate::logging::sanitize(p));
+    }
+    print!("{plan}");
+    Ok(())
+}

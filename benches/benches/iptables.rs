@@ -1,0 +1,354 @@
+//! iptables backend against the raw tools, side by side in one run.
+//!
+//! For each iptables variant: full programming of a 1,000-endpoint host
+//! (about 10,000 generic rules, 100,000 set members) and a one-endpoint
+//! change, each timed as margay's `write` (plan + render + tools) and as the
+//! bare `ipset restore` + `iptables-restore --noflush` of the very same text
+//! in a second throw-away namespace. Prints a table with medians and ratios.
+//! Needs root; `MARGAY_BENCH_REPS` sets the repetitions (default 5).
+//!
+//! Run: `cargo bench -p margay-benches --bench iptables`.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use margay_dataplane::firewall::diff::{diff, observed_of};
+use margay_dataplane::firewall::iptables::{IptablesBackend, Plan, Variant};
+use margay_dataplane::firewall::lower::lower;
+use margay_dataplane::firewall::model::ObservedRuleset;
+use margay_dataplane::firewall::scenario::{id, rule, DesiredBuilder};
+use margay_dataplane::firewall::{FirewallBackend, FirewallOp, FirewallSettings};
+use margay_dataplane::netns::NetnsTarget;
+use margay_policy::desired::{
+    DesiredState, IpSetId, IpVersion, PortRange, Protocol, RuleAction, SideMatch,
+};
+
+const ENDPOINTS: usize = 1_000;
+const PROFILES: usize = 100;
+const RULES_PER_PROFILE_DIRECTION: usize = 10;
+const TAGS: usize = 100;
+const MEMBERS_PER_TAG: usize = 1_000;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace for the life of the value.
+struct Ns {
+    name: String,
+}
+
+impl Ns {
+    fn new() -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("mgy-bench-ipt-{}-{n}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot create namespace {name}");
+        Ns { name }
+    }
+
+    fn target(&self) -> NetnsTarget {
+        NetnsTarget::named(&self.name).expect("valid namespace name")
+    }
+
+    /// Runs `program args < stdin` inside, as an operator would by hand.
+    fn pipe(&self, program: &str, args: &[&str], stdin: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tool");
+        if let Some(mut pipe) = child.stdin.take() {
+            pipe.write_all(stdin.as_bytes()).expect("feed tool");
+        }
+        let out = child.wait_with_output().expect("wait tool");
+        assert!(
+            out.status.success(),
+            "{program} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The scale scenario: endpoints spread over profiles whose rules use tags.
+fn scenario(extra_endpoint: bool) -> DesiredState {
+    let mut b = DesiredBuilder::new();
+    for p in 0..PROFILES {
+        let rules = |dir: usize| {
+            (0..RULES_PER_PROFILE_DIRECTION)
+                .map(|r| {
+                    let mut x = rule(RuleAction::Allow);
+                    x.ip_version = Some(IpVersion::V4);
+                    x.protocol = Some(Protocol(6));
+                    x.src = SideMatch {
+                        tag: Some(IpSetId::Tag(id(&format!("tag{}", (p + r + dir) % TAGS)))),
+                        ..SideMatch::default()
+                    };
+                    let port = 1000 + u16::try_from(r).expect("small");
+                    x.dst.ports = vec![PortRange { lo: port, hi: port }];
+                    x
+                })
+                .collect::<Vec<_>>()
+        };
+        b.profile(&format!("prof{p}"), rules(0), rules(1));
+    }
+    for t in 0..TAGS {
+        let members: Vec<String> = (0..MEMBERS_PER_TAG)
+            .map(|m| {
+                let n = t * MEMBERS_PER_TAG + m;
+                format!("10.{}.{}.{}/32", 100 + n / 65536, (n / 256) % 256, n % 256)
+            })
+            .collect();
+        let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+        b.set(IpSetId::Tag(id(&format!("tag{t}"))), &refs);
+    }
+    let endpoints = ENDPOINTS + usize::from(extra_endpoint);
+    for e in 0..endpoints {
+        let addr = format!("10.0.{}.{}/32", e / 250, 1 + e % 250);
+        b.endpoint(
+            &format!("cali{e:05}"),
+            &addr,
+            &[&format!("prof{}", e % PROFILES)],
+        );
+    }
+    b.build()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+/// Runs a plan's texts with the bare tools.
+fn raw_apply(ns: &Ns, variant: Variant, plan: &Plan) -> Duration {
+    let t = Instant::now();
+    if !plan.ipset_pre.is_empty() {
+        ns.pipe("ipset", &["-exist", "restore"], &plan.ipset_pre);
+    }
+    for f in [IpVersion::V4, IpVersion::V6] {
+        if !plan.iptables(f).is_empty() {
+            ns.pipe(
+                variant.restore_bin(f),
+                Variant::RESTORE_ARGS,
+                plan.iptables(f),
+            );
+        }
+    }
+    if !plan.ipset_post.is_empty() {
+        ns.pipe("ipset", &["-exist", "restore"], &plan.ipset_post);
+    }
+    t.elapsed()
+}
+
+struct Row {
+    what: &'static str,
+    margay: Duration,
+    raw: Duration,
+}
+
+fn print_rows(variant: Variant, rows: &[Row], extra: &[(&str, Duration)]) {
+    println!("\niptables variant: {}", variant.name());
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "case (median)", "margay ms", "raw ms", "ratio"
+    );
+    for r in rows {
+        let ratio = r.margay.as_secs_f64() / r.raw.as_secs_f64().max(1e-9);
+        println!(
+            "{:<34} {:>12} {:>12} {:>7.2}x",
+            r.what,
+            ms(r.margay),
+            ms(r.raw),
+            ratio
+        );
+    }
+    for (what, d) in extra {
+        println!("{:<34} {:>12}", what, ms(*d));
+    }
+}
+
+fn count_lines(plan: &Plan) -> (usize, usize) {
+    let rules = plan
+        .v4
+        .lines()
+        .chain(plan.v6.lines())
+        .filter(|l| l.starts_with("-A "))
+        .count();
+    let members = plan
+        .ipset_pre
+        .lines()
+        .filter(|l| l.starts_with("add "))
+        .count();
+    (rules, members)
+}
+
+/// Full programming, `reps` times, each in fresh namespaces.
+fn bench_full(variant: Variant, ops: &[FirewallOp], reps: usize) -> (Row, Duration, Duration) {
+    let (mut margay, mut raw, mut observe, mut render) = (vec![], vec![], vec![], vec![]);
+    for i in 0..reps {
+        let (a, b) = (Ns::new(), Ns::new());
+        let mut be = IptablesBackend::with_variant(&a.target(), variant);
+        let t = Instant::now();
+        be.observe().expect("observe empty");
+        observe.push(t.elapsed());
+        let mut plan_be = IptablesBackend::with_variant(&b.target(), variant);
+        plan_be.observe().expect("observe empty");
+        let t = Instant::now();
+        let plan = plan_be.plan(ops).expect("plan");
+        render.push(t.elapsed());
+        if i == 0 {
+            let (rules, members) = count_lines(&plan);
+            println!(
+                "full program ({}): {rules} kernel rules (v4+v6), {members} set members, {} KiB text",
+                variant.name(),
+                (plan.v4.len() + plan.v6.len() + plan.ipset_pre.len()) / 1024
+            );
+        }
+        // Alternate who goes first so neither always runs on a warmer system.
+        let run_margay = |be: &mut IptablesBackend| {
+            let t = Instant::now();
+            be.write(ops).expect("margay full write");
+            t.elapsed()
+        };
+        if i % 2 == 0 {
+            margay.push(run_margay(&mut be));
+            raw.push(raw_apply(&b, variant, &plan));
+        } else {
+            raw.push(raw_apply(&b, variant, &plan));
+            margay.push(run_margay(&mut be));
+        }
+        if i == 0 {
+            let seen = be.observe().expect("read back");
+            let again = plan_be.observe().expect("read back raw");
+            assert_eq!(seen, again, "margay and raw namespaces differ");
+        }
+    }
+    let row = Row {
+        what: "full programming (write)",
+        margay: median(margay),
+        raw: median(raw),
+    };
+    (row, median(observe), median(render))
+}
+
+/// One-endpoint change back and forth on a fully programmed host.
+fn bench_delta(
+    variant: Variant,
+    full: &[FirewallOp],
+    fwd: &[FirewallOp],
+    back: &[FirewallOp],
+    reps: usize,
+) -> (Row, Duration) {
+    let (a, b) = (Ns::new(), Ns::new());
+    let mut be = IptablesBackend::with_variant(&a.target(), variant);
+    be.write(full).expect("full write");
+    let mut raw_be = IptablesBackend::with_variant(&b.target(), variant);
+    raw_be.write(full).expect("full write raw");
+    let (mut margay, mut raw, mut read) = (vec![], vec![], vec![]);
+    for i in 0..reps * 2 {
+        let ops = if i % 2 == 0 { fwd } else { back };
+        // Texts for the raw side come from margay's planner on the other
+        // namespace (untimed); planning is pure for these ops.
+        let plan = raw_be.plan(ops).expect("plan delta");
+        if i == 0 {
+            let (rules, members) = count_lines(&plan);
+            println!(
+                "one-endpoint change ({}): {} ops, {rules} kernel rules, {members} members added",
+                variant.name(),
+                ops.len()
+            );
+        }
+        let t = Instant::now();
+        be.write(ops).expect("margay delta");
+        margay.push(t.elapsed());
+        raw.push(raw_apply(&b, variant, &plan));
+        raw_be.apply(plan.clone()).ok();
+        let t = Instant::now();
+        be.observe().expect("read back");
+        read.push(t.elapsed());
+    }
+    let row = Row {
+        what: "one-endpoint change (write)",
+        margay: median(margay),
+        raw: median(raw),
+    };
+    (row, median(read))
+}
+
+/// Effective uid 0, from /proc (no extra dependency).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+fn main() {
+    if !is_root() {
+        println!("iptables bench skipped: needs root (network namespaces)");
+        return;
+    }
+    // `cargo bench` passes --bench; a filter argument not naming us skips.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.is_some_and(|f| !"iptables".contains(&f)) {
+        return;
+    }
+    let reps: usize = std::env::var("MARGAY_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let settings = FirewallSettings::default();
+    let t = Instant::now();
+    let s0 = lower(&scenario(false), &settings);
+    let s1 = lower(&scenario(true), &settings);
+    let lower_time = t.elapsed();
+    let full = diff(&s0, &ObservedRuleset::default(), None);
+    let fwd = diff(&s1, &observed_of(&s0), None);
+    let back = diff(&s0, &observed_of(&s1), None);
+    let rules: usize = s0.chains.values().map(Vec::len).sum();
+    let members: usize = s0.sets.values().map(|s| s.members.len()).sum();
+    let sets: BTreeSet<&IpNet> = s0.sets.values().flat_map(|s| &s.members).collect();
+    println!(
+        "scenario: {ENDPOINTS} endpoints, {} chains, {rules} generic rules, {} sets, {members} members ({} distinct); lowering both states {} ms; reps {reps}",
+        s0.chains.len(),
+        s0.sets.len(),
+        sets.len(),
+        ms(lower_time)
+    );
+    for variant in [Variant::Nft, Variant::Legacy] {
+        let (full_row, observe_empty, render) = bench_full(variant, &full, reps);
+        let (delta_row, read_back) = bench_delta(variant, &full, &fwd, &back, reps);
+        print_rows(
+            variant,
+            &[full_row, delta_row],
+            &[
+                ("plan+render full program (in write)", render),
+                ("observe, empty namespace", observe_empty),
+                ("observe, full program (drift read)", read_back),
+            ],
+        );
+    }
+}
