@@ -21,6 +21,9 @@ check promtool prometheus
 check systemd-analyze systemd
 check sysctl procps
 check make make
+# The metrics end-to-end test parses /metrics with the reference OpenMetrics parser.
+/usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1 \
+  || need+=(python3-prometheus-client)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

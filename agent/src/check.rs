@@ -125,7 +125,7 @@ fn read_proc(path: &str) -> Option<String> {
 
 /// Root, or at least CAP_NET_ADMIN and CAP_NET_RAW, from `/proc/self/status`.
 pub fn check_capabilities(status: &Option<String>) -> CheckResult {
-    const NAME: &str = "permissions (CAP_NET_ADMIN, CAP_NET_RAW)";
+    const NAME: &str = "permissions";
     let hint = "run as root, or grant CAP_NET_ADMIN and CAP_NET_RAW (deploy/margay.service does)";
     let Some(effective) = status.as_deref().and_then(effective_caps) else {
         return CheckResult::problem(NAME, "cannot read CapEff from /proc/self/status", hint);
@@ -143,9 +143,9 @@ pub fn check_capabilities(status: &Option<String>) -> CheckResult {
         let who = if nix::unistd::Uid::effective().is_root() {
             "root"
         } else {
-            "capabilities granted"
+            "not root"
         };
-        CheckResult::ok(NAME, who)
+        CheckResult::ok(NAME, format!("{who}; CAP_NET_ADMIN, CAP_NET_RAW effective"))
     } else {
         CheckResult::problem(NAME, format!("missing {}", missing.join(", ")), hint)
     }

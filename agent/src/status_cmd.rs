@@ -9,9 +9,9 @@
 //! host:
 //!
 //! ```text
-//! HOST    STATE  LAST REPORT           AGE  UPTIME  ENDPOINTS  UP  DOWN  ERROR
-//! node-1  alive  2024-05-01T10:00:00Z  12s  3h04m   4          4   0     0
-//! node-2  gone   2024-05-01T09:00:00Z  1h0m 20m00s  1          -   -     -
+//! HOST    STATE  LAST REPORT           AGE    UPTIME  ENDPOINTS  UP  DOWN  ERROR
+//! node-1  alive  2024-05-01T10:00:00Z  12s    3h04m   4          4   0     0
+//! node-2  gone   2024-05-01T09:00:00Z  1h00m  20m00s  1          -   -     -
 //! ```
 //!
 //! STATE is `alive` (a leased `status` key exists), `gone` (only

@@ -19,7 +19,7 @@ use ipnet::IpNet;
 use margay_dataplane::firewall::diff::{diff, observed_of};
 use margay_dataplane::firewall::iptables::{IptablesBackend, Plan, Variant};
 use margay_dataplane::firewall::lower::lower;
-use margay_dataplane::firewall::model::ObservedRuleset;
+use margay_dataplane::firewall::model::{fnv1a64, ObservedRuleset};
 use margay_dataplane::firewall::scenario::{id, rule, DesiredBuilder};
 use margay_dataplane::firewall::{FirewallBackend, FirewallOp, FirewallSettings};
 use margay_dataplane::netns::NetnsTarget;
@@ -108,24 +108,26 @@ fn scenario(extra_endpoint: bool) -> DesiredState {
         };
         b.profile(&format!("prof{p}"), rules(0), rules(1));
     }
+    let endpoints = ENDPOINTS + usize::from(extra_endpoint);
+    let addr = |e: usize| format!("10.0.{}.{}/32", e / 250, 1 + e % 250);
     for t in 0..TAGS {
-        let members: Vec<String> = (0..MEMBERS_PER_TAG)
+        let mut members: Vec<String> = (0..MEMBERS_PER_TAG)
             .map(|m| {
                 let n = t * MEMBERS_PER_TAG + m;
                 format!("10.{}.{}.{}/32", 100 + n / 65536, (n / 256) % 256, n % 256)
             })
             .collect();
+        if t == 0 && extra_endpoint {
+            // The new endpoint carries tag0: one member more.
+            members.push(addr(ENDPOINTS));
+        }
         let refs: Vec<&str> = members.iter().map(String::as_str).collect();
         b.set(IpSetId::Tag(id(&format!("tag{t}"))), &refs);
     }
-    let endpoints = ENDPOINTS + usize::from(extra_endpoint);
     for e in 0..endpoints {
-        let addr = format!("10.0.{}.{}/32", e / 250, 1 + e % 250);
-        b.endpoint(
-            &format!("cali{e:05}"),
-            &addr,
-            &[&format!("prof{}", e % PROFILES)],
-        );
+        // Interface names like the CNI plugin's: prefix + hex of a hash.
+        let ifname = format!("cali{:011x}", fnv1a64(&e.to_le_bytes()) >> 20);
+        b.endpoint(&ifname, &addr(e), &[&format!("prof{}", e % PROFILES)]);
     }
     b.build()
 }

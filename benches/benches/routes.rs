@@ -5,7 +5,9 @@
 //! Run as root: `cargo bench -p margay-benches --bench routes`. Sizes come
 //! from `MARGAY_BENCH_ROUTES` (comma list, default `10000,50000`), rounds
 //! from `MARGAY_BENCH_ROUNDS` (default 3; the median is reported).
-//! Prints routes per second for add and delete, and margay / ip.
+//! Prints routes per second of wall time for add and delete, and margay / ip;
+//! then the same per second of CPU time (user + system, from
+//! `/proc/self/stat`; 10 ms ticks), which a busy machine disturbs less.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -41,11 +43,43 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
         .unwrap_or_else(|| default.to_vec())
 }
 
+/// CPU time used so far by this process and by its waited-for children.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    own: Duration,
+    children: Duration,
+}
+
+fn cpu_now() -> Cpu {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<u64> = after_comm
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Fields 14-17 of proc(5) (utime, stime, cutime, cstime) are 11-14 after the comm.
+    let tick = |i: usize| f.get(i).copied().unwrap_or(0);
+    let ms = |t: u64| Duration::from_millis(t * 10);
+    Cpu {
+        own: ms(tick(11) + tick(12)),
+        children: ms(tick(13) + tick(14)),
+    }
+}
+
+/// Wall time and CPU time of one measured step.
+#[derive(Debug, Clone, Copy, Default)]
+struct Took {
+    wall: Duration,
+    cpu: Duration,
+}
+
 fn setup(ns: &TestNetns) {
     for i in 0..IFACES {
         let name = iface_name(i);
         let peer = format!("{name}p");
-        ns.exec_ok(&["ip", "link", "add", &name, "type", "veth", "peer", "name", &peer]);
+        ns.exec_ok(&[
+            "ip", "link", "add", &name, "type", "veth", "peer", "name", &peer,
+        ]);
         ns.exec_ok(&["ip", "link", "set", &name, "up"]);
         ns.exec_ok(&["ip", "link", "set", &peer, "up"]);
     }
@@ -58,32 +92,48 @@ fn count_ours(ns: &TestNetns) -> usize {
 }
 
 /// Writes an `ip -batch` file and times `ip -n <ns> -batch` on it.
-fn ip_batch(ns: &TestNetns, lines: impl Iterator<Item = String>) -> Duration {
+fn ip_batch(ns: &TestNetns, lines: impl Iterator<Item = String>) -> Took {
     let path = std::env::temp_dir().join(format!("margay-bench-routes-{}.txt", std::process::id()));
     let mut f = std::fs::File::create(&path).expect("batch file");
     for l in lines {
         writeln!(f, "{l}").expect("write batch file");
     }
     drop(f);
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_now());
     let out = Command::new("ip")
         .args(["-n", ns.name(), "-batch"])
         .arg(&path)
         .output()
         .expect("run ip");
-    let took = t0.elapsed();
+    let took = Took {
+        wall: t0.elapsed(),
+        cpu: cpu_now().children.saturating_sub(c0.children),
+    };
     let _ = std::fs::remove_file(&path);
-    assert!(out.status.success(), "ip -batch failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip -batch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     took
 }
 
-fn ip_round(ns: &TestNetns, n: usize) -> (Duration, Duration) {
+fn ip_round(ns: &TestNetns, n: usize) -> (Took, Took) {
     let add = ip_batch(
         ns,
-        (0..n).map(|i| format!("route add {} dev {} scope link proto {PROTO}", dst(i), iface_name(i))),
+        (0..n).map(|i| {
+            format!(
+                "route add {} dev {} scope link proto {PROTO}",
+                dst(i),
+                iface_name(i)
+            )
+        }),
     );
     assert_eq!(count_ours(ns), n, "ip added every route");
-    let del = ip_batch(ns, (0..n).map(|i| format!("route del {} proto {PROTO}", dst(i))));
+    let del = ip_batch(
+        ns,
+        (0..n).map(|i| format!("route del {} proto {PROTO}", dst(i))),
+    );
     assert_eq!(count_ours(ns), 0, "ip deleted every route");
     (add, del)
 }
@@ -94,13 +144,15 @@ fn desired(n: usize) -> DesiredState {
         .collect();
     let mut d = DesiredState::default();
     for i in 0..n {
-        d.routes
-            .insert(IpNet::V4(dst(i)), RouteTarget::Interface(ifaces[i % IFACES].clone()));
+        d.routes.insert(
+            IpNet::V4(dst(i)),
+            RouteTarget::Interface(ifaces[i % IFACES].clone()),
+        );
     }
     d
 }
 
-async fn margay_round(ns: &TestNetns, d: &DesiredState) -> (Duration, Duration) {
+async fn margay_round(ns: &TestNetns, d: &DesiredState) -> (Took, Took) {
     let n = d.routes.len();
     let mut dp = Dataplane::new(DataplaneConfig {
         backend: BackendKind::None,
@@ -115,14 +167,24 @@ async fn margay_round(ns: &TestNetns, d: &DesiredState) -> (Duration, Duration) 
         routes: d.routes.keys().copied().collect(),
         ..Changes::default()
     };
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_now());
     let r = dp.apply(d, &changes, &settings).await.expect("apply adds");
-    let add = t0.elapsed();
-    assert_eq!((r.routes, r.failures.len()), (n, 0), "margay added every route");
+    let add = Took {
+        wall: t0.elapsed(),
+        cpu: cpu_now().own.saturating_sub(c0.own),
+    };
+    assert_eq!(
+        (r.routes, r.failures.len()),
+        (n, 0),
+        "margay added every route"
+    );
     assert_eq!(count_ours(ns), n);
     let empty = DesiredState::default();
     let t0 = Instant::now();
-    let r = dp.apply(&empty, &changes, &settings).await.expect("apply deletes");
+    let r = dp
+        .apply(&empty, &changes, &settings)
+        .await
+        .expect("apply deletes");
     let del = t0.elapsed();
     assert_eq!(r.routes, n, "margay deleted every route");
     assert_eq!(count_ours(ns), 0);
@@ -135,7 +197,34 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn rate(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64()
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+/// Samples of one step over all rounds.
+#[derive(Default)]
+struct Samples(Vec<Took>);
+
+impl Samples {
+    fn wall(&self) -> Duration {
+        median(self.0.iter().map(|t| t.wall).collect())
+    }
+
+    /// Total CPU over the rounds (ticks are coarse; totals smooth them).
+    fn cpu_total(&self) -> Duration {
+        self.0.iter().map(|t| t.cpu).sum()
+    }
+}
+
+fn line(label: &str, n: usize, ip: (Duration, Duration), mg: (Duration, Duration)) {
+    println!(
+        "{label:>5} {n:>8} | {:>12.0} {:>12.0} {:>5.2}x | {:>12.0} {:>12.0} {:>5.2}x",
+        rate(n, ip.0),
+        rate(n, mg.0),
+        ip.0.as_secs_f64() / mg.0.as_secs_f64().max(1e-9),
+        rate(n, ip.1),
+        rate(n, mg.1),
+        ip.1.as_secs_f64() / mg.1.as_secs_f64().max(1e-9),
+    );
 }
 
 fn main() {
@@ -149,33 +238,36 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    println!("routes bench: {IFACES} veth interfaces, /32 dev routes, proto {PROTO}, median of {rounds} rounds");
     println!(
-        "{:>8} | {:>12} {:>12} {:>6} | {:>12} {:>12} {:>6}",
-        "routes", "ip add/s", "margay add/s", "ratio", "ip del/s", "margay del/s", "ratio"
+        "routes bench: {IFACES} veth interfaces, /32 dev routes, proto {PROTO}, {rounds} rounds \
+         (wall: median; cpu: total over rounds)"
+    );
+    println!(
+        "{:>5} {:>8} | {:>12} {:>12} {:>6} | {:>12} {:>12} {:>6}",
+        "", "routes", "ip add/s", "margay add/s", "ratio", "ip del/s", "margay del/s", "ratio"
     );
     for n in sizes {
         let ns = TestNetns::new("bench-rt");
         setup(&ns);
         let d = desired(n);
-        let (mut ia, mut id, mut ma, mut md) = (vec![], vec![], vec![], vec![]);
+        let (mut ia, mut id, mut ma, mut md) = Default::default();
+        let all: [&mut Samples; 4] = [&mut ia, &mut id, &mut ma, &mut md];
+        let [ia, id, ma, md] = all;
         for _ in 0..rounds {
             let (a, del) = ip_round(&ns, n);
-            ia.push(a);
-            id.push(del);
+            ia.0.push(a);
+            id.0.push(del);
             let (a, del) = rt.block_on(margay_round(&ns, &d));
-            ma.push(a);
-            md.push(del);
+            ma.0.push(a);
+            md.0.push(del);
         }
-        let (ia, id, ma, md) = (median(ia), median(id), median(ma), median(md));
-        println!(
-            "{n:>8} | {:>12.0} {:>12.0} {:>5.2}x | {:>12.0} {:>12.0} {:>5.2}x",
-            rate(n, ia),
-            rate(n, ma),
-            ia.as_secs_f64() / ma.as_secs_f64(),
-            rate(n, id),
-            rate(n, md),
-            id.as_secs_f64() / md.as_secs_f64(),
+        line("wall", n, (ia.wall(), id.wall()), (ma.wall(), md.wall()));
+        let total = n * rounds;
+        line(
+            "cpu",
+            total,
+            (ia.cpu_total(), id.cpu_total()),
+            (ma.cpu_total(), md.cpu_total()),
         );
     }
 }

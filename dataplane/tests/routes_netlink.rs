@@ -297,3 +297,33 @@ async fn plans_show_the_route_diff_and_write_nothing() {
     let plan = dp.plan(&d, &settings).await.expect("plan");
     assert!(plan.routes.is_empty(), "{plan}");
 }
+
+#[tokio::test]
+async fn our_own_writes_cause_no_events_even_in_bulk() {
+    if !require_root("our_own_writes_cause_no_events_even_in_bulk") {
+        return;
+    }
+    let ns = TestNetns::new("rt-echo");
+    veth(&ns, "cali1");
+    let (mut dp, mut events) = dataplane(&ns).await;
+    let mut d = DesiredState::default();
+    for i in 0..20_000u32 {
+        let ip = std::net::Ipv4Addr::from(0x0a42_0000 + i);
+        d.routes.insert(
+            net(&format!("{ip}/32")),
+            RouteTarget::Interface(iface("cali1")),
+        );
+    }
+    let r = apply(&mut dp, &d, &all_changes(&d, None)).await;
+    assert_eq!(r.routes, 20_000);
+    let empty = DesiredState::default();
+    let r = apply(&mut dp, &empty, &all_changes(&empty, Some(&d))).await;
+    assert_eq!(r.routes, 20_000);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    while let Ok(ev) = events.try_recv() {
+        assert!(
+            !matches!(ev, DataplaneEvent::Route { .. } | DataplaneEvent::Overrun),
+            "echo of our own write: {ev:?}"
+        );
+    }
+}

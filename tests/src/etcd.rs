@@ -41,6 +41,7 @@ pub struct EtcdServer {
     peer_port: u16,
     child: Option<Child>,
     tls: Option<TlsPaths>,
+    netns: Option<String>,
 }
 
 /// PEM files of a TLS-enabled test server: a throw-away CA, and a client
@@ -67,6 +68,25 @@ impl EtcdServer {
     /// `/usr/bin/openssl`.
     pub fn new_tls() -> Self {
         Self::start_new(true)
+    }
+
+    /// Like [`Self::new`], but inside the network namespace `netns` (as made
+    /// by `ip netns add`, e.g. a [`crate::netns::TestNetns`]): it listens on
+    /// that namespace's loopback, so an agent run there with
+    /// `ip netns exec` reaches it at [`Self::client_url`]. The test process
+    /// itself talks to it through [`Self::etcdctl`] ([`Self::client`] cannot
+    /// reach it). Needs root.
+    pub fn new_in_netns(netns: &str) -> Self {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let mut server = Self::unstarted();
+            server.netns = Some(netns.to_owned());
+            match server.try_start() {
+                Ok(()) => return server,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("cannot start etcd in {netns}: {last_error}");
     }
 
     fn start_new(tls: bool) -> Self {
@@ -102,6 +122,7 @@ impl EtcdServer {
             peer_port,
             child: None,
             tls: None,
+            netns: None,
         }
     }
 
@@ -178,7 +199,7 @@ impl EtcdServer {
 
     /// Runs `etcdctl` (API v3) against this server with `args`.
     pub fn etcdctl(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(ETCDCTL_BIN);
+        let mut cmd = self.command(ETCDCTL_BIN);
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.client_url()));
         if let Some(tls) = &self.tls {
@@ -205,8 +226,24 @@ impl EtcdServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Connects an etcd v3 client to this server.
+    /// `program`, run inside this server's namespace when it has one.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, program]);
+                cmd
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Connects an etcd v3 client to this server. Panics for a server in a
+    /// namespace (use [`Self::etcdctl`] there).
     pub async fn client(&self) -> etcd_client::Client {
+        if let Some(ns) = &self.netns {
+            panic!("etcd runs in namespace {ns}; use etcdctl()");
+        }
         let opts = self.tls.as_ref().map(|tls| {
             let read = |p: &Path| {
                 std::fs::read(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
@@ -264,7 +301,7 @@ impl EtcdServer {
             .map_err(|e| format!("cannot clone etcd log handle: {e}"))?;
         let client = self.client_url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let mut cmd = Command::new(ETCD_BIN);
+        let mut cmd = self.command(ETCD_BIN);
         // etcd reads ETCD_* variables as flags; never let the test's own
         // environment (e.g. ETCD_ENDPOINTS) reach it.
         for (key, _) in std::env::vars_os() {
@@ -303,7 +340,7 @@ impl EtcdServer {
     }
 
     fn healthy(&self) -> bool {
-        if self.tls.is_some() {
+        if self.tls.is_some() || self.netns.is_some() {
             return self
                 .etcdctl(&["--command-timeout=1s", "endpoint", "health"])
                 .status
@@ -635,6 +672,22 @@ mod tests {
             .output()
             .expect("etcdctl runs");
         assert!(!out.status.success());
+    }
+
+    #[test]
+    fn runs_inside_a_namespace_on_its_loopback() {
+        if !crate::netns::require_root("runs_inside_a_namespace_on_its_loopback") {
+            return;
+        }
+        let ns = crate::netns::TestNetns::new("etcdfx");
+        let mut etcd = EtcdServer::new_in_netns(ns.name());
+        etcd.etcdctl_ok(&["put", "/mgy/ns", "1"]);
+        // Not reachable from the root namespace's loopback.
+        assert!(http_get(etcd.client_port(), "/health").is_none());
+        etcd.stop();
+        etcd.start();
+        let got = etcd.etcdctl_ok(&["get", "--print-value-only", "/mgy/ns"]);
+        assert_eq!(got.trim(), "1");
     }
 
     #[tokio::test]

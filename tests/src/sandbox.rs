@@ -147,7 +147,51 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Like [`eventually`], but panics with `what` on timeout.
 pub fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
-    assert!(eventually(timeout, f), "timed out after {timeout:?} waiting for {what}");
+    assert!(
+        eventually(timeout, f),
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
+/// The text of a real Calico v1 document from `shared/fixtures/calico-v1`.
+pub fn fixture(file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/calico-v1")
+        .join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Profile rules accepting everything in both directions.
+pub fn allow_all_rules() -> Value {
+    json!({"inbound_rules": [{"action": "allow"}], "outbound_rules": [{"action": "allow"}]})
+}
+
+/// Instantiates scenario functions `fn name(Dataplane)` as root-only tests
+/// for both backends: `nftables::name` and `iptables::name`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod nftables {
+            $(
+                #[test]
+                fn $name() {
+                    if $crate::netns::require_root(stringify!($name)) {
+                        super::$name($crate::sandbox::Dataplane::Nftables);
+                    }
+                }
+            )*
+        }
+        mod iptables {
+            $(
+                #[test]
+                fn $name() {
+                    if $crate::netns::require_root(stringify!($name)) {
+                        super::$name($crate::sandbox::Dataplane::Iptables);
+                    }
+                }
+            )*
+        }
+    };
 }
 
 // ---------------------------------------------------------------------------
@@ -232,30 +276,26 @@ impl NsEtcd {
         }
     }
 
-    /// Runs `f` with a connected client (connecting first when needed). On an
-    /// error the client is dropped, so the next call reconnects.
+    /// Runs `f` with a connected client (connecting first when needed). A
+    /// failed attempt drops the client and is retried on a fresh connection
+    /// (etcd may just have been restarted), up to three times in all.
     fn run<T, F, Fut>(&self, f: F) -> Result<T, etcd_client::Error>
     where
         T: Send + 'static,
-        F: FnOnce(etcd_client::Client) -> Fut + Send + 'static,
+        F: Fn(etcd_client::Client) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         let (tx, rx) = mpsc::channel();
         let job: Job = Box::new(move |slot, rt| {
-            let result = rt.block_on(async {
-                if slot.is_none() {
-                    let options = etcd_client::ConnectOptions::new()
-                        .with_connect_timeout(Duration::from_secs(2))
-                        .with_timeout(Duration::from_secs(10));
-                    *slot =
-                        Some(etcd_client::Client::connect(["http://127.0.0.1:2379"], Some(options)).await?);
+            let mut result = Err(etcd_client::Error::InvalidArgs("not tried".into()));
+            for attempt in 0..3 {
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_millis(200));
                 }
-                match slot.clone() {
-                    Some(client) => f(client).await,
-                    None => Err(etcd_client::Error::InvalidArgs("no client".into())),
+                result = rt.block_on(Self::attempt(slot, &f));
+                if result.is_ok() {
+                    break;
                 }
-            });
-            if result.is_err() {
                 *slot = None;
             }
             let _ = tx.send(result);
@@ -266,6 +306,29 @@ impl NsEtcd {
             .unwrap_or_else(|| panic!("etcd client thread is gone"));
         rx.recv()
             .unwrap_or_else(|_| panic!("etcd client thread died"))
+    }
+
+    async fn attempt<T, F, Fut>(
+        slot: &mut Option<etcd_client::Client>,
+        f: &F,
+    ) -> Result<T, etcd_client::Error>
+    where
+        F: Fn(etcd_client::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let client = match slot {
+            Some(client) => client.clone(),
+            None => {
+                let options = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_secs(2))
+                    .with_timeout(Duration::from_secs(10));
+                let client =
+                    etcd_client::Client::connect(["http://127.0.0.1:2379"], Some(options)).await?;
+                *slot = Some(client.clone());
+                client
+            }
+        };
+        f(client).await
     }
 }
 
@@ -584,7 +647,14 @@ impl Cluster {
         attach_to_fabric(&fabric, &etcd_ns, "p-etcd", ETCD_IP);
         let outside = TestNetns::new("out");
         attach_to_fabric(&fabric, &outside, "p-out", ROUTER_IP);
-        outside.exec_ok(&["ip", "addr", "add", &format!("{OUTSIDE_IP}/32"), "dev", "lo"]);
+        outside.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{OUTSIDE_IP}/32"),
+            "dev",
+            "lo",
+        ]);
         let client = NsEtcd::new(etcd_ns.name());
         let listeners = Listeners::new();
         listeners.listen(
@@ -634,7 +704,14 @@ impl Cluster {
         let ip = Ipv4Addr::new(192, 0, 2, octet);
         let ns = TestNetns::new(&name);
         attach_to_fabric(&self.fabric, &ns, &format!("p-{name}"), ip);
-        ns.exec_ok(&["ip", "route", "add", "default", "via", &ROUTER_IP.to_string()]);
+        ns.exec_ok(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_IP.to_string(),
+        ]);
         // A container host forwards: the machine's setting, not margay's.
         ns.sysctl("net.ipv4.ip_forward", "1");
         self.put(&format!("{PREFIX}/host/{name}/bird_ip"), &ip.to_string());
@@ -768,7 +845,10 @@ impl Cluster {
     pub fn put(&self, key: &str, value: &str) {
         let (k, v) = (key.to_owned(), value.to_owned());
         self.client
-            .run(move |mut c| async move { c.put(k, v, None).await })
+            .run(move |mut c| {
+                let (k, v) = (k.clone(), v.clone());
+                async move { c.put(k, v, None).await }
+            })
             .unwrap_or_else(|e| panic!("etcd put {key}: {e}"));
     }
 
@@ -780,13 +860,14 @@ impl Cluster {
     /// Writes many keys in transactions of up to 100 puts each.
     pub fn put_many(&self, pairs: &[(String, String)]) {
         for chunk in pairs.chunks(100) {
-            let ops: Vec<etcd_client::TxnOp> = chunk
-                .iter()
-                .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.as_str(), None))
-                .collect();
+            let chunk = chunk.to_vec();
             self.client
-                .run(move |mut c| async move {
-                    c.txn(etcd_client::Txn::new().and_then(ops)).await
+                .run(move |mut c| {
+                    let ops: Vec<etcd_client::TxnOp> = chunk
+                        .iter()
+                        .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.as_str(), None))
+                        .collect();
+                    async move { c.txn(etcd_client::Txn::new().and_then(ops)).await }
                 })
                 .unwrap_or_else(|e| panic!("etcd txn: {e}"));
         }
@@ -796,7 +877,10 @@ impl Cluster {
     pub fn delete(&self, key: &str) {
         let k = key.to_owned();
         self.client
-            .run(move |mut c| async move { c.delete(k, None).await })
+            .run(move |mut c| {
+                let k = k.clone();
+                async move { c.delete(k, None).await }
+            })
             .unwrap_or_else(|e| panic!("etcd delete {key}: {e}"));
     }
 
@@ -804,9 +888,12 @@ impl Cluster {
     pub fn delete_prefix(&self, prefix: &str) {
         let k = prefix.to_owned();
         self.client
-            .run(move |mut c| async move {
-                c.delete(k, Some(etcd_client::DeleteOptions::new().with_prefix()))
-                    .await
+            .run(move |mut c| {
+                let k = k.clone();
+                async move {
+                    c.delete(k, Some(etcd_client::DeleteOptions::new().with_prefix()))
+                        .await
+                }
             })
             .unwrap_or_else(|e| panic!("etcd delete prefix {prefix}: {e}"));
     }
@@ -816,9 +903,12 @@ impl Cluster {
         let k = prefix.to_owned();
         let resp = self
             .client
-            .run(move |mut c| async move {
-                c.get(k, Some(etcd_client::GetOptions::new().with_prefix()))
-                    .await
+            .run(move |mut c| {
+                let k = k.clone();
+                async move {
+                    c.get(k, Some(etcd_client::GetOptions::new().with_prefix()))
+                        .await
+                }
             })
             .unwrap_or_else(|e| panic!("etcd get {prefix}: {e}"));
         resp.kvs()
@@ -849,8 +939,11 @@ impl Cluster {
         let rev = self.revision();
         self.client
             .run(move |mut c| async move {
-                c.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical()))
-                    .await
+                c.compact(
+                    rev,
+                    Some(etcd_client::CompactionOptions::new().with_physical()),
+                )
+                .await
             })
             .unwrap_or_else(|e| panic!("etcd compact {rev}: {e}"));
         rev
@@ -963,6 +1056,11 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// The sum of every sample of metric `name` on `host` (0 when absent).
+    pub fn metric_sum(&self, host: &str, name: &str) -> f64 {
+        sum_metric(&self.metrics(host), name)
+    }
+
     /// True while `host`'s agent process is alive.
     pub fn agent_running(&mut self, host: &str) -> bool {
         self.host_mut(host)
@@ -1005,9 +1103,7 @@ impl Cluster {
     /// listening on [`WORKLOAD_PORTS`]. Writes no endpoint.
     pub fn add_workload(&mut self, name: &str, host: &str, ip: &str) {
         assert!(
-            !name.is_empty()
-                && name.len() <= 11
-                && name.bytes().all(|b| b.is_ascii_alphanumeric()),
+            !name.is_empty() && name.len() <= 11 && name.bytes().all(|b| b.is_ascii_alphanumeric()),
             "workload name {name:?}: 1-11 alphanumerics"
         );
         assert!(!self.workloads.contains_key(name), "workload {name} exists");
@@ -1021,7 +1117,7 @@ impl Cluster {
             .to_owned();
         for port in WORKLOAD_PORTS {
             self.listeners
-                .listen(ns.name(), name, SocketAddr::from((ip, port)), false);
+                .listen(ns.name(), name, SocketAddr::from((ip, port)), true);
         }
         self.workloads.insert(
             name.to_owned(),
@@ -1080,7 +1176,10 @@ impl Cluster {
 
     /// Writes a profile's tags.
     pub fn put_profile_tags(&self, profile: &str, tags: &[&str]) {
-        self.put_json(&format!("{PREFIX}/policy/profile/{profile}/tags"), &json!(tags));
+        self.put_json(
+            &format!("{PREFIX}/policy/profile/{profile}/tags"),
+            &json!(tags),
+        );
     }
 
     /// Writes a profile's labels.
@@ -1134,7 +1233,9 @@ impl Cluster {
 
     /// True when workload `from` can connect to `addr` within `timeout`.
     pub fn can_connect_addr(&self, from: &str, addr: SocketAddr, timeout: Duration) -> bool {
-        in_netns(self.workload(from).ns.name(), || tcp_connects(addr, timeout))
+        in_netns(self.workload(from).ns.name(), || {
+            tcp_connects(addr, timeout)
+        })
     }
 
     /// True when one ping from workload `from` to `to` is answered.
@@ -1196,8 +1297,14 @@ impl Cluster {
 
     /// Source addresses the outside server has seen.
     pub fn outside_peers(&self) -> Vec<IpAddr> {
+        self.peers("outside")
+    }
+
+    /// Source addresses workload `name` (or `"outside"`) has accepted
+    /// connections from, oldest first.
+    pub fn peers(&self, name: &str) -> Vec<IpAddr> {
         self.listeners
-            .peers("outside")
+            .peers(name)
             .iter()
             .map(SocketAddr::ip)
             .collect()
@@ -1211,13 +1318,90 @@ impl Cluster {
         let child = self
             .workload(from)
             .ns
-            .command(&["ping", "-n", "-q", "-i", &interval, "-c", &count, "-W", "1", &ip])
+            .command(&[
+                "ping", "-n", "-q", "-i", &interval, "-c", &count, "-W", "1", &ip,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start ping: {e}"));
         PingRun { child: Some(child) }
+    }
+
+    // --- kernel state ----------------------------------------------------
+
+    /// `ip -4 route show <ip>/32` in `host` (empty when there is none).
+    pub fn route(&self, host: &str, ip: Ipv4Addr) -> String {
+        self.host(host)
+            .ns
+            .exec_ok(&["ip", "-4", "route", "show", &format!("{ip}/32")])
+            .trim()
+            .to_owned()
+    }
+
+    /// True when `host` has a route to workload `wl`'s address as expected:
+    /// on its interface when local, via the owner's fabric address if remote.
+    pub fn has_route_to(&self, host: &str, wl: &str) -> bool {
+        let w = self.workload(wl);
+        let route = self.route(host, w.ip);
+        if w.host == host {
+            route.contains(&format!("dev {}", w.iface))
+        } else {
+            route.contains(&format!("via {}", self.host(&w.host).ip))
+        }
+    }
+
+    /// The firewall state margay keeps in `host`: `nft list table inet
+    /// margay`, or `iptables-save` plus `ipset list` (counters stripped).
+    pub fn firewall_dump(&self, host: &str) -> String {
+        let ns = &self.host(host).ns;
+        match self.dataplane {
+            Dataplane::Nftables => String::from_utf8_lossy(
+                &ns.exec(&["nft", "list", "table", "inet", "margay"]).stdout,
+            )
+            .into_owned(),
+            Dataplane::Iptables => {
+                let save = ns.exec_ok(&["iptables-save"]);
+                let sets = ns.exec_ok(&["ipset", "list"]);
+                let save: Vec<String> = save
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .map(|l| match l.find(" [") {
+                        Some(i) if l.starts_with(':') => l[..i].to_owned(),
+                        _ => l.to_owned(),
+                    })
+                    .collect();
+                format!("{}\n{sets}", save.join("\n"))
+            }
+        }
+    }
+
+    /// Removes margay's firewall from `host` by hand, as a careless admin
+    /// would: the nft table, or every iptables chain, rule and ipset.
+    pub fn wipe_firewall(&self, host: &str) {
+        let ns = &self.host(host).ns;
+        match self.dataplane {
+            Dataplane::Nftables => {
+                ns.exec_ok(&["nft", "delete", "table", "inet", "margay"]);
+            }
+            Dataplane::Iptables => {
+                for table in ["filter", "nat", "mangle", "raw"] {
+                    ns.exec_ok(&["iptables", "-t", table, "-F"]);
+                    ns.exec_ok(&["iptables", "-t", table, "-X"]);
+                }
+                ns.exec_ok(&["ipset", "destroy"]);
+            }
+        }
+    }
+
+    /// A sysctl's value inside `host` (`net.ipv4.conf.calia.proxy_arp`).
+    pub fn read_sysctl(&self, host: &str, key: &str) -> String {
+        self.host(host)
+            .ns
+            .exec_ok(&["sysctl", "-n", key])
+            .trim()
+            .to_owned()
     }
 
     // --- debugging -------------------------------------------------------
@@ -1293,6 +1477,17 @@ impl Drop for PingRun {
     }
 }
 
+/// Sums the samples of metric `name` (any labels) in exposition text.
+fn sum_metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Parses "N packets transmitted, M received" from ping's summary.
 fn parse_ping_summary(text: &str) -> Option<(u32, u32)> {
     let line = text.lines().find(|l| l.contains("packets transmitted"))?;
@@ -1356,6 +1551,15 @@ mod tests {
     use crate::netns::require_root;
 
     #[test]
+    fn metric_samples_are_summed() {
+        let text = "# HELP x_total X.\nx_total{kind=\"a\"} 2\nx_total{kind=\"b\"} 3\n\
+                    x_total_more 100\ny 7\n";
+        assert_eq!(sum_metric(text, "x_total"), 5.0);
+        assert_eq!(sum_metric(text, "y"), 7.0);
+        assert_eq!(sum_metric(text, "z"), 0.0);
+    }
+
+    #[test]
     fn ping_summary_is_parsed() {
         let text = "--- 10.0.0.1 ping statistics ---\n\
                     300 packets transmitted, 298 received, 0.666% packet loss, time 3001ms\n";
@@ -1378,11 +1582,16 @@ mod tests {
             dir = c.dir.clone();
             c.put("/calico/v1/x", "1");
             assert_eq!(
-                c.get_prefix("/calico/v1/").get("/calico/v1/x").map(String::as_str),
+                c.get_prefix("/calico/v1/")
+                    .get("/calico/v1/x")
+                    .map(String::as_str),
                 Some("1")
             );
             assert_eq!(
-                c.get_prefix("/calico/v1/host/h2/bird_ip").values().next().map(String::as_str),
+                c.get_prefix("/calico/v1/host/h2/bird_ip")
+                    .values()
+                    .next()
+                    .map(String::as_str),
                 Some("192.0.2.12")
             );
             // Hosts reach etcd and the outside server over the fabric.
@@ -1405,7 +1614,10 @@ mod tests {
             assert_eq!(w.iface(), "calia");
             assert_eq!(w.mac().len(), 17);
             let wl_routes = w.ns().exec_ok(&["ip", "-4", "route"]);
-            assert!(wl_routes.contains("default via 169.254.1.1 dev eth0"), "{wl_routes}");
+            assert!(
+                wl_routes.contains("default via 169.254.1.1 dev eth0"),
+                "{wl_routes}"
+            );
             assert!(!c.can_connect("a", "outside", 0));
 
             // Cutting etcd keeps the test's client working, not the hosts'.

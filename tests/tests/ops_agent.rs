@@ -797,7 +797,7 @@ fn check_fails_helpfully_when_etcd_is_unreachable() {
     assert!(summary.contains("found a problem"), "{summary}");
     // As root in a namespace these pass.
     assert!(
-        stdout.contains("ok       permissions (CAP_NET_ADMIN, CAP_NET_RAW) (root)"),
+        stdout.contains("ok       permissions (root; CAP_NET_ADMIN, CAP_NET_RAW effective)"),
         "{stdout}"
     );
     assert!(stdout.contains("ok       tool nft installed"), "{stdout}");

@@ -18,7 +18,9 @@
 //! Restarts: read-back ([`FirewallBackend::observe`]) costs two
 //! `iptables-save` and one `ipset save`; the manager diffs it against the
 //! desired state and we apply only the difference: nothing is flushed
-//! wholesale, and nothing is removed on exit.
+//! wholesale, and nothing is removed on exit. What read-back found (chain
+//! tables, set headers, the built-in chains' rules) is kept and updated by
+//! our own writes, so an apply runs no reads: just the restores it needs.
 //!
 //! Atomicity: each restore commits a table at once, but the ipset and the
 //! per-family restores are separate processes. They run in an order where
@@ -26,7 +28,7 @@
 //! them and go after the last rule using them); after a failure our
 //! knowledge of the kernel is dropped and re-read before the next apply.
 
-pub mod exec;
+mod exec;
 pub mod ipset;
 pub mod plan;
 pub mod rule;

@@ -25,14 +25,17 @@
 //!   through `margay-wl-to-host` as established traffic.
 //! * `margay-nat-post` (hook nat postrouting): from a masquerade pool to
 //!   outside all pools is masqueraded, per family.
-//! * Dispatch: `margay-disp-fr` / `margay-disp-to` hold one rule per bucket
-//!   (the interface prefix plus one more character, matched as a prefix)
-//!   going to a bucket chain (`margay-dfr-<key>` / `margay-dto-<key>`) that
-//!   holds one exact-name rule per endpoint going to its endpoint chain, then
-//!   drop. An unknown workload interface therefore ends in a drop, and a
-//!   one-endpoint change rewrites one small bucket chain, not a list of
-//!   every endpoint. (Dispatch is plain rules so that every backend renders
-//!   it; a backend may render a bucket chain as a map if it wants.)
+//! * Dispatch: `margay-disp-fr` / `margay-disp-to` hold one prefix rule per
+//!   configured interface prefix, going to the root of that prefix's
+//!   dispatch tree. A tree node (`margay-df<n>-<common prefix>` /
+//!   `margay-dt<n>-...`) with at most [`DISPATCH_LEAF`] interfaces holds one
+//!   exact-name rule per endpoint going to its endpoint chain; a bigger node
+//!   splits its interfaces by the next character into child nodes. Every
+//!   node ends in a drop, so an unknown workload interface gets nothing
+//!   through. The tree is a pure function of the interface names, so a
+//!   one-endpoint change rewrites a few small chains whatever the naming
+//!   scheme, and per-packet dispatch costs O(depth x leaf size). (Plain
+//!   rules, so every backend renders it.)
 //! * Endpoint chains `margay-to-<iface>` (inbound) and `margay-fr-<iface>`
 //!   (outbound): per tier, clear the marks, jump to each matching policy
 //!   chain while no verdict mark is set; accept mark => return (accepted);
@@ -219,14 +222,8 @@ pub fn lower(desired: &DesiredState, settings: &FirewallSettings) -> Ruleset {
     l.ruleset
 }
 
-/// A dispatch bucket: endpoints whose interface starts with `key`; `exact`
-/// when the interface *is* the key (it equals a prefix), then the top-level
-/// dispatch matches it by name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct BucketKey {
-    key: String,
-    exact: bool,
-}
+/// Most interfaces a dispatch tree node matches one by one.
+pub const DISPATCH_LEAF: usize = 16;
 
 /// Keeps the lowered [`Ruleset`] and updates it incrementally.
 #[derive(Debug, Default)]
@@ -234,8 +231,10 @@ pub struct Lowerer {
     settings: Option<FirewallSettings>,
     prefixes: Vec<String>,
     ruleset: Ruleset,
-    /// Endpoints per dispatch bucket.
-    buckets: BTreeMap<BucketKey, BTreeSet<InterfaceName>>,
+    /// Dispatched endpoints per interface prefix (index into `prefixes`).
+    groups: Vec<BTreeSet<InterfaceName>>,
+    /// The dispatch tree chains currently lowered for each prefix.
+    group_chains: Vec<BTreeSet<ObjectName>>,
     /// Rule sets whose lowering depends on whether a set exists.
     set_users: BTreeMap<IpSetId, BTreeSet<RuleSetId>>,
     /// Reverse of `set_users`.
@@ -264,9 +263,12 @@ impl Lowerer {
 
     /// Lowers everything from scratch (first run, or settings changed).
     pub fn lower_all(&mut self, desired: &DesiredState, settings: &FirewallSettings) {
+        let prefixes = settings.valid_prefixes();
         *self = Lowerer {
             settings: Some(settings.clone()),
-            prefixes: settings.valid_prefixes(),
+            groups: vec![BTreeSet::new(); prefixes.len()],
+            group_chains: vec![BTreeSet::new(); prefixes.len()],
+            prefixes,
             ..Lowerer::default()
         };
         let mut sink = DirtyNames::default();
@@ -279,12 +281,11 @@ impl Lowerer {
         for id in desired.rule_sets.keys() {
             self.relower_rule_set(desired, id, &mut sink);
         }
-        let mut dirty_buckets = BTreeSet::new();
+        let mut dirty_groups = BTreeSet::new();
         for iface in desired.programs.keys() {
-            self.relower_program(desired, iface, &mut sink, &mut dirty_buckets);
+            self.relower_program(desired, iface, &mut sink, &mut dirty_groups);
         }
-        self.relower_buckets(&dirty_buckets, &mut sink);
-        self.lower_dispatch_tops();
+        self.relower_dispatch(&dirty_groups, &mut sink);
         self.lower_base_chains(settings.endpoint_to_host);
     }
 
@@ -316,22 +317,12 @@ impl Lowerer {
                 }
             }
         }
-        let tops_before: Vec<BucketKey> = self.bucket_keys();
-        let mut dirty_buckets = BTreeSet::new();
+        let mut dirty_groups = BTreeSet::new();
         for iface in &programs {
-            self.relower_program(desired, iface, &mut dirty, &mut dirty_buckets);
+            self.relower_program(desired, iface, &mut dirty, &mut dirty_groups);
         }
-        self.relower_buckets(&dirty_buckets, &mut dirty);
-        if self.bucket_keys() != tops_before {
-            self.lower_dispatch_tops();
-            dirty.chains.insert(ObjectName::fixed(CHAIN_DISPATCH_FROM));
-            dirty.chains.insert(ObjectName::fixed(CHAIN_DISPATCH_TO));
-        }
+        self.relower_dispatch(&dirty_groups, &mut dirty);
         dirty
-    }
-
-    fn bucket_keys(&self) -> Vec<BucketKey> {
-        self.buckets.keys().cloned().collect()
     }
 
     // ----- sets -----
@@ -427,21 +418,11 @@ impl Lowerer {
 
     // ----- programs and dispatch -----
 
-    fn bucket_of(&self, iface: &InterfaceName) -> Option<BucketKey> {
-        let name = iface.as_str();
-        let prefix = self
-            .prefixes
+    /// The prefix group of an interface: the first configured prefix it has.
+    fn group_of(&self, iface: &InterfaceName) -> Option<usize> {
+        self.prefixes
             .iter()
-            .find(|p| name.starts_with(p.as_str()))?;
-        if name.len() == prefix.len() {
-            return Some(BucketKey {
-                key: name.to_owned(),
-                exact: true,
-            });
-        }
-        // Interface names are ASCII, so byte slicing is on a char boundary.
-        let key = name.get(..prefix.len() + 1)?.to_owned();
-        Some(BucketKey { key, exact: false })
+            .position(|p| iface.as_str().starts_with(p.as_str()))
     }
 
     fn relower_program(
@@ -449,7 +430,7 @@ impl Lowerer {
         desired: &DesiredState,
         iface: &InterfaceName,
         dirty: &mut DirtyNames,
-        dirty_buckets: &mut BTreeSet<BucketKey>,
+        dirty_groups: &mut BTreeSet<usize>,
     ) {
         let chains = [
             endpoint_chain(Direction::Inbound, iface),
@@ -465,8 +446,8 @@ impl Lowerer {
                 }
             }
         }
-        let bucket = self.bucket_of(iface);
-        let program = desired.programs.get(iface).filter(|_| bucket.is_some());
+        let group = self.group_of(iface);
+        let program = desired.programs.get(iface).filter(|_| group.is_some());
         match program {
             Some(p) => {
                 let present = |id: &RuleSetId| desired.rule_sets.contains_key(id);
@@ -493,87 +474,62 @@ impl Lowerer {
             }
         }
         dirty.chains.extend(chains);
-        if let Some(b) = bucket {
-            let members = self.buckets.entry(b.clone()).or_default();
-            if program.is_some() {
-                members.insert(iface.clone());
+        if let Some(g) = group {
+            let members = &mut self.groups[g];
+            let changed = if program.is_some() {
+                members.insert(iface.clone())
             } else {
-                members.remove(iface);
+                members.remove(iface)
+            };
+            if changed {
+                dirty_groups.insert(g);
             }
-            if members.is_empty() {
-                self.buckets.remove(&b);
-            }
-            dirty_buckets.insert(b);
         }
     }
 
-    fn bucket_chain(key: &BucketKey, direction: Direction) -> ObjectName {
-        let kind = match direction {
-            Direction::Inbound => "dto",
-            Direction::Outbound => "dfr",
-        };
-        ObjectName::generate(kind, &key.key)
-    }
-
-    fn relower_buckets(&mut self, keys: &BTreeSet<BucketKey>, dirty: &mut DirtyNames) {
-        for key in keys.iter().filter(|k| !k.exact) {
+    /// Re-lowers the dispatch trees of `groups` and the top dispatch
+    /// chains, marking only the chains whose rules changed.
+    fn relower_dispatch(&mut self, groups: &BTreeSet<usize>, dirty: &mut DirtyNames) {
+        for &g in groups {
+            let mut chains = BTreeMap::new();
             for direction in [Direction::Inbound, Direction::Outbound] {
-                let chain = Self::bucket_chain(key, direction);
-                match self.buckets.get(key) {
-                    Some(ifaces) => {
-                        let mut rules: Vec<GenericRule> = ifaces
-                            .iter()
-                            .map(|i| {
-                                dispatch_rule(
-                                    direction,
-                                    i.as_str(),
-                                    false,
-                                    endpoint_chain(direction, i),
-                                )
-                            })
-                            .collect();
-                        rules.push(rule(vec![], Action::Drop));
-                        self.ruleset.chains.insert(chain.clone(), rules);
-                    }
-                    None => {
-                        self.ruleset.chains.remove(&chain);
-                    }
+                let names: Vec<&InterfaceName> = self.groups[g].iter().collect();
+                if !names.is_empty() {
+                    dispatch_node(direction, g, &names, &mut chains);
                 }
-                dirty.chains.insert(chain);
+            }
+            for old in &self.group_chains[g] {
+                if !chains.contains_key(old) {
+                    self.ruleset.chains.remove(old);
+                    dirty.chains.insert(old.clone());
+                }
+            }
+            self.group_chains[g] = chains.keys().cloned().collect();
+            for (name, rules) in chains {
+                self.set_chain(name, rules, dirty);
             }
         }
-    }
-
-    fn lower_dispatch_tops(&mut self) {
-        let mut keys: Vec<&BucketKey> = self.buckets.keys().collect();
-        // Exact names first, then longer keys before shorter ones, so a key
-        // that extends another (overlapping prefixes) is tried first.
-        keys.sort_by(|a, b| {
-            b.exact
-                .cmp(&a.exact)
-                .then(b.key.len().cmp(&a.key.len()))
-                .then(a.key.cmp(&b.key))
-        });
         for (direction, top) in [
             (Direction::Inbound, CHAIN_DISPATCH_TO),
             (Direction::Outbound, CHAIN_DISPATCH_FROM),
         ] {
-            let mut rules = Vec::with_capacity(keys.len() + 1);
-            for k in &keys {
-                let target = if k.exact {
-                    self.buckets
-                        .get(*k)
-                        .and_then(|s| s.iter().next())
-                        .map(|i| endpoint_chain(direction, i))
-                } else {
-                    Some(Self::bucket_chain(k, direction))
-                };
-                if let Some(target) = target {
-                    rules.push(dispatch_rule(direction, &k.key, !k.exact, target));
+            let mut rules = Vec::with_capacity(self.prefixes.len() + 1);
+            for (g, p) in self.prefixes.iter().enumerate() {
+                let names: Vec<&InterfaceName> = self.groups[g].iter().collect();
+                if !names.is_empty() {
+                    let root = dispatch_node_name(direction, g, common_prefix(&names));
+                    rules.push(dispatch_rule(direction, p, true, root));
                 }
             }
             rules.push(rule(vec![], Action::Drop));
-            self.ruleset.chains.insert(ObjectName::fixed(top), rules);
+            self.set_chain(ObjectName::fixed(top), rules, dirty);
+        }
+    }
+
+    fn set_chain(&mut self, name: ObjectName, rules: Vec<GenericRule>, dirty: &mut DirtyNames) {
+        if self.ruleset.chains.get(&name) != Some(&rules) {
+            self.ruleset.chains.insert(name.clone(), rules);
+            dirty.chains.insert(name);
         }
     }
 
@@ -619,6 +575,60 @@ fn dispatch_rule(
         vec![iface_match(direction, name, prefix)],
         Action::Goto(target),
     )
+}
+
+fn dispatch_node_name(direction: Direction, group: usize, key: &str) -> ObjectName {
+    let kind = match direction {
+        Direction::Inbound => format!("dt{group}"),
+        Direction::Outbound => format!("df{group}"),
+    };
+    ObjectName::generate(&kind, key)
+}
+
+/// The longest common prefix of sorted, non-empty `names`.
+fn common_prefix<'a>(names: &[&'a InterfaceName]) -> &'a str {
+    let (Some(first), Some(last)) = (names.first(), names.last()) else {
+        return "";
+    };
+    let (a, b) = (first.as_str(), last.as_str());
+    let n = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    // Interface names are ASCII: any byte index is a char boundary.
+    &a[..n]
+}
+
+/// Lowers the dispatch tree node for sorted `names` (and its children)
+/// into `out`; returns the node's chain.
+fn dispatch_node(
+    direction: Direction,
+    group: usize,
+    names: &[&InterfaceName],
+    out: &mut BTreeMap<ObjectName, Vec<GenericRule>>,
+) -> ObjectName {
+    let lcp = common_prefix(names);
+    let chain = dispatch_node_name(direction, group, lcp);
+    let exact = |i: &InterfaceName| dispatch_rule(direction, i.as_str(), false, endpoint_chain(direction, i));
+    let mut rules = Vec::new();
+    if names.len() <= DISPATCH_LEAF {
+        rules.extend(names.iter().map(|i| exact(i)));
+    } else {
+        let at = lcp.len();
+        let (whole, longer): (Vec<&InterfaceName>, Vec<&InterfaceName>) =
+            names.iter().partition(|i| i.as_str().len() == at);
+        rules.extend(whole.into_iter().map(exact));
+        for part in longer.chunk_by(|a, b| a.as_str().as_bytes()[at] == b.as_str().as_bytes()[at]) {
+            match part {
+                [only] => rules.push(exact(only)),
+                _ => {
+                    let child = dispatch_node(direction, group, part, out);
+                    let key = &part[0].as_str()[..=at];
+                    rules.push(dispatch_rule(direction, key, true, child));
+                }
+            }
+        }
+    }
+    rules.push(rule(vec![], Action::Drop));
+    out.insert(chain.clone(), rules);
+    chain
 }
 
 fn forward_chain(prefixes: &[String]) -> Vec<GenericRule> {
@@ -1322,6 +1332,47 @@ mod tests {
     }
 
     #[test]
+    fn dispatch_trees_reach_every_endpoint_and_stay_small() {
+        let settings = FirewallSettings::default();
+        let mut b = DesiredBuilder::new();
+        b.profile("open", vec![rule(RuleAction::Allow)], vec![rule(RuleAction::Allow)]);
+        let mut names: Vec<String> = (0..300).map(|i| format!("cali{i:05}")).collect();
+        names.extend((0..200u64).map(|i| format!("cali{:011x}", crate::firewall::model::fnv1a64(&i.to_le_bytes()) >> 20)));
+        names.push("cali".to_owned());
+        let mut l = Lowerer::new();
+        l.lower_all(&b.build(), &settings);
+        for (n, name) in names.iter().enumerate() {
+            let before = b.build();
+            b.endpoint(name, &format!("10.1.{}.{}/32", n / 250, n % 250), &["open"]);
+            let after = b.build();
+            if n % 37 == 0 || n + 1 == names.len() {
+                // Incremental and full lowering agree as the trees split.
+                l.update(&after, &changes_between(&before, &after));
+                assert_same(l.ruleset(), &lower(&after, &settings));
+            } else {
+                l.update(&after, &changes_between(&before, &after));
+            }
+        }
+        let rs = l.ruleset().clone();
+        for name in &names {
+            let p = Packet::tcp(name, "eth0", "10.1.0.1", "192.0.2.1", 80);
+            assert_eq!(forward(&rs, p), Verdict::Accept, "{name}");
+        }
+        for unknown in ["cali99999", "cali0000", "calix", "cali000001"] {
+            let p = Packet::tcp(unknown, "eth0", "10.1.0.1", "192.0.2.1", 80);
+            assert_eq!(forward(&rs, p), Verdict::Drop, "{unknown}");
+        }
+        let biggest = rs
+            .chains
+            .iter()
+            .filter(|(n, _)| n.as_str().starts_with("margay-df") || n.as_str().starts_with("margay-dt"))
+            .map(|(_, r)| r.len())
+            .max()
+            .unwrap_or(0);
+        assert!(biggest <= DISPATCH_LEAF + 1 + 16, "dispatch chain of {biggest} rules");
+    }
+
+    #[test]
     fn one_endpoint_change_touches_few_names() {
         let settings = FirewallSettings::default();
         let mut b = two_endpoints();
@@ -1339,7 +1390,7 @@ mod tests {
         let after = b.build();
         let dirty = l.update(&after, &changes_between(&before, &after));
         assert_same(l.ruleset(), &lower(&after, &settings));
-        // Two endpoint chains, two bucket chains, and the two tops (new bucket).
+        // Two endpoint chains and the two dispatch roots.
         assert!(dirty.chains.len() <= 6, "{:?}", dirty.chains);
         assert!(dirty.sets.is_empty());
     }

@@ -83,12 +83,7 @@ impl HostNetwork {
     /// Opens the sockets in `target` and starts the watcher. Reads nothing yet.
     pub async fn open(target: NetnsTarget, protocol: u8) -> Result<Self, HostNetError> {
         let socks = netlink::open(&target)?;
-        let (events, watcher) = if std::env::var_os("MGY_EXPERIMENT_NO_WATCH").is_some() {
-            let (_tx, rx) = mpsc::channel(1);
-            (rx, tokio::spawn(async {}))
-        } else {
-            watch::spawn(socks.events, socks.writer.port_id())?
-        };
+        let (events, watcher) = watch::spawn(socks.events, socks.writer.port_id())?;
         Ok(HostNetwork {
             target,
             writer: socks.writer,

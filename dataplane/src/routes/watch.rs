@@ -2,7 +2,9 @@
 //! address and route changes, turned into [`DataplaneEvent`]s on a channel.
 //!
 //! It decides nothing: it drops notifications caused by our own writer (the
-//! kernel stamps them with the writer's port id) and routes outside the main
+//! kernel stamps them with the writer's port id; a socket filter drops them
+//! in the kernel, so a big batch of our own writes never fills the socket
+//! buffer, and they are checked again here) and routes outside the main
 //! table, and forwards the rest. The owner of the managers applies the
 //! events (`HostNetwork::handle_event`), so all state stays in one task.
 
@@ -50,6 +52,7 @@ pub fn spawn(
 ) -> Result<(mpsc::Receiver<DataplaneEvent>, tokio::task::JoinHandle<()>), NetlinkError> {
     let s = socket.socket_mut();
     s.bind_auto().map_err(NetlinkError::Open)?;
+    drop_notifications_from(s, writer_port).map_err(NetlinkError::Open)?;
     if let Err(e) = s.set_rx_buf_sz(RCVBUF) {
         tracing::debug!(error = %e, "could not enlarge event socket buffer");
     }
@@ -65,6 +68,24 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(4096);
     let task = tokio::spawn(run(socket, writer_port, tx));
     Ok((rx, task))
+}
+
+/// Attaches a classic BPF filter dropping every message whose `nlmsg_pid`
+/// is `port` (our writer's echoes), before it is queued on the socket.
+fn drop_notifications_from(socket: &netlink_sys::Socket, port: u32) -> std::io::Result<()> {
+    use socket2::{SockFilter, SockRef};
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS (loads big-endian)
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const NLMSG_PID_OFFSET: u32 = 12;
+    let port_as_loaded = u32::from_be_bytes(port.to_ne_bytes());
+    let program = [
+        SockFilter::new(LD_W_ABS, 0, 0, NLMSG_PID_OFFSET),
+        SockFilter::new(JEQ_K, 0, 1, port_as_loaded),
+        SockFilter::new(RET_K, 0, 0, 0),
+        SockFilter::new(RET_K, 0, 0, u32::MAX),
+    ];
+    SockRef::from(socket).attach_filter(&program)
 }
 
 async fn run(socket: TokioSocket, writer_port: u32, tx: mpsc::Sender<DataplaneEvent>) {

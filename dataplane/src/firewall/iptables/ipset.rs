@@ -105,6 +105,10 @@ pub fn write_create(out: &mut String, name: &str, family: IpVersion) {
 
 /// Appends `add|del <set> <member>` (two lines for a `/0`).
 pub fn write_member(out: &mut String, verb: &str, set: &str, net: &IpNet) {
+    if net.prefix_len() != 0 {
+        let _ = writeln!(out, "{verb} {set} {}", net.trunc());
+        return;
+    }
     for part in storable(net) {
         let _ = writeln!(out, "{verb} {set} {part}");
     }

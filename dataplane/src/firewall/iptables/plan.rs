@@ -1,7 +1,7 @@
 //! Turning [`FirewallOp`]s into the texts of one apply.
 //!
-//! Pure: given the ops, what we know of our kernel objects ([`Known`]) and
-//! the current rules of the built-in chains the ops hook into, it produces
+//! Pure: given the ops and what we know of our kernel objects ([`Known`],
+//! including the rules of the built-in chains hooks go into), it produces
 //! an `ipset restore` text run first (creates, swaps, members), one
 //! `iptables-restore --noflush` text per family holding a `*filter` and/or
 //! `*nat` section, and an `ipset restore` text run last (destroys, once no
@@ -104,9 +104,22 @@ pub fn plan(ops: &[FirewallOp], known: &Known) -> Result<Plan, FirewallError> {
         None => known.sets.get(name).and_then(|h| h.family),
     };
     let tables = assign_tables(&chains, &hooks, known);
+    let metas: Metas = chains
+        .iter()
+        .filter_map(|(name, intent)| match intent {
+            ChainIntent::Replace(rules) => Some((name, rules)),
+            ChainIntent::Delete => None,
+        })
+        .map(|(name, rules)| {
+            let m = rules
+                .iter()
+                .map(|r| (rule::rule_families(r, &set_family), r.fingerprint()));
+            (name.clone(), m.collect())
+        })
+        .collect();
     for family in FAMILIES {
         let mut sections: BTreeMap<Table, Section> = BTreeMap::new();
-        write_chains(&mut sections, &chains, &tables, known, family, &set_family)?;
+        write_chains(&mut sections, &chains, &tables, known, family, &metas)?;
         write_hooks(&mut sections, &hooks, &mut next.builtins, family);
         let text = match family {
             IpVersion::V4 => &mut p.v4,
@@ -242,6 +255,9 @@ fn write_sets(
 
 // ----- chains -----
 
+/// Per replaced chain, each rule's families and fingerprint.
+type Metas = BTreeMap<ObjectName, Vec<(FamTag, u64)>>;
+
 enum ChainIntent<'a> {
     Replace(&'a [GenericRule]),
     Delete,
@@ -361,7 +377,7 @@ fn write_chains(
     tables: &BTreeMap<ObjectName, Table>,
     known: &Known,
     family: IpVersion,
-    set_family: &dyn Fn(&ObjectName) -> Option<IpVersion>,
+    metas: &Metas,
 ) -> Result<(), FirewallError> {
     let no_tables = BTreeSet::new();
     for (name, intent) in chains {
@@ -372,8 +388,9 @@ fn write_chains(
                 let s = sections.entry(table).or_default();
                 let _ = writeln!(s.decls, ":{name} - [0:0]");
                 for (idx, r) in rules.iter().enumerate() {
-                    let fam: FamTag = rule::rule_families(r, set_family);
-                    rule::render_rule(&mut s.rules, name, idx, r, fam, family)
+                    let meta = metas.get(name).and_then(|m| m.get(idx)).copied();
+                    let meta = meta.unwrap_or((FamTag::Both, r.fingerprint()));
+                    rule::render_rule(&mut s.rules, name, idx, r, meta, family)
                         .map_err(|e| invalid(&format!("rule {idx} of chain {name}"), e))?;
                 }
                 // A chain that moved table leaves the old one.

@@ -182,20 +182,21 @@ pub fn check_ours(name: &ObjectName) -> Result<(), RenderError> {
     }
 }
 
-/// Appends the kernel lines of rule `idx` of `chain` for `family` to `out`.
-/// Nothing is appended when the rule has no lines in that family.
+/// Appends the kernel lines of rule `idx` of `chain` for `family` to `out`;
+/// `fam` is [`rule_families`] and `fp` the fingerprint of `rule` (both
+/// computed once for the two families). Nothing is appended when the rule
+/// has no lines in that family.
 pub fn render_rule(
     out: &mut String,
     chain: &ObjectName,
     idx: usize,
     rule: &GenericRule,
-    fam: FamTag,
+    (fam, fp): (FamTag, u64),
     family: IpVersion,
 ) -> Result<(), RenderError> {
     if !fam.present_in(family) {
         return Ok(());
     }
-    let fp = rule.fingerprint();
     let body = if fam.matches_in(family) {
         RuleBody::build(rule, family)?
     } else {
@@ -577,7 +578,15 @@ mod tests {
     fn render(rule: &GenericRule, family: IpVersion) -> String {
         let fam = rule_families(rule, &|_| None);
         let mut out = String::new();
-        render_rule(&mut out, &name("margay-c"), 3, rule, fam, family).expect("renders");
+        render_rule(
+            &mut out,
+            &name("margay-c"),
+            3,
+            rule,
+            (fam, rule.fingerprint()),
+            family,
+        )
+        .expect("renders");
         out
     }
 
@@ -863,7 +872,7 @@ mod tests {
             &name("margay-c"),
             0,
             &rule,
-            FamTag::Both,
+            (FamTag::Both, rule.fingerprint()),
             IpVersion::V4
         )
         .is_err());
@@ -885,7 +894,7 @@ mod tests {
             &name("margay-c"),
             0,
             &two,
-            FamTag::Both,
+            (FamTag::Both, two.fingerprint()),
             IpVersion::V4
         )
         .is_err());
@@ -906,7 +915,7 @@ mod tests {
             &name("margay-c"),
             0,
             &rule,
-            FamTag::Both,
+            (FamTag::Both, rule.fingerprint()),
             IpVersion::V4
         )
         .is_err());
