@@ -167,6 +167,8 @@ pub struct Reporter {
     written: BTreeMap<String, String>,
     endpoint_index: usize,
     client: Option<Client>,
+    /// Leftover endpoint keys of a previous run were listed.
+    listed_leftovers: bool,
 }
 
 impl Reporter {
@@ -182,6 +184,7 @@ impl Reporter {
             written: BTreeMap::new(),
             endpoint_index: 0,
             client: None,
+            listed_leftovers: false,
         }
     }
 
@@ -197,45 +200,56 @@ impl Reporter {
         });
         let mut next_status = tokio::time::Instant::now();
         let mut endpoints_dirty = true;
-        let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
-            let cfg = config.borrow().clone();
-            let due = cfg.interval.map(|_| next_status);
-            tokio::select! {
-                changed = config.changed() => {
-                    if changed.is_err() { return; }
-                    let new = config.borrow().clone();
-                    if new.interval != cfg.interval { next_status = tokio::time::Instant::now(); }
-                    endpoints_dirty |= new.endpoints_enabled != cfg.endpoints_enabled;
-                    continue;
-                }
-                changed = endpoints.changed() => {
-                    if changed.is_err() { return; }
-                    endpoints_dirty = true;
-                }
-                _ = sleep_until_opt(due) => {}
-                _ = sleep_until_opt(retry_at) => {}
-            }
+            let cfg = config.borrow_and_update().clone();
             let now = tokio::time::Instant::now();
             let mut failed = false;
             if let Some(interval) = cfg.interval.filter(|_| now >= next_status) {
-                next_status = now + interval;
-                failed |= self.report_status(cfg.ttl_secs).await.is_err();
+                next_status = match self.report_status(cfg.ttl_secs).await {
+                    Ok(()) => now + interval,
+                    Err(_) => {
+                        failed = true;
+                        now + backoff.next_delay().min(interval)
+                    }
+                };
             }
-            if endpoints_dirty || retry_at.is_some_and(|t| now >= t) {
-                let want =
-                    desired_endpoint_docs(&self.keys, &endpoints.borrow(), cfg.endpoints_enabled);
+            if endpoints_dirty {
+                let want = desired_endpoint_docs(
+                    &self.keys,
+                    &endpoints.borrow_and_update(),
+                    cfg.endpoints_enabled,
+                );
                 match self.sync_endpoints(want).await {
                     Ok(()) => endpoints_dirty = false,
                     Err(_) => failed = true,
                 }
             }
-            retry_at = if failed {
+            let retry_at = if failed {
                 Some(tokio::time::Instant::now() + backoff.next_delay())
             } else {
                 backoff.reset();
                 None
             };
+            tokio::select! {
+                changed = config.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let new = config.borrow().clone();
+                    if new.interval != cfg.interval {
+                        next_status = tokio::time::Instant::now();
+                    }
+                    endpoints_dirty |= new.endpoints_enabled != cfg.endpoints_enabled;
+                }
+                changed = endpoints.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    endpoints_dirty = true;
+                }
+                _ = sleep_until_opt(cfg.interval.map(|_| next_status)) => {}
+                _ = sleep_until_opt(retry_at) => {}
+            }
         }
     }
 
@@ -265,6 +279,7 @@ impl Reporter {
             })
             .collect();
         self.client = Some(client.clone());
+        self.listed_leftovers = true;
         Ok(client)
     }
 
@@ -327,6 +342,10 @@ impl Reporter {
         &mut self,
         want: BTreeMap<String, String>,
     ) -> Result<(), SyncError> {
+        if !self.listed_leftovers {
+            // Connecting lists what a previous run left, into `written`.
+            self.client().await?;
+        }
         if want == self.written {
             return Ok(());
         }

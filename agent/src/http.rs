@@ -1,7 +1,8 @@
 //! The small HTTP endpoint on `--metrics-addr`: `/metrics`, `/livez`, `/readyz`.
 //!
 //! A deliberately minimal HTTP/1.x server on tokio: one request per
-//! connection, `GET`/`HEAD` only, bounded request size and time, no keep-alive.
+//! connection, `GET`/`HEAD` only, bounded request size, time and number of
+//! connections, no keep-alive.
 //! That is all a Prometheus scraper or a health probe needs, and it keeps a
 //! web framework out of a privileged agent.
 //!
@@ -17,11 +18,13 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 
@@ -33,6 +36,8 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// How long a client may take to send its request and read the answer.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are closed at once (a scraper needs one).
+const MAX_CONNECTIONS: usize = 32;
 
 /// Why the metrics endpoint could not start.
 #[derive(Debug, Error)]
@@ -78,9 +83,14 @@ impl MetricsServer {
     /// Serves until the task is dropped/aborted. Each connection runs in its
     /// own task; a failing client never stops the server.
     pub async fn serve(self) {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             match self.listener.accept().await {
                 Ok((stream, _peer)) => {
+                    // Over the limit: dropping the stream closes it.
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        continue;
+                    };
                     let metrics = self.metrics.clone();
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(
@@ -88,6 +98,7 @@ impl MetricsServer {
                             handle_connection(stream, &metrics),
                         )
                         .await;
+                        drop(permit);
                     });
                 }
                 Err(error) => {

@@ -712,7 +712,7 @@ impl Collector for ProcessCollector {
 
 /// The family names present in OpenMetrics `text` (from `# TYPE` lines),
 /// with the sample suffix a scraper sees for counters (`_total`) and infos
-/// (`_info`). Used by tests and by `margay check`-style self tests.
+/// (`_info`). Used by the tests to compare with [`METRIC_NAMES`].
 pub fn rendered_family_names(text: &str) -> Vec<String> {
     let mut names = Vec::new();
     for line in text.lines() {

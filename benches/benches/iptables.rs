@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use margay_dataplane::firewall::diff::{diff, observed_of};
+use margay_dataplane::firewall::iptables::plan::{self, Known};
 use margay_dataplane::firewall::iptables::{IptablesBackend, Plan, Variant};
 use margay_dataplane::firewall::lower::lower;
 use margay_dataplane::firewall::model::{fnv1a64, ObservedRuleset};
@@ -340,6 +341,25 @@ fn main() {
         sets.len(),
         ms(lower_time)
     );
+    // Pure planning (no I/O): the CPU margay adds on top of the tools.
+    let pure: Vec<Duration> = (0..reps.max(3))
+        .map(|_| {
+            let t = Instant::now();
+            let p = plan::plan(&full, &Known::default()).expect("pure plan");
+            std::hint::black_box(&p);
+            t.elapsed()
+        })
+        .collect();
+    println!(
+        "pure plan+render of the full program: {} ms",
+        ms(median(pure))
+    );
+    if std::env::var_os("MARGAY_BENCH_PLAN_ONLY").is_some() {
+        for _ in 0..20 {
+            std::hint::black_box(plan::plan(&full, &Known::default()).expect("plan"));
+        }
+        return;
+    }
     for variant in [Variant::Nft, Variant::Legacy] {
         let (full_row, observe_empty, render) = bench_full(variant, &full, reps);
         let (delta_row, read_back) = bench_delta(variant, &full, &fwd, &back, reps);

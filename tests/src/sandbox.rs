@@ -1386,11 +1386,17 @@ impl Cluster {
                 ns.exec_ok(&["nft", "delete", "table", "inet", "margay"]);
             }
             Dataplane::Iptables => {
-                for table in ["filter", "nat", "mangle", "raw"] {
-                    ns.exec_ok(&["iptables", "-t", table, "-F"]);
-                    ns.exec_ok(&["iptables", "-t", table, "-X"]);
+                // The agent may repair between two commands (then a chain or
+                // set is in use again): retry the whole wipe a few times.
+                for _ in 0..5 {
+                    for table in ["filter", "nat", "mangle", "raw"] {
+                        ns.exec(&["iptables", "-t", table, "-F"]);
+                        ns.exec(&["iptables", "-t", table, "-X"]);
+                    }
+                    if ns.exec(&["ipset", "destroy"]).status.success() {
+                        break;
+                    }
                 }
-                ns.exec_ok(&["ipset", "destroy"]);
             }
         }
     }

@@ -820,7 +820,8 @@ fn check_passes_etcd_checks_and_status_lists_the_host() {
         "{stdout}"
     );
 
-    let mut agent = fx.start_agent("text", &[]);
+    let reporting = [("MARGAY_ENDPOINT_REPORTING_ENABLED", "true".to_string())];
+    let mut agent = fx.start_agent("text", &reporting);
     wait_for(&mut agent, "the first apply", || {
         http_get(fx.host.name(), "/readyz")
     });
@@ -834,7 +835,11 @@ fn check_passes_etcd_checks_and_status_lists_the_host() {
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        (out.status.success() && text.contains("ops-st  alive")).then_some(text)
+        let row = text.lines().find(|l| l.starts_with("ops-st "))?;
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        // Heartbeat seen and the endpoint reported up.
+        (out.status.success() && cells.get(1) == Some(&"alive") && cells.get(6) == Some(&"1"))
+            .then_some(text)
     });
     let header = table.lines().next().unwrap_or_default();
     assert!(header.starts_with("HOST"), "{table}");
@@ -853,6 +858,10 @@ fn check_passes_etcd_checks_and_status_lists_the_host() {
         "report time {}",
         row[2]
     );
-    assert_eq!(row[5], "1", "configured endpoints:\n{table}");
+    assert_eq!(
+        row[5..],
+        ["1", "1", "0", "0"],
+        "endpoints, up, down, error:\n{table}"
+    );
     drop(agent);
 }

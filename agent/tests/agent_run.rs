@@ -1,0 +1,282 @@
+//! `margay run` as the e2e tests use it: started with `ip netns exec` inside
+//! a test namespace, talking to an etcd on that namespace's loopback, it must
+//! program that namespace, repair drift, survive etcd going away, exit 0 on
+//! SIGTERM leaving everything in place, and adopt it all on restart.
+//!
+//! Needs root (network namespaces, nftables); skips with a message otherwise.
+//! Only the test's own namespaces are touched.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use margay_tests::etcd::EtcdServer;
+use margay_tests::netns::{attach_workload, require_root, TestNetns};
+
+const MARGAY: &str = env!("CARGO_BIN_EXE_margay");
+const WAIT: Duration = Duration::from_secs(20);
+
+const PROFILE: &str =
+    r#"{"inbound_rules":[{"action":"allow"}],"outbound_rules":[{"action":"allow"}]}"#;
+
+fn endpoint_doc(iface: &str, addr: &str) -> String {
+    format!(
+        r#"{{"state":"active","name":"{iface}","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["p1"],"ipv4_nets":["{addr}/32"]}}"#
+    )
+}
+
+/// A running `margay run`, killed on drop if still alive.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(ns: &TestNetns, etcd: &EtcdServer, config: &Path, log: PathBuf) -> Agent {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = ns
+            .command(&[
+                MARGAY,
+                "run",
+                "--hostname",
+                "h1",
+                "--etcd-endpoints",
+                &etcd.client_url(),
+                "--config",
+                config.to_str().expect("utf8"),
+                "--refresh-interval",
+                "1",
+                "--metrics-addr",
+                "127.0.0.1:9091",
+            ])
+            .env_remove("MARGAY_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("margay starts");
+        Agent { child, log }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, sig).expect("signal");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn assert_alive(&mut self) {
+        assert!(
+            matches!(self.child.try_wait(), Ok(None)),
+            "margay died:\n{}",
+            self.log()
+        );
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "margay ignored SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, agent: Option<&Agent>, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        if Instant::now() > deadline {
+            let log = agent.map(Agent::log).unwrap_or_default();
+            panic!("timed out waiting for {what}; margay log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn our_routes(ns: &TestNetns) -> String {
+    ns.exec_ok(&["ip", "route", "show", "proto", "80"])
+}
+
+fn nft_tables(ns: &TestNetns) -> String {
+    ns.exec_ok(&["nft", "list", "tables"])
+}
+
+/// `GET path` on the agent's metrics address inside `ns`, via nc.
+fn http_get(ns: &TestNetns, path: &str) -> String {
+    let mut child = ns
+        .command(&["nc", "-w", "2", "127.0.0.1", "9091"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nc starts");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = write!(stdin, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    }
+    let out = child.wait_with_output().expect("nc runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn metric(ns: &TestNetns, series: &str) -> Option<f64> {
+    http_get(ns, "/metrics").lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn plan_json(ns: &TestNetns, etcd: &EtcdServer) -> serde_json::Value {
+    let out = ns.exec_ok(&[
+        MARGAY,
+        "plan",
+        "--json",
+        "--hostname",
+        "h1",
+        "--etcd-endpoints",
+        &etcd.client_url(),
+    ]);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("plan output {out:?}: {e}"))
+}
+
+#[test]
+fn run_programs_its_namespace_repairs_drift_and_restarts_without_disruption() {
+    if !require_root("run_programs_its_namespace_repairs_drift_and_restarts_without_disruption") {
+        return;
+    }
+    let host = TestNetns::new("run-h");
+    let wl1 = TestNetns::new("run-w1");
+    let wl2 = TestNetns::new("run-w2");
+    attach_workload(&host, "cali1", &wl1, "10.65.0.2");
+    attach_workload(&host, "cali2", &wl2, "10.65.0.3");
+    let mut etcd = EtcdServer::new_in_netns(host.name());
+    etcd.etcdctl_ok(&["put", "/calico/v1/Ready", "true"]);
+    etcd.etcdctl_ok(&["put", "/calico/v1/policy/profile/p1/rules", PROFILE]);
+    etcd.etcdctl_ok(&[
+        "put",
+        "/calico/v1/host/h1/workload/k8s/pod1/endpoint/eth0",
+        &endpoint_doc("cali1", "10.65.0.2"),
+    ]);
+    let config = etcd.dir().join("margay.toml");
+    std::fs::write(&config, "log_level = \"info\"\n").expect("config");
+    let log = etcd.dir().join("margay.log");
+
+    // Start: programs the namespace and becomes ready.
+    let mut agent = Agent::start(&host, &etcd, &config, log.clone());
+    wait_until("the workload route", Some(&agent), || {
+        our_routes(&host).contains("10.65.0.2 dev cali1")
+    });
+    wait_until("/readyz 200", Some(&agent), || {
+        http_get(&host, "/readyz").starts_with("HTTP/1.1 200")
+    });
+    assert!(nft_tables(&host).contains("table inet margay"));
+    assert!(http_get(&host, "/livez").starts_with("HTTP/1.1 200"));
+    assert_eq!(metric(&host, "margay_datastore_connected"), Some(1.0));
+
+    // Watch: an endpoint added and removed live.
+    let ep2 = "/calico/v1/host/h1/workload/k8s/pod2/endpoint/eth0";
+    etcd.etcdctl_ok(&["put", ep2, &endpoint_doc("cali2", "10.65.0.3")]);
+    wait_until("the second route", Some(&agent), || {
+        our_routes(&host).contains("10.65.0.3 dev cali2")
+    });
+    etcd.etcdctl_ok(&["del", ep2]);
+    wait_until("the second route to go", Some(&agent), || {
+        !our_routes(&host).contains("10.65.0.3")
+    });
+
+    // Drift: a deleted route comes back at once, a deleted table on refresh.
+    host.exec_ok(&["ip", "route", "del", "10.65.0.2/32", "dev", "cali1"]);
+    wait_until("the route to be repaired", Some(&agent), || {
+        our_routes(&host).contains("10.65.0.2 dev cali1")
+    });
+    host.exec_ok(&["nft", "delete", "table", "inet", "margay"]);
+    wait_until("the firewall to be repaired", Some(&agent), || {
+        nft_tables(&host).contains("table inet margay")
+    });
+
+    // Invalid data is counted, never fatal.
+    etcd.etcdctl_ok(&["put", "/calico/v1/policy/profile/bad/rules", "{nope"]);
+    wait_until("the invalid update to be counted", Some(&agent), || {
+        metric(
+            &host,
+            "margay_invalid_updates_total{kind=\"profile_rules\"}",
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    });
+    agent.assert_alive();
+
+    // SIGHUP re-reads the config file.
+    std::fs::write(&config, "log_level = \"debug\"\n").expect("config");
+    agent.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until("the reload", Some(&agent), || {
+        agent.log().contains("reloading the config file")
+    });
+    agent.assert_alive();
+
+    // etcd away: nothing changes; back: updates flow again.
+    etcd.stop();
+    wait_until("the agent to notice etcd is gone", Some(&agent), || {
+        metric(&host, "margay_datastore_connected") == Some(0.0)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(our_routes(&host).contains("10.65.0.2 dev cali1"));
+    assert!(nft_tables(&host).contains("table inet margay"));
+    etcd.start();
+    etcd.etcdctl_ok(&["put", ep2, &endpoint_doc("cali2", "10.65.0.3")]);
+    wait_until("an update after etcd came back", Some(&agent), || {
+        our_routes(&host).contains("10.65.0.3 dev cali2")
+    });
+
+    // SIGTERM: exit 0, everything stays.
+    let status = agent.stop();
+    assert!(status.success(), "exit status {status}");
+    let routes = our_routes(&host);
+    assert!(routes.contains("10.65.0.2 dev cali1") && routes.contains("10.65.0.3 dev cali2"));
+    assert!(nft_tables(&host).contains("table inet margay"));
+
+    // What a restart would change: nothing.
+    let plan = plan_json(&host, &etcd);
+    assert_eq!(plan["plan"]["routes"], serde_json::json!([]), "{plan}");
+    assert_eq!(plan["plan"]["firewall"], serde_json::json!([]), "{plan}");
+    assert_eq!(plan["ready"], true);
+    assert!(plan["invalid"].as_array().is_some_and(|a| a
+        .iter()
+        .any(|i| i["key"] == "/calico/v1/policy/profile/bad/rules")));
+
+    // Restart: adopts what is there and writes nothing.
+    let agent = Agent::start(&host, &etcd, &config, log);
+    wait_until("/readyz 200 after restart", Some(&agent), || {
+        http_get(&host, "/readyz").starts_with("HTTP/1.1 200")
+    });
+    for object in ["route", "chain", "set", "set_member"] {
+        let series = format!("margay_dataplane_writes_total{{object=\"{object}\"}}");
+        assert_eq!(metric(&host, &series), Some(0.0), "{series} after restart");
+    }
+    assert!(our_routes(&host).contains("10.65.0.2 dev cali1"));
+    assert!(agent.stop().success());
+}
