@@ -42,6 +42,8 @@ fn with_options(mut cmd: Command) -> Command {
             .help("TOML config file [default: /etc/margay/margay.toml when present]"),
     );
     for spec in SPECS.iter().filter(|s| s.cli) {
+        // clap (without its `string` feature) takes `&'static str` names; the
+        // grammar is built once per process, so leaking these few is fine.
         let long: &'static str = Box::leak(spec.key.replace('_', "-").into_boxed_str());
         cmd = cmd.arg(
             Arg::new(spec.key)

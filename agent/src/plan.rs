@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use margay_config::Settings;
+use margay_config::{DataplaneKind, Settings};
 use margay_dataplane::Dataplane;
 use margay_policy::calc::CalcEngine;
 use serde_json::json;
@@ -102,10 +102,15 @@ pub async fn run_plan(
         .await
         .context("cannot open the dataplane")?;
     dp.start().await.context("cannot read the dataplane")?;
-    let plan = dp
+    let mut plan = dp
         .plan(computed.calc.state(), &firewall_settings(&effective))
         .await
         .context("cannot compute the plan")?;
+    if effective.dataplane == DataplaneKind::None {
+        // The no-op backend observes nothing, so its "plan" lists every op it
+        // would pretend to write; with no firewall there is nothing to change.
+        plan.firewall.clear();
+    }
     let problems = computed.calc.problems();
     if json {
         let doc = json!({

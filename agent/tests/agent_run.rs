@@ -33,7 +33,13 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(ns: &TestNetns, etcd: &EtcdServer, config: &Path, log: PathBuf) -> Agent {
+    fn start(
+        ns: &TestNetns,
+        etcd: &EtcdServer,
+        backend: Backend,
+        config: &Path,
+        log: PathBuf,
+    ) -> Agent {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -53,6 +59,8 @@ impl Agent {
                 "1",
                 "--metrics-addr",
                 "127.0.0.1:9091",
+                "--dataplane",
+                backend.name(),
             ])
             .env_remove("MARGAY_LOG")
             .stdin(Stdio::null())
@@ -120,8 +128,48 @@ fn our_routes(ns: &TestNetns) -> String {
     ns.exec_ok(&["ip", "route", "show", "proto", "80"])
 }
 
-fn nft_tables(ns: &TestNetns) -> String {
-    ns.exec_ok(&["nft", "list", "tables"])
+/// The firewall backend under test, with how to see and break its objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Nftables,
+    Iptables,
+    None,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Nftables => "nftables",
+            Backend::Iptables => "iptables",
+            Backend::None => "none",
+        }
+    }
+
+    /// True when our firewall objects are in place (always for `none`).
+    fn present(self, ns: &TestNetns) -> bool {
+        match self {
+            Backend::Nftables => ns
+                .exec_ok(&["nft", "list", "tables"])
+                .contains("table inet margay"),
+            Backend::Iptables => ns
+                .exec_ok(&["iptables", "-S", "FORWARD"])
+                .contains("margay"),
+            Backend::None => true,
+        }
+    }
+
+    /// Removes our objects (or our hook) behind the agent's back.
+    fn break_it(self, ns: &TestNetns) {
+        match self {
+            Backend::Nftables => {
+                ns.exec_ok(&["nft", "delete", "table", "inet", "margay"]);
+            }
+            Backend::Iptables => {
+                ns.exec_ok(&["iptables", "-F", "FORWARD"]);
+            }
+            Backend::None => {}
+        }
+    }
 }
 
 /// `GET path` on the agent's metrics address inside `ns`, via nc.
@@ -150,7 +198,7 @@ fn metric(ns: &TestNetns, series: &str) -> Option<f64> {
     })
 }
 
-fn plan_json(ns: &TestNetns, etcd: &EtcdServer) -> serde_json::Value {
+fn plan_json(ns: &TestNetns, etcd: &EtcdServer, backend: Backend) -> serde_json::Value {
     let out = ns.exec_ok(&[
         MARGAY,
         "plan",
@@ -159,15 +207,36 @@ fn plan_json(ns: &TestNetns, etcd: &EtcdServer) -> serde_json::Value {
         "h1",
         "--etcd-endpoints",
         &etcd.client_url(),
+        "--dataplane",
+        backend.name(),
     ]);
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("plan output {out:?}: {e}"))
 }
 
 #[test]
-fn run_programs_its_namespace_repairs_drift_and_restarts_without_disruption() {
-    if !require_root("run_programs_its_namespace_repairs_drift_and_restarts_without_disruption") {
-        return;
+fn run_with_nftables() {
+    if require_root("run_with_nftables") {
+        scenario(Backend::Nftables);
     }
+}
+
+#[test]
+fn run_with_iptables() {
+    if require_root("run_with_iptables") {
+        scenario(Backend::Iptables);
+    }
+}
+
+#[test]
+fn run_without_firewall_still_programs_routes() {
+    if require_root("run_without_firewall_still_programs_routes") {
+        scenario(Backend::None);
+    }
+}
+
+/// Start, watch, drift repair, invalid data, SIGHUP, etcd away and back,
+/// SIGTERM, plan after exit, restart without writes.
+fn scenario(backend: Backend) {
     let host = TestNetns::new("run-h");
     let wl1 = TestNetns::new("run-w1");
     let wl2 = TestNetns::new("run-w2");
@@ -186,16 +255,24 @@ fn run_programs_its_namespace_repairs_drift_and_restarts_without_disruption() {
     let log = etcd.dir().join("margay.log");
 
     // Start: programs the namespace and becomes ready.
-    let mut agent = Agent::start(&host, &etcd, &config, log.clone());
+    let mut agent = Agent::start(&host, &etcd, backend, &config, log.clone());
     wait_until("the workload route", Some(&agent), || {
         our_routes(&host).contains("10.65.0.2 dev cali1")
     });
     wait_until("/readyz 200", Some(&agent), || {
         http_get(&host, "/readyz").starts_with("HTTP/1.1 200")
     });
-    assert!(nft_tables(&host).contains("table inet margay"));
+    assert!(backend.present(&host), "{} objects missing", backend.name());
     assert!(http_get(&host, "/livez").starts_with("HTTP/1.1 200"));
     assert_eq!(metric(&host, "margay_datastore_connected"), Some(1.0));
+    wait_until("the heartbeat", Some(&agent), || {
+        etcd.etcdctl_ok(&[
+            "get",
+            "--print-value-only",
+            "/calico/felix/v1/host/h1/status",
+        ])
+        .contains("\"first_update\"")
+    });
 
     // Watch: an endpoint added and removed live.
     let ep2 = "/calico/v1/host/h1/workload/k8s/pod2/endpoint/eth0";
@@ -213,9 +290,9 @@ fn run_programs_its_namespace_repairs_drift_and_restarts_without_disruption() {
     wait_until("the route to be repaired", Some(&agent), || {
         our_routes(&host).contains("10.65.0.2 dev cali1")
     });
-    host.exec_ok(&["nft", "delete", "table", "inet", "margay"]);
+    backend.break_it(&host);
     wait_until("the firewall to be repaired", Some(&agent), || {
-        nft_tables(&host).contains("table inet margay")
+        backend.present(&host)
     });
 
     // Invalid data is counted, never fatal.
@@ -245,7 +322,7 @@ fn run_programs_its_namespace_repairs_drift_and_restarts_without_disruption() {
     });
     std::thread::sleep(Duration::from_secs(2));
     assert!(our_routes(&host).contains("10.65.0.2 dev cali1"));
-    assert!(nft_tables(&host).contains("table inet margay"));
+    assert!(backend.present(&host));
     etcd.start();
     etcd.etcdctl_ok(&["put", ep2, &endpoint_doc("cali2", "10.65.0.3")]);
     wait_until("an update after etcd came back", Some(&agent), || {
@@ -257,10 +334,10 @@ fn run_programs_its_namespace_repairs_drift_and_restarts_without_disruption() {
     assert!(status.success(), "exit status {status}");
     let routes = our_routes(&host);
     assert!(routes.contains("10.65.0.2 dev cali1") && routes.contains("10.65.0.3 dev cali2"));
-    assert!(nft_tables(&host).contains("table inet margay"));
+    assert!(backend.present(&host));
 
     // What a restart would change: nothing.
-    let plan = plan_json(&host, &etcd);
+    let plan = plan_json(&host, &etcd, backend);
     assert_eq!(plan["plan"]["routes"], serde_json::json!([]), "{plan}");
     assert_eq!(plan["plan"]["firewall"], serde_json::json!([]), "{plan}");
     assert_eq!(plan["ready"], true);
@@ -269,11 +346,16 @@ fn run_programs_its_namespace_repairs_drift_and_restarts_without_disruption() {
         .any(|i| i["key"] == "/calico/v1/policy/profile/bad/rules")));
 
     // Restart: adopts what is there and writes nothing.
-    let agent = Agent::start(&host, &etcd, &config, log);
+    let agent = Agent::start(&host, &etcd, backend, &config, log);
     wait_until("/readyz 200 after restart", Some(&agent), || {
         http_get(&host, "/readyz").starts_with("HTTP/1.1 200")
     });
-    for object in ["route", "chain", "set", "set_member"] {
+    let objects: &[&str] = match backend {
+        // The no-op firewall "writes" everything again; only routes are real.
+        Backend::None => &["route", "neighbour"],
+        _ => &["route", "neighbour", "chain", "set", "set_member"],
+    };
+    for object in objects {
         let series = format!("margay_dataplane_writes_total{{object=\"{object}\"}}");
         assert_eq!(metric(&host, &series), Some(0.0), "{series} after restart");
     }

@@ -11,6 +11,14 @@
 //! manager is synchronous (it runs `nft`/`iptables-restore`); on a
 //! multi-threaded runtime it is called through `block_in_place`, otherwise
 //! directly.
+//!
+//! Driving it: `new` → `start` (adopt what is there) → `apply` for every
+//! batch of [`Changes`]. Take the watcher's receiver once with
+//! `take_events` and hand what it yields to `handle_events` (drain with
+//! `try_recv` to batch); this retries objects waiting for an interface
+//! that appeared, forgets those of one that vanished, and puts back a route
+//! of ours someone deleted. Call `repair_routes` / `repair_firewall_drift`
+//! on a timer as a safety net.
 
 pub mod firewall;
 pub mod neigh;

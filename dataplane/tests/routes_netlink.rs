@@ -327,3 +327,35 @@ async fn our_own_writes_cause_no_events_even_in_bulk() {
         );
     }
 }
+
+#[tokio::test]
+async fn events_before_the_first_apply_never_delete_adopted_routes() {
+    if !require_root("events_before_the_first_apply_never_delete_adopted_routes") {
+        return;
+    }
+    let ns = TestNetns::new("rt-early");
+    veth(&ns, "cali1");
+    ns.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        "10.65.0.1/32",
+        "dev",
+        "cali1",
+        "proto",
+        "80",
+        "scope",
+        "link",
+    ]);
+    let (mut dp, mut events) = dataplane(&ns).await;
+    assert_eq!(dp.stats().routes, 1);
+    // A link appearing before any desired state is known must not make us
+    // "converge" to an empty desired state.
+    veth(&ns, "cali2");
+    pump_until(&mut dp, &mut events, |dp| {
+        dp.host().routes().tracker().observed().len() == 1 && dp.stats().routes == 1
+    })
+    .await;
+    pump_pending(&mut dp, &mut events).await;
+    assert!(our_routes(&ns).contains("10.65.0.1 dev cali1"));
+}

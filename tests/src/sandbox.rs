@@ -279,7 +279,7 @@ impl NsEtcd {
     /// Runs `f` with a connected client (connecting first when needed). A
     /// failed attempt drops the client and is retried on a fresh connection
     /// (etcd may just have been restarted), up to three times in all.
-    fn run<T, F, Fut>(&self, f: F) -> Result<T, etcd_client::Error>
+    fn run<T, F, Fut>(&self, f: F) -> Result<T, String>
     where
         T: Send + 'static,
         F: Fn(etcd_client::Client) -> Fut + Send + 'static,
@@ -287,12 +287,14 @@ impl NsEtcd {
     {
         let (tx, rx) = mpsc::channel();
         let job: Job = Box::new(move |slot, rt| {
-            let mut result = Err(etcd_client::Error::InvalidArgs("not tried".into()));
+            let mut result = Err("not tried".to_owned());
             for attempt in 0..3 {
                 if attempt > 0 {
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                result = rt.block_on(Self::attempt(slot, &f));
+                result = rt
+                    .block_on(Self::attempt(slot, &f))
+                    .map_err(|e| e.to_string());
                 if result.is_ok() {
                     break;
                 }

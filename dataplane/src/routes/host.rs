@@ -153,8 +153,13 @@ impl HostNetwork {
         self.primed = true;
     }
 
-    /// Writes everything out of sync (and not waiting or blocked).
+    /// Writes everything out of sync (and not waiting or blocked). Until
+    /// the first apply or repair the desired state is unknown, so nothing
+    /// is written (events before that only update what we know).
     pub async fn flush(&mut self) -> Result<HostReport, HostNetError> {
+        if !self.primed {
+            return Ok(HostReport::default());
+        }
         let mut routes = self.routes.flush(&mut self.writer, &self.links).await?;
         if self.routes.needs_resync() {
             self.routes.resync(&self.handle, &self.links, false).await?;

@@ -612,6 +612,85 @@ mod tests {
         assert_eq!(planned.waiting, 3);
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn all_up() -> LinkCache {
+            LinkCache::from_links((0..4).map(|i| {
+                (
+                    i + 10,
+                    Link {
+                        name: format!("cali{i}"),
+                        up: true,
+                    },
+                )
+            }))
+        }
+
+        fn target() -> impl Strategy<Value = RouteTarget> {
+            prop_oneof![
+                (0u8..4).prop_map(|i| RouteTarget::Interface(iface(&format!("cali{i}")))),
+                (1u8..4).prop_map(|g| RouteTarget::Gateway(
+                    format!("192.168.0.{g}").parse().expect("ip")
+                )),
+            ]
+        }
+
+        fn routes() -> impl Strategy<Value = BTreeMap<IpNet, RouteTarget>> {
+            prop::collection::btree_map(
+                (0u8..24).prop_map(|i| net(&format!("10.0.0.{i}/32"))),
+                target(),
+                0..16,
+            )
+        }
+
+        fn observed() -> impl Strategy<Value = BTreeMap<IpNet, KernelRoute>> {
+            routes().prop_map(|m| m.iter().map(|(d, t)| (*d, KernelRoute::from(t))).collect())
+        }
+
+        proptest! {
+            #[test]
+            fn a_flush_writes_exactly_the_diff_and_converges(
+                desired in routes(),
+                seen in observed(),
+            ) {
+                let links = all_up();
+                let mut m = RouteManager::new(80);
+                m.tracker.replace_observed(seen.clone());
+                m.set_desired_all(&desired);
+                let want = RouteManager::diff(&desired, &seen);
+                let planned = m.plan_writes(&links);
+                prop_assert_eq!(planned.writes.len(), want.len());
+                let r = accept_all(&mut m, &links);
+                prop_assert_eq!(r.writes(), want.len());
+                prop_assert!(m.tracker().in_sync());
+                prop_assert!(m.plan_writes(&links).writes.is_empty());
+            }
+
+            #[test]
+            fn removing_and_readding_a_route_converges(desired in routes(), pick in 0usize..16) {
+                let links = all_up();
+                let mut m = RouteManager::new(80);
+                m.set_desired_all(&desired);
+                accept_all(&mut m, &links);
+                let Some((dst, t)) = desired.iter().nth(pick % desired.len().max(1)) else {
+                    return Ok(());
+                };
+                let (dst, t) = (*dst, t.clone());
+                let dirty = BTreeSet::from([dst]);
+                let mut less = desired.clone();
+                less.remove(&dst);
+                m.update_desired(&less, &dirty);
+                prop_assert_eq!(accept_all(&mut m, &links).deletes, 1);
+                m.update_desired(&desired, &dirty);
+                prop_assert_eq!(accept_all(&mut m, &links).upserts, 1);
+                prop_assert_eq!(m.tracker().observed().get(&dst), Some(&KernelRoute::from(&t)));
+                prop_assert!(m.tracker().in_sync());
+            }
+        }
+    }
+
     #[test]
     fn the_pure_diff_matches_what_a_flush_would_write() {
         let observed = BTreeMap::from([

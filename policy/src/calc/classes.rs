@@ -4,11 +4,12 @@
 //! rather than once per endpoint, and each class caches which active
 //! selector sets it matches. An endpoint whose labels do not change never
 //! re-evaluates a selector; one whose labels change to an existing class
-//! only looks the class up. A class disappears with its last endpoint.
+//! only looks the class up (by a hash of its merged labels, without building
+//! them). A class disappears with its last endpoint.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hasher};
 
+use super::hashing::{FastMap, FastState};
 use super::sets::{SetIdx, SetSpec};
 use super::slab::{handle, HandleSet, Slab};
 use super::{CalcEngine, EpIdx};
@@ -22,54 +23,99 @@ handle!(
 /// Endpoints sharing one set of effective labels.
 pub(super) struct LabelClass {
     /// The effective labels.
-    pub labels: Arc<Labels>,
+    pub labels: Labels,
+    /// Hash of the labels, as [`Classes::hash`] computes it.
+    hash: u64,
     /// Its endpoints (never empty while the class exists).
     pub endpoints: HandleSet<EpIdx>,
     /// Active selector sets these labels satisfy (sorted).
     pub sel_matches: Vec<SetIdx>,
 }
 
-/// All label classes, interned by labels.
+/// All label classes, findable by label hash.
 #[derive(Default)]
 pub(super) struct Classes {
     pub slab: Slab<ClassIdx, LabelClass>,
-    index: HashMap<Arc<Labels>, ClassIdx>,
+    by_hash: FastMap<u64, Vec<ClassIdx>>,
+    hasher: FastState,
+}
+
+/// Effective labels as borrowed, sorted (key, value) pairs.
+type LabelRefs<'a> = Vec<(&'a str, &'a str)>;
+
+impl Classes {
+    fn hash(&self, labels: &LabelRefs<'_>) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        for (k, v) in labels {
+            h.write(k.as_bytes());
+            h.write_u8(0xff);
+            h.write(v.as_bytes());
+            h.write_u8(0xfe);
+        }
+        h.finish()
+    }
+
+    fn find(&self, hash: u64, labels: &LabelRefs<'_>) -> Option<ClassIdx> {
+        self.by_hash
+            .get(&hash)?
+            .iter()
+            .copied()
+            .find(|&c| same_labels(&self.slab[c].labels, labels))
+    }
+}
+
+fn same_labels(a: &Labels, b: &LabelRefs<'_>) -> bool {
+    a.len() == b.len()
+        && a
+            .iter()
+            .zip(b)
+            .all(|((ak, av), (bk, bv))| ak == bk && av == bv)
 }
 
 impl CalcEngine {
     /// An endpoint's labels: its profiles' labels in profile order (later
-    /// wins), overlaid by its own.
-    pub(super) fn effective_labels(&self, doc: &WorkloadEndpoint) -> Labels {
-        let mut out = Labels::new();
-        for p in &doc.profile_ids {
-            if let Some(labels) = self.profiles.map.get(p).and_then(|p| p.labels.as_ref()) {
-                out.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    /// wins), overlaid by its own; borrowed and sorted by key.
+    fn label_refs<'a>(&'a self, doc: &'a WorkloadEndpoint) -> LabelRefs<'a> {
+        let mut out: LabelRefs<'a> = Vec::with_capacity(doc.labels.len() + 4);
+        let profile_labels = doc
+            .profile_ids
+            .iter()
+            .filter_map(|p| self.profiles.map.get(p)?.labels.as_ref());
+        for labels in profile_labels.chain(std::iter::once(&doc.labels)) {
+            for (k, v) in labels {
+                match out.binary_search_by(|(ok, _)| (*ok).cmp(k.as_str())) {
+                    Ok(i) => out[i].1 = v,
+                    Err(i) => out.insert(i, (k, v)),
+                }
             }
         }
-        if out.is_empty() {
-            return doc.labels.clone();
-        }
-        out.extend(doc.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         out
     }
 
-    /// Adds endpoint `e` to the class of `labels`, creating it if needed.
-    pub(super) fn enter_class(&mut self, e: EpIdx, labels: Labels) -> ClassIdx {
-        let c = self.intern_class(labels);
-        self.classes.slab[c].endpoints.insert(e);
-        c
-    }
-
-    /// The class of `labels`, created (without endpoints) if needed; the
-    /// caller adds an endpoint at once.
-    pub(super) fn intern_class(&mut self, labels: Labels) -> ClassIdx {
-        match self.classes.index.get(&labels) {
-            Some(&c) => c,
-            None => self.create_class(labels),
+    /// The class of `doc`'s effective labels, created if needed. The caller
+    /// adds the endpoint to it at once.
+    pub(super) fn class_of(&mut self, doc: &WorkloadEndpoint) -> ClassIdx {
+        match self.find_class(doc) {
+            Ok(c) => c,
+            Err((labels, hash)) => self.create_class(labels, hash),
         }
     }
 
-    fn create_class(&mut self, labels: Labels) -> ClassIdx {
+    /// The existing class of `doc`'s labels, or the labels and their hash.
+    fn find_class(&self, doc: &WorkloadEndpoint) -> Result<ClassIdx, (Labels, u64)> {
+        let refs = self.label_refs(doc);
+        let hash = self.classes.hash(&refs);
+        if let Some(c) = self.classes.find(hash, &refs) {
+            return Ok(c);
+        }
+        let labels: Labels = refs
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Err((labels, hash))
+    }
+
+    fn create_class(&mut self, labels: Labels, hash: u64) -> ClassIdx {
         let mut sel_matches: Vec<SetIdx> = self
             .sets
             .by_selector
@@ -81,13 +127,13 @@ impl CalcEngine {
             })
             .collect();
         sel_matches.sort_unstable();
-        let labels = Arc::new(labels);
         let c = self.classes.slab.insert(LabelClass {
-            labels: Arc::clone(&labels),
+            labels,
+            hash,
             endpoints: HandleSet::default(),
             sel_matches,
         });
-        self.classes.index.insert(labels, c);
+        self.classes.by_hash.entry(hash).or_default().push(c);
         c
     }
 
@@ -95,21 +141,31 @@ impl CalcEngine {
     pub(super) fn leave_class(&mut self, e: EpIdx, c: ClassIdx) {
         let class = &mut self.classes.slab[c];
         class.endpoints.remove(&e);
-        if class.endpoints.is_empty() {
-            if let Some(class) = self.classes.slab.remove(c) {
-                self.classes.index.remove(&*class.labels);
+        if !class.endpoints.is_empty() {
+            return;
+        }
+        let hash = class.hash;
+        self.classes.slab.remove(c);
+        if let Some(list) = self.classes.by_hash.get_mut(&hash) {
+            list.retain(|&x| x != c);
+            if list.is_empty() {
+                self.classes.by_hash.remove(&hash);
             }
         }
     }
 
     /// Recomputes the effective labels of `e`; true when its class changed.
     pub(super) fn reclassify(&mut self, e: EpIdx) -> bool {
-        let labels = self.effective_labels(&self.eps.slab[e].doc);
         let old = self.eps.slab[e].class;
-        if *self.classes.slab[old].labels == labels {
+        let ep = &self.eps.slab[e];
+        if same_labels(&self.classes.slab[old].labels, &self.label_refs(&ep.doc)) {
             return false;
         }
-        let new = self.enter_class(e, labels);
+        let new = match self.find_class(&self.eps.slab[e].doc) {
+            Ok(c) => c,
+            Err((labels, hash)) => self.create_class(labels, hash),
+        };
+        self.classes.slab[new].endpoints.insert(e);
         self.eps.slab[e].class = new;
         self.leave_class(e, old);
         true

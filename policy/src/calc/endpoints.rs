@@ -2,7 +2,9 @@
 //! an endpoint update flows into label classes, set membership, routes and
 //! (for this host's endpoints) plumbing and programs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use super::hashing::FastMap;
 
 use ipnet::IpNet;
 
@@ -49,11 +51,11 @@ pub(super) struct Endpoint {
 #[derive(Default)]
 pub(super) struct Endpoints {
     pub slab: Slab<EpIdx, Endpoint>,
-    pub index: HashMap<WorkloadEndpointKey, EpIdx>,
+    pub index: FastMap<WorkloadEndpointKey, EpIdx>,
     /// Endpoints of this host, active or not.
     pub locals: BTreeMap<WorkloadEndpointKey, EpIdx>,
     /// Endpoints of other hosts, by host.
-    pub by_host: HashMap<String, HandleSet<EpIdx>>,
+    pub by_host: FastMap<String, HandleSet<EpIdx>>,
 }
 
 /// Profile ids without repeats, first occurrence kept.
@@ -67,17 +69,13 @@ fn distinct(ids: &[Id]) -> Vec<Id> {
     out
 }
 
-/// An endpoint's addresses, sorted and without repeats.
-fn addrs_of(doc: &WorkloadEndpoint) -> Vec<IpNet> {
-    let mut v: Vec<IpNet> = doc
-        .ipv4_nets
-        .iter()
-        .map(|&n| IpNet::V4(n))
-        .chain(doc.ipv6_nets.iter().map(|&n| IpNet::V6(n)))
-        .collect();
+/// An endpoint's addresses, sorted and without repeats, into `v`.
+fn addrs_into(doc: &WorkloadEndpoint, v: &mut Vec<IpNet>) {
+    v.clear();
+    v.extend(doc.ipv4_nets.iter().map(|&n| IpNet::V4(n)));
+    v.extend(doc.ipv6_nets.iter().map(|&n| IpNet::V6(n)));
     v.sort_unstable();
     v.dedup();
-    v
 }
 
 impl CalcEngine {
@@ -91,9 +89,8 @@ impl CalcEngine {
 
     fn create_endpoint(&mut self, key: WorkloadEndpointKey, doc: WorkloadEndpoint) {
         let local = key.host == self.hostname;
-        let labels = self.effective_labels(&doc);
         let profiles = distinct(&doc.profile_ids);
-        let class = self.intern_class(labels);
+        let class = self.class_of(&doc);
         let e = self.eps.slab.insert(Endpoint {
             key: key.clone(),
             doc,
@@ -177,19 +174,23 @@ impl CalcEngine {
 
     /// Recomputes which active sets `e` belongs to, and with which addresses.
     pub(super) fn sync_membership(&mut self, e: EpIdx) {
-        let ep = &self.eps.slab[e];
-        let addrs = addrs_of(&ep.doc);
-        let sets = self.desired_sets(e);
-        self.apply_membership(e, addrs, sets);
+        let mut addrs = std::mem::take(&mut self.scratch.addrs);
+        let mut sets = std::mem::take(&mut self.scratch.sets);
+        addrs_into(&self.eps.slab[e].doc, &mut addrs);
+        self.desired_sets(e, &mut sets);
+        let (addrs, sets) = self.apply_membership(e, addrs, sets);
+        self.scratch.addrs = addrs;
+        self.scratch.sets = sets;
     }
 
     /// Active sets `e` should be in: the selector sets its class matches and
     /// the tag sets of its profiles' tags.
-    fn desired_sets(&self, e: EpIdx) -> Vec<SetIdx> {
+    fn desired_sets(&self, e: EpIdx, sets: &mut Vec<SetIdx>) {
         let ep = &self.eps.slab[e];
-        let mut sets = self.classes.slab[ep.class].sel_matches.clone();
+        sets.clear();
+        sets.extend_from_slice(&self.classes.slab[ep.class].sel_matches);
         if self.sets.by_tag.is_empty() {
-            return sets;
+            return;
         }
         let before = sets.len();
         for p in &ep.profiles {
@@ -202,15 +203,20 @@ impl CalcEngine {
             sets.sort_unstable();
             sets.dedup();
         }
-        sets
     }
 
     /// Moves `e` from its current membership to `sets` with `addrs`,
-    /// touching only the set members that differ.
-    fn apply_membership(&mut self, e: EpIdx, addrs: Vec<IpNet>, sets: Vec<SetIdx>) {
+    /// touching only the set members that differ. Returns the vectors no
+    /// longer needed (for reuse).
+    fn apply_membership(
+        &mut self,
+        e: EpIdx,
+        addrs: Vec<IpNet>,
+        sets: Vec<SetIdx>,
+    ) -> (Vec<IpNet>, Vec<SetIdx>) {
         let ep = &mut self.eps.slab[e];
         if ep.addrs == addrs && ep.member_of == sets {
-            return;
+            return (addrs, sets);
         }
         let old_addrs = std::mem::replace(&mut ep.addrs, addrs);
         let old_sets = std::mem::replace(&mut ep.member_of, sets);
@@ -241,5 +247,13 @@ impl CalcEngine {
                 self.sets.slab[s].endpoints.insert(e);
             }
         }
+        (old_addrs, old_sets)
     }
+}
+
+/// Reusable buffers for the per-update hot path.
+#[derive(Default)]
+pub(super) struct Scratch {
+    addrs: Vec<IpNet>,
+    sets: Vec<SetIdx>,
 }

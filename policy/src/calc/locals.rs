@@ -6,7 +6,9 @@
 //! update order) and the other is reported as a problem. A plumbed endpoint
 //! publishes its [`LocalEndpoint`], its program and its interface routes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::hashing::FastMap;
 
 use super::{CalcEngine, EpIdx};
 use crate::desired::{EndpointProgram, LocalEndpoint, RuleSetId, WorkloadEndpointKey};
@@ -26,9 +28,9 @@ pub(super) struct Published {
 #[derive(Default)]
 pub(super) struct Ifaces {
     /// Interface → endpoints claiming it (the first key owns it).
-    pub claims: HashMap<InterfaceName, BTreeMap<WorkloadEndpointKey, EpIdx>>,
+    pub claims: FastMap<InterfaceName, BTreeMap<WorkloadEndpointKey, EpIdx>>,
     /// Interface → endpoint currently plumbed on it.
-    pub publisher: HashMap<InterfaceName, EpIdx>,
+    pub publisher: FastMap<InterfaceName, EpIdx>,
 }
 
 /// Rule sets a program lists, once per mention.

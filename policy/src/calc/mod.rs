@@ -23,6 +23,7 @@
 
 mod classes;
 mod endpoints;
+mod hashing;
 mod locals;
 mod output;
 mod policies;
@@ -34,10 +35,11 @@ mod sets;
 mod settings;
 mod slab;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use endpoints::{EpIdx, Endpoints};
+use hashing::FastMap;
 use settings::{Layer, Settings};
 
 use crate::desired::{Changes, DesiredState, IpSetId, WorkloadEndpointKey};
@@ -76,7 +78,7 @@ pub struct CalcEngine {
     prefixes: Vec<String>,
     ready: bool,
     settings: Settings,
-    host_ips: HashMap<String, IpAddr>,
+    host_ips: FastMap<String, IpAddr>,
     eps: Endpoints,
     classes: classes::Classes,
     profiles: profiles::Profiles,
@@ -87,6 +89,7 @@ pub struct CalcEngine {
     ifaces: locals::Ifaces,
     routes: routes::RouteClaims,
     out: output::Output,
+    scratch: endpoints::Scratch,
 }
 
 impl CalcEngine {
@@ -100,7 +103,7 @@ impl CalcEngine {
             prefixes: vec![DEFAULT_INTERFACE_PREFIX.to_owned()],
             ready: false,
             settings: Settings::default(),
-            host_ips: HashMap::new(),
+            host_ips: FastMap::default(),
             eps: Endpoints::default(),
             classes: classes::Classes::default(),
             profiles: profiles::Profiles::default(),
@@ -111,6 +114,7 @@ impl CalcEngine {
             ifaces: locals::Ifaces::default(),
             routes: routes::RouteClaims::default(),
             out,
+            scratch: endpoints::Scratch::default(),
         }
     }
 
@@ -245,7 +249,9 @@ impl CalcEngine {
 
     /// What changed since the last call; resets the dirty sets.
     pub fn take_changes(&mut self) -> Changes {
-        std::mem::take(&mut self.out.changes)
+        let mut changes = std::mem::take(&mut self.out.changes);
+        self.sets.flush_changes(&mut changes);
+        changes
     }
 
     /// True once `/Ready` is `true`.

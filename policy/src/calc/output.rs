@@ -61,14 +61,23 @@ impl Output {
     }
 
     /// Sets (or removes) the route for `net`.
-    pub fn set_route(&mut self, net: IpNet, target: Option<RouteTarget>) {
-        let changed = match target {
-            Some(t) if self.state.routes.get(&net) == Some(&t) => false,
-            Some(t) => {
-                self.state.routes.insert(net, t);
+    pub fn set_route(&mut self, net: IpNet, target: Option<&RouteTarget>) {
+        use std::collections::btree_map::Entry;
+        let changed = match (self.state.routes.entry(net), target) {
+            (Entry::Occupied(o), Some(t)) if o.get() == t => false,
+            (Entry::Occupied(mut o), Some(t)) => {
+                *o.get_mut() = t.clone();
                 true
             }
-            None => self.state.routes.remove(&net).is_some(),
+            (Entry::Occupied(o), None) => {
+                o.remove();
+                true
+            }
+            (Entry::Vacant(v), Some(t)) => {
+                v.insert(t.clone());
+                true
+            }
+            (Entry::Vacant(_), None) => false,
         };
         if changed {
             self.changes.routes.insert(net);

@@ -6,7 +6,9 @@
 //! change (one evaluation per policy).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use super::hashing::FastMap;
 
 use super::{CalcEngine, EpIdx};
 use crate::desired::{
@@ -21,13 +23,13 @@ pub(super) struct Tier {
     /// `order` from the metadata; `None` without metadata (tier ignored).
     pub order: Option<Order>,
     /// Policies by id.
-    pub policies: HashMap<Id, Policy>,
+    pub policies: FastMap<Id, Policy>,
 }
 
 /// All tiers.
 #[derive(Default)]
 pub(super) struct Tiers {
-    pub map: HashMap<Id, Tier>,
+    pub map: FastMap<Id, Tier>,
 }
 
 /// Numbers ascending, then `default`.

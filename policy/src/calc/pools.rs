@@ -1,7 +1,7 @@
 //! IP pools and the two pool address sets used for NAT-outgoing
 //! ([`IpSetId::AllPools`], [`IpSetId::MasqueradePools`]), both families.
 
-use std::collections::HashMap;
+use super::hashing::FastMap;
 
 use ipnet::IpNet;
 
@@ -13,13 +13,13 @@ use crate::model::IpPool;
 /// Pools by key CIDR, with member counts of the two pool sets.
 #[derive(Default)]
 pub(super) struct Pools {
-    pub map: HashMap<IpNet, IpPool>,
-    all: HashMap<IpNet, u32>,
-    masquerade: HashMap<IpNet, u32>,
+    pub map: FastMap<IpNet, IpPool>,
+    all: FastMap<IpNet, u32>,
+    masquerade: FastMap<IpNet, u32>,
 }
 
 /// Adds (`add`) or removes one carrier of `net` in a pool set.
-fn count(counts: &mut HashMap<IpNet, u32>, out: &mut Output, id: &IpSetId, net: IpNet, add: bool) {
+fn count(counts: &mut FastMap<IpNet, u32>, out: &mut Output, id: &IpSetId, net: IpNet, add: bool) {
     if add {
         let n = counts.entry(net).or_insert(0);
         *n += 1;

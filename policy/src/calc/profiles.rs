@@ -2,7 +2,7 @@
 //! endpoints index and the tag → profiles index, and what each document
 //! change touches.
 
-use std::collections::{HashMap, HashSet};
+use super::hashing::{FastMap, FastSet};
 
 use super::slab::HandleSet;
 use super::{CalcEngine, EpIdx};
@@ -33,8 +33,8 @@ impl Profile {
 /// All profiles, plus tag → profiles carrying it.
 #[derive(Default)]
 pub(super) struct Profiles {
-    pub map: HashMap<Id, Profile>,
-    pub tag_profiles: HashMap<Id, HashSet<Id>>,
+    pub map: FastMap<Id, Profile>,
+    pub tag_profiles: FastMap<Id, FastSet<Id>>,
 }
 
 impl CalcEngine {

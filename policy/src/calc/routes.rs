@@ -8,10 +8,12 @@
 //! result does not depend on the order the updates came in.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use super::hashing::FastMap;
 
 use ipnet::IpNet;
 
+use super::endpoints::Endpoints;
+use super::output::Output;
 use super::{CalcEngine, EpIdx};
 use crate::desired::RouteTarget;
 use crate::model::EndpointState;
@@ -28,7 +30,7 @@ pub(super) struct RouteClaim {
 /// Address → endpoints claiming it.
 #[derive(Default)]
 pub(super) struct RouteClaims {
-    pub by_net: HashMap<IpNet, Vec<EpIdx>>,
+    pub by_net: FastMap<IpNet, Vec<EpIdx>>,
 }
 
 fn rank(target: &RouteTarget) -> u8 {
@@ -38,87 +40,81 @@ fn rank(target: &RouteTarget) -> u8 {
     }
 }
 
+/// True when `net` is routed via `target` (a gateway routes its own family only).
+fn routable(target: &RouteTarget, net: &IpNet) -> bool {
+    match target {
+        RouteTarget::Interface(_) => true,
+        RouteTarget::Gateway(gw) => net.addr().is_ipv4() == gw.is_ipv4(),
+    }
+}
+
+/// The addresses of `addrs` routed via `target`.
+fn wanted<'a>(addrs: &'a [IpNet], target: &'a RouteTarget) -> impl Iterator<Item = &'a IpNet> {
+    addrs.iter().filter(move |n| routable(target, n))
+}
+
 impl CalcEngine {
-    /// The claim endpoint `e` should hold now.
-    fn desired_route(&self, e: EpIdx) -> Option<RouteClaim> {
+    /// Where endpoint `e`'s addresses should be routed now, if anywhere.
+    fn route_target(&self, e: EpIdx) -> Option<RouteTarget> {
         let ep = &self.eps.slab[e];
         if ep.local {
             let publ = ep.publ.as_ref()?;
-            return (!ep.addrs.is_empty()).then(|| RouteClaim {
-                target: RouteTarget::Interface(publ.iface.clone()),
-                nets: ep.addrs.clone(),
-            });
+            return Some(RouteTarget::Interface(publ.iface.clone()));
         }
         if ep.doc.state != EndpointState::Active {
             return None;
         }
-        let gw = *self.host_ips.get(&ep.key.host)?;
-        let nets: Vec<IpNet> = ep
-            .addrs
-            .iter()
-            .copied()
-            .filter(|n| n.addr().is_ipv4() == gw.is_ipv4())
-            .collect();
-        (!nets.is_empty()).then_some(RouteClaim {
-            target: RouteTarget::Gateway(gw),
-            nets,
-        })
+        self.host_ips
+            .get(&ep.key.host)
+            .map(|&gw| RouteTarget::Gateway(gw))
     }
 
     /// Re-registers the route claim of `e` from its current state.
     pub(super) fn sync_route(&mut self, e: EpIdx) {
-        let claim = self.desired_route(e);
+        let target = self.route_target(e);
+        let ep = &self.eps.slab[e];
+        let current = match (&ep.route, &target) {
+            (Some(claim), Some(t)) => {
+                claim.target == *t && claim.nets.iter().eq(wanted(&ep.addrs, t))
+            }
+            (None, Some(t)) => wanted(&ep.addrs, t).next().is_none(),
+            (claim, None) => claim.is_none(),
+        };
+        if current {
+            return;
+        }
+        let claim = target.and_then(|t| {
+            let nets: Vec<IpNet> = wanted(&self.eps.slab[e].addrs, &t).copied().collect();
+            (!nets.is_empty()).then_some(RouteClaim { target: t, nets })
+        });
         self.apply_route(e, claim);
     }
 
-    /// Replaces the claim of `e` and re-decides the touched addresses.
+    /// Replaces the claim of `e` and re-decides the addresses involved.
     pub(super) fn apply_route(&mut self, e: EpIdx, claim: Option<RouteClaim>) {
         let ep = &mut self.eps.slab[e];
         if ep.route == claim {
             return;
         }
-        let old = std::mem::replace(&mut ep.route, claim);
-        let mut touched: Vec<IpNet> = Vec::new();
-        if let Some(old) = old {
-            for net in old.nets {
-                if let Some(claims) = self.routes.by_net.get_mut(&net) {
-                    claims.retain(|&c| c != e);
-                    if claims.is_empty() {
-                        self.routes.by_net.remove(&net);
-                    }
+        let old = std::mem::replace(&mut ep.route, claim).map_or_else(Vec::new, |c| c.nets);
+        let new: &[IpNet] = self.eps.slab[e].route.as_ref().map_or(&[], |c| &c.nets);
+        for net in old.iter().filter(|n| new.binary_search(n).is_err()) {
+            if let Some(claims) = self.routes.by_net.get_mut(net) {
+                claims.retain(|&c| c != e);
+                if claims.is_empty() {
+                    self.routes.by_net.remove(net);
                 }
-                touched.push(net);
             }
         }
-        if let Some(new) = &self.eps.slab[e].route {
-            for &net in &new.nets {
-                self.routes.by_net.entry(net).or_default().push(e);
-                touched.push(net);
-            }
+        for net in new.iter().filter(|n| old.binary_search(n).is_err()) {
+            self.routes.by_net.entry(*net).or_default().push(e);
         }
-        touched.sort_unstable();
-        touched.dedup();
-        for net in touched {
-            self.decide_route(net);
+        for net in &old {
+            decide_route(&self.routes, &self.eps, &mut self.out, *net);
         }
-    }
-
-    /// Writes the winning claim for `net` into the state.
-    fn decide_route(&mut self, net: IpNet) {
-        let winner = self.routes.by_net.get(&net).and_then(|claims| {
-            claims
-                .iter()
-                .filter_map(|&c| {
-                    let ep = &self.eps.slab[c];
-                    Some((ep.route.as_ref()?, &ep.key))
-                })
-                .min_by(|a, b| match rank(&a.0.target).cmp(&rank(&b.0.target)) {
-                    Ordering::Equal => a.1.cmp(b.1),
-                    other => other,
-                })
-                .map(|(claim, _)| claim.target.clone())
-        });
-        self.out.set_route(net, winner);
+        for net in new.iter().filter(|n| old.binary_search(n).is_err()) {
+            decide_route(&self.routes, &self.eps, &mut self.out, *net);
+        }
     }
 
     /// `bird_ip` of `host` changed: re-route that host's endpoints.
@@ -140,4 +136,22 @@ impl CalcEngine {
             self.sync_route(e);
         }
     }
+}
+
+/// Writes the winning claim for `net` into the state: local before remote,
+/// then the smaller endpoint key.
+fn decide_route(routes: &RouteClaims, eps: &Endpoints, out: &mut Output, net: IpNet) {
+    let claims = routes.by_net.get(&net).map_or(&[][..], |v| &v[..]);
+    let winner = claims
+        .iter()
+        .filter_map(|&c| {
+            let ep = &eps.slab[c];
+            Some((ep.route.as_ref()?, &ep.key))
+        })
+        .min_by(|a, b| match rank(&a.0.target).cmp(&rank(&b.0.target)) {
+            Ordering::Equal => a.1.cmp(b.1),
+            other => other,
+        })
+        .map(|(claim, _)| &claim.target);
+    out.set_route(net, winner);
 }

@@ -2,7 +2,7 @@
 //! selectors become set ids) and keeping exactly the referenced rule sets in
 //! the desired state, each holding references on the sets it uses.
 
-use std::collections::HashMap;
+use super::hashing::FastMap;
 
 use super::sets::SetSpec;
 use super::CalcEngine;
@@ -12,7 +12,7 @@ use crate::model;
 /// Reference counts of rule sets, by the programs that list them.
 #[derive(Default)]
 pub(super) struct RuleSetRefs {
-    pub counts: HashMap<RuleSetId, u32>,
+    pub counts: FastMap<RuleSetId, u32>,
 }
 
 /// Resolves datastore rules; also returns, in rule order, one [`SetSpec`]

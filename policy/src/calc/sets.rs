@@ -7,14 +7,14 @@
 //! are counted per address, so two endpoints with the same address keep it
 //! present until both are gone.
 
-use std::collections::HashMap;
+use super::hashing::FastMap;
 
 use ipnet::IpNet;
 
 use super::output::Output;
 use super::slab::{handle, HandleSet, Slab};
 use super::{CalcEngine, EpIdx};
-use crate::desired::IpSetId;
+use crate::desired::{Changes, IpSetId};
 use crate::names::Id;
 use crate::selector::Selector;
 
@@ -51,17 +51,24 @@ pub(super) struct SetState {
     /// Number of rule references to it.
     refs: u32,
     /// Address → number of member endpoints carrying it.
-    members: HashMap<IpNet, u32>,
+    members: FastMap<IpNet, u32>,
     /// Member endpoints.
     pub endpoints: HandleSet<EpIdx>,
+    /// Created since the changes were last taken: the dataplane reads it
+    /// whole, so member changes are not tracked.
+    fresh: bool,
+    /// Members whose presence changed since the changes were last taken.
+    dirty: Vec<IpNet>,
 }
 
 /// All active tag and selector sets, with lookups by tag and by selector text.
 #[derive(Default)]
 pub(super) struct Sets {
     pub slab: Slab<SetIdx, SetState>,
-    pub by_tag: HashMap<Id, SetIdx>,
-    pub by_selector: HashMap<String, SetIdx>,
+    pub by_tag: FastMap<Id, SetIdx>,
+    pub by_selector: FastMap<String, SetIdx>,
+    /// Sets that are fresh or have dirty members (may hold stale handles).
+    touched: Vec<SetIdx>,
 }
 
 impl Sets {
@@ -83,11 +90,10 @@ impl Sets {
 
     /// Counts one more carrier of `net` in set `s`.
     pub fn add_addr(&mut self, out: &mut Output, s: SetIdx, net: IpNet) {
-        let set = &mut self.slab[s];
-        let n = set.members.entry(net).or_insert(0);
+        let n = self.slab[s].members.entry(net).or_insert(0);
         *n += 1;
         if *n == 1 {
-            out.set_member(&set.id, net, true);
+            self.member_changed(out, s, net, true);
         }
     }
 
@@ -100,7 +106,43 @@ impl Sets {
         *n -= 1;
         if *n == 0 {
             set.members.remove(&net);
-            out.set_member(&set.id, net, false);
+            self.member_changed(out, s, net, false);
+        }
+    }
+
+    fn member_changed(&mut self, out: &mut Output, s: SetIdx, net: IpNet, present: bool) {
+        let set = &mut self.slab[s];
+        if let Some(members) = out.state.ip_sets.get_mut(&set.id) {
+            if present {
+                members.insert(net);
+            } else {
+                members.remove(&net);
+            }
+        }
+        if set.fresh {
+            return;
+        }
+        if set.dirty.is_empty() {
+            self.touched.push(s);
+        }
+        set.dirty.push(net);
+    }
+
+    /// Moves the tracked member changes into `changes` and starts afresh.
+    pub fn flush_changes(&mut self, changes: &mut Changes) {
+        for s in std::mem::take(&mut self.touched) {
+            let Some(set) = self.slab.get_mut(s) else {
+                continue;
+            };
+            set.fresh = false;
+            if set.dirty.is_empty() {
+                continue;
+            }
+            changes
+                .ip_set_members
+                .entry(set.id.clone())
+                .or_default()
+                .extend(set.dirty.drain(..));
         }
     }
 }
@@ -118,9 +160,12 @@ impl CalcEngine {
             id: id.clone(),
             spec: spec.clone(),
             refs: 1,
-            members: HashMap::new(),
+            members: FastMap::default(),
             endpoints: HandleSet::default(),
+            fresh: true,
+            dirty: Vec::new(),
         });
+        self.sets.touched.push(s);
         match spec {
             SetSpec::Tag(t) => self.sets.by_tag.insert(t.clone(), s),
             SetSpec::Selector(sel) => self.sets.by_selector.insert(sel.canonical().to_owned(), s),

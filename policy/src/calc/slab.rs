@@ -1,12 +1,6 @@
-//! Index-addressed storage for the engine's own records, and a fast hasher
-//! for the small integer handles that index it.
-//!
-//! Handles are internal (never derived from datastore text), so a simple
-//! multiplicative hash is safe for them; maps keyed by datastore strings keep
-//! the standard, randomly seeded hasher.
+//! Index-addressed storage for the engine's own records: small integer
+//! handles instead of keys, so the indexes between records stay cheap.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::ops::{Index, IndexMut};
 
@@ -73,6 +67,11 @@ impl<K: Handle, T> Slab<K, T> {
         Some(value)
     }
 
+    /// The record, if the handle is live.
+    pub fn get_mut(&mut self, key: K) -> Option<&mut T> {
+        self.items.get_mut(key.raw() as usize)?.as_mut()
+    }
+
     /// Live records with their handles, mutably.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (K, &mut T)> {
         self.items
@@ -103,38 +102,8 @@ impl<K: Handle, T> IndexMut<K> for Slab<K, T> {
     }
 }
 
-/// Multiplicative hasher for internal integer handles.
-#[derive(Default, Clone, Copy)]
-pub(super) struct HandleHasher(u64);
-
-impl HandleHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for HandleHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.mix(u64::from(b));
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.mix(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.mix(n);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// A set of handles.
-pub(super) type HandleSet<K> = HashSet<K, BuildHasherDefault<HandleHasher>>;
+pub(super) type HandleSet<K> = super::hashing::FastSet<K>;
 
 #[cfg(test)]
 mod tests {

@@ -105,22 +105,55 @@ pub fn write_create(out: &mut String, name: &str, family: IpVersion) {
 
 /// Appends `add|del <set> <member>` (two lines for a `/0`).
 pub fn write_member(out: &mut String, verb: &str, set: &str, net: &IpNet) {
-    if net.prefix_len() != 0 {
-        let _ = writeln!(out, "{verb} {set} {}", net.trunc());
-        return;
-    }
     for part in storable(net) {
-        let _ = writeln!(out, "{verb} {set} {part}");
+        out.push_str(verb);
+        out.push(' ');
+        out.push_str(set);
+        out.push(' ');
+        push_net(out, &part);
+        out.push('\n');
     }
 }
 
-/// `net` as `hash:net` can store it: truncated, a `/0` as two `/1`s.
-fn storable(net: &IpNet) -> Vec<IpNet> {
-    let net = net.trunc();
-    if net.prefix_len() != 0 {
-        return vec![net];
+/// Appends `net` in CIDR form; IPv4 by hand, as sets hold many of them.
+fn push_net(out: &mut String, net: &IpNet) {
+    match net {
+        IpNet::V4(n) => {
+            for (i, octet) in n.addr().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u8(out, octet);
+            }
+            out.push('/');
+            push_u8(out, n.prefix_len());
+        }
+        IpNet::V6(n) => {
+            let _ = write!(out, "{n}");
+        }
     }
-    net.subnets(1).map(|s| s.collect()).unwrap_or_default()
+}
+
+fn push_u8(out: &mut String, v: u8) {
+    if v >= 100 {
+        out.push(char::from(b'0' + v / 100));
+    }
+    if v >= 10 {
+        out.push(char::from(b'0' + (v / 10) % 10));
+    }
+    out.push(char::from(b'0' + v % 10));
+}
+
+/// `net` as `hash:net` can store it: truncated, a `/0` as two `/1`s.
+fn storable(net: &IpNet) -> impl Iterator<Item = IpNet> {
+    let net = net.trunc();
+    let halves = (net.prefix_len() == 0)
+        .then(|| net.subnets(1).ok())
+        .flatten()
+        .into_iter()
+        .flatten();
+    let whole = (net.prefix_len() != 0).then_some(net);
+    whole.into_iter().chain(halves)
 }
 
 /// Everything `ipset save` showed about our sets.
@@ -196,7 +229,7 @@ fn join_halves(mut members: BTreeSet<IpNet>) -> BTreeSet<IpNet> {
         let Ok(any) = any.parse::<IpNet>() else {
             continue;
         };
-        let halves = storable(&any);
+        let halves: Vec<IpNet> = storable(&any).collect();
         if halves.iter().all(|h| members.contains(h)) {
             for h in &halves {
                 members.remove(h);
@@ -255,6 +288,21 @@ create margay-tmo hash:net family inet hashsize 1024 maxelem 1048576 timeout 30
         assert!(old.swappable(IpVersion::V4) && !old.conforms(IpVersion::V4));
         assert!(!old.swappable(IpVersion::V6));
         assert!(saved.headers[&ObjectName::fixed("margay-tmo")].extras);
+    }
+
+    #[test]
+    fn ipv4_is_written_like_display() {
+        for s in [
+            "0.0.0.0/1",
+            "10.0.0.9/32",
+            "192.168.100.0/24",
+            "255.255.255.255/32",
+            "1.20.3.0/25",
+        ] {
+            let mut out = String::new();
+            push_net(&mut out, &net(s));
+            assert_eq!(out, net(s).to_string());
+        }
     }
 
     #[test]

@@ -164,11 +164,26 @@ pub fn rule_families(
 
 /// The comment tag of one kernel line of a rule.
 pub fn tag(fp: u64, idx: usize, fam: FamTag, piece: usize, pieces: usize) -> String {
+    let mut s = String::new();
+    write_tag(&mut s, fp, idx, fam, piece, pieces);
+    s
+}
+
+/// Appends [`tag`] to `out`.
+fn write_tag(out: &mut String, fp: u64, idx: usize, fam: FamTag, piece: usize, pieces: usize) {
+    let _ = write!(out, "{fp:016x}:{idx}:{}", fam.as_char());
     if pieces > 1 {
-        format!("{fp:016x}:{idx}:{}:{piece}/{pieces}", fam.as_char())
-    } else {
-        format!("{fp:016x}:{idx}:{}", fam.as_char())
+        let _ = write!(out, ":{piece}/{pieces}");
     }
+}
+
+/// Appends `-A <chain> -m comment --comment <tag>`.
+fn write_head(out: &mut String, chain: &ObjectName, tag: (u64, usize, FamTag, usize, usize)) {
+    out.push_str("-A ");
+    out.push_str(chain.as_str());
+    out.push_str(" -m comment --comment ");
+    let (fp, idx, fam, piece, pieces) = tag;
+    write_tag(out, fp, idx, fam, piece, pieces);
 }
 
 /// A chain name we may write: ours (`margay-` prefix, checked charset).
@@ -204,20 +219,13 @@ pub fn render_rule(
     };
     let Some(body) = body else {
         // Can never match here: keep the index with a counter-only line.
-        let _ = writeln!(
-            out,
-            "-A {chain} -m comment --comment {}",
-            tag(fp, idx, fam, 0, 1)
-        );
+        write_head(out, chain, (fp, idx, fam, 0, 1));
+        out.push('\n');
         return Ok(());
     };
     let pieces = body.piece_count();
     for piece in 0..pieces {
-        let _ = write!(
-            out,
-            "-A {chain} -m comment --comment {}",
-            tag(fp, idx, fam, piece, pieces)
-        );
+        write_head(out, chain, (fp, idx, fam, piece, pieces));
         out.push_str(&body.common);
         body.write_piece_ports(out, piece);
         out.push_str(&body.target);
