@@ -192,7 +192,8 @@ mod tests {
 
     #[test]
     fn a_named_file_must_exist_the_default_need_not() {
-        let missing = scratch("missing").join("nope.toml");
+        let missing =
+            std::env::temp_dir().join(format!("mgy-settings-{}-nope.toml", std::process::id()));
         let err = SettingsLoader::new(
             BTreeMap::new(),
             BTreeMap::new(),

@@ -34,12 +34,25 @@ fn closed_endpoint() -> String {
     format!("http://127.0.0.1:{}", l.local_addr().expect("addr").port())
 }
 
-fn scratch_file(name: &str, contents: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mgy-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let path = dir.join(name);
-    std::fs::write(&path, contents).expect("write");
-    path
+/// A file in the temp dir, removed on drop.
+struct ScratchFile(PathBuf);
+
+impl ScratchFile {
+    fn new(name: &str, contents: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("mgy-cli-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).expect("write");
+        ScratchFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf8 temp path")
+    }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 #[test]
@@ -83,16 +96,10 @@ fn bad_settings_exit_2_naming_setting_value_and_source() {
         text(&out)
     );
 
-    let file = scratch_file("bad.toml", "metrics_addr = \"everywhere\"\n");
-    let out = margay(&[
-        "plan",
-        "--hostname",
-        "h1",
-        "--config",
-        file.to_str().expect("utf8"),
-    ])
-    .output()
-    .expect("runs");
+    let file = ScratchFile::new("bad.toml", "metrics_addr = \"everywhere\"\n");
+    let out = margay(&["plan", "--hostname", "h1", "--config", file.path()])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out).contains("config file key metrics_addr"),
@@ -137,11 +144,11 @@ fn flag_beats_environment_beats_config_file() {
         closed_endpoint(),
         closed_endpoint(),
     );
-    let file = scratch_file(
+    let scratch = ScratchFile::new(
         "precedence.toml",
         &format!("etcd_endpoints = [\"{file_ep}\"]\ndataplane = \"none\"\n"),
     );
-    let file = file.to_str().expect("utf8");
+    let file = scratch.path();
     let base = ["plan", "--hostname", "h1", "--config", file];
 
     let with_flag = [&base[..], &["--etcd-endpoints", &flag_ep]].concat();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use margay_benches::{
-    calc_load, describe, profile_rules, remote_endpoint, remote_endpoint_delete, used_profiles,
+    calc_load, calc_load_etcd_order, describe, profile_rules, remote_endpoint, remote_endpoint_delete, used_profiles,
     CalcScale, LOCAL_HOST,
 };
 use margay_policy::calc::CalcEngine;
@@ -65,22 +65,28 @@ fn bench_load(c: &mut Criterion) {
     eprintln!("world: {:?}", describe(&updates));
     let e = loaded(&scale);
     eprintln!("loaded: {:?}", e.stats());
+    let etcd_order = calc_load_etcd_order(&scale);
     let mut g = c.benchmark_group("calc");
     g.sample_size(10);
-    g.bench_function("full_load", |b| {
-        b.iter_batched(
-            || updates.clone(),
-            |ups| {
-                let mut e = CalcEngine::new(LOCAL_HOST);
-                for u in ups {
-                    e.apply(u);
-                }
-                black_box(e.take_changes());
-                e
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    for (name, updates) in [
+        ("full_load", &updates),
+        ("full_load_etcd_order", &etcd_order),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || updates.clone(),
+                |ups| {
+                    let mut e = CalcEngine::new(LOCAL_HOST);
+                    for u in ups {
+                        e.apply(u);
+                    }
+                    black_box(e.take_changes());
+                    e
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     g.finish();
 }
 

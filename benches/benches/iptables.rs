@@ -233,7 +233,7 @@ fn bench_full(variant: Variant, ops: &[FirewallOp], reps: usize) -> (Row, Durati
             be.write(ops).expect("margay full write");
             t.elapsed()
         };
-        if i % 2 == 0 {
+        if (i & 1) == 0 {
             margay.push(run_margay(&mut be));
             raw.push(raw_apply(&b, variant, &plan));
         } else {
@@ -269,7 +269,7 @@ fn bench_delta(
     raw_be.write(full).expect("full write raw");
     let (mut margay, mut raw, mut read) = (vec![], vec![], vec![]);
     for i in 0..reps * 2 {
-        let ops = if i % 2 == 0 { fwd } else { back };
+        let ops = if (i & 1) == 0 { fwd } else { back };
         // Texts for the raw side come from margay's planner on the other
         // namespace (untimed); planning is pure for these ops.
         let plan = raw_be.plan(ops).expect("plan delta");
@@ -354,6 +354,15 @@ fn main() {
         "pure plan+render of the full program: {} ms",
         ms(median(pure))
     );
+    if let Some(dir) = std::env::var_os("MARGAY_BENCH_DUMP") {
+        // The full program's texts, for running the tools by hand.
+        let p = plan::plan(&full, &Known::default()).expect("plan");
+        let dir = std::path::PathBuf::from(dir);
+        for (file, text) in [("ipset", &p.ipset_pre), ("v4", &p.v4), ("v6", &p.v6)] {
+            std::fs::write(dir.join(file), text).expect("write dump");
+        }
+        return;
+    }
     if std::env::var_os("MARGAY_BENCH_PLAN_ONLY").is_some() {
         for _ in 0..20 {
             std::hint::black_box(plan::plan(&full, &Known::default()).expect("plan"));

@@ -10,9 +10,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use margay_policy::desired::RouteTarget;
 use margay_policy::names::InterfaceName;
-use netlink_packet_core::{
-    NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkMessage, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -235,9 +233,6 @@ pub fn dump_request(v6: bool, protocol: u8) -> RouteMessage {
     m.header.protocol = RouteProtocol::from(protocol);
     m
 }
-
-/// Flags for a request that wants an ack.
-pub const ACK_FLAGS: u16 = NLM_F_ACK;
 
 #[cfg(test)]
 mod tests {
