@@ -6,9 +6,16 @@ CARGO ?= cargo
 
 ## demo: a 2-host sandbox in network namespaces with a local etcd; prints the
 ## connectivity matrix before and after a live policy change, then cleans up.
+## Exit 0 only if observed matches expected. `make demo KEEP=1` leaves it
+## running (and says how to look inside); `DATAPLANE=iptables` for the other
+## backend. Remove a kept sandbox with `make clean-sandbox`.
 demo: deps
 	$(CARGO) build --release -p margay-agent
-	bash deploy/sandbox/sandbox.sh demo $(DEMO_ARGS)
+	MARGAY_BIN="$${CARGO_TARGET_DIR:-target}/release/margay" bash deploy/sandbox/sandbox.sh demo \
+		$(if $(KEEP),--keep) $(if $(DATAPLANE),--dataplane $(DATAPLANE)) $(DEMO_ARGS)
+
+clean-sandbox:
+	bash deploy/sandbox/sandbox.sh down --all
 
 ## test: everything CI runs: lint, unit, integration and end-to-end tests.
 test: deps lint unit

@@ -7,7 +7,8 @@
 //! web framework out of a privileged agent.
 //!
 //! - `GET /metrics`: [`Metrics::render`] as OpenMetrics text.
-//! - `GET /livez` (alias `/healthz`): `200 ok` while the process serves requests.
+//! - `GET /livez` (alias `/healthz`): `200 ok` while the main loop turns, 503 once it
+//!   has not turned for `LIVENESS_WINDOW_SECS`.
 //! - `GET /readyz`: `200` once a first dataplane apply succeeded, else `503`.
 //!
 //! Usage (from the agent's main loop):
@@ -199,7 +200,8 @@ pub fn respond(head: &str, metrics: &Metrics) -> Response {
             content_type: OPENMETRICS_CONTENT_TYPE,
             body: metrics.render(),
         },
-        "/livez" | "/healthz" => Response::text(200, "OK", "ok\n"),
+        "/livez" | "/healthz" if metrics.loop_alive() => Response::text(200, "OK", "ok\n"),
+        "/livez" | "/healthz" => Response::text(503, "Service Unavailable", "main loop stalled\n"),
         "/readyz" => match metrics.last_apply_timestamp() {
             Some(_) => Response::text(200, "OK", "ready\n"),
             None => Response::text(
@@ -259,6 +261,11 @@ mod tests {
         assert_eq!(respond("POST /metrics HTTP/1.1", &m).status, 405);
         assert_eq!(respond("GET /nope HTTP/1.1", &m).status, 404);
         assert_eq!(respond("GET /livez HTTP/1.1", &m).status, 200);
+        m.loop_turned();
+        assert_eq!(respond("GET /livez HTTP/1.1", &m).status, 200);
+        m.set_loop_turn_for_test(1);
+        assert_eq!(respond("GET /livez HTTP/1.1", &m).status, 503);
+        m.loop_turned();
         assert_eq!(respond("", &m).status, 400);
         let head = respond("HEAD /metrics HTTP/1.1", &m);
         assert_eq!(head.status, 200);

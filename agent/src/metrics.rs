@@ -284,7 +284,16 @@ pub struct Metrics {
     last_apply: FloatGauge,
     drift_repairs: Family<ObjectLabel, Counter>,
     counts: CountGauges,
+    /// Unix seconds of the main loop's last turn (0: not started yet); read by `/livez`.
+    loop_turn: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// How long the main loop may go without turning before `/livez` fails. The
+/// loop wakes at least every [`LOOP_TICK`], so this is generous.
+pub const LIVENESS_WINDOW_SECS: u64 = 120;
+
+/// The longest the main loop sleeps with nothing to do.
+pub const LOOP_TICK: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -326,6 +335,7 @@ impl Metrics {
             last_apply: FloatGauge::default(),
             drift_repairs: Family::default(),
             counts: CountGauges::default(),
+            loop_turn: Arc::default(),
         }
     }
 
@@ -530,6 +540,26 @@ impl Metrics {
     }
 
     /// Unix time of the last successful apply, or `None` before the first.
+    /// Records that the main loop turned (called once per loop iteration).
+    pub fn loop_turned(&self) {
+        let now = unix_now() as u64;
+        self.loop_turn
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True while the main loop turns: before its first turn (starting up)
+    /// and while its last turn is within [`LIVENESS_WINDOW_SECS`].
+    pub fn loop_alive(&self) -> bool {
+        let last = self.loop_turn.load(std::sync::atomic::Ordering::Relaxed);
+        last == 0 || (unix_now() as u64).saturating_sub(last) <= LIVENESS_WINDOW_SECS
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_loop_turn_for_test(&self, unix_secs: u64) {
+        self.loop_turn
+            .store(unix_secs, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn last_apply_timestamp(&self) -> Option<f64> {
         let t = self.last_apply.get();
         (t > 0.0).then_some(t)

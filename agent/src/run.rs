@@ -335,9 +335,12 @@ impl<D: Driver> Agent<D> {
             .out
             .notifier
             .watchdog_interval()
-            .unwrap_or(Duration::from_secs(3600));
+            .map_or(crate::metrics::LOOP_TICK, |w| {
+                w.min(crate::metrics::LOOP_TICK)
+            });
         let mut watchdog = tokio::time::interval(watchdog_every);
         loop {
+            self.out.metrics.loop_turned();
             let wake = tokio::select! {
                 biased;
                 c = inputs.control.recv() => Wake::Control(c),

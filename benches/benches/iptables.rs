@@ -205,10 +205,28 @@ fn count_lines(plan: &Plan) -> (usize, usize) {
     (rules, members)
 }
 
-/// Full programming, `reps` times, each in fresh namespaces.
+/// Times `margay` and `raw` in the given order; returns (margay, raw).
+fn timed_pair(
+    margay_first: bool,
+    margay: impl FnOnce() -> Duration,
+    raw: impl FnOnce() -> Duration,
+) -> (Duration, Duration) {
+    if margay_first {
+        let m = margay();
+        (m, raw())
+    } else {
+        let r = raw();
+        (margay(), r)
+    }
+}
+
+/// Full programming, `reps` times (even: each side goes first equally
+/// often), each in fresh namespaces.
 fn bench_full(variant: Variant, ops: &[FirewallOp], reps: usize) -> (Row, Duration, Duration) {
     let (mut margay, mut raw, mut observe, mut render) = (vec![], vec![], vec![], vec![]);
-    for i in 0..reps {
+    for i in 0..reps.next_multiple_of(2) {
+        // Let the kernel finish tearing down the previous namespaces.
+        std::thread::sleep(Duration::from_secs(2));
         let (a, b) = (Ns::new(), Ns::new());
         let mut be = IptablesBackend::with_variant(&a.target(), variant);
         let t = Instant::now();
@@ -227,19 +245,17 @@ fn bench_full(variant: Variant, ops: &[FirewallOp], reps: usize) -> (Row, Durati
                 (plan.v4.len() + plan.v6.len() + plan.ipset_pre.len()) / 1024
             );
         }
-        // Alternate who goes first so neither always runs on a warmer system.
-        let run_margay = |be: &mut IptablesBackend| {
-            let t = Instant::now();
-            be.write(ops).expect("margay full write");
-            t.elapsed()
-        };
-        if (i & 1) == 0 {
-            margay.push(run_margay(&mut be));
-            raw.push(raw_apply(&b, variant, &plan));
-        } else {
-            raw.push(raw_apply(&b, variant, &plan));
-            margay.push(run_margay(&mut be));
-        }
+        let (m, r) = timed_pair(
+            (i & 1) == 0,
+            || {
+                let t = Instant::now();
+                be.write(ops).expect("margay full write");
+                t.elapsed()
+            },
+            || raw_apply(&b, variant, &plan),
+        );
+        margay.push(m);
+        raw.push(r);
         if i == 0 {
             let seen = be.observe().expect("read back");
             let again = plan_be.observe().expect("read back raw");
@@ -254,7 +270,8 @@ fn bench_full(variant: Variant, ops: &[FirewallOp], reps: usize) -> (Row, Durati
     (row, median(observe), median(render))
 }
 
-/// One-endpoint change back and forth on a fully programmed host.
+/// One-endpoint change back and forth on a fully programmed host; each
+/// direction runs margay first and raw first equally often.
 fn bench_delta(
     variant: Variant,
     full: &[FirewallOp],
@@ -265,14 +282,16 @@ fn bench_delta(
     let (a, b) = (Ns::new(), Ns::new());
     let mut be = IptablesBackend::with_variant(&a.target(), variant);
     be.write(full).expect("full write");
-    let mut raw_be = IptablesBackend::with_variant(&b.target(), variant);
-    raw_be.write(full).expect("full write raw");
-    let (mut margay, mut raw, mut read) = (vec![], vec![], vec![]);
-    for i in 0..reps * 2 {
+    let full_plan = IptablesBackend::with_variant(&b.target(), variant)
+        .plan(full)
+        .expect("plan full");
+    raw_apply(&b, variant, &full_plan);
+    let (mut margay, mut raw) = (vec![], vec![]);
+    for i in 0..reps.next_multiple_of(2) * 2 {
         let ops = if (i & 1) == 0 { fwd } else { back };
-        // Texts for the raw side come from margay's planner on the other
-        // namespace (untimed); planning is pure for these ops.
-        let plan = raw_be.plan(ops).expect("plan delta");
+        // The raw side runs margay's text for the same change (A and B
+        // hold the same state; planning is pure here, and untimed).
+        let plan = be.plan(ops).expect("plan delta");
         if i == 0 {
             let (rules, members) = count_lines(&plan);
             println!(
@@ -281,15 +300,25 @@ fn bench_delta(
                 ops.len()
             );
         }
-        let t = Instant::now();
-        be.write(ops).expect("margay delta");
-        margay.push(t.elapsed());
-        raw.push(raw_apply(&b, variant, &plan));
-        raw_be.apply(plan.clone()).ok();
-        let t = Instant::now();
-        be.observe().expect("read back");
-        read.push(t.elapsed());
+        let (m, r) = timed_pair(
+            (i >> 1) & 1 == 0,
+            || {
+                let t = Instant::now();
+                be.write(ops).expect("margay delta");
+                t.elapsed()
+            },
+            || raw_apply(&b, variant, &plan),
+        );
+        margay.push(m);
+        raw.push(r);
     }
+    let read: Vec<Duration> = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            be.observe().expect("read back");
+            t.elapsed()
+        })
+        .collect();
     let row = Row {
         what: "one-endpoint change (write)",
         margay: median(margay),

@@ -2,13 +2,16 @@
 //! `ip -batch` doing exactly the same work (the same /32 routes, `dev`,
 //! `scope link`, our protocol number, main table), in a throw-away namespace.
 //!
-//! Run as root: `cargo bench -p margay-benches --bench routes`. Sizes come
-//! from `MARGAY_BENCH_ROUTES` (comma list, default `10000,50000`), rounds
-//! from `MARGAY_BENCH_ROUNDS` (default 3; the median is reported).
+//! Run as root: `cargo bench -p margay-benches --bench routes`. On a busy
+//! machine run the built binary under `chrt -f 10`, so both contenders (and
+//! the `ip` children, which inherit the policy) get a core of their own.
+//! Sizes come from `MARGAY_BENCH_ROUTES` (comma list, default `10000,50000`),
+//! rounds from `MARGAY_BENCH_ROUNDS` (default 3).
+//!
 //! Prints routes per second of wall time (median and fastest round) for add
-//! and delete, and margay / ip;
-//! then the same per second of CPU time (user + system, from
-//! `/proc/self/stat`; 10 ms ticks), which a busy machine disturbs less.
+//! and delete with the ratio margay / ip, then the same per second of CPU
+//! time (user + system from `/proc/self/stat`, 10 ms ticks, summed over the
+//! rounds), which a busy machine disturbs less.
 
 use std::io::Write;
 use std::net::Ipv4Addr;

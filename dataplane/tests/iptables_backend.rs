@@ -598,6 +598,7 @@ fn deletes_leave_nothing_behind(variant: Variant) {
     let mut be = backend(&ns, variant);
     let ops = program();
     be.write(&ops).expect("write program");
+    ns.exec_ok(&[iptables_bin(variant), "-A", "OUTPUT", "-j", "ACCEPT"]);
     let delete = vec![
         FirewallOp::ReplaceChain {
             name: name("margay-to-cali1"),
@@ -605,6 +606,10 @@ fn deletes_leave_nothing_behind(variant: Variant) {
         },
         FirewallOp::DeleteChain {
             name: name("margay-pi-web"),
+        },
+        // Hooked: its hook rule goes with it, the foreign OUTPUT rule stays.
+        FirewallOp::DeleteChain {
+            name: name("margay-out"),
         },
         FirewallOp::DeleteSet {
             name: name("margay-t4-web"),
@@ -615,11 +620,19 @@ fn deletes_leave_nothing_behind(variant: Variant) {
     ];
     be.write(&delete).expect("delete");
     for family in [IpVersion::V4, IpVersion::V6] {
-        assert!(!save(&ns, variant, family, false).contains("margay-pi-web"));
+        let dump = save(&ns, variant, family, false);
+        assert!(
+            !dump.contains("margay-pi-web") && !dump.contains("margay-out"),
+            "{dump}"
+        );
     }
+    let v4 = save(&ns, variant, IpVersion::V4, false);
+    assert!(v4.contains("-A OUTPUT -j ACCEPT"));
     let sets = ns.exec_ok(&["ipset", "save"]);
     assert!(!sets.contains("margay-t4-web") && !sets.contains("margay-t6-web"));
-    assert_eq!(be.observe().expect("observe"), expected(&[&ops, &delete]));
+    let mut want = expected(&[&ops, &delete]);
+    want.hooks.remove(&Hook::Output);
+    assert_eq!(be.observe().expect("observe"), want);
 }
 
 #[test]

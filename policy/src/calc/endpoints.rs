@@ -3,6 +3,7 @@
 //! (for this host's endpoints) plumbing and programs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::hashing::FastMap;
 
@@ -16,7 +17,7 @@ use super::slab::{handle, HandleSet, Slab};
 use super::CalcEngine;
 use crate::desired::WorkloadEndpointKey;
 use crate::model::WorkloadEndpoint;
-use crate::names::{Id, InterfaceName};
+use crate::names::InterfaceName;
 
 handle!(
     /// Handle of a known workload endpoint.
@@ -25,14 +26,12 @@ handle!(
 
 /// What the engine keeps per endpoint.
 pub(super) struct Endpoint {
-    /// Datastore identity.
-    pub key: WorkloadEndpointKey,
+    /// Datastore identity (shared with the index).
+    pub key: Arc<WorkloadEndpointKey>,
     /// The current document.
     pub doc: WorkloadEndpoint,
     /// Host segment is this host.
     pub local: bool,
-    /// Distinct profile ids, as registered in the profile index.
-    pub profiles: Vec<Id>,
     /// Label class of its effective labels.
     pub class: ClassIdx,
     /// Distinct addresses, as contributed to sets and routes (sorted).
@@ -51,22 +50,11 @@ pub(super) struct Endpoint {
 #[derive(Default)]
 pub(super) struct Endpoints {
     pub slab: Slab<EpIdx, Endpoint>,
-    pub index: FastMap<WorkloadEndpointKey, EpIdx>,
+    pub index: FastMap<Arc<WorkloadEndpointKey>, EpIdx>,
     /// Endpoints of this host, active or not.
     pub locals: BTreeMap<WorkloadEndpointKey, EpIdx>,
     /// Endpoints of other hosts, by host.
     pub by_host: FastMap<String, HandleSet<EpIdx>>,
-}
-
-/// Profile ids without repeats, first occurrence kept.
-fn distinct(ids: &[Id]) -> Vec<Id> {
-    let mut out: Vec<Id> = Vec::with_capacity(ids.len());
-    for id in ids {
-        if !out.contains(id) {
-            out.push(id.clone());
-        }
-    }
-    out
 }
 
 /// An endpoint's addresses, sorted and without repeats, into `v`.
@@ -89,13 +77,12 @@ impl CalcEngine {
 
     fn create_endpoint(&mut self, key: WorkloadEndpointKey, doc: WorkloadEndpoint) {
         let local = key.host == self.hostname;
-        let profiles = distinct(&doc.profile_ids);
         let class = self.class_of(&doc);
+        let key = Arc::new(key);
         let e = self.eps.slab.insert(Endpoint {
-            key: key.clone(),
+            key: Arc::clone(&key),
             doc,
             local,
-            profiles: profiles.clone(),
             class,
             addrs: Vec::new(),
             member_of: Vec::new(),
@@ -104,13 +91,19 @@ impl CalcEngine {
             publ: None,
         });
         self.classes.slab[class].endpoints.insert(e);
-        self.eps.index.insert(key.clone(), e);
         if local {
-            self.eps.locals.insert(key, e);
+            self.eps.locals.insert((*key).clone(), e);
+        } else if let Some(eps) = self.eps.by_host.get_mut(&key.host) {
+            eps.insert(e);
         } else {
-            self.eps.by_host.entry(key.host).or_default().insert(e);
+            let mut eps = HandleSet::default();
+            eps.insert(e);
+            self.eps.by_host.insert(key.host.clone(), eps);
         }
-        self.index_profiles(e, &[], &profiles);
+        self.eps.index.insert(key, e);
+        let ids = std::mem::take(&mut self.eps.slab[e].doc.profile_ids);
+        self.index_profiles(e, &[], &ids);
+        self.eps.slab[e].doc.profile_ids = ids;
         self.refresh_endpoint(e, false);
     }
 
@@ -123,9 +116,9 @@ impl CalcEngine {
         let profiles_changed = old.profile_ids != ep.doc.profile_ids;
         let relabel = profiles_changed || old.labels != ep.doc.labels;
         if profiles_changed {
-            let new = distinct(&ep.doc.profile_ids);
-            let old = std::mem::replace(&mut ep.profiles, new.clone());
-            self.index_profiles(e, &old, &new);
+            let ids = std::mem::take(&mut ep.doc.profile_ids);
+            self.index_profiles(e, &old.profile_ids, &ids);
+            self.eps.slab[e].doc.profile_ids = ids;
         }
         self.refresh_endpoint(e, relabel);
     }
@@ -153,7 +146,7 @@ impl CalcEngine {
         // must not find this one.
         let (profiles, class) = {
             let ep = &mut self.eps.slab[e];
-            (std::mem::take(&mut ep.profiles), ep.class)
+            (std::mem::take(&mut ep.doc.profile_ids), ep.class)
         };
         self.index_profiles(e, &profiles, &[]);
         self.leave_class(e, class);
@@ -193,7 +186,7 @@ impl CalcEngine {
             return;
         }
         let before = sets.len();
-        for p in &ep.profiles {
+        for p in &ep.doc.profile_ids {
             let Some(tags) = self.profiles.map.get(p).and_then(|p| p.tags.as_ref()) else {
                 continue;
             };

@@ -7,6 +7,7 @@
 //! publishes its [`LocalEndpoint`], its program and its interface routes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::hashing::FastMap;
 
@@ -28,7 +29,7 @@ pub(super) struct Published {
 #[derive(Default)]
 pub(super) struct Ifaces {
     /// Interface → endpoints claiming it (the first key owns it).
-    pub claims: FastMap<InterfaceName, BTreeMap<WorkloadEndpointKey, EpIdx>>,
+    pub claims: FastMap<InterfaceName, BTreeMap<Arc<WorkloadEndpointKey>, EpIdx>>,
     /// Interface → endpoint currently plumbed on it.
     pub publisher: FastMap<InterfaceName, EpIdx>,
 }
@@ -141,7 +142,7 @@ impl CalcEngine {
         }
         let ep = &self.eps.slab[e];
         let value = LocalEndpoint {
-            key: ep.key.clone(),
+            key: (*ep.key).clone(),
             iface: iface.clone(),
             mac: ep.doc.mac,
             ipv4: ep.doc.ipv4_nets.clone(),

@@ -332,7 +332,7 @@ impl CalcEngine {
                 .claims
                 .get(&doc.name)
                 .and_then(|c| c.keys().next())
-                .map(key_text)
+                .map(|k| key_text(k))
                 .unwrap_or_default();
             out.push(format!(
                 "endpoint {name}: interface {} is already used by {owner}; not plumbed",

@@ -71,7 +71,7 @@ impl CalcEngine {
     fn plumbed_users(&self, p: &Id) -> Vec<EpIdx> {
         self.plumbed()
             .into_iter()
-            .filter(|&e| self.eps.slab[e].profiles.contains(p))
+            .filter(|&e| self.eps.slab[e].doc.profile_ids.contains(p))
             .collect()
     }
 

@@ -121,6 +121,7 @@ pub fn plan(ops: &[FirewallOp], known: &Known) -> Result<Plan, FirewallError> {
         let mut sections: BTreeMap<Table, Section> = BTreeMap::new();
         write_chains(&mut sections, &chains, &tables, known, family, &metas)?;
         write_hooks(&mut sections, &hooks, &mut next.builtins, family);
+        write_detaches(&mut sections, &chains, &mut next.builtins, family);
         let text = match family {
             IpVersion::V4 => &mut p.v4,
             IpVersion::V6 => &mut p.v6,
@@ -448,6 +449,32 @@ fn write_hooks(
     }
 }
 
+/// Removes hook rules that call a chain being deleted (there is no detach
+/// op: a hook whose chain goes away goes with it), so the delete succeeds.
+fn write_detaches(
+    sections: &mut BTreeMap<Table, Section>,
+    chains: &BTreeMap<ObjectName, ChainIntent<'_>>,
+    builtins: &mut Builtins,
+    family: IpVersion,
+) {
+    for ((f, hook), rules) in builtins.iter_mut() {
+        if *f != family {
+            continue;
+        }
+        let (table, builtin) = hook_chain(*hook);
+        let doomed = |r: &BuiltinRule| {
+            r.ours
+                .as_ref()
+                .is_some_and(|c| matches!(chains.get(c), Some(ChainIntent::Delete)))
+        };
+        for r in rules.iter().filter(|r| doomed(r)) {
+            let s = sections.entry(table).or_default();
+            let _ = writeln!(s.hooks, "-D {builtin} {}", r.spec);
+        }
+        rules.retain(|r| !doomed(r));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -704,6 +731,43 @@ mod tests {
         assert_eq!(
             p.next.sets[&name("margay-b")],
             SetHeader::ours(IpVersion::V6)
+        );
+    }
+
+    #[test]
+    fn deleting_a_hooked_chain_detaches_it() {
+        let mut known = Known::default();
+        known
+            .chains
+            .insert(name("margay-out"), [Table::Filter].into());
+        let hook = BuiltinRule {
+            spec: "-m comment --comment margay-hook -j margay-out".into(),
+            ours: Some(name("margay-out")),
+        };
+        let foreign = BuiltinRule {
+            spec: "-j ACCEPT".into(),
+            ours: None,
+        };
+        known.builtins.insert(
+            (IpVersion::V4, Hook::Output),
+            vec![hook.clone(), foreign.clone()],
+        );
+        let ops = vec![FirewallOp::DeleteChain {
+            name: name("margay-out"),
+        }];
+        let p = plan(&ops, &known).expect("plan");
+        assert_eq!(
+            p.v4,
+            "*filter\n-D OUTPUT -m comment --comment margay-hook -j margay-out\n\
+             :margay-out - [0:0]\n-X margay-out\nCOMMIT\n"
+        );
+        assert_eq!(
+            p.v6,
+            "*filter\n:margay-out - [0:0]\n-X margay-out\nCOMMIT\n"
+        );
+        assert_eq!(
+            p.next.builtins[&(IpVersion::V4, Hook::Output)],
+            vec![foreign]
         );
     }
 
