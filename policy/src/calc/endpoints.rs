@@ -104,7 +104,7 @@ impl CalcEngine {
         let ids = std::mem::take(&mut self.eps.slab[e].doc.profile_ids);
         self.index_profiles(e, &[], &ids);
         self.eps.slab[e].doc.profile_ids = ids;
-        self.refresh_endpoint(e, false);
+        self.refresh_endpoint(e, Refresh::Membership);
     }
 
     fn update_endpoint(&mut self, e: EpIdx, doc: WorkloadEndpoint) {
@@ -114,20 +114,27 @@ impl CalcEngine {
         }
         let old = std::mem::replace(&mut ep.doc, doc);
         let profiles_changed = old.profile_ids != ep.doc.profile_ids;
-        let relabel = profiles_changed || old.labels != ep.doc.labels;
+        let what = if profiles_changed || old.labels != ep.doc.labels {
+            Refresh::Labels
+        } else {
+            Refresh::Addresses
+        };
         if profiles_changed {
             let ids = std::mem::take(&mut ep.doc.profile_ids);
             self.index_profiles(e, &old.profile_ids, &ids);
             self.eps.slab[e].doc.profile_ids = ids;
         }
-        self.refresh_endpoint(e, relabel);
+        self.refresh_endpoint(e, what);
     }
 
-    /// Brings everything derived from endpoint `e` up to date; `relabel`
-    /// when its effective labels may have changed.
-    pub(super) fn refresh_endpoint(&mut self, e: EpIdx, relabel: bool) {
-        let relabelled = relabel && self.reclassify(e);
-        self.sync_membership(e);
+    /// Brings everything derived from endpoint `e` up to date.
+    pub(super) fn refresh_endpoint(&mut self, e: EpIdx, what: Refresh) {
+        let relabelled = what == Refresh::Labels && self.reclassify(e);
+        if what == Refresh::Addresses {
+            self.sync_addresses(e);
+        } else {
+            self.sync_membership(e);
+        }
         if self.eps.slab[e].local {
             self.sync_local_claim(e, relabelled);
         } else {
@@ -171,6 +178,19 @@ impl CalcEngine {
         let mut sets = std::mem::take(&mut self.scratch.sets);
         addrs_into(&self.eps.slab[e].doc, &mut addrs);
         self.desired_sets(e, &mut sets);
+        let (addrs, sets) = self.apply_membership(e, addrs, sets);
+        self.scratch.addrs = addrs;
+        self.scratch.sets = sets;
+    }
+
+    /// Brings the addresses `e` contributes up to date, its sets being unchanged.
+    fn sync_addresses(&mut self, e: EpIdx) {
+        let mut addrs = std::mem::take(&mut self.scratch.addrs);
+        let mut sets = std::mem::take(&mut self.scratch.sets);
+        let ep = &self.eps.slab[e];
+        addrs_into(&ep.doc, &mut addrs);
+        sets.clear();
+        sets.extend_from_slice(&ep.member_of);
         let (addrs, sets) = self.apply_membership(e, addrs, sets);
         self.scratch.addrs = addrs;
         self.scratch.sets = sets;
@@ -242,6 +262,18 @@ impl CalcEngine {
         }
         (old_addrs, old_sets)
     }
+}
+
+/// What may have changed about an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refresh {
+    /// Not its profiles nor its labels: its sets stay, its addresses,
+    /// state or interface may differ.
+    Addresses,
+    /// Its sets may differ, its effective labels do not (a new endpoint).
+    Membership,
+    /// Its effective labels may differ.
+    Labels,
 }
 
 /// Reusable buffers for the per-update hot path.

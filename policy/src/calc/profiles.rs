@@ -4,6 +4,7 @@
 
 use super::hashing::{FastMap, FastSet};
 
+use super::endpoints::Refresh;
 use super::slab::HandleSet;
 use super::{CalcEngine, EpIdx};
 use crate::desired::{Direction, RuleSetId, RuleSetOwner};
@@ -152,7 +153,7 @@ impl CalcEngine {
         prof.labels = labels;
         let users: Vec<EpIdx> = prof.endpoints.iter().copied().collect();
         for e in users {
-            self.refresh_endpoint(e, true);
+            self.refresh_endpoint(e, Refresh::Labels);
         }
         self.gc_profile(&p);
     }
