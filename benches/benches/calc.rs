@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use margay_benches::{
-    calc_load, calc_load_etcd_order, describe, profile_rules, remote_endpoint, remote_endpoint_delete, used_profiles,
-    CalcScale, LOCAL_HOST,
+    calc_load, calc_load_etcd_order, describe, profile_rules, remote_endpoint,
+    remote_endpoint_delete, used_profiles, CalcScale, LOCAL_HOST,
 };
 use margay_policy::calc::CalcEngine;
 use margay_policy::model::Update;
@@ -43,7 +43,7 @@ fn time_updates(
     let start = Instant::now();
     for (n, u) in updates.into_iter().enumerate() {
         engine.apply(u);
-        if (n as u64 + 1) % TAKE_EVERY == 0 {
+        if matches!((n as u64 + 1) % TAKE_EVERY, 0) {
             black_box(engine.take_changes());
         }
     }
@@ -149,7 +149,7 @@ fn bench_updates(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 time_updates(&mut engine, &mut counter, iters, &|k| {
                     let p = profiles[(k % m) as usize];
-                    let v = if (k / m) % 2 == 0 { variant } else { 0 };
+                    let v = if matches!((k / m) % 2, 0) { variant } else { 0 };
                     profile_rules(p, v)
                 })
             })

@@ -4,7 +4,9 @@
 //! (about 10,000 generic rules, 100,000 set members) and a one-endpoint
 //! change, each timed as margay's `write` (plan + render + tools) and as the
 //! bare `ipset restore` + `iptables-restore --noflush` of the very same text
-//! in a second throw-away namespace. Prints a table with medians and ratios.
+//! in a second throw-away namespace. Prints a table with medians, minima and
+//! ratios (each side goes first equally often; the host is shared, so look
+//! at both).
 //! Needs root; `MARGAY_BENCH_REPS` sets the repetitions (default 5).
 //!
 //! Run: `cargo bench -p margay-benches --bench iptables`.
@@ -165,29 +167,42 @@ fn raw_apply(ns: &Ns, variant: Variant, plan: &Plan) -> Duration {
 
 struct Row {
     what: &'static str,
-    margay: Duration,
-    raw: Duration,
+    margay: Vec<Duration>,
+    raw: Vec<Duration>,
 }
 
 fn print_rows(variant: Variant, rows: &[Row], extra: &[(&str, Duration)]) {
     println!("\niptables variant: {}", variant.name());
     println!(
-        "{:<34} {:>12} {:>12} {:>8}",
-        "case (median)", "margay ms", "raw ms", "ratio"
+        "{:<36} {:>7} {:>11} {:>11} {:>7} {:>9} {:>9} {:>7}",
+        "case", "samples", "margay med", "raw med", "ratio", "margay min", "raw min", "ratio"
     );
     for r in rows {
-        let ratio = r.margay.as_secs_f64() / r.raw.as_secs_f64().max(1e-9);
+        let (m, w) = (median(r.margay.clone()), median(r.raw.clone()));
+        let (mm, wm) = (min(&r.margay), min(&r.raw));
         println!(
-            "{:<34} {:>12} {:>12} {:>7.2}x",
+            "{:<36} {:>7} {:>11} {:>11} {:>6.2}x {:>9} {:>9} {:>6.2}x",
             r.what,
-            ms(r.margay),
-            ms(r.raw),
-            ratio
+            r.margay.len(),
+            ms(m),
+            ms(w),
+            ratio(m, w),
+            ms(mm),
+            ms(wm),
+            ratio(mm, wm)
         );
     }
     for (what, d) in extra {
-        println!("{:<34} {:>12}", what, ms(*d));
+        println!("{what:<36} {:>7} {:>11}", "", ms(*d));
     }
+}
+
+fn min(v: &[Duration]) -> Duration {
+    v.iter().copied().min().unwrap_or_default()
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
 }
 
 fn count_lines(plan: &Plan) -> (usize, usize) {
@@ -264,14 +279,14 @@ fn bench_full(variant: Variant, ops: &[FirewallOp], reps: usize) -> (Row, Durati
     }
     let row = Row {
         what: "full programming (write)",
-        margay: median(margay),
-        raw: median(raw),
+        margay,
+        raw,
     };
     (row, median(observe), median(render))
 }
 
-/// One-endpoint change back and forth on a fully programmed host; each
-/// direction runs margay first and raw first equally often.
+/// One-endpoint change back and forth on a fully programmed host, `8 *
+/// reps` times; each direction runs margay first and raw first equally often.
 fn bench_delta(
     variant: Variant,
     full: &[FirewallOp],
@@ -287,7 +302,8 @@ fn bench_delta(
         .expect("plan full");
     raw_apply(&b, variant, &full_plan);
     let (mut margay, mut raw) = (vec![], vec![]);
-    for i in 0..reps.next_multiple_of(2) * 2 {
+    // Deltas are quick: many more samples than full runs.
+    for i in 0..(reps * 8).next_multiple_of(4) {
         let ops = if (i & 1) == 0 { fwd } else { back };
         // The raw side runs margay's text for the same change (A and B
         // hold the same state; planning is pure here, and untimed).
@@ -321,8 +337,8 @@ fn bench_delta(
         .collect();
     let row = Row {
         what: "one-endpoint change (write)",
-        margay: median(margay),
-        raw: median(raw),
+        margay,
+        raw,
     };
     (row, median(read))
 }
@@ -352,6 +368,15 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5)
         .max(1);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "cpus: {}, load average at start: {}",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let settings = FirewallSettings::default();
     let t = Instant::now();
     let s0 = lower(&scenario(false), &settings);
@@ -384,11 +409,16 @@ fn main() {
         ms(median(pure))
     );
     if let Some(dir) = std::env::var_os("MARGAY_BENCH_DUMP") {
-        // The full program's texts, for running the tools by hand.
+        // The texts of the full program and of the change both ways, for
+        // running the tools by hand.
         let p = plan::plan(&full, &Known::default()).expect("plan");
+        let f = plan::plan(&fwd, p.known_after()).expect("plan");
+        let b = plan::plan(&back, f.known_after()).expect("plan");
         let dir = std::path::PathBuf::from(dir);
-        for (file, text) in [("ipset", &p.ipset_pre), ("v4", &p.v4), ("v6", &p.v6)] {
-            std::fs::write(dir.join(file), text).expect("write dump");
+        for (prefix, p) in [("full", &p), ("fwd", &f), ("back", &b)] {
+            for (part, text) in [("ipset", &p.ipset_pre), ("v4", &p.v4), ("v6", &p.v6)] {
+                std::fs::write(dir.join(format!("{prefix}.{part}")), text).expect("write dump");
+            }
         }
         return;
     }

@@ -86,7 +86,10 @@ fn selector(s: &str) -> Selector {
 }
 
 fn labels(pairs: &[(&str, String)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 fn v4(base: u32, i: usize) -> Ipv4Net {
@@ -157,12 +160,20 @@ fn endpoint(
 /// Remote endpoint `i`. `variant` 0 is the loaded document; 1 moves its
 /// IPv4 address; 2 changes its `app` label; 3 both.
 pub fn remote_endpoint(scale: &CalcScale, i: usize, variant: u8) -> Update {
-    let addr_base = if variant & 1 == 0 { 0x0a80_0000 } else { 0x0ac0_0000 }; // 10.128/10.192
-    let app = if variant & 2 == 0 { i % APPS } else { (i + 1) % APPS };
+    let addr_base = if variant & 1 == 0 {
+        0x0a80_0000
+    } else {
+        0x0ac0_0000
+    }; // 10.128/10.192
+    let app = if variant & 2 == 0 {
+        i % APPS
+    } else {
+        (i + 1) % APPS
+    };
     let doc = endpoint(
         format!("cali{i:011x}"),
         v4(addr_base, i),
-        (i % 4 == 0).then(|| v6(0xfd00_0128 << 96, i)),
+        matches!(i % 4, 0).then(|| v6(0xfd00_0128 << 96, i)),
         i % scale.profiles,
         labels(&[
             ("app", format!("app-{app}")),
@@ -188,7 +199,7 @@ pub fn local_endpoint(scale: &CalcScale, i: usize) -> Update {
     let doc = endpoint(
         format!("cali{i:011x}"),
         v4(0x0a40_0000, i), // 10.64.0.0
-        (i % 2 == 0).then(|| v6(0xfd00_0064 << 96, i)),
+        matches!(i % 2, 0).then(|| v6(0xfd00_0064 << 96, i)),
         local_profile(scale, i),
         labels(&[
             ("app", format!("app-{}", i % APPS)),
@@ -236,7 +247,11 @@ pub fn profile_rules(p: usize, variant: u8) -> Update {
     let sel_text = if variant & 2 == 0 {
         format!("app == 'app-{}'", (p * 7) % APPS)
     } else {
-        format!("app == 'app-{}' && env != 'env-{}'", (p * 7) % APPS, p % ENVS)
+        format!(
+            "app == 'app-{}' && env != 'env-{}'",
+            (p * 7) % APPS,
+            p % ENVS
+        )
     };
     let from_selector = Rule {
         src: RuleSide {
@@ -406,7 +421,11 @@ pub fn etcd_path(key: &ResourceKey) -> String {
         ResourceKey::TierMetadata(t) => format!("/policy/tier/{t}/metadata"),
         ResourceKey::Policy { tier, policy } => format!("/policy/tier/{tier}/policy/{policy}"),
         ResourceKey::IpPool(net) => {
-            let v = if matches!(net, IpNet::V4(_)) { "v4" } else { "v6" };
+            let v = if matches!(net, IpNet::V4(_)) {
+                "v4"
+            } else {
+                "v6"
+            };
             format!("/ipam/{v}/pool/{}", net.to_string().replace('/', "-"))
         }
     }
@@ -488,7 +507,10 @@ mod tests {
         assert!(stats.ip_sets > 2 && stats.ip_set_members > 0, "{stats:?}");
         assert!(e.problems().is_empty(), "{:?}", e.problems());
         let p = used_profiles(&scale)[0];
-        assert!(e.state().rule_sets.contains_key(&profile_rule_set_ids(p)[0]));
+        assert!(e
+            .state()
+            .rule_sets
+            .contains_key(&profile_rule_set_ids(p)[0]));
         e.take_changes();
         e.apply(remote_endpoint(&scale, 3, 1));
         let c = e.take_changes();
@@ -509,7 +531,10 @@ mod tests {
         };
         let etcd = calc_load_etcd_order(&scale);
         assert!(matches!(etcd[0].key, ResourceKey::Ready));
-        assert!(matches!(etcd.last().map(|u| &u.key), Some(ResourceKey::Policy { .. })));
+        assert!(matches!(
+            etcd.last().map(|u| &u.key),
+            Some(ResourceKey::Policy { .. })
+        ));
         assert_eq!(load(etcd).state(), load(calc_load(&scale)).state());
     }
 }

@@ -74,15 +74,17 @@ fn arb_rule() -> impl Strategy<Value = model::Rule> {
         prop::option::weighted(0.4, prop::sample::select(&SELECTORS[..]).prop_map(sel)),
         prop::option::weighted(0.2, prop::sample::select(&SELECTORS[..]).prop_map(sel)),
     )
-        .prop_map(|(action, ipv, src_tag, not_dst_tag, dst_sel, not_src_sel)| {
-            let mut r = rule(action);
-            r.ip_version = ipv;
-            r.src.tag = src_tag;
-            r.dst.not_tag = not_dst_tag;
-            r.dst.selector = dst_sel;
-            r.src.not_selector = not_src_sel;
-            r
-        })
+        .prop_map(
+            |(action, ipv, src_tag, not_dst_tag, dst_sel, not_src_sel)| {
+                let mut r = rule(action);
+                r.ip_version = ipv;
+                r.src.tag = src_tag;
+                r.dst.not_tag = not_dst_tag;
+                r.dst.selector = dst_sel;
+                r.src.not_selector = not_src_sel;
+                r
+            },
+        )
 }
 
 fn arb_rules() -> impl Strategy<Value = Vec<model::Rule>> {
@@ -107,21 +109,23 @@ fn arb_endpoint() -> impl Strategy<Value = WorkloadEndpoint> {
         prop::collection::vec(0u8..3, 0..2),
         arb_labels(),
     )
-        .prop_map(|(active, name, mac, profile_ids, a4, a6, labels)| WorkloadEndpoint {
-            state: if active {
-                EndpointState::Active
-            } else {
-                EndpointState::Inactive
+        .prop_map(
+            |(active, name, mac, profile_ids, a4, a6, labels)| WorkloadEndpoint {
+                state: if active {
+                    EndpointState::Active
+                } else {
+                    EndpointState::Inactive
+                },
+                name: InterfaceName::new(name).expect("iface"),
+                mac: mac.map(|m| MacAddr([0xee, 0, 0, 0, 0, m])),
+                profile_ids,
+                ipv4_nets: a4.into_iter().map(v4).collect(),
+                ipv6_nets: a6.into_iter().map(v6).collect(),
+                ipv4_gateway: None,
+                ipv6_gateway: None,
+                labels,
             },
-            name: InterfaceName::new(name).expect("iface"),
-            mac: mac.map(|m| MacAddr([0xee, 0, 0, 0, 0, m])),
-            profile_ids,
-            ipv4_nets: a4.into_iter().map(v4).collect(),
-            ipv6_nets: a6.into_iter().map(v6).collect(),
-            ipv4_gateway: None,
-            ipv6_gateway: None,
-            labels,
-        })
+        )
 }
 
 fn arb_policy() -> impl Strategy<Value = Policy> {
@@ -384,7 +388,11 @@ fn final_settings(world: &World) -> BTreeMap<String, String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // 256 cases unless PROPTEST_CASES says otherwise.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+        ..ProptestConfig::default()
+    })]
 
     /// Feeding the final documents in key order matches the reference calculation.
     #[test]

@@ -27,7 +27,9 @@ fn loaded() -> CalcEngine {
     raw(
         &mut e,
         "/policy/profile/web/rules",
-        Some(r#"{"id": "web", "inbound_rules": [{"action": "allow", "src_tag": "db", "protocol": "tcp", "dst_ports": [5432]}], "outbound_rules": [{"action": "allow"}]}"#),
+        Some(
+            r#"{"id": "web", "inbound_rules": [{"action": "allow", "src_tag": "db", "protocol": "tcp", "dst_ports": [5432]}], "outbound_rules": [{"action": "allow"}]}"#,
+        ),
     );
     raw(&mut e, "/policy/profile/db/tags", Some(r#"["db"]"#));
     raw(&mut e, "/policy/profile/db/rules", Some(r#"{}"#));
@@ -35,10 +37,16 @@ fn loaded() -> CalcEngine {
     raw(
         &mut e,
         "/host/h2/workload/k8s/db1/endpoint/eth0",
-        Some(r#"{"state": "active", "name": "cali2", "profile_id": "db", "ipv4_nets": ["10.0.2.1/32"]}"#),
+        Some(
+            r#"{"state": "active", "name": "cali2", "profile_id": "db", "ipv4_nets": ["10.0.2.1/32"]}"#,
+        ),
     );
     raw(&mut e, "/host/h2/bird_ip", Some("192.168.0.2"));
-    raw(&mut e, "/ipam/v4/pool/10.0.0.0-16", Some(r#"{"cidr": "10.0.0.0/16", "masquerade": true}"#));
+    raw(
+        &mut e,
+        "/ipam/v4/pool/10.0.0.0-16",
+        Some(r#"{"cidr": "10.0.0.0/16", "masquerade": true}"#),
+    );
     raw(&mut e, "/config/LogSeverityScreen", Some("INFO"));
     e
 }
@@ -80,7 +88,11 @@ fn an_invalid_value_is_absent_until_fixed() {
     assert!(!e.state().ip_sets.contains_key(&tag_set("db")));
     // An invalid endpoint document unplumbs the endpoint.
     assert!(e
-        .apply_raw(P, &format!("{P}{EP}"), Some(r#"{"state": "active", "name": "cali1; rm"}"#))
+        .apply_raw(
+            P,
+            &format!("{P}{EP}"),
+            Some(r#"{"state": "active", "name": "cali1; rm"}"#)
+        )
         .is_err());
     assert!(e.state().endpoints.is_empty() && e.state().programs.is_empty());
     assert!(!e.state().routes.contains_key(&net("10.0.0.1/32")));
@@ -88,7 +100,9 @@ fn an_invalid_value_is_absent_until_fixed() {
     raw(
         &mut e,
         "/policy/profile/web/rules",
-        Some(r#"{"id": "web", "inbound_rules": [{"action": "allow", "src_tag": "db", "protocol": "tcp", "dst_ports": [5432]}], "outbound_rules": [{"action": "allow"}]}"#),
+        Some(
+            r#"{"id": "web", "inbound_rules": [{"action": "allow", "src_tag": "db", "protocol": "tcp", "dst_ports": [5432]}], "outbound_rules": [{"action": "allow"}]}"#,
+        ),
     );
     raw(&mut e, EP, Some(EP_DOC));
     assert_eq!(e.state(), &good);
@@ -99,7 +113,9 @@ fn unknown_keys_are_ignored_and_bad_keys_remove_nothing() {
     let mut e = loaded();
     let before = e.state().clone();
     e.take_changes();
-    assert!(e.apply_raw(P, "/calico/v1/unknown/thing", Some("x")).is_ok());
+    assert!(e
+        .apply_raw(P, "/calico/v1/unknown/thing", Some("x"))
+        .is_ok());
     assert!(e.apply_raw(P, "/elsewhere/key", Some("x")).is_ok());
     let err = e
         .apply_raw(P, "/calico/v1/policy/profile/bad id/rules", Some("{}"))

@@ -6,15 +6,17 @@
 mod calc_support;
 
 use calc_support::*;
-use margay_policy::desired::{
-    Changes, Direction, IpSetId, RouteTarget, RuleAction, TierProgram,
-};
+use margay_policy::desired::{Changes, Direction, IpSetId, RouteTarget, RuleAction, TierProgram};
 use margay_policy::model::{Order, ResourceKey, Update};
 
 use Direction::{Inbound, Outbound};
 
 fn one_local(profiles: &[&str]) -> Vec<Update> {
-    vec![u_ep(ME, "w1", Some(wep("cali1", &["10.0.0.1/32"], profiles)))]
+    vec![u_ep(
+        ME,
+        "w1",
+        Some(wep("cali1", &["10.0.0.1/32"], profiles)),
+    )]
 }
 
 #[test]
@@ -53,7 +55,10 @@ fn local_endpoint_is_plumbed_with_route_sysctls_and_program() {
     assert!(s.ip_sets.values().all(|m| m.is_empty()));
     assert!(e.problems().is_empty(), "{:?}", e.problems());
     let stats = e.stats();
-    assert_eq!((stats.local_endpoints, stats.rule_sets, stats.ip_sets), (1, 2, 2));
+    assert_eq!(
+        (stats.local_endpoints, stats.rule_sets, stats.ip_sets),
+        (1, 2, 2)
+    );
 
     // Deleting the endpoint removes everything it brought.
     e.take_changes();
@@ -116,7 +121,10 @@ fn tiers_are_ordered_and_only_matching_tiers_appear() {
     ups[1] = u_ep(
         ME,
         "w1",
-        Some(with_labels(wep("cali1", &["10.0.0.1/32"], &["p"]), &[("app", "web")])),
+        Some(with_labels(
+            wep("cali1", &["10.0.0.1/32"], &["p"]),
+            &[("app", "web")],
+        )),
     );
     ups.extend([
         u_tier("a", n(10.0)),
@@ -167,9 +175,18 @@ fn tiers_are_ordered_and_only_matching_tiers_appear() {
     let prog = &e.state().programs[&iface("cali1")];
     assert_eq!(prog.inbound.tiers, expected(Inbound));
     assert_eq!(prog.outbound.tiers, expected(Outbound));
-    assert!(!e.state().rule_sets.contains_key(&rs_policy("d", "pd", Inbound)));
-    assert!(!e.state().rule_sets.contains_key(&rs_policy("a", "px", Inbound)));
-    assert!(e.state().rule_sets.contains_key(&rs_policy("a", "pa3", Outbound)));
+    assert!(!e
+        .state()
+        .rule_sets
+        .contains_key(&rs_policy("d", "pd", Inbound)));
+    assert!(!e
+        .state()
+        .rule_sets
+        .contains_key(&rs_policy("a", "px", Inbound)));
+    assert!(e
+        .state()
+        .rule_sets
+        .contains_key(&rs_policy("a", "pa3", Outbound)));
 
     // Giving tier "d" metadata brings it in; removing it from "c" drops it.
     e.apply(u_tier("d", n(0.5)));
@@ -181,14 +198,23 @@ fn tiers_are_ordered_and_only_matching_tiers_appear() {
         .map(|t| t.tier.clone())
         .collect();
     assert_eq!(tiers, vec![id("d"), id("a"), id("f"), id("b")]);
-    assert!(e.state().rule_sets.contains_key(&rs_policy("d", "pd", Inbound)));
-    assert!(!e.state().rule_sets.contains_key(&rs_policy("c", "pc", Inbound)));
+    assert!(e
+        .state()
+        .rule_sets
+        .contains_key(&rs_policy("d", "pd", Inbound)));
+    assert!(!e
+        .state()
+        .rule_sets
+        .contains_key(&rs_policy("c", "pc", Inbound)));
 
     // A policy selector change re-matches.
     e.apply(u_policy("b", "pb", "app == 'db'", n(1.0), vec![], vec![]));
     let tiers = &e.state().programs[&iface("cali1")].inbound.tiers;
     assert!(tiers.iter().all(|t| t.tier != id("b")));
-    assert!(!e.state().rule_sets.contains_key(&rs_policy("b", "pb", Inbound)));
+    assert!(!e
+        .state()
+        .rule_sets
+        .contains_key(&rs_policy("b", "pb", Inbound)));
 }
 
 #[test]
@@ -240,7 +266,14 @@ fn labels_are_inherited_from_profiles_in_order_and_overridden_by_the_endpoint() 
         u_policy("t", "role-x", "role == 'x'", n(1.0), vec![], vec![]),
         u_policy("t", "role-y", "role == 'y'", n(2.0), vec![], vec![]),
         u_policy("t", "role-z", "role == 'z'", n(3.0), vec![], vec![]),
-        u_policy("t", "app-env", "app == 'a' && env == 'prod'", n(4.0), vec![], vec![]),
+        u_policy(
+            "t",
+            "app-env",
+            "app == 'a' && env == 'prod'",
+            n(4.0),
+            vec![],
+            vec![],
+        ),
         u_ep(
             ME,
             "w1",
@@ -308,9 +341,16 @@ fn db_world() -> Vec<Update> {
         u_ep(
             "h3",
             "db3",
-            Some(with_labels(wep("cali8", &["10.0.3.2/32"], &[]), &[("role", "db")])),
+            Some(with_labels(
+                wep("cali8", &["10.0.3.2/32"], &[]),
+                &[("role", "db")],
+            )),
         ),
-        u_ep("h2", "other", Some(wep("cali7", &["10.0.2.9/32"], &["web"]))),
+        u_ep(
+            "h2",
+            "other",
+            Some(wep("cali7", &["10.0.2.9/32"], &["web"])),
+        ),
     ]
 }
 
@@ -357,7 +397,10 @@ fn relabelling_a_remote_endpoint_moves_exactly_its_address() {
     e.apply(u_ep(
         "h3",
         "db3",
-        Some(with_labels(wep("cali8", &["10.0.3.2/32"], &[]), &[("role", "web")])),
+        Some(with_labels(
+            wep("cali8", &["10.0.3.2/32"], &[]),
+            &[("role", "web")],
+        )),
     ));
     let c = e.take_changes();
     let expected = Changes {
@@ -374,7 +417,11 @@ fn a_remote_address_move_touches_only_its_sets_and_routes() {
     ups.push(u_bird("h2", "192.168.0.2"));
     let mut e = engine_with(ups);
     e.take_changes();
-    e.apply(u_ep("h2", "db1", Some(wep("cali9", &["10.0.2.2/32"], &["dbp"]))));
+    e.apply(u_ep(
+        "h2",
+        "db1",
+        Some(wep("cali9", &["10.0.2.2/32"], &["dbp"])),
+    ));
     let c = e.take_changes();
     let moved = nets(&["10.0.2.1/32", "10.0.2.2/32"]);
     let expected = Changes {
@@ -388,7 +435,11 @@ fn a_remote_address_move_touches_only_its_sets_and_routes() {
     };
     assert_eq!(c, expected);
     // Re-applying the same document changes nothing.
-    e.apply(u_ep("h2", "db1", Some(wep("cali9", &["10.0.2.2/32"], &["dbp"]))));
+    e.apply(u_ep(
+        "h2",
+        "db1",
+        Some(wep("cali9", &["10.0.2.2/32"], &["dbp"])),
+    ));
     assert!(e.take_changes().is_empty());
 }
 
@@ -400,7 +451,11 @@ fn tag_membership_follows_profile_tags_and_endpoint_profiles() {
     e.apply(u_tags("dbp", &["other", "db"]));
     assert_eq!(e.state().ip_sets[&tag_set("db")].len(), 2);
     // The remote "other" endpoint gains the db profile.
-    e.apply(u_ep("h2", "other", Some(wep("cali7", &["10.0.2.9/32"], &["web", "dbp"]))));
+    e.apply(u_ep(
+        "h2",
+        "other",
+        Some(wep("cali7", &["10.0.2.9/32"], &["web", "dbp"])),
+    ));
     assert!(e.state().ip_sets[&tag_set("db")].contains(&net("10.0.2.9/32")));
     // Deleting an endpoint removes its address.
     e.apply(u_ep("h2", "db1", None));
@@ -414,12 +469,20 @@ fn tag_membership_follows_profile_tags_and_endpoint_profiles() {
 fn sets_are_shared_between_rules_and_vanish_with_the_last_use() {
     let mut ups = db_world();
     ups.push(u_rules("web2", vec![src_tag(deny(), "db")], vec![]));
-    ups.push(u_ep(ME, "web2", Some(wep("cali2", &["10.0.0.2/32"], &["web2"]))));
+    ups.push(u_ep(
+        ME,
+        "web2",
+        Some(wep("cali2", &["10.0.0.2/32"], &["web2"])),
+    ));
     let mut e = engine_with(ups);
     assert_eq!(e.state().ip_sets.len(), 4);
     e.take_changes();
     // One user drops the tag: the shared set stays, untouched.
-    e.apply(u_rules("web", vec![src_sel(allow(), "role == 'db'")], vec![]));
+    e.apply(u_rules(
+        "web",
+        vec![src_sel(allow(), "role == 'db'")],
+        vec![],
+    ));
     let c = e.take_changes();
     assert!(c.ip_sets.is_empty() && c.ip_set_members.is_empty());
     assert_eq!(c.rule_sets, [rs_profile("web", Inbound)].into());
@@ -437,20 +500,40 @@ fn sets_are_shared_between_rules_and_vanish_with_the_last_use() {
 #[test]
 fn remote_routes_follow_bird_ip_and_local_addresses_win() {
     let mut e = engine_with([
-        u_ep("h2", "r1", Some(with_v6(wep("cali1", &["10.0.9.1/32"], &[]), &["fd00::9/128"]))),
-        u_ep("h3", "r2", Some(inactive(wep("cali1", &["10.0.9.2/32"], &[])))),
+        u_ep(
+            "h2",
+            "r1",
+            Some(with_v6(
+                wep("cali1", &["10.0.9.1/32"], &[]),
+                &["fd00::9/128"],
+            )),
+        ),
+        u_ep(
+            "h3",
+            "r2",
+            Some(inactive(wep("cali1", &["10.0.9.2/32"], &[]))),
+        ),
         u_bird("h3", "192.168.0.3"),
     ]);
-    assert!(e.state().routes.is_empty(), "no bird_ip for h2, h3 endpoint inactive");
+    assert!(
+        e.state().routes.is_empty(),
+        "no bird_ip for h2, h3 endpoint inactive"
+    );
     e.apply(u_bird("h2", "192.168.0.2"));
     let gw = |s: &str| RouteTarget::Gateway(s.parse().unwrap());
-    assert_eq!(e.state().routes.get(&net("10.0.9.1/32")), Some(&gw("192.168.0.2")));
+    assert_eq!(
+        e.state().routes.get(&net("10.0.9.1/32")),
+        Some(&gw("192.168.0.2"))
+    );
     assert!(
         !e.state().routes.contains_key(&net("fd00::9/128")),
         "no IPv6 route via an IPv4 gateway"
     );
     e.apply(u_bird("h2", "192.168.0.22"));
-    assert_eq!(e.state().routes.get(&net("10.0.9.1/32")), Some(&gw("192.168.0.22")));
+    assert_eq!(
+        e.state().routes.get(&net("10.0.9.1/32")),
+        Some(&gw("192.168.0.22"))
+    );
     // A local endpoint with the same address wins.
     e.apply(u_ep(ME, "l1", Some(wep("cali1", &["10.0.9.1/32"], &[]))));
     assert_eq!(
@@ -458,7 +541,10 @@ fn remote_routes_follow_bird_ip_and_local_addresses_win() {
         Some(&RouteTarget::Interface(iface("cali1")))
     );
     e.apply(u_ep(ME, "l1", None));
-    assert_eq!(e.state().routes.get(&net("10.0.9.1/32")), Some(&gw("192.168.0.22")));
+    assert_eq!(
+        e.state().routes.get(&net("10.0.9.1/32")),
+        Some(&gw("192.168.0.22"))
+    );
     e.remove(&ResourceKey::HostIp("h2".into()));
     assert!(e.state().routes.is_empty());
 }
@@ -467,7 +553,11 @@ fn remote_routes_follow_bird_ip_and_local_addresses_win() {
 fn interface_prefix_decides_plumbing_and_is_reported() {
     let mut e = engine_with([u_ep(ME, "w1", Some(wep("tap1", &["10.0.0.1/32"], &[])))]);
     assert!(e.state().endpoints.is_empty());
-    assert!(e.problems()[0].contains("lacks an interface prefix"), "{:?}", e.problems());
+    assert!(
+        e.problems()[0].contains("lacks an interface prefix"),
+        "{:?}",
+        e.problems()
+    );
     e.set_interface_prefixes(vec!["cali".into(), "tap".into()]);
     assert!(e.state().endpoints.contains_key(&iface("tap1")));
     assert!(e.state().routes.contains_key(&net("10.0.0.1/32")));
@@ -567,12 +657,20 @@ fn ready_follows_the_ready_key() {
 #[test]
 fn a_profile_rule_change_dirties_only_its_rule_set() {
     let mut ups = db_world();
-    ups.push(u_ep(ME, "web2", Some(wep("cali2", &["10.0.0.2/32"], &["web"]))));
+    ups.push(u_ep(
+        ME,
+        "web2",
+        Some(wep("cali2", &["10.0.0.2/32"], &["web"])),
+    ));
     let mut e = engine_with(ups);
     e.take_changes();
     let mut r = src_tag(allow(), "db");
     r.dst.ports = vec![margay_policy::desired::PortRange { lo: 80, hi: 80 }];
-    e.apply(u_rules("web", vec![r, src_sel(allow(), "role == 'db'")], vec![]));
+    e.apply(u_rules(
+        "web",
+        vec![r, src_sel(allow(), "role == 'db'")],
+        vec![],
+    ));
     let c = e.take_changes();
     assert_eq!(
         c,
@@ -604,7 +702,10 @@ fn a_new_selector_set_is_filled_from_existing_endpoints() {
     e.apply(u_ep(
         "h2",
         "x",
-        Some(with_labels(wep("cali3", &["10.0.2.3/32"], &[]), &[("role", "q")])),
+        Some(with_labels(
+            wep("cali3", &["10.0.2.3/32"], &[]),
+            &[("role", "q")],
+        )),
     ));
     assert!(e.state().ip_sets[&sel_set("has(role)")].contains(&net("10.0.2.3/32")));
 }
@@ -612,9 +713,54 @@ fn a_new_selector_set_is_filled_from_existing_endpoints() {
 #[test]
 fn duplicate_addresses_stay_in_a_set_until_the_last_carrier_leaves() {
     let mut e = engine_with(db_world());
-    e.apply(u_ep("h2", "dup", Some(wep("cali4", &["10.0.2.1/32"], &["dbp"]))));
+    e.apply(u_ep(
+        "h2",
+        "dup",
+        Some(wep("cali4", &["10.0.2.1/32"], &["dbp"])),
+    ));
     e.apply(u_ep("h2", "db1", None));
     assert!(e.state().ip_sets[&tag_set("db")].contains(&net("10.0.2.1/32")));
     e.apply(u_ep("h2", "dup", None));
     assert!(!e.state().ip_sets[&tag_set("db")].contains(&net("10.0.2.1/32")));
+}
+
+#[test]
+fn a_local_endpoint_going_inactive_and_back_reports_exact_changes() {
+    let mut e = engine_with(
+        [u_rules("p", vec![allow()], vec![])]
+            .into_iter()
+            .chain(one_local(&["p"])),
+    );
+    e.take_changes();
+    e.apply(u_ep(
+        ME,
+        "w1",
+        Some(inactive(wep("cali1", &["10.0.0.1/32"], &["p"]))),
+    ));
+    let c = e.take_changes();
+    assert_eq!(
+        c,
+        Changes {
+            endpoints: [iface("cali1")].into(),
+            programs: [iface("cali1")].into(),
+            rule_sets: [rs_profile("p", Inbound), rs_profile("p", Outbound)].into(),
+            routes: [net("10.0.0.1/32")].into(),
+            ..Changes::default()
+        }
+    );
+    assert!(e.state().endpoints.is_empty() && e.state().rule_sets.is_empty());
+    assert_eq!(e.local_endpoint_keys().count(), 1);
+    e.apply(u_ep(ME, "w1", Some(wep("cali1", &["10.0.0.1/32"], &["p"]))));
+    assert_eq!(e.take_changes(), c, "coming back touches the same keys");
+    // Renaming the interface moves everything to the new name.
+    e.apply(u_ep(ME, "w1", Some(wep("cali2", &["10.0.0.1/32"], &["p"]))));
+    let c = e.take_changes();
+    assert_eq!(c.endpoints, [iface("cali1"), iface("cali2")].into());
+    assert_eq!(c.programs, [iface("cali1"), iface("cali2")].into());
+    assert_eq!(c.routes, [net("10.0.0.1/32")].into());
+    assert!(c.rule_sets.is_empty(), "the rule sets stay referenced");
+    assert_eq!(
+        e.state().routes[&net("10.0.0.1/32")],
+        RouteTarget::Interface(iface("cali2"))
+    );
 }

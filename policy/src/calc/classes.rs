@@ -66,8 +66,7 @@ impl Classes {
 
 fn same_labels(a: &Labels, b: &LabelRefs<'_>) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .zip(b)
             .all(|((ak, av), (bk, bv))| ak == bk && av == bv)
 }

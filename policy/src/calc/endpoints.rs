@@ -238,10 +238,17 @@ impl CalcEngine {
         for &s in &old_sets {
             if ep.member_of.binary_search(&s).is_ok() {
                 if addrs_changed {
-                    for net in old_addrs.iter().filter(|n| ep.addrs.binary_search(n).is_err()) {
+                    for net in old_addrs
+                        .iter()
+                        .filter(|n| ep.addrs.binary_search(n).is_err())
+                    {
                         self.sets.remove_addr(&mut self.out, s, *net);
                     }
-                    for net in ep.addrs.iter().filter(|n| old_addrs.binary_search(n).is_err()) {
+                    for net in ep
+                        .addrs
+                        .iter()
+                        .filter(|n| old_addrs.binary_search(n).is_err())
+                    {
                         self.sets.add_addr(&mut self.out, s, *net);
                     }
                 }

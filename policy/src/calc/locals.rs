@@ -111,24 +111,27 @@ impl CalcEngine {
     /// Publishes, updates or withdraws the plumbing of local endpoint `e`.
     pub(super) fn sync_local(&mut self, e: EpIdx, relabelled: bool) {
         let ep = &self.eps.slab[e];
-        let want = ep
-            .claim
-            .clone()
-            .filter(|i| self.owner_of(i) == Some(e));
+        let want = ep.claim.clone().filter(|i| self.owner_of(i) == Some(e));
         let have = ep.publ.as_ref().map(|p| p.iface.clone());
-        if have.is_some() && have != want {
-            self.unpublish(e);
-        }
         let Some(iface) = want else {
+            if have.is_some() {
+                self.unpublish(e, true);
+            }
             return;
         };
+        // A displaced owner's entries are overwritten by ours just below, so
+        // rule sets both programs use are never dropped and re-created.
         if let Some(&other) = self.ifaces.publisher.get(&iface) {
             if other != e {
-                self.unpublish(other);
+                self.unpublish(other, false);
             }
         }
         let fresh = have.as_ref() != Some(&iface);
-        self.publish(e, iface, fresh || relabelled);
+        self.publish(e, iface.clone(), fresh || relabelled);
+        // Moved to another interface: clear the old one only now, for the same reason.
+        if let Some(old) = have.filter(|h| *h != iface) {
+            self.clear_iface(&old, e);
+        }
     }
 
     fn publish(&mut self, e: EpIdx, iface: InterfaceName, rematch: bool) {
@@ -154,16 +157,27 @@ impl CalcEngine {
         self.sync_route(e);
     }
 
-    fn unpublish(&mut self, e: EpIdx) {
+    /// Withdraws `e`; with `clear`, also its entries on its interface
+    /// (without, the caller overwrites them at once).
+    fn unpublish(&mut self, e: EpIdx, clear: bool) {
         let Some(publ) = self.eps.slab[e].publ.take() else {
             return;
         };
-        self.out.set_endpoint(&publ.iface, None);
-        self.write_program(&publ.iface, None);
-        if self.ifaces.publisher.get(&publ.iface) == Some(&e) {
+        if clear {
+            self.clear_iface(&publ.iface, e);
+        } else if self.ifaces.publisher.get(&publ.iface) == Some(&e) {
             self.ifaces.publisher.remove(&publ.iface);
         }
         self.sync_route(e);
+    }
+
+    /// Removes the endpoint and program entries `e` had on `iface`.
+    fn clear_iface(&mut self, iface: &InterfaceName, e: EpIdx) {
+        self.out.set_endpoint(iface, None);
+        self.write_program(iface, None);
+        if self.ifaces.publisher.get(iface) == Some(&e) {
+            self.ifaces.publisher.remove(iface);
+        }
     }
 
     /// Recomputes the program of plumbed endpoint `e`.

@@ -7,19 +7,33 @@
 //!
 //! - endpoints with identical effective labels share a *label class*; a
 //!   selector is evaluated once per class, and each class caches the active
-//!   selector sets it matches ([`classes`]);
-//! - only sets referenced by a present rule set are *active* ([`sets`]); tag
+//!   selector sets it matches (`classes`);
+//! - only sets referenced by a present rule set are *active* (`sets`); tag
 //!   sets are filled through tag → profiles → endpoints, selector sets through
 //!   the classes; a remote endpoint update touches only the sets it is (or
 //!   was) a member of and its own routes;
 //! - rule sets, sets and set members are reference counted, so shared ones
-//!   stay while used and disappear with their last user ([`rules`]);
+//!   stay while used and disappear with their last user (`rules`);
 //! - policy selectors are evaluated against plumbed local endpoints only
-//!   ([`policies`]).
+//!   (`policies`).
 //!
 //! The resulting state does not depend on the order the updates arrived in:
-//! every tie (two endpoints on one interface, one address on several
-//! endpoints) is broken by key, not by arrival. Pure: no I/O, no clocks.
+//! every tie is broken by key, not by arrival. Pure: no I/O, no clocks.
+//!
+//! Decisions beyond the data model text:
+//! - two active local endpoints naming one interface: the smaller key is
+//!   plumbed, the other is reported by [`CalcEngine::problems`];
+//! - one address claimed by several endpoints: a plumbed local endpoint's
+//!   interface route wins over remote ones, then the smaller key;
+//! - a remote endpoint's addresses are routed via its host's `bird_ip` only
+//!   in the gateway's family (no IPv6 route via an IPv4 next hop);
+//! - a tier with a matching policy is listed in both directions, even when
+//!   the policy has no rules for one of them (that direction then drops).
+//!
+//! Costs: a remote endpoint update is O(its sets + its addresses) when its
+//! labels stay, plus one lookup (or, for labels never seen before, one
+//! evaluation of each active selector) when they change. A new selector set
+//! costs one evaluation per label class plus its members.
 
 mod classes;
 mod endpoints;
@@ -38,7 +52,7 @@ mod slab;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use endpoints::{EpIdx, Endpoints};
+use endpoints::{Endpoints, EpIdx};
 use hashing::FastMap;
 use settings::{Layer, Settings};
 
@@ -287,7 +301,12 @@ impl CalcEngine {
                 .filter(|p| p.has_documents())
                 .count(),
             policies: self.tiers.map.values().map(|t| t.policies.len()).sum(),
-            tiers: self.tiers.map.values().filter(|t| t.order.is_some()).count(),
+            tiers: self
+                .tiers
+                .map
+                .values()
+                .filter(|t| t.order.is_some())
+                .count(),
             pools: self.pools.map.len(),
             ip_sets: state.ip_sets.len(),
             ip_set_members: state.ip_sets.values().map(|s| s.len()).sum(),

@@ -9,8 +9,7 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 
 use crate::desired::{
-    Changes, DesiredState, EndpointProgram, IpSetId, LocalEndpoint, RouteTarget, RuleSet,
-    RuleSetId,
+    Changes, DesiredState, EndpointProgram, IpSetId, LocalEndpoint, RouteTarget, RuleSet, RuleSetId,
 };
 use crate::names::InterfaceName;
 

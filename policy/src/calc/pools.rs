@@ -50,7 +50,12 @@ impl CalcEngine {
         let pools = &mut self.pools;
         for (counts, id, old, new) in [
             (&mut pools.all, IpSetId::AllPools, all(&old), all(&pool)),
-            (&mut pools.masquerade, IpSetId::MasqueradePools, masq(&old), masq(&pool)),
+            (
+                &mut pools.masquerade,
+                IpSetId::MasqueradePools,
+                masq(&old),
+                masq(&pool),
+            ),
         ] {
             if old == new {
                 continue;

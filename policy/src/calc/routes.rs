@@ -7,8 +7,8 @@
 //! chosen deterministically, local before remote, then by endpoint key, so the
 //! result does not depend on the order the updates came in.
 
-use std::cmp::Ordering;
 use super::hashing::FastMap;
+use std::cmp::Ordering;
 
 use ipnet::IpNet;
 
@@ -30,7 +30,51 @@ pub(super) struct RouteClaim {
 /// Address → endpoints claiming it.
 #[derive(Default)]
 pub(super) struct RouteClaims {
-    pub by_net: FastMap<IpNet, Vec<EpIdx>>,
+    pub by_net: FastMap<IpNet, Claimants>,
+}
+
+/// The endpoints claiming one address: almost always exactly one, kept
+/// inline so the common case allocates nothing.
+#[derive(Debug)]
+pub(super) enum Claimants {
+    /// A single claimant.
+    One(EpIdx),
+    /// Several (a conflict, or an address moving).
+    Many(Vec<EpIdx>),
+}
+
+impl Claimants {
+    fn as_slice(&self) -> &[EpIdx] {
+        match self {
+            Claimants::One(e) => std::slice::from_ref(e),
+            Claimants::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, e: EpIdx) {
+        match self {
+            Claimants::One(first) => *self = Claimants::Many(vec![*first, e]),
+            Claimants::Many(v) => v.push(e),
+        }
+    }
+
+    /// Removes `e`; true when nobody is left.
+    fn remove(&mut self, e: EpIdx) -> bool {
+        match self {
+            Claimants::One(first) => *first == e,
+            Claimants::Many(v) => {
+                v.retain(|&c| c != e);
+                match v[..] {
+                    [] => true,
+                    [only] => {
+                        *self = Claimants::One(only);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
 }
 
 fn rank(target: &RouteTarget) -> u8 {
@@ -100,14 +144,18 @@ impl CalcEngine {
         let new: &[IpNet] = self.eps.slab[e].route.as_ref().map_or(&[], |c| &c.nets);
         for net in old.iter().filter(|n| new.binary_search(n).is_err()) {
             if let Some(claims) = self.routes.by_net.get_mut(net) {
-                claims.retain(|&c| c != e);
-                if claims.is_empty() {
+                if claims.remove(e) {
                     self.routes.by_net.remove(net);
                 }
             }
         }
         for net in new.iter().filter(|n| old.binary_search(n).is_err()) {
-            self.routes.by_net.entry(*net).or_default().push(e);
+            match self.routes.by_net.get_mut(net) {
+                Some(claims) => claims.push(e),
+                None => {
+                    self.routes.by_net.insert(*net, Claimants::One(e));
+                }
+            }
         }
         for net in &old {
             decide_route(&self.routes, &self.eps, &mut self.out, *net);
@@ -141,7 +189,7 @@ impl CalcEngine {
 /// Writes the winning claim for `net` into the state: local before remote,
 /// then the smaller endpoint key.
 fn decide_route(routes: &RouteClaims, eps: &Endpoints, out: &mut Output, net: IpNet) {
-    let claims = routes.by_net.get(&net).map_or(&[][..], |v| &v[..]);
+    let claims = routes.by_net.get(&net).map_or(&[][..], Claimants::as_slice);
     let winner = claims
         .iter()
         .filter_map(|&c| {

@@ -496,13 +496,16 @@ pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> Desire
         }
         state.ip_sets.insert(set, members);
     }
-    state.ip_sets.insert(
-        IpSetId::AllPools,
-        pools.iter().map(|p| p.cidr).collect(),
-    );
+    state
+        .ip_sets
+        .insert(IpSetId::AllPools, pools.iter().map(|p| p.cidr).collect());
     state.ip_sets.insert(
         IpSetId::MasqueradePools,
-        pools.iter().filter(|p| p.masquerade).map(|p| p.cidr).collect(),
+        pools
+            .iter()
+            .filter(|p| p.masquerade)
+            .map(|p| p.cidr)
+            .collect(),
     );
     // Routes: plumbed local first, then remote active via bird_ip, then key.
     let mut claims: BTreeMap<IpNet, (u8, WorkloadEndpointKey, RouteTarget)> = BTreeMap::new();
@@ -517,7 +520,12 @@ pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> Desire
     };
     for (ifc, k) in &owners {
         let ep = endpoints[k];
-        for n in ep.ipv4_nets.iter().map(|&n| IpNet::V4(n)).chain(ep.ipv6_nets.iter().map(|&n| IpNet::V6(n))) {
+        for n in ep
+            .ipv4_nets
+            .iter()
+            .map(|&n| IpNet::V4(n))
+            .chain(ep.ipv6_nets.iter().map(|&n| IpNet::V6(n)))
+        {
             claim(n, (0, k.clone(), RouteTarget::Interface(ifc.clone())));
         }
     }
@@ -525,8 +533,15 @@ pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> Desire
         if k.host == host || ep.state != EndpointState::Active {
             continue;
         }
-        let Some(gw) = bird.get(&k.host) else { continue };
-        for n in ep.ipv4_nets.iter().map(|&n| IpNet::V4(n)).chain(ep.ipv6_nets.iter().map(|&n| IpNet::V6(n))) {
+        let Some(gw) = bird.get(&k.host) else {
+            continue;
+        };
+        for n in ep
+            .ipv4_nets
+            .iter()
+            .map(|&n| IpNet::V4(n))
+            .chain(ep.ipv6_nets.iter().map(|&n| IpNet::V6(n)))
+        {
             if n.addr().is_ipv4() == gw.is_ipv4() {
                 claim(n, (1, k.clone(), RouteTarget::Gateway(*gw)));
             }
@@ -542,7 +557,10 @@ fn ref_side(s: &model::RuleSide) -> SideMatch {
         not_net: s.not_net,
         tag: s.tag.clone().map(IpSetId::Tag),
         not_tag: s.not_tag.clone().map(IpSetId::Tag),
-        selector: s.selector.as_ref().map(|x| IpSetId::Selector(x.canonical().into())),
+        selector: s
+            .selector
+            .as_ref()
+            .map(|x| IpSetId::Selector(x.canonical().into())),
         not_selector: s
             .not_selector
             .as_ref()

@@ -72,6 +72,11 @@ impl Plan {
         }
     }
 
+    /// What we know of the kernel once the plan ran.
+    pub fn known_after(&self) -> &Known {
+        &self.next
+    }
+
     /// True when nothing needs writing.
     pub fn is_empty(&self) -> bool {
         self.ipset_pre.is_empty()
