@@ -71,14 +71,20 @@ impl Ns {
         }
         let out = child.wait_with_output().expect("wait nft");
         let d = t.elapsed();
-        assert!(out.status.success(), "nft -f failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nft -f failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         d
     }
 }
 
 impl Drop for Ns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -99,10 +105,19 @@ struct Row {
 
 fn print_rows(rows: &[Row], extra: &[(&str, Duration)]) {
     println!("\nnftables (table inet margay), medians");
-    println!("{:<44} {:>11} {:>11} {:>8}", "case", "margay ms", "nft -f ms", "ratio");
+    println!(
+        "{:<44} {:>11} {:>11} {:>8}",
+        "case", "margay ms", "nft -f ms", "ratio"
+    );
     for r in rows {
         let ratio = r.margay.as_secs_f64() / r.raw.as_secs_f64().max(1e-9);
-        println!("{:<44} {:>11} {:>11} {:>7.2}x", r.what, ms(r.margay), ms(r.raw), ratio);
+        println!(
+            "{:<44} {:>11} {:>11} {:>7.2}x",
+            r.what,
+            ms(r.margay),
+            ms(r.raw),
+            ratio
+        );
     }
     for (what, d) in extra {
         println!("{:<44} {:>11}", what, ms(*d));
@@ -137,7 +152,10 @@ fn bench_full(full: &[FirewallOp], reps: usize) -> Row {
         }
         if i == 0 {
             let seen = be.observe().expect("read back");
-            let other = b.backend(NftMode::Netlink).observe().expect("read back raw");
+            let other = b
+                .backend(NftMode::Netlink)
+                .observe()
+                .expect("read back raw");
             assert_eq!(seen, other, "margay and raw namespaces differ");
         }
     }
@@ -158,12 +176,17 @@ fn bench_delta(settings: &FirewallSettings, reps: usize) -> (Row, Row, Duration)
     let (a, b) = (Ns::new(), Ns::new());
     let mut m = FirewallManager::new(Box::new(a.backend(NftMode::Netlink)));
     m.start().expect("start");
-    m.apply(&s0, &changes_between(&Default::default(), &s0), settings).expect("full");
+    m.apply(&s0, &changes_between(&Default::default(), &s0), settings)
+        .expect("full");
     b.nft_f(&render_batch(&diff(&l0, &ObservedRuleset::default(), None)).expect("render"));
     let (c01, c10) = (changes_between(&s0, &s1), changes_between(&s1, &s0));
     let (mut margay, mut raw, mut ops) = (vec![], vec![], 0);
     for i in 0..reps * 2 {
-        let (state, changes, text) = if i % 2 == 0 { (&s1, &c01, &fwd) } else { (&s0, &c10, &back) };
+        let (state, changes, text) = if i % 2 == 0 {
+            (&s1, &c01, &fwd)
+        } else {
+            (&s0, &c10, &back)
+        };
         let t = Instant::now();
         let stats = m.apply(state, changes, settings).expect("margay delta");
         margay.push(t.elapsed());

@@ -114,16 +114,27 @@ fn nft_netlink_and_tool_agree() {
     );
     let desired = b.build();
     let want = observed_of(&lower(&desired, &settings));
-    for (writer, reader) in [(NftMode::Netlink, NftMode::Tool), (NftMode::Tool, NftMode::Netlink)] {
+    for (writer, reader) in [
+        (NftMode::Netlink, NftMode::Tool),
+        (NftMode::Tool, NftMode::Netlink),
+    ] {
         let ns = TestNetns::new("cf-agree");
         let target = NetnsTarget::named(ns.name()).expect("name");
         let w = NftBackend::with_mode(target.clone(), writer).expect("backend");
         let mut m = FirewallManager::new(Box::new(w));
-        m.apply(&desired, &Default::default(), &settings).expect("apply");
+        m.apply(&desired, &Default::default(), &settings)
+            .expect("apply");
         let mut r = NftBackend::with_mode(target, reader).expect("backend");
-        assert_eq!(r.observe().expect("observe"), want, "{writer:?} then {reader:?}");
+        assert_eq!(
+            r.observe().expect("observe"),
+            want,
+            "{writer:?} then {reader:?}"
+        );
         let text = nft_dump(&ns);
-        assert!(text.contains("10.65.0.0/16") && text.contains("fd00::/64"), "{text}");
+        assert!(
+            text.contains("10.65.0.0/16") && text.contains("fd00::/64"),
+            "{text}"
+        );
     }
 }
 
@@ -144,8 +155,10 @@ fn nft_leaves_other_tables_alone() {
     let s1 = common::base_state(3).build();
     let mut m = FirewallManager::new(new_backend(BackendKind::Nftables, &target).expect("backend"));
     m.start().expect("start");
-    m.apply(&s0, &changes_between(&Default::default(), &s0), &settings).expect("apply");
-    m.apply(&s1, &changes_between(&s0, &s1), &settings).expect("apply");
+    m.apply(&s0, &changes_between(&Default::default(), &s0), &settings)
+        .expect("apply");
+    m.apply(&s1, &changes_between(&s0, &s1), &settings)
+        .expect("apply");
     assert!(m.repair_drift(&s1, &settings).expect("drift").is_clean());
     let stats = m.stats();
     assert!(stats.chains > 0 && stats.sets > 0);

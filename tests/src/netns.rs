@@ -85,7 +85,10 @@ impl TestNetns {
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 let _ = Command::new("kill").args(["-9", pid]).status();
             }
@@ -101,7 +104,17 @@ impl Drop for TestNetns {
 /// `b`), both up. Names must be valid interface names (<= 15 chars).
 pub fn veth_pair(a: &TestNetns, a_if: &str, b: &TestNetns, b_if: &str) {
     run_ok(Command::new("ip").args([
-        "-n", a.name(), "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns",
+        "-n",
+        a.name(),
+        "link",
+        "add",
+        a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
         b.name(),
     ]));
     a.exec_ok(&["ip", "link", "set", a_if, "up"]);
@@ -116,8 +129,26 @@ pub fn veth_pair(a: &TestNetns, a_if: &str, b: &TestNetns, b_if: &str) {
 pub fn attach_workload(host: &TestNetns, host_if: &str, wl: &TestNetns, addr: &str) {
     veth_pair(host, host_if, wl, "eth0");
     wl.exec_ok(&["ip", "addr", "add", &format!("{addr}/32"), "dev", "eth0"]);
-    wl.exec_ok(&["ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"]);
-    wl.exec_ok(&["ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"]);
+    wl.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ]);
+    wl.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+    ]);
 }
 
 fn run_ok(cmd: &mut Command) -> String {

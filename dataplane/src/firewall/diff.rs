@@ -389,7 +389,7 @@ mod tests {
     const SETS: [&str; 4] = ["margay-s0", "margay-s1", "margay-s2", "margay-s3"];
 
     fn set_family(i: usize) -> IpVersion {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             IpVersion::V4
         } else {
             IpVersion::V6

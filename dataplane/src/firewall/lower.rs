@@ -606,7 +606,9 @@ fn dispatch_node(
 ) -> ObjectName {
     let lcp = common_prefix(names);
     let chain = dispatch_node_name(direction, group, lcp);
-    let exact = |i: &InterfaceName| dispatch_rule(direction, i.as_str(), false, endpoint_chain(direction, i));
+    let exact = |i: &InterfaceName| {
+        dispatch_rule(direction, i.as_str(), false, endpoint_chain(direction, i))
+    };
     let mut rules = Vec::new();
     if names.len() <= DISPATCH_LEAF {
         rules.extend(names.iter().map(|i| exact(i)));
@@ -996,7 +998,7 @@ fn side_matches(
     present: &dyn Fn(&IpSetId) -> bool,
     out: &mut Vec<Match>,
 ) -> Option<()> {
-    let same_family = |n: &IpNet| family.map_or(true, |f| f == net_family(n));
+    let same_family = |n: &IpNet| family.is_none_or(|f| f == net_family(n));
     if let Some(n) = s.net {
         if !same_family(&n) {
             return None;
@@ -1335,9 +1337,18 @@ mod tests {
     fn dispatch_trees_reach_every_endpoint_and_stay_small() {
         let settings = FirewallSettings::default();
         let mut b = DesiredBuilder::new();
-        b.profile("open", vec![rule(RuleAction::Allow)], vec![rule(RuleAction::Allow)]);
+        b.profile(
+            "open",
+            vec![rule(RuleAction::Allow)],
+            vec![rule(RuleAction::Allow)],
+        );
         let mut names: Vec<String> = (0..300).map(|i| format!("cali{i:05}")).collect();
-        names.extend((0..200u64).map(|i| format!("cali{:011x}", crate::firewall::model::fnv1a64(&i.to_le_bytes()) >> 20)));
+        names.extend((0..200u64).map(|i| {
+            format!(
+                "cali{:011x}",
+                crate::firewall::model::fnv1a64(&i.to_le_bytes()) >> 20
+            )
+        }));
         names.push("cali".to_owned());
         let mut l = Lowerer::new();
         l.lower_all(&b.build(), &settings);
@@ -1365,11 +1376,16 @@ mod tests {
         let biggest = rs
             .chains
             .iter()
-            .filter(|(n, _)| n.as_str().starts_with("margay-df") || n.as_str().starts_with("margay-dt"))
+            .filter(|(n, _)| {
+                n.as_str().starts_with("margay-df") || n.as_str().starts_with("margay-dt")
+            })
             .map(|(_, r)| r.len())
             .max()
             .unwrap_or(0);
-        assert!(biggest <= DISPATCH_LEAF + 1 + 16, "dispatch chain of {biggest} rules");
+        assert!(
+            biggest <= DISPATCH_LEAF + 1 + 16,
+            "dispatch chain of {biggest} rules"
+        );
     }
 
     #[test]

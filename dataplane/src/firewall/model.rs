@@ -112,11 +112,21 @@ pub enum Match {
     /// Destination address in the set.
     DstSet { set: ObjectName, negated: bool },
     /// Source port in any of the ranges (needs a `Protocol` match with ports).
-    SrcPorts { ports: Vec<PortRange>, negated: bool },
+    SrcPorts {
+        ports: Vec<PortRange>,
+        negated: bool,
+    },
     /// Destination port in any of the ranges.
-    DstPorts { ports: Vec<PortRange>, negated: bool },
+    DstPorts {
+        ports: Vec<PortRange>,
+        negated: bool,
+    },
     /// ICMP (v4 or v6 by `Family`) type and optional code.
-    Icmp { icmp_type: u8, code: Option<u8>, negated: bool },
+    Icmp {
+        icmp_type: u8,
+        code: Option<u8>,
+        negated: bool,
+    },
     /// All bits of `mark & mask` equal `value`.
     Mark { value: u32, mask: u32 },
     /// Conntrack state.

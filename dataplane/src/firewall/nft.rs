@@ -46,9 +46,14 @@ pub fn hook_chain(hook: Hook) -> &'static str {
 
 /// The hook whose base chain is `name`, if it is one of ours.
 pub fn hook_of_chain(name: &str) -> Option<Hook> {
-    [Hook::Forward, Hook::Input, Hook::Output, Hook::NatPostrouting]
-        .into_iter()
-        .find(|h| hook_chain(*h) == name)
+    [
+        Hook::Forward,
+        Hook::Input,
+        Hook::Output,
+        Hook::NatPostrouting,
+    ]
+    .into_iter()
+    .find(|h| hook_chain(*h) == name)
 }
 
 /// The nft chain spec of `hook`'s base chain.
@@ -133,7 +138,9 @@ impl NftBackend {
     fn observe_tool(&self) -> Result<ObservedRuleset, FirewallError> {
         match self.run_nft(&["-j", "list", "table", "inet", TABLE], None) {
             Ok(json) => parse_table(&json),
-            Err(FirewallError::Tool { stderr, .. }) if stderr.contains("No such file or directory") => {
+            Err(FirewallError::Tool { stderr, .. })
+                if stderr.contains("No such file or directory") =>
+            {
                 Ok(ObservedRuleset::default())
             }
             Err(e) => Err(e),

@@ -78,13 +78,18 @@ impl DesiredBuilder {
     pub fn new() -> Self {
         let mut b = DesiredBuilder::default();
         b.state.ip_sets.insert(IpSetId::AllPools, BTreeSet::new());
-        b.state.ip_sets.insert(IpSetId::MasqueradePools, BTreeSet::new());
+        b.state
+            .ip_sets
+            .insert(IpSetId::MasqueradePools, BTreeSet::new());
         b
     }
 
     /// Sets a profile's inbound and outbound rules.
     pub fn profile(&mut self, name: &str, inbound: Vec<Rule>, outbound: Vec<Rule>) -> &mut Self {
-        for (d, rules) in [(Direction::Inbound, inbound), (Direction::Outbound, outbound)] {
+        for (d, rules) in [
+            (Direction::Inbound, inbound),
+            (Direction::Outbound, outbound),
+        ] {
             self.state
                 .rule_sets
                 .insert(profile_rs(name, d), RuleSet { rules });
@@ -100,7 +105,10 @@ impl DesiredBuilder {
         inbound: Vec<Rule>,
         outbound: Vec<Rule>,
     ) -> &mut Self {
-        for (d, rules) in [(Direction::Inbound, inbound), (Direction::Outbound, outbound)] {
+        for (d, rules) in [
+            (Direction::Inbound, inbound),
+            (Direction::Outbound, outbound),
+        ] {
             self.state
                 .rule_sets
                 .insert(policy_rs(tier, name, d), RuleSet { rules });
@@ -121,7 +129,9 @@ impl DesiredBuilder {
             },
             iface: i.clone(),
             mac: None,
-            ipv4: vec![addr.parse().unwrap_or_else(|e| panic!("bad addr {addr}: {e}"))],
+            ipv4: vec![addr
+                .parse()
+                .unwrap_or_else(|e| panic!("bad addr {addr}: {e}"))],
             ipv6: vec![],
         };
         let program = |d: Direction| DirectionProgram {
@@ -207,7 +217,8 @@ pub fn changes_between(old: &DesiredState, new: &DesiredState) -> Changes {
                 c.ip_sets.insert(set.clone());
             }
             Some(before) if before != members => {
-                let flipped: BTreeSet<IpNet> = before.symmetric_difference(members).copied().collect();
+                let flipped: BTreeSet<IpNet> =
+                    before.symmetric_difference(members).copied().collect();
                 c.ip_set_members.insert(set.clone(), flipped);
             }
             Some(_) => {}
@@ -251,14 +262,25 @@ pub fn scale_state(endpoints: usize) -> DesiredState {
         let members: BTreeSet<IpNet> = (0..MEMBERS)
             .map(|m| {
                 let n = t * MEMBERS + m;
-                net(&format!("10.{}.{}.{}/32", 100 + n / 65536, (n / 256) % 256, n % 256))
+                net(&format!(
+                    "10.{}.{}.{}/32",
+                    100 + n / 65536,
+                    (n / 256) % 256,
+                    n % 256
+                ))
             })
             .collect();
-        b.state.ip_sets.insert(IpSetId::Tag(id(&format!("tag{t}"))), members);
+        b.state
+            .ip_sets
+            .insert(IpSetId::Tag(id(&format!("tag{t}"))), members);
     }
     for e in 0..endpoints {
         let addr = format!("10.0.{}.{}/32", e / 250, 1 + e % 250);
-        b.endpoint(&format!("cali{e:05}"), &addr, &[&format!("prof{}", e % PROFILES)]);
+        b.endpoint(
+            &format!("cali{e:05}"),
+            &addr,
+            &[&format!("prof{}", e % PROFILES)],
+        );
     }
     b.build()
 }

@@ -153,7 +153,7 @@ fn matches(rs: &Ruleset, m: &Match, p: &Packet) -> bool {
         } => {
             let hit = p
                 .icmp
-                .is_some_and(|(t, c)| t == *icmp_type && code.map_or(true, |x| x == c));
+                .is_some_and(|(t, c)| t == *icmp_type && code.is_none_or(|x| x == c));
             hit != *negated
         }
         Match::Mark { value, mask } => p.mark & mask == *value,

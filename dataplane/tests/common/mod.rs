@@ -17,9 +17,12 @@ use std::time::Duration;
 
 use margay_dataplane::firewall::diff::observed_of;
 use margay_dataplane::firewall::lower::{endpoint_chain, lower, rule_set_chain};
-use margay_dataplane::firewall::scenario::{changes_between, net, profile_rs, rule, DesiredBuilder};
+use margay_dataplane::firewall::scenario::{
+    changes_between, net, profile_rs, rule, DesiredBuilder,
+};
 use margay_dataplane::firewall::{
-    EndpointToHostAction, FirewallBackend, FirewallError, FirewallManager, FirewallOp, FirewallSettings,
+    EndpointToHostAction, FirewallBackend, FirewallError, FirewallManager, FirewallOp,
+    FirewallSettings,
 };
 use margay_dataplane::netns::NetnsTarget;
 use margay_policy::desired::{
@@ -73,7 +76,14 @@ impl Lab {
             let wl = TestNetns::new(&format!("{tag}-w{i}"));
             let ifc = wl_if(i);
             attach_workload(&host, &ifc, &wl, &wl_ip(i));
-            host.exec_ok(&["ip", "route", "add", &format!("{}/32", wl_ip(i)), "dev", &ifc]);
+            host.exec_ok(&[
+                "ip",
+                "route",
+                "add",
+                &format!("{}/32", wl_ip(i)),
+                "dev",
+                &ifc,
+            ]);
             host.sysctl(&format!("net.ipv4.conf.{ifc}.proxy_arp"), "1");
             host.sysctl(&format!("net.ipv4.neigh.{ifc}.proxy_delay"), "0");
             wls.push(wl);
@@ -85,9 +95,16 @@ impl Lab {
         // Proxy ARP answers for 169.254.1.1 only with a route to it (Felix
         // hosts have a default route). The outside peer has no route back
         // to the pool: only masqueraded traffic gets replies.
-        host.exec_ok(&["ip", "route", "add", "default", "via", EXT_IP, "dev", "ext0"]);
+        host.exec_ok(&[
+            "ip", "route", "add", "default", "via", EXT_IP, "dev", "ext0",
+        ]);
         let target = NetnsTarget::named(host.name()).expect("valid namespace name");
-        Lab { host, wls, ext, target }
+        Lab {
+            host,
+            wls,
+            ext,
+            target,
+        }
     }
 
     /// A manager over a fresh backend in the host namespace, started.
@@ -107,7 +124,7 @@ impl Lab {
     }
 
     /// Listens on TCP `port` in workload `i` (until the lab goes).
-    pub fn listen(&self, i: usize, port: u16) -> Child {
+    pub fn listen(&self, i: usize, port: u16) -> Listener {
         let child = self.wls[i].spawn(&["nc", "-lk", &port.to_string()]);
         // Wait until the listener is up.
         for _ in 0..50 {
@@ -117,7 +134,7 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        child
+        Listener(child)
     }
 
     /// True when a TCP connection from workload `from` to `to:port` opens.
@@ -126,6 +143,16 @@ impl Lab {
             .exec(&["nc", "-z", "-w1", to, &port.to_string()])
             .status
             .success()
+    }
+}
+
+/// A TCP listener inside a workload namespace; killed and reaped on drop.
+pub struct Listener(Child);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -174,7 +201,12 @@ pub fn base_state(lab_workloads: usize) -> DesiredBuilder {
     b
 }
 
-fn apply(m: &mut FirewallManager, before: &DesiredState, after: &DesiredState, s: &FirewallSettings) -> usize {
+fn apply(
+    m: &mut FirewallManager,
+    before: &DesiredState,
+    after: &DesiredState,
+    s: &FirewallSettings,
+) -> usize {
     m.apply(after, &changes_between(before, after), s)
         .expect("apply")
         .ops
@@ -202,7 +234,10 @@ pub fn programs_and_shows_state(b: Backend) {
         let ifc = margay_dataplane::firewall::scenario::iface(&wl_if(i));
         for d in [Direction::Inbound, Direction::Outbound] {
             let chain = endpoint_chain(d, &ifc);
-            assert!(dump.contains(chain.as_str()), "{chain} missing from:\n{dump}");
+            assert!(
+                dump.contains(chain.as_str()),
+                "{chain} missing from:\n{dump}"
+            );
         }
     }
     assert!(dump.contains(rule_set_chain(&profile_rs("web", Direction::Inbound)).as_str()));
@@ -231,10 +266,18 @@ pub fn packets_follow_policy(b: Backend) {
     assert!(lab.connect(1, &wl_ip(0), 8080), "client -> web tcp/8080");
     assert!(!lab.connect(1, &wl_ip(0), 8081), "tcp/8081 is not allowed");
     assert!(!lab.ping(0, &wl_ip(1)), "client takes nothing in");
-    assert!(!lab.ping(2, &wl_ip(0)), "fail-closed workload sends nothing");
-    assert!(!lab.ping(1, &wl_ip(2)), "fail-closed workload takes nothing");
+    assert!(
+        !lab.ping(2, &wl_ip(0)),
+        "fail-closed workload sends nothing"
+    );
+    assert!(
+        !lab.ping(1, &wl_ip(2)),
+        "fail-closed workload takes nothing"
+    );
     // Host to workload is not filtered, and its replies come back.
-    let host_ping = lab.host.exec(&["ping", "-n", "-q", "-c1", "-W1", &wl_ip(1)]);
+    let host_ping = lab
+        .host
+        .exec(&["ping", "-n", "-q", "-c1", "-W1", &wl_ip(1)]);
     assert!(host_ping.status.success(), "host -> workload");
 }
 
@@ -256,20 +299,39 @@ pub fn tiers_decide_first(b: Backend) {
     deny.protocol = Some(Protocol(6));
     deny.dst.ports = vec![PortRange { lo: 8080, hi: 8080 }];
     let mut b1 = base_state(2);
-    b1.policy("sec", "block", vec![deny, allow_tcp(9090)], vec![rule(RuleAction::NextTier)])
-        .tier(&wl_if(0), "sec", &["block"]);
+    b1.policy(
+        "sec",
+        "block",
+        vec![deny, allow_tcp(9090)],
+        vec![rule(RuleAction::NextTier)],
+    )
+    .tier(&wl_if(0), "sec", &["block"]);
     let s1 = b1.build();
     apply(&mut m, &s0, &s1, &settings);
-    assert!(!lab.connect(1, &wl_ip(0), 8080), "tier deny beats profile allow");
+    assert!(
+        !lab.connect(1, &wl_ip(0), 8080),
+        "tier deny beats profile allow"
+    );
     assert!(lab.connect(1, &wl_ip(0), 9090), "tier allow beats profile");
-    assert!(!lab.ping(1, &wl_ip(0)), "undecided in a matching tier: drop");
+    assert!(
+        !lab.ping(1, &wl_ip(0)),
+        "undecided in a matching tier: drop"
+    );
 
     let mut b2 = base_state(2);
-    b2.policy("sec", "block", vec![rule(RuleAction::NextTier)], vec![rule(RuleAction::NextTier)])
-        .tier(&wl_if(0), "sec", &["block"]);
+    b2.policy(
+        "sec",
+        "block",
+        vec![rule(RuleAction::NextTier)],
+        vec![rule(RuleAction::NextTier)],
+    )
+    .tier(&wl_if(0), "sec", &["block"]);
     let s2 = b2.build();
     apply(&mut m, &s1, &s2, &settings);
-    assert!(lab.connect(1, &wl_ip(0), 8080), "next-tier: profile decides");
+    assert!(
+        lab.connect(1, &wl_ip(0), 8080),
+        "next-tier: profile decides"
+    );
     assert!(lab.ping(1, &wl_ip(0)));
 }
 
@@ -289,29 +351,51 @@ pub fn changes_write_only_the_delta(b: Backend) {
     // Workload 2 joins the "client" tag: one member added, nothing else.
     let mut b1 = base_state(3);
     b1.endpoint(&wl_if(2), &format!("{}/32", wl_ip(2)), &["client"])
-        .set(tag("client"), &[&format!("{}/32", wl_ip(1)), &format!("{}/32", wl_ip(2))]);
+        .set(
+            tag("client"),
+            &[&format!("{}/32", wl_ip(1)), &format!("{}/32", wl_ip(2))],
+        );
     let s1 = b1.build();
-    let stats = m.apply(&s1, &changes_between(&s0, &s1), &settings).expect("apply");
+    let stats = m
+        .apply(&s1, &changes_between(&s0, &s1), &settings)
+        .expect("apply");
     assert!(!stats.full);
     assert_eq!(stats.members_added, 1, "{stats:?}");
-    assert_eq!(stats.chains_replaced, 2, "only workload 2's two chains: {stats:?}");
+    assert_eq!(
+        stats.chains_replaced, 2,
+        "only workload 2's two chains: {stats:?}"
+    );
     assert!(lab.connect(2, &wl_ip(0), 8080), "new tag member is let in");
 
     // One rule of one profile changes: one chain rewritten.
     let mut b2 = b1.clone();
     let mut web_in = allow_tcp(8081);
     web_in.src.tag = Some(tag("client"));
-    b2.profile("web", vec![web_in, allow_icmp_from("client")], vec![rule(RuleAction::Allow)]);
+    b2.profile(
+        "web",
+        vec![web_in, allow_icmp_from("client")],
+        vec![rule(RuleAction::Allow)],
+    );
     let s2 = b2.build();
-    let stats = m.apply(&s2, &changes_between(&s1, &s2), &settings).expect("apply");
+    let stats = m
+        .apply(&s2, &changes_between(&s1, &s2), &settings)
+        .expect("apply");
     assert_eq!(stats.ops, 1, "{stats:?}");
     assert_eq!(stats.chains_replaced, 1);
     assert!(!lab.connect(1, &wl_ip(0), 8080), "old port closed");
 
     // Nothing changed: nothing written.
-    assert_eq!(m.apply(&s2, &Changes::default(), &settings).expect("apply").ops, 0);
+    assert_eq!(
+        m.apply(&s2, &Changes::default(), &settings)
+            .expect("apply")
+            .ops,
+        0
+    );
     let mut fresh = (b.make)(&lab.target).expect("backend");
-    assert_eq!(fresh.observe().expect("observe"), observed_of(&lower(&s2, &settings)));
+    assert_eq!(
+        fresh.observe().expect("observe"),
+        observed_of(&lower(&s2, &settings))
+    );
 }
 
 /// A restarted manager adopts the state: zero ops, and a ping stream
@@ -326,26 +410,54 @@ pub fn restart_is_seamless(b: Backend) {
     let mut m = lab.manager(b);
     apply(&mut m, &DesiredState::default(), &s0, &settings);
     let stream = lab.wls[1]
-        .command(&["ping", "-n", "-q", "-i", "0.01", "-c", "150", "-W1", &wl_ip(0)])
+        .command(&[
+            "ping",
+            "-n",
+            "-q",
+            "-i",
+            "0.01",
+            "-c",
+            "150",
+            "-W1",
+            &wl_ip(0),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("ping stream");
     std::thread::sleep(Duration::from_millis(300));
     drop(m);
     let mut again = lab.manager(b);
-    assert!(again.plan(&s0, &settings).is_empty(), "adopted state needs no ops");
-    let stats = again.apply(&s0, &changes_between(&DesiredState::default(), &s0), &settings).expect("apply");
+    assert!(
+        again.plan(&s0, &settings).is_empty(),
+        "adopted state needs no ops"
+    );
+    let stats = again
+        .apply(
+            &s0,
+            &changes_between(&DesiredState::default(), &s0),
+            &settings,
+        )
+        .expect("apply");
     assert_eq!(stats.ops, 0, "{stats:?}");
     // A change after the restart converges by diff.
     let mut b1 = base_state(2);
-    b1.profile("client", vec![allow_icmp_from("web")], vec![rule(RuleAction::Allow)])
-        .set(tag("web"), &[&format!("{}/32", wl_ip(0))]);
+    b1.profile(
+        "client",
+        vec![allow_icmp_from("web")],
+        vec![rule(RuleAction::Allow)],
+    )
+    .set(tag("web"), &[&format!("{}/32", wl_ip(0))]);
     let s1 = b1.build();
-    let stats = again.apply(&s1, &changes_between(&s0, &s1), &settings).expect("apply");
+    let stats = again
+        .apply(&s1, &changes_between(&s0, &s1), &settings)
+        .expect("apply");
     assert!(stats.ops <= 4 && stats.chains_deleted == 0, "{stats:?}");
     let out = stream.wait_with_output().expect("ping stream");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("150 received"), "loss across restart:\n{text}");
+    assert!(
+        text.contains("150 received"),
+        "loss across restart:\n{text}"
+    );
     assert!(lab.ping(0, &wl_ip(1)), "the change took effect");
 }
 
@@ -390,15 +502,24 @@ pub fn host_access_and_nat(b: Backend) {
     let s0 = b0.build();
     let mut m = lab.manager(b);
     apply(&mut m, &DesiredState::default(), &s0, &drop);
-    assert!(!lab.ping(0, HOST_IP), "DROP: workload cannot reach the host");
+    assert!(
+        !lab.ping(0, HOST_IP),
+        "DROP: workload cannot reach the host"
+    );
     assert!(!lab.ping(0, EXT_IP), "not masqueraded: no way back");
     let ret = FirewallSettings {
         endpoint_to_host: EndpointToHostAction::Return,
         ..FirewallSettings::default()
     };
     let stats = m.apply(&s0, &Changes::default(), &ret).expect("apply");
-    assert!(stats.full && stats.chains_replaced == 1, "settings change rewrites one chain: {stats:?}");
-    assert!(lab.ping(0, HOST_IP), "RETURN: outbound policy allows, host accepts");
+    assert!(
+        stats.full && stats.chains_replaced == 1,
+        "settings change rewrites one chain: {stats:?}"
+    );
+    assert!(
+        lab.ping(0, HOST_IP),
+        "RETURN: outbound policy allows, host accepts"
+    );
     let mut b1 = b0.clone();
     b1.set(IpSetId::MasqueradePools, &["10.65.0.0/16"]);
     let s1 = b1.build();

@@ -70,7 +70,10 @@ fn rule(r: &Value, out: &mut ObservedRuleset) {
         let target = r
             .get("expr")
             .and_then(Value::as_array)
-            .and_then(|e| e.iter().find_map(|x| x.get("jump")?.get("target")?.as_str()))
+            .and_then(|e| {
+                e.iter()
+                    .find_map(|x| x.get("jump")?.get("target")?.as_str())
+            })
             .and_then(ObjectName::from_kernel);
         if let Some(t) = target {
             out.hooks.insert(hook, t);
@@ -85,7 +88,11 @@ fn rule(r: &Value, out: &mut ObservedRuleset) {
 }
 
 fn set(s: &Value, out: &mut ObservedRuleset) -> Result<(), FirewallError> {
-    let Some(name) = s.get("name").and_then(Value::as_str).and_then(ObjectName::from_kernel) else {
+    let Some(name) = s
+        .get("name")
+        .and_then(Value::as_str)
+        .and_then(ObjectName::from_kernel)
+    else {
         return Ok(());
     };
     let family = match s.get("type").and_then(Value::as_str) {

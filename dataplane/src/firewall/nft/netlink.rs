@@ -274,7 +274,13 @@ impl Session {
     ) -> Result<DumpEnd, FirewallError> {
         let seq = self.next_seq();
         let mut b = Builder::default();
-        let m = b.msg(nft_type(msg), NLM_F_REQUEST | NLM_F_DUMP, seq, NFPROTO_INET, 0);
+        let m = b.msg(
+            nft_type(msg),
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            NFPROTO_INET,
+            0,
+        );
         build(&mut b);
         b.end_msg(m);
         self.send(&b.buf, "dump")?;
@@ -313,18 +319,25 @@ impl Session {
     /// Reads back everything in our table.
     pub fn observe(&mut self) -> Result<ObservedRuleset, FirewallError> {
         let mut out = ObservedRuleset::default();
-        let end = self.dump(MSG_GETCHAIN, |_| {}, |p| {
-            let a = attrs(p);
-            if find(&a, NFTA_CHAIN_TABLE).and_then(cstr) != Some(TABLE) {
-                return;
-            }
-            if find(&a, NFTA_CHAIN_HOOK).is_some() {
-                return;
-            }
-            if let Some(n) = find(&a, NFTA_CHAIN_NAME).and_then(cstr).and_then(ObjectName::from_kernel) {
-                out.chains.insert(n, Vec::new());
-            }
-        })?;
+        let end = self.dump(
+            MSG_GETCHAIN,
+            |_| {},
+            |p| {
+                let a = attrs(p);
+                if find(&a, NFTA_CHAIN_TABLE).and_then(cstr) != Some(TABLE) {
+                    return;
+                }
+                if find(&a, NFTA_CHAIN_HOOK).is_some() {
+                    return;
+                }
+                if let Some(n) = find(&a, NFTA_CHAIN_NAME)
+                    .and_then(cstr)
+                    .and_then(ObjectName::from_kernel)
+                {
+                    out.chains.insert(n, Vec::new());
+                }
+            },
+        )?;
         if end == DumpEnd::NoSuchObject {
             return Ok(out);
         }
@@ -344,7 +357,10 @@ impl Session {
                     Some(16) => IpVersion::V6,
                     _ => return,
                 };
-                if let Some(n) = find(&a, NFTA_SET_NAME).and_then(cstr).and_then(ObjectName::from_kernel) {
+                if let Some(n) = find(&a, NFTA_SET_NAME)
+                    .and_then(cstr)
+                    .and_then(ObjectName::from_kernel)
+                {
                     sets.push((n, family));
                 }
             },
@@ -413,7 +429,9 @@ impl Session {
                     let key = find(&e, NFTA_SET_ELEM_KEY)
                         .and_then(|k| nested(k, NFTA_DATA_VALUE))
                         .and_then(|v| key_value(v, family));
-                    let end = find(&e, NFTA_SET_ELEM_FLAGS).map_or(0, be32) & NFT_SET_ELEM_INTERVAL_END != 0;
+                    let end = find(&e, NFTA_SET_ELEM_FLAGS).map_or(0, be32)
+                        & NFT_SET_ELEM_INTERVAL_END
+                        != 0;
                     match key {
                         Some(k) => keys.push((k, end)),
                         None => bad = Some(set.to_string()),
@@ -537,14 +555,26 @@ impl BatchWriter {
             descs: Vec::new(),
             anon_id: 0,
         };
-        let m = w.b.msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+        let m = w.b.msg(
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            seq,
+            AF_UNSPEC,
+            NFNL_SUBSYS_NFTABLES,
+        );
         w.b.end_msg(m);
         w
     }
 
     fn finish(mut self) -> (Vec<u8>, Vec<(u32, String)>, u32) {
         let seq = self.seq + 1;
-        let m = self.b.msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+        let m = self.b.msg(
+            NFNL_MSG_BATCH_END,
+            NLM_F_REQUEST,
+            seq,
+            AF_UNSPEC,
+            NFNL_SUBSYS_NFTABLES,
+        );
         self.b.end_msg(m);
         (self.b.buf, self.descs, seq)
     }
@@ -553,7 +583,13 @@ impl BatchWriter {
     fn msg(&mut self, ty: u8, flags: u16, desc: impl FnOnce() -> String) -> usize {
         self.seq += 1;
         self.descs.push((self.seq, desc()));
-        self.b.msg(nft_type(ty), NLM_F_REQUEST | flags, self.seq, NFPROTO_INET, 0)
+        self.b.msg(
+            nft_type(ty),
+            NLM_F_REQUEST | flags,
+            self.seq,
+            NFPROTO_INET,
+            0,
+        )
     }
 
     fn ops(&mut self, ops: &[FirewallOp]) -> Result<(), FirewallError> {
@@ -670,13 +706,26 @@ impl BatchWriter {
 
     /// Interval elements: a start at the network address and an end just
     /// past the broadcast address (none when that wraps).
-    fn elements(&mut self, ty: u8, set: &ObjectName, members: &BTreeSet<IpNet>) -> Result<(), FirewallError> {
+    fn elements(
+        &mut self,
+        ty: u8,
+        set: &ObjectName,
+        members: &BTreeSet<IpNet>,
+    ) -> Result<(), FirewallError> {
         let all: Vec<&IpNet> = members.iter().collect();
         // A nested attribute holds at most 64 KiB: about 56 bytes per v4
         // member and 80 per v6 member (start and end elements).
-        let per_msg = if all.first().is_some_and(|n| matches!(n, IpNet::V6(_))) { 256 } else { 768 };
+        let per_msg = if all.first().is_some_and(|n| matches!(n, IpNet::V6(_))) {
+            256
+        } else {
+            768
+        };
         for chunk in all.chunks(per_msg) {
-            let verb = if ty == MSG_NEWSETELEM { "add" } else { "delete" };
+            let verb = if ty == MSG_NEWSETELEM {
+                "add"
+            } else {
+                "delete"
+            };
             let m = self.msg(ty, NLM_F_CREATE, || format!("{verb} elements of {set}"));
             self.b.put_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
             self.b.put_str(NFTA_SET_ELEM_LIST_SET, set.as_str());
@@ -700,7 +749,8 @@ impl BatchWriter {
         self.b.put(NFTA_DATA_VALUE, key);
         self.b.end_nest(k);
         if end {
-            self.b.put_be32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+            self.b
+                .put_be32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
         }
         self.b.end_nest(e);
     }
@@ -713,16 +763,23 @@ impl BatchWriter {
         let m = self.msg(MSG_NEWSET, NLM_F_CREATE, || "anonymous port set".to_owned());
         self.b.put_str(NFTA_SET_TABLE, TABLE);
         self.b.put_str(NFTA_SET_NAME, "__set%d");
-        self.b
-            .put_be32(NFTA_SET_FLAGS, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_INTERVAL);
+        self.b.put_be32(
+            NFTA_SET_FLAGS,
+            NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_INTERVAL,
+        );
         self.b.put_be32(NFTA_SET_KEY_TYPE, TYPE_INET_SERVICE);
         self.b.put_be32(NFTA_SET_KEY_LEN, 2);
         self.b.put_be32(NFTA_SET_ID, id);
         let d = self.b.nest(NFTA_SET_DESC);
-        self.b.put_be32(NFTA_SET_DESC_SIZE, u32::try_from(merged.len() * 2).unwrap_or(u32::MAX));
+        self.b.put_be32(
+            NFTA_SET_DESC_SIZE,
+            u32::try_from(merged.len() * 2).unwrap_or(u32::MAX),
+        );
         self.b.end_nest(d);
         self.b.end_msg(m);
-        let m = self.msg(MSG_NEWSETELEM, NLM_F_CREATE, || "anonymous port set elements".to_owned());
+        let m = self.msg(MSG_NEWSETELEM, NLM_F_CREATE, || {
+            "anonymous port set elements".to_owned()
+        });
         self.b.put_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
         self.b.put_str(NFTA_SET_ELEM_LIST_SET, "__set%d");
         self.b.put_be32(NFTA_SET_ELEM_LIST_SET_ID, id);
@@ -742,7 +799,12 @@ impl BatchWriter {
         self.rule_inner(chain, r, true)
     }
 
-    fn rule_inner(&mut self, chain: &str, r: &GenericRule, with_comment: bool) -> Result<(), FirewallError> {
+    fn rule_inner(
+        &mut self,
+        chain: &str,
+        r: &GenericRule,
+        with_comment: bool,
+    ) -> Result<(), FirewallError> {
         // Anonymous sets must precede the rule using them.
         let mut anon: Vec<u32> = Vec::new();
         for m in &r.matches {
@@ -753,7 +815,9 @@ impl BatchWriter {
                 }
             }
         }
-        let m = self.msg(MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, || format!("rule in {chain}"));
+        let m = self.msg(MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, || {
+            format!("rule in {chain}")
+        });
         self.b.put_str(NFTA_RULE_TABLE, TABLE);
         self.b.put_str(NFTA_RULE_CHAIN, chain);
         let exprs = self.b.nest(NFTA_RULE_EXPRESSIONS);
@@ -791,12 +855,18 @@ fn net_bounds(net: &IpNet) -> (Vec<u8>, Option<Vec<u8>>) {
         IpNet::V4(n) => {
             let start = u32::from(n.network());
             let end = u32::from(n.broadcast()).checked_add(1);
-            (start.to_be_bytes().to_vec(), end.map(|e| e.to_be_bytes().to_vec()))
+            (
+                start.to_be_bytes().to_vec(),
+                end.map(|e| e.to_be_bytes().to_vec()),
+            )
         }
         IpNet::V6(n) => {
             let start = u128::from(n.network());
             let end = u128::from(n.broadcast()).checked_add(1);
-            (start.to_be_bytes().to_vec(), end.map(|e| e.to_be_bytes().to_vec()))
+            (
+                start.to_be_bytes().to_vec(),
+                end.map(|e| e.to_be_bytes().to_vec()),
+            )
         }
     }
 }
@@ -899,7 +969,11 @@ impl Exprs<'_> {
 
     fn family_guard(&mut self, f: IpVersion) {
         self.meta(META_NFPROTO);
-        let v = if f == IpVersion::V4 { NFPROTO_IPV4 } else { NFPROTO_IPV6 };
+        let v = if f == IpVersion::V4 {
+            NFPROTO_IPV4
+        } else {
+            NFPROTO_IPV6
+        };
         self.cmp(CMP_EQ, &[v]);
     }
 
@@ -925,7 +999,11 @@ impl Exprs<'_> {
             Match::Family(f) => self.family_guard(*f),
             Match::InInterface { name, prefix } | Match::OutInterface { name, prefix } => {
                 render::check_iface(name)?;
-                let key = if matches!(m, Match::InInterface { .. }) { META_IIFNAME } else { META_OIFNAME };
+                let key = if matches!(m, Match::InInterface { .. }) {
+                    META_IIFNAME
+                } else {
+                    META_OIFNAME
+                };
                 self.meta(key);
                 if *prefix {
                     self.cmp(CMP_EQ, name.as_bytes());
@@ -949,7 +1027,11 @@ impl Exprs<'_> {
                 self.lookup(set.as_str(), None, *negated);
             }
             Match::SrcPorts { ports, negated } | Match::DstPorts { ports, negated } => {
-                let offset = if matches!(m, Match::SrcPorts { .. }) { 0 } else { 2 };
+                let offset = if matches!(m, Match::SrcPorts { .. }) {
+                    0
+                } else {
+                    2
+                };
                 self.payload(BASE_TRANSPORT, offset, 2);
                 self.ports(ports, *negated);
             }

@@ -78,7 +78,11 @@ fn render_op(op: &FirewallOp, out: &mut String) -> Result<(), FirewallError> {
         }
         FirewallOp::AttachHook { hook, chain } => {
             let base = hook_chain(*hook);
-            let _ = writeln!(out, "add chain inet {TABLE} {base} {{ {}; }}", hook_spec(*hook));
+            let _ = writeln!(
+                out,
+                "add chain inet {TABLE} {base} {{ {}; }}",
+                hook_spec(*hook)
+            );
             let _ = writeln!(out, "flush chain inet {TABLE} {base}");
             let _ = writeln!(out, "add rule inet {TABLE} {base} jump {chain}");
         }
@@ -194,11 +198,19 @@ pub fn check_log_prefix(prefix: &str) -> Result<(), FirewallError> {
 fn render_match(m: &Match, family: Option<IpVersion>, s: &mut String) -> Result<(), FirewallError> {
     match m {
         Match::Family(f) => {
-            let _ = write!(s, "meta nfproto {}", if *f == IpVersion::V4 { "ipv4" } else { "ipv6" });
+            let _ = write!(
+                s,
+                "meta nfproto {}",
+                if *f == IpVersion::V4 { "ipv4" } else { "ipv6" }
+            );
         }
         Match::InInterface { name, prefix } | Match::OutInterface { name, prefix } => {
             check_iface(name)?;
-            let kw = if matches!(m, Match::InInterface { .. }) { "iifname" } else { "oifname" };
+            let kw = if matches!(m, Match::InInterface { .. }) {
+                "iifname"
+            } else {
+                "oifname"
+            };
             let star = if *prefix { "*" } else { "" };
             let _ = write!(s, "{kw} \"{name}{star}\"");
         }
@@ -206,18 +218,30 @@ fn render_match(m: &Match, family: Option<IpVersion>, s: &mut String) -> Result<
             let _ = write!(s, "meta l4proto {}{proto}", neq(*negated));
         }
         Match::SrcNet { net, negated } | Match::DstNet { net, negated } => {
-            let dir = if matches!(m, Match::SrcNet { .. }) { "saddr" } else { "daddr" };
+            let dir = if matches!(m, Match::SrcNet { .. }) {
+                "saddr"
+            } else {
+                "daddr"
+            };
             let kw = ip_kw(net_family(net));
             let _ = write!(s, "{kw} {dir} {}", neq(*negated));
             push_net(net, s);
         }
         Match::SrcSet { set, negated } | Match::DstSet { set, negated } => {
-            let dir = if matches!(m, Match::SrcSet { .. }) { "saddr" } else { "daddr" };
+            let dir = if matches!(m, Match::SrcSet { .. }) {
+                "saddr"
+            } else {
+                "daddr"
+            };
             let kw = ip_kw(need_family(family, "set match")?);
             let _ = write!(s, "{kw} {dir} {}@{set}", neq(*negated));
         }
         Match::SrcPorts { ports, negated } | Match::DstPorts { ports, negated } => {
-            let dir = if matches!(m, Match::SrcPorts { .. }) { "sport" } else { "dport" };
+            let dir = if matches!(m, Match::SrcPorts { .. }) {
+                "sport"
+            } else {
+                "dport"
+            };
             let _ = write!(s, "th {dir} {}", neq(*negated));
             push_ports(ports, s)?;
         }
@@ -225,7 +249,13 @@ fn render_match(m: &Match, family: Option<IpVersion>, s: &mut String) -> Result<
             icmp_type,
             code,
             negated,
-        } => render_icmp(need_family(family, "icmp match")?, *icmp_type, *code, *negated, s),
+        } => render_icmp(
+            need_family(family, "icmp match")?,
+            *icmp_type,
+            *code,
+            *negated,
+            s,
+        ),
         Match::Mark { value, mask } => {
             let _ = write!(s, "meta mark & 0x{mask:08x} == 0x{value:08x}");
         }
@@ -250,7 +280,11 @@ fn render_icmp(family: IpVersion, ty: u8, code: Option<u8>, negated: bool, s: &m
         // "not (type and code)": type and code are the first two bytes of
         // the ICMP header, so one 16-bit compare says it exactly.
         (Some(c), true) => {
-            let _ = write!(s, "@th,0,16 != 0x{:04x}", (u16::from(ty) << 8) | u16::from(c));
+            let _ = write!(
+                s,
+                "@th,0,16 != 0x{:04x}",
+                (u16::from(ty) << 8) | u16::from(c)
+            );
         }
     }
 }
@@ -347,7 +381,10 @@ mod tests {
                     negated: false,
                 },
                 Match::DstPorts {
-                    ports: vec![PortRange { lo: 80, hi: 80 }, PortRange { lo: 8000, hi: 8080 }],
+                    ports: vec![
+                        PortRange { lo: 80, hi: 80 },
+                        PortRange { lo: 8000, hi: 8080 },
+                    ],
                     negated: true,
                 },
             ],
@@ -407,7 +444,9 @@ mod tests {
             ],
             Action::Drop,
         );
-        assert!(render_rule(&r).expect("renders").contains("@th,0,16 != 0x0800 drop"));
+        assert!(render_rule(&r)
+            .expect("renders")
+            .contains("@th,0,16 != 0x0800 drop"));
     }
 
     #[test]
@@ -422,7 +461,10 @@ mod tests {
             FirewallOp::AddMembers {
                 set: ObjectName::fixed("margay-pools4"),
                 family: IpVersion::V4,
-                members: BTreeSet::from(["10.0.0.0/16".parse().expect("net"), "10.1.0.1/32".parse().expect("net")]),
+                members: BTreeSet::from([
+                    "10.0.0.0/16".parse().expect("net"),
+                    "10.1.0.1/32".parse().expect("net"),
+                ]),
             },
             FirewallOp::ReplaceChain {
                 name: a.clone(),
@@ -439,8 +481,12 @@ mod tests {
         assert_eq!(lines[0], "add table inet margay");
         assert_eq!(lines[1], "add chain inet margay margay-a");
         assert!(text.contains("add element inet margay margay-pools4 { 10.0.0.0/16, 10.1.0.1 }"));
-        let flush_b = text.find("flush chain inet margay margay-b").expect("flush");
-        let del_b = text.find("delete chain inet margay margay-b").expect("delete");
+        let flush_b = text
+            .find("flush chain inet margay margay-b")
+            .expect("flush");
+        let del_b = text
+            .find("delete chain inet margay margay-b")
+            .expect("delete");
         assert!(flush_b < del_b);
         assert!(text.contains("type filter hook forward priority filter; policy accept;"));
     }
