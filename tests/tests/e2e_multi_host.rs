@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use margay_tests::both_backends;
 use margay_tests::sandbox::{
-    allow, allow_all_rules, deny, fixture, wait_for, Cluster, Dataplane, CONVERGE_TIMEOUT,
+    allow, allow_all_rules, deny, eventually, fixture, wait_for, Cluster, Dataplane,
+    CONVERGE_TIMEOUT,
 };
 use serde_json::{json, Value};
 
@@ -108,7 +109,13 @@ fn nat_outgoing(dp: Dataplane) {
         allow("b", "outside", 0),
         allow("a", "b", 80),
     ]);
-    let seen = c.outside_peers();
+    // A probe counts as connected once the handshake completes; the
+    // listener thread records the peer when it accepts, a moment later.
+    let mut seen = Vec::new();
+    eventually(CONVERGE_TIMEOUT, || {
+        seen = c.outside_peers();
+        seen.contains(&ip("192.0.2.11")) && seen.contains(&ip("192.0.2.12"))
+    });
     assert!(seen.contains(&ip("192.0.2.11")), "outside saw {seen:?}");
     assert!(seen.contains(&ip("192.0.2.12")), "outside saw {seen:?}");
     assert!(
