@@ -22,7 +22,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use margay_tests::netns::is_root;
-use margay_tests::sandbox::{in_netns, Cluster, Dataplane};
+use margay_tests::sandbox::{in_netns, margay_bin, Cluster, Dataplane};
 use serde_json::json;
 
 const LOCAL: usize = 50;
@@ -55,6 +55,10 @@ fn main() {
         Ok("iptables") => Dataplane::Iptables,
         _ => Dataplane::Nftables,
     };
+
+    // Resolve (and if needed build) the agent binary before any clock starts.
+    let bin = margay_bin();
+    println!("agent binary: {}", bin.display());
 
     let mut c = Cluster::builder()
         .hosts(1)
