@@ -21,6 +21,7 @@ check promtool prometheus
 check systemd-analyze systemd
 check sysctl procps
 check make make
+check curl curl
 # The metrics end-to-end test parses /metrics with the reference OpenMetrics parser.
 /usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1 \
   || need+=(python3-prometheus-client)
