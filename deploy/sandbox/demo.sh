@@ -4,7 +4,7 @@
 # with real packets, a live policy change timed, the matrix again, then cleanup.
 #
 # The application (policy documents come from real Calico-era sources in
-# ../shared/fixtures/calico-v1 when that directory is present):
+# tests/fixtures/calico-v1, a copy of ../shared/fixtures/calico-v1, when present):
 #   h1: client 10.65.1.2  profile PROF  (calico-containers docs: inbound from tag PROF)
 #       web    10.65.1.3  profile WEB   (calico-containers docs: tcp 80/443 + ping),
 #                         label role=webserver, selected by tier "my-tier"'s policy
@@ -16,7 +16,7 @@
 #   masquerade, since it has no route back to 10.65.0.0/16.
 # The live change lets "webserver" accept 443 too.
 
-DEMO_FIXTURES=${MARGAY_FIXTURES:-$REPO_DIR/../shared/fixtures/calico-v1}
+DEMO_FIXTURES=${MARGAY_FIXTURES:-$REPO_DIR/tests/fixtures/calico-v1}
 
 # demo_doc FIXTURE FALLBACK: the fixture's text when present, else FALLBACK (the same
 # document, for checkouts without the shared fixtures).

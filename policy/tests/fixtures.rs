@@ -1,4 +1,5 @@
-//! Every real Calico v1 document in `shared/fixtures/calico-v1/` goes through
+//! Every real Calico v1 document in `shared/fixtures/calico-v1/` (copied to
+//! `tests/fixtures/calico-v1/`) goes through
 //! `parse_update` under the key its `.src` says it was stored at, and must get
 //! the verdict `shared/fixtures/calico-v1/README.md` gives it.
 
@@ -14,11 +15,56 @@ use margay_policy::update::parse_update;
 
 const PREFIX: &str = "/calico/v1";
 
+/// The repository's copy of `shared/fixtures/calico-v1` (CI checks out this
+/// repository alone, so the documents travel with it).
 fn fixture_dir() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/calico-v1"
+    ))
+}
+
+/// The shared directory the copy was taken from, when it sits beside the
+/// checkout.
+fn shared_fixture_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../shared/fixtures/calico-v1"
     ))
+}
+
+fn file_names(dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            entry
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// Where the shared fixtures are present, the repository's copy must be
+/// exactly them: same files, same bytes.
+#[test]
+fn the_copy_matches_the_shared_fixtures() {
+    let shared = shared_fixture_dir();
+    if !shared.is_dir() {
+        eprintln!(
+            "no {} beside this checkout; nothing to compare",
+            shared.display()
+        );
+        return;
+    }
+    let ours = fixture_dir();
+    assert_eq!(file_names(&ours), file_names(&shared), "file lists differ");
+    for name in file_names(&shared) {
+        let a = std::fs::read(shared.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let b = std::fs::read(ours.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(a == b, "{name} differs from the shared copy");
+    }
 }
 
 fn read(file: &str) -> String {
@@ -111,18 +157,10 @@ fn cases() -> Vec<Case> {
 #[test]
 fn every_fixture_has_a_case() {
     let listed: BTreeSet<&str> = cases().iter().map(|c| c.file).collect();
-    let entries = std::fs::read_dir(fixture_dir()).expect("fixture directory");
-    let mut on_disk = BTreeSet::new();
-    for entry in entries {
-        let name = entry
-            .expect("dir entry")
-            .file_name()
-            .to_string_lossy()
-            .into_owned();
-        if name.ends_with(".json") {
-            on_disk.insert(name);
-        }
-    }
+    let on_disk: BTreeSet<String> = file_names(&fixture_dir())
+        .into_iter()
+        .filter(|name| name.ends_with(".json"))
+        .collect();
     let on_disk: BTreeSet<&str> = on_disk.iter().map(String::as_str).collect();
     assert_eq!(listed, on_disk, "fixture table and directory differ");
     assert!(on_disk.len() >= 36, "only {} fixtures found", on_disk.len());

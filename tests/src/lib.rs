@@ -2,6 +2,7 @@
 //! server on a free loopback port, throw-away network namespaces, and the
 //! multi-host sandbox.
 
+pub mod contract;
 pub mod etcd;
 pub mod netns;
 pub mod sandbox;

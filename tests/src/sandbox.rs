@@ -153,10 +153,11 @@ pub fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
     );
 }
 
-/// The text of a real Calico v1 document from `shared/fixtures/calico-v1`.
+/// The text of a real Calico v1 document from `tests/fixtures/calico-v1` (a
+/// copy of `shared/fixtures/calico-v1`).
 pub fn fixture(file: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/calico-v1")
+        .join("fixtures/calico-v1")
         .join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

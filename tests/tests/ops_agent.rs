@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,40 +29,9 @@ use std::time::{Duration, Instant};
 
 use margay_tests::etcd::EtcdServer;
 use margay_tests::netns::{attach_workload, require_root, TestNetns};
+use margay_tests::sandbox::margay_bin;
 
-/// The metric sample names margay exports (the contract).
-const METRICS: &[&str] = &[
-    "margay_build_info",
-    "margay_datastore_connected",
-    "margay_datastore_events_total",
-    "margay_datastore_resyncs_total",
-    "margay_invalid_objects",
-    "margay_invalid_updates_total",
-    "margay_calc_duration_seconds",
-    "margay_dataplane_apply_duration_seconds",
-    "margay_dataplane_apply_failures_total",
-    "margay_dataplane_writes_total",
-    "margay_update_latency_seconds",
-    "margay_pending_updates",
-    "margay_last_apply_timestamp_seconds",
-    "margay_drift_repairs_total",
-    "margay_local_endpoints",
-    "margay_remote_endpoints",
-    "margay_profiles",
-    "margay_policies",
-    "margay_routes",
-    "margay_chains",
-    "margay_rules",
-    "margay_sets",
-    "margay_set_members",
-    "process_cpu_seconds_total",
-    "process_resident_memory_bytes",
-    "process_virtual_memory_bytes",
-    "process_open_fds",
-    "process_max_fds",
-    "process_threads",
-    "process_start_time_seconds",
-];
+use margay_tests::contract::METRIC_NAMES as METRICS;
 
 /// Where the agent serves metrics inside its namespace.
 const METRICS_PORT: u16 = 9091;
@@ -86,22 +55,6 @@ json.dump(out, sys.stdout)
 "#;
 
 // ---------------------------------------------------------------- helpers
-
-/// `<target>/debug/margay`, next to the directory holding this test binary.
-fn margay_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("margay");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first (`cargo build -p margay-agent`; `make test` does)",
-        bin.display()
-    );
-    bin
-}
 
 /// Runs `f` on a thread that entered namespace `ns`; sockets it creates
 /// belong to `ns` for their whole life.

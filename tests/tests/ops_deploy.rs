@@ -11,41 +11,9 @@ use std::process::Command;
 
 use margay_config::setting::{Setting, LEGACY_ENV, SPECS};
 use margay_config::{Inputs, Origin, Settings};
+use margay_tests::sandbox::margay_bin;
 
-/// The metric sample names margay exports (the contract; see
-/// agent/src/metrics.rs). Histograms also have `_bucket`, `_sum`, `_count`.
-const METRICS: &[&str] = &[
-    "margay_build_info",
-    "margay_datastore_connected",
-    "margay_datastore_events_total",
-    "margay_datastore_resyncs_total",
-    "margay_invalid_objects",
-    "margay_invalid_updates_total",
-    "margay_calc_duration_seconds",
-    "margay_dataplane_apply_duration_seconds",
-    "margay_dataplane_apply_failures_total",
-    "margay_dataplane_writes_total",
-    "margay_update_latency_seconds",
-    "margay_pending_updates",
-    "margay_last_apply_timestamp_seconds",
-    "margay_drift_repairs_total",
-    "margay_local_endpoints",
-    "margay_remote_endpoints",
-    "margay_profiles",
-    "margay_policies",
-    "margay_routes",
-    "margay_chains",
-    "margay_rules",
-    "margay_sets",
-    "margay_set_members",
-    "process_cpu_seconds_total",
-    "process_resident_memory_bytes",
-    "process_virtual_memory_bytes",
-    "process_open_fds",
-    "process_max_fds",
-    "process_threads",
-    "process_start_time_seconds",
-];
+use margay_tests::contract::METRIC_NAMES as METRICS;
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -54,22 +22,6 @@ fn deploy_dir() -> PathBuf {
 fn read_deploy(file: &str) -> String {
     let path = deploy_dir().join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-/// `<target>/debug/margay`, next to the directory holding this test binary.
-fn margay_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("margay");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first (`cargo build -p margay-agent`; `make test` does)",
-        bin.display()
-    );
-    bin
 }
 
 /// A fresh scratch directory, removed on drop.
