@@ -19,6 +19,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use margay_config::{DataplaneKind, Settings};
 
 /// How long one external command or the etcd probe may take.
@@ -92,15 +93,17 @@ impl fmt::Display for CheckResult {
 /// a last summary line, and returns `Ok(true)` when everything is fine.
 pub async fn run_check(settings: &Settings) -> anyhow::Result<bool> {
     let results = gather(settings).await;
-    for result in &results {
-        println!("{result}");
-    }
+    let mut text: String = results.iter().map(|r| format!("{r}\n")).collect();
     let problems = results.iter().filter(|r| !r.ok).count();
     if problems == 0 {
-        println!("all {} checks passed", results.len());
+        text.push_str(&format!("all {} checks passed\n", results.len()));
     } else {
-        println!("{problems} of {} checks found a problem", results.len());
+        text.push_str(&format!(
+            "{problems} of {} checks found a problem\n",
+            results.len()
+        ));
     }
+    crate::cli::print_report(&text).context("writing the check report")?;
     Ok(problems == 0)
 }
 
@@ -316,8 +319,9 @@ async fn iptables_checks() -> Vec<CheckResult> {
 }
 
 /// The etcd TLS files: each configured one must be readable PEM; cert and
-/// key go together; `https://` endpoints need a CA file (margay does not
-/// use the system trust store). No lines when TLS is not in use.
+/// key go together; `https://` endpoints need a CA: `etcd_ca_file`, or else
+/// the system trust store, as `margay run` uses it. No lines when TLS is not
+/// in use.
 pub fn check_tls_files(settings: &Settings) -> Vec<CheckResult> {
     let files = [
         ("etcd_ca_file", &settings.etcd_ca_file),
@@ -336,13 +340,33 @@ pub fn check_tls_files(settings: &Settings) -> Vec<CheckResult> {
         ));
     }
     if settings.etcd_uses_tls() && settings.etcd_ca_file.is_none() {
-        out.push(CheckResult::problem(
-            "etcd TLS trust",
-            "https:// endpoints but no etcd_ca_file",
-            "set etcd_ca_file (ETCD_CA_CERT_FILE) to the CA that signed etcd's certificate",
-        ));
+        out.push(system_trust_check(Path::new(crate::sync::SYSTEM_CA_BUNDLE)));
     }
     out
+}
+
+/// `https://` without `etcd_ca_file`: margay trusts the system bundle when
+/// there is one, which suits an etcd certificate from a public CA only.
+fn system_trust_check(bundle: &Path) -> CheckResult {
+    const NAME: &str = "etcd TLS trust";
+    if bundle.is_file() {
+        CheckResult::ok(
+            NAME,
+            format!(
+                "no etcd_ca_file: using the system trust store {}",
+                bundle.display()
+            ),
+        )
+    } else {
+        CheckResult::problem(
+            NAME,
+            format!(
+                "https:// endpoints but no etcd_ca_file and no {}",
+                bundle.display()
+            ),
+            "set etcd_ca_file (ETCD_CA_CERT_FILE) to the CA that signed etcd's certificate",
+        )
+    }
 }
 
 /// One TLS file: readable and PEM.
@@ -371,7 +395,6 @@ pub async fn connect_etcd(
     settings: &Settings,
     timeout: Duration,
 ) -> anyhow::Result<etcd_client::Client> {
-    use anyhow::Context as _;
     let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(timeout)
         .with_timeout(timeout);
@@ -624,7 +647,12 @@ mod tests {
         s.etcd_endpoints = vec!["https://etcd:2379".into()];
         let r = check_tls_files(&s);
         assert_eq!(r.len(), 1);
-        assert!(!r[0].ok && r[0].hint.contains("ETCD_CA_CERT_FILE"));
+        assert_eq!(r[0].name, "etcd TLS trust");
+        let missing = system_trust_check(Path::new("/nonexistent/ca-bundle.crt"));
+        assert!(!missing.ok && missing.hint.contains("ETCD_CA_CERT_FILE"));
+        let bundle = std::env::current_exe().expect("test binary path");
+        let present = system_trust_check(&bundle);
+        assert!(present.ok && present.detail.contains("system trust store"));
 
         let dir = std::env::temp_dir().join(format!("mgy-check-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");

@@ -32,7 +32,7 @@ use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 /// Environment variable holding an `EnvFilter` directive string that, when
 /// set, overrides `--log-level`.
-pub const LOG_ENV: &str = "MARGAY_LOG";
+pub const LOG_ENV: &str = margay_config::layers::ENV_LOG_FILTER;
 
 /// Longest datastore-provided string put into a log line by [`sanitize`].
 pub const MAX_LOGGED_CHARS: usize = 256;

@@ -122,26 +122,28 @@ pub async fn run_plan(
             "problems": problems,
             "plan": plan.to_json(),
         });
-        println!("{doc}");
+        crate::cli::print_report(&format!("{doc}\n")).context("writing the plan")?;
         return Ok(());
     }
-    println!(
-        "host {} at datastore revision {} ({} keys)",
+    let mut text = format!(
+        "host {} at datastore revision {} ({} keys)\n",
         effective.hostname, computed.revision, computed.keys
     );
     if !computed.calc.ready() {
-        println!("note: the datastore is not Ready; a running agent would program nothing yet");
-    }
-    for (key, reason) in &computed.invalid {
-        println!(
-            "invalid key {}: {}",
-            crate::logging::sanitize(key),
-            crate::logging::sanitize(reason)
+        text.push_str(
+            "note: the datastore is not Ready; a running agent would program nothing yet\n",
         );
     }
-    for p in &problems {
-        println!("problem: {}", crate::logging::sanitize(p));
+    for (key, reason) in &computed.invalid {
+        text.push_str(&format!(
+            "invalid key {}: {}\n",
+            crate::logging::sanitize(key),
+            crate::logging::sanitize(reason)
+        ));
     }
-    print!("{plan}");
-    Ok(())
+    for p in &problems {
+        text.push_str(&format!("problem: {}\n", crate::logging::sanitize(p)));
+    }
+    text.push_str(&plan.to_string());
+    crate::cli::print_report(&text).context("writing the plan")
 }

@@ -16,6 +16,10 @@ use crate::Settings;
 /// are known (the config file location).
 pub const ENV_CONFIG_FILE: &str = "MARGAY_CONFIG";
 
+/// The variable holding a log filter directive string (read by the agent's
+/// logging, not a setting).
+pub const ENV_LOG_FILTER: &str = "MARGAY_LOG";
+
 /// The raw material of a resolution. Everything is text already read by the
 /// caller; nothing here touches files, the environment or the network.
 #[derive(Debug, Clone, Default)]
@@ -216,7 +220,7 @@ fn environment_layer(
                     },
                 );
             }
-            None if var == ENV_CONFIG_FILE => {}
+            None if var == ENV_CONFIG_FILE || var == ENV_LOG_FILTER => {}
             None => warnings.push(SettingsError::Unknown {
                 key: var.clone(),
                 origin: Origin::Environment(var.clone()),
@@ -611,7 +615,11 @@ mod tests {
     #[test]
     fn unknown_margay_variables_only_warn() {
         let mut i = inputs();
-        i.environment = map(&[("MARGAY_DATAPLNE", "none"), ("MARGAY_CONFIG", "/x.toml")]);
+        i.environment = map(&[
+            ("MARGAY_DATAPLNE", "none"),
+            ("MARGAY_CONFIG", "/x.toml"),
+            ("MARGAY_LOG", "debug"),
+        ]);
         let r = resolve_ok(&i);
         assert_eq!(r.warnings.len(), 1);
         assert!(r.warnings[0].to_string().contains("MARGAY_DATAPLNE"));

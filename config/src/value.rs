@@ -417,18 +417,20 @@ pub fn parse_bool(text: &str) -> Result<bool, Reason> {
     }
 }
 
-/// Parses the interface prefix list (`cali,tap`): each 1-15 characters of
-/// `[A-Za-z0-9_-]`; at least one.
+/// Parses the interface prefix list (`cali,tap`): each 1-14 characters of
+/// `[A-Za-z0-9_-]`; at least one. An interface name has at most 15
+/// characters, and a prefix must leave room for at least one of its own (it
+/// is also what iptables' `prefix+` wildcard can hold).
 pub fn parse_interface_prefixes(text: &str) -> Result<Vec<String>, Reason> {
     let mut out: Vec<String> = Vec::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let ok = item.len() <= 15
+        let ok = item.len() <= 14
             && item
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
         if !ok {
             return Err(format!(
-                "{item:?}: a prefix is 1-15 characters of letters, digits, '_' and '-'"
+                "{item:?}: a prefix is 1-14 characters of letters, digits, '_' and '-'"
             ));
         }
         if !out.iter().any(|p| p == item) {
@@ -560,5 +562,10 @@ mod tests {
                 == 2
         );
         assert!(parse_interface_prefixes("ca li").is_err());
+        // 14 characters leave room for one of the interface's own; 15 do not.
+        assert!(parse_interface_prefixes("abcdefghijklmn").is_ok());
+        assert!(parse_interface_prefixes("abcdefghijklmno")
+            .unwrap_err()
+            .contains("1-14 characters"));
     }
 }

@@ -16,13 +16,14 @@ pub fn is_root() -> bool {
 }
 
 /// For tests that need root: returns false, with a clear message, when not
-/// root. Under CI (env `CI` set) a missing root is a failure, not a skip.
+/// root. Under CI (env `CI` or `MARGAY_REQUIRE_ROOT` set, as `make test`
+/// does) a missing root is a failure, not a skip.
 pub fn require_root(test: &str) -> bool {
     if is_root() {
         return true;
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs root, and CI must run root-only tests");
+    if std::env::var_os("CI").is_some() || std::env::var_os("MARGAY_REQUIRE_ROOT").is_some() {
+        panic!("{test}: needs root, and CI (`make test`) must run root-only tests");
     }
     eprintln!("skipping {test}: needs root (network namespaces)");
     false

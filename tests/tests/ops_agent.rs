@@ -529,14 +529,15 @@ fn metrics_parse_and_move_with_applies_and_bad_keys() {
 
     // A bad key: counted as invalid, and nothing else breaks.
     fx.put("/calico/v1/policy/profile/ops-bad/rules", "{not json");
-    let bad = wait_for(&mut agent, "the invalid counters to move", || {
-        fx.scrape().filter(|s| {
-            s.sum("margay_invalid_updates_total") > first.sum("margay_invalid_updates_total")
-        })
-    });
-    assert!(
-        bad.sum("margay_invalid_objects") >= 1.0,
-        "invalid_objects gauge did not rise"
+    let bad = wait_for(
+        &mut agent,
+        "margay_invalid_updates_total and margay_invalid_objects to rise",
+        || {
+            fx.scrape().filter(|s| {
+                s.sum("margay_invalid_updates_total") > first.sum("margay_invalid_updates_total")
+                    && s.sum("margay_invalid_objects") >= 1.0
+            })
+        },
     );
     assert!(
         bad.labelled("margay_invalid_objects", "kind", "profile_rules")

@@ -1312,7 +1312,7 @@ mod tests {
         else {
             panic!("no set match");
         };
-        assert!(set.as_str().starts_with("margay-s6-"));
+        assert!(set.as_str().starts_with("margay-s6_"));
         assert!(!set.as_str().contains(' '));
     }
 

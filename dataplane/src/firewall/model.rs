@@ -22,10 +22,16 @@ pub const MAX_NAME_LEN: usize = 28;
 pub struct ObjectName(String);
 
 impl ObjectName {
-    /// Builds a name from a trusted `kind` tag and an arbitrary `detail`: when
-    /// `prefix + kind + detail` is in charset and short enough it is used as
-    /// is, otherwise the detail is replaced by a stable 64-bit hash.
+    /// Builds a name from a trusted `kind` tag (`[a-z0-9]+`) and an arbitrary
+    /// `detail`. When `margay-<kind>-<detail>` is in charset and short enough
+    /// it is used as is; otherwise the name is `margay-<kind>_<hash>`, a stable
+    /// 64-bit hash of the detail. The `-` / `_` after the kind keeps the two
+    /// forms apart, so a datastore id that happens to look like a hash can
+    /// never take the name of a hashed one.
     pub fn generate(kind: &str, detail: &str) -> Self {
+        debug_assert!(kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
         let plain = format!("margay-{kind}-{detail}");
         let charset_ok = detail
             .bytes()
@@ -33,7 +39,7 @@ impl ObjectName {
         if charset_ok && plain.len() <= MAX_NAME_LEN {
             return ObjectName(plain);
         }
-        let hashed = format!("margay-{kind}-{:016x}", fnv1a64(detail.as_bytes()));
+        let hashed = format!("margay-{kind}_{:016x}", fnv1a64(detail.as_bytes()));
         // kind tags are short and trusted; keep the bound even so.
         ObjectName(hashed.chars().take(MAX_NAME_LEN).collect())
     }
@@ -229,7 +235,7 @@ mod tests {
         assert_eq!(ObjectName::generate("p", "web").as_str(), "margay-p-web");
         let long = ObjectName::generate("p", "a-very-long-profile-name-indeed");
         assert!(long.as_str().len() <= MAX_NAME_LEN);
-        assert!(long.as_str().starts_with("margay-p-"));
+        assert!(long.as_str().starts_with("margay-p_"));
         let hostile = ObjectName::generate("s", "x\"; flush ruleset");
         assert!(hostile
             .as_str()
@@ -239,5 +245,17 @@ mod tests {
             ObjectName::generate("s", "has(a)"),
             ObjectName::generate("s", "has(b)")
         );
+    }
+
+    #[test]
+    fn an_id_shaped_like_a_hash_never_takes_a_hashed_name() {
+        let long_id = "a-very-long-profile-name-indeed";
+        let hashed = ObjectName::generate("pi", long_id);
+        // The 16 hex digits of the hash are a valid profile id of their own.
+        let digits = &hashed.as_str()["margay-pi_".len()..];
+        assert_eq!(digits.len(), 16);
+        let lookalike = ObjectName::generate("pi", digits);
+        assert_eq!(lookalike.as_str(), format!("margay-pi-{digits}"));
+        assert_ne!(lookalike, hashed);
     }
 }
