@@ -104,6 +104,8 @@ demo_cleanup() {
 demo_main() {
   local name=$1 dataplane=$2 margay=$3 keep=$4 t0 t1 ms failed=0
   sb_select "${name:-mgy$$}"
+  # Refuse an existing sandbox before arming the cleanup, which would remove it.
+  sb_require_absent
   # Cleanup on any exit, failure or signal; --keep disarms it once the demo is done,
   # so a finished sandbox stays but a half-built one never does.
   trap demo_cleanup EXIT

@@ -90,13 +90,41 @@ sb_in() {
 # Plumbing
 # ---------------------------------------------------------------------------
 
+# sb_require_tools [DATAPLANE]: the sandbox's tools plus the chosen backend's.
 sb_require_tools() {
-  local missing=() t
-  for t in ip etcd etcdctl nc nft ping timeout setsid; do
+  local dataplane=${1:-nftables} missing=() t tools=(ip etcd etcdctl nc ping timeout setsid)
+  case $dataplane in
+  iptables) tools+=(iptables-restore iptables-save ipset) ;;
+  *) tools+=(nft) ;;
+  esac
+  for t in "${tools[@]}"; do
     command -v "$t" >/dev/null 2>&1 || missing+=("$t")
   done
   [ ${#missing[@]} -eq 0 ] || die "missing tools: ${missing[*]} (run scripts/install-deps.sh)"
   [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces)"
+}
+
+# sb_require_absent: dies when the current sandbox already has a state dir or any
+# namespace. Call it before arming a cleanup trap, so that a trap never removes a
+# sandbox this run did not create.
+sb_require_absent() {
+  local left
+  left=$(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$SB_NAME-" || true)
+  if [ -e "$SB_STATE" ] || [ -n "$left" ]; then
+    die "sandbox $SB_NAME already exists; pick another --name or remove it first (sandbox.sh down --name $SB_NAME)"
+  fi
+}
+
+# sb_up_abort: EXIT trap of `up` (disarmed on success): removes the half-built
+# sandbox and exits non-zero (130/143 after INT/TERM, via their traps).
+sb_up_abort() {
+  local rc=$?
+  trap - EXIT
+  trap '' INT TERM # let the teardown finish
+  [ "$rc" -ne 0 ] || rc=1
+  log "up failed (exit $rc): removing sandbox $SB_NAME"
+  sb_down
+  exit "$rc"
 }
 
 sb_netns_add() {
@@ -138,7 +166,8 @@ sb_wait() { # sb_wait SECONDS DESCRIPTION CMD...: polls CMD every 50 ms until it
   local secs=$1 what=$2 deadline
   shift 2
   deadline=$(($(date +%s%N) + secs * 1000000000))
-  until "$@" >/dev/null 2>&1; do
+  # A subshell, so a trap that fires meanwhile (up's cleanup) keeps this shell's stderr.
+  until ("$@") >/dev/null 2>&1; do
     [ "$(date +%s%N)" -lt "$deadline" ] || {
       log "timed out after ${secs}s waiting for $what"
       return 1
@@ -172,9 +201,9 @@ sb_etcd_start() {
 # sb_up HOSTS DATAPLANE MARGAY_BIN: fabric, etcd, outside, HOSTS hosts with agents.
 sb_up() {
   local hosts=$1 dataplane=$2 margay=$3 fab out i
-  sb_require_tools
+  sb_require_tools "$dataplane"
   [ -x "$margay" ] || die "margay binary not found at '$margay' (build it, or pass --margay)"
-  [ ! -e "$SB_STATE" ] || die "sandbox $SB_NAME already exists (sandbox.sh down --name $SB_NAME)"
+  sb_require_absent # callers check before arming their cleanup; this is a backstop
   mkdir -p "$SB_STATE"
   printf 'DATAPLANE=%q\nMARGAY_BIN=%q\n' "$dataplane" "$margay" >"$SB_STATE/config"
   : >"$SB_STATE/hosts"
@@ -497,9 +526,13 @@ main() {
     ;;
   up)
     sb_select "${name:-mgy$$}"
-    trap 'sb_down' ERR INT TERM
+    sb_require_absent # before the trap: never remove a sandbox we did not create
+    # Any failure, die or signal removes what was built; disarmed once up.
+    trap sb_up_abort EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     sb_up "$hosts" "$dataplane" "$margay"
-    trap - ERR INT TERM
+    trap - EXIT INT TERM
     echo "sandbox $SB_NAME is up"
     ;;
   workload)

@@ -110,9 +110,19 @@ fn enter_netns(ns: &str) {
         .unwrap_or_else(|e| panic!("cannot enter namespace {ns}: {e}"));
 }
 
-/// True when a TCP connection to `addr` is accepted within `timeout`.
+/// True when a TCP connection to `addr` is accepted within `timeout`. It
+/// then waits (up to `timeout`) for the server to close it: the sandbox's
+/// listeners record the peer before they close, so once a probe has returned
+/// its connection is in [`Cluster::peers`].
 fn tcp_connects(addr: SocketAddr, timeout: Duration) -> bool {
-    TcpStream::connect_timeout(&addr, timeout).is_ok()
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    if stream.set_read_timeout(Some(timeout)).is_ok() {
+        let mut byte = [0u8; 1];
+        let _ = stream.read(&mut byte);
+    }
+    true
 }
 
 /// A minimal HTTP/1.0 GET; returns (status code, body).
@@ -401,12 +411,13 @@ impl Listeners {
             }
             for (tag, listener, record) in &all {
                 while let Ok((stream, peer)) = listener.accept() {
-                    drop(stream);
+                    // Record before closing: the prober waits for the close.
                     if *record {
                         if let Ok(mut seen) = seen.lock() {
                             seen.entry(tag.clone()).or_default().push(peer);
                         }
                     }
+                    drop(stream);
                 }
             }
             std::thread::sleep(Duration::from_millis(2));
