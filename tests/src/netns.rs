@@ -2,13 +2,18 @@
 //!
 //! [`TestNetns::new`] makes a uniquely named namespace with `lo` up and
 //! removes it on drop (killing whatever still runs inside), even when the test
-//! panics. Nothing here touches the host's own namespace: links are created
-//! with `ip -n <ns>` and moved between test namespaces only.
+//! panics. A run that was killed outright (Ctrl-C, SIGKILL) cannot drop
+//! anything, so the first namespace a test process makes first removes those
+//! of earlier test processes that are gone (the names carry their pid).
+//! Nothing here touches the host's own namespace: links are created with
+//! `ip -n <ns>` and moved between test namespaces only.
 
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+static SWEEP: Once = Once::new();
 
 /// True when running as root (namespaces, nft, iptables need it).
 pub fn is_root() -> bool {
@@ -38,6 +43,7 @@ pub struct TestNetns {
 impl TestNetns {
     /// Creates `mgy-<tag>-<pid>-<n>` with loopback up. Panics if `ip` fails.
     pub fn new(tag: &str) -> Self {
+        SWEEP.call_once(remove_namespaces_of_dead_test_runs);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("mgy-{tag}-{}-{n}", std::process::id());
         run_ok(Command::new("ip").args(["netns", "add", &name]));
@@ -86,18 +92,47 @@ impl TestNetns {
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
+        remove_namespace(&self.name);
+    }
+}
+
+/// Kills whatever runs in namespace `name`, then deletes it.
+fn remove_namespace(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
+    }
+    let _ = Command::new("ip")
+        .args(["netns", "del", name])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The pid of the test process that made namespace `name`
+/// (`mgy-<tag...>-<pid>-<n>`), if it is one of ours.
+fn creator_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("mgy-")?;
+    let mut parts = rest.rsplit('-');
+    parts.next()?.parse::<u32>().ok()?;
+    let pid = parts.next()?.parse::<u32>().ok()?;
+    parts.next().map(|_| pid)
+}
+
+/// Removes the namespaces of test processes that no longer exist.
+fn remove_namespaces_of_dead_test_runs() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for name in listing.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(pid) = creator_pid(name) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("removing namespace {name} left by a test run that is gone");
+            remove_namespace(name);
+        }
     }
 }
 
@@ -188,5 +223,37 @@ mod tests {
         }
         let list = run_ok(Command::new("ip").args(["netns", "list"]));
         assert!(!list.contains(&name), "namespace {name} left behind");
+    }
+
+    #[test]
+    fn creator_pids_are_read_from_our_names_only() {
+        assert_eq!(creator_pid("mgy-fab-4242-0"), Some(4242));
+        assert_eq!(creator_pid("mgy-bench-nft-17-3"), Some(17));
+        assert_eq!(creator_pid("mgy-4242-0"), None);
+        assert_eq!(creator_pid("mgydemo-h1"), None);
+        assert_eq!(creator_pid("other-fab-4242-0"), None);
+        assert_eq!(creator_pid("mgy-fab-x-0"), None);
+    }
+
+    #[test]
+    fn namespaces_of_dead_test_runs_are_swept() {
+        if !require_root("namespaces_of_dead_test_runs_are_swept") {
+            return;
+        }
+        let mut gone = Command::new("true")
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run true: {e}"));
+        let dead_pid = gone.id();
+        let _ = gone.wait();
+        let stale = format!("mgy-sweep-{dead_pid}-0");
+        let alive = format!("mgy-sweep-{}-999", std::process::id());
+        for name in [&stale, &alive] {
+            run_ok(Command::new("ip").args(["netns", "add", name]));
+        }
+        remove_namespaces_of_dead_test_runs();
+        let list = run_ok(Command::new("ip").args(["netns", "list"]));
+        remove_namespace(&alive);
+        assert!(!list.contains(&stale), "{stale} was not swept");
+        assert!(list.contains(&alive), "{alive} of a live run was swept");
     }
 }
