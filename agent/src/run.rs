@@ -415,17 +415,25 @@ impl<D: Driver> Agent<D> {
             } => {
                 self.out.metrics.datastore_resync(reason.as_str());
                 self.out.metrics.set_datastore_connected(true);
+                let reconnected = !self.connected;
                 self.connected = true;
                 if !self.in_sync {
                     tracing::info!(keys, revision, "first datastore snapshot received");
                 }
                 self.in_sync = true;
                 self.ingest(changes);
+                if reconnected {
+                    self.out.notifier.status(&self.summary().to_string());
+                }
             }
             SyncEvent::Updates { changes, .. } => self.ingest(changes),
             SyncEvent::Disconnected { .. } => {
                 self.out.metrics.set_datastore_connected(false);
-                self.connected = false;
+                if self.connected {
+                    self.connected = false;
+                    // `systemctl status` must not keep saying "in sync".
+                    self.out.notifier.status(&self.summary().to_string());
+                }
             }
         }
     }

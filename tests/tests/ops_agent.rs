@@ -697,6 +697,34 @@ fn systemd_notifications_reach_the_socket() {
     // READY only once the dataplane was applied.
     assert!(http_get(fx.host.name(), "/readyz").is_some());
 
+    // etcd goes away: `systemctl status` must say so, not "in sync".
+    let mut fx = fx;
+    fx.etcd.stop();
+    wait_for(
+        &mut agent,
+        "a STATUS saying the datastore is disconnected",
+        || {
+            receive(&mut messages);
+            messages
+                .iter()
+                .any(|m| {
+                    m.lines()
+                        .any(|l| l.starts_with("STATUS=datastore disconnected"))
+                })
+                .then_some(())
+        },
+    );
+    fx.etcd.start();
+    wait_for(&mut agent, "a STATUS saying it is in sync again", || {
+        receive(&mut messages);
+        let last = messages
+            .iter()
+            .flat_map(|m| m.lines())
+            .filter_map(|l| l.strip_prefix("STATUS="))
+            .next_back()?;
+        last.starts_with("in sync").then_some(())
+    });
+
     let (code, _) = agent.stop();
     assert_eq!(code, Some(0));
     receive(&mut messages);
