@@ -500,6 +500,56 @@ enum SessionEnd {
     Reconnect(SyncError),
 }
 
+/// How often a continuing etcd outage is logged again at warn level.
+const OUTAGE_REMINDER: Duration = Duration::from_secs(60);
+
+/// Logs an etcd outage without flooding the journal: the first failure at
+/// warn, later attempts at debug, a warn reminder every
+/// [`OUTAGE_REMINDER`], and one info line when it ends.
+#[derive(Debug, Default)]
+struct OutageLog {
+    /// Since when, and how many failed attempts, while etcd is away.
+    current: Option<(Instant, u32)>,
+    last_warning: Option<Instant>,
+}
+
+impl OutageLog {
+    fn failed(&mut self, error: &SyncError) {
+        let now = Instant::now();
+        let (since, attempts) = self.current.get_or_insert((now, 0));
+        *attempts += 1;
+        let (since, attempts) = (*since, *attempts);
+        let remind = self
+            .last_warning
+            .is_none_or(|last| now.duration_since(last) >= OUTAGE_REMINDER);
+        if attempts == 1 {
+            tracing::warn!(error = %error, "etcd unavailable, keeping the dataplane as it is");
+        } else if remind {
+            tracing::warn!(
+                error = %error,
+                attempts,
+                down_secs = now.duration_since(since).as_secs(),
+                "etcd still unavailable, keeping the dataplane as it is"
+            );
+        } else {
+            tracing::debug!(error = %error, attempts, "etcd still unavailable");
+            return;
+        }
+        self.last_warning = Some(now);
+    }
+
+    fn ended(&mut self) {
+        if let Some((since, attempts)) = self.current.take() {
+            tracing::info!(
+                attempts,
+                down_secs = since.elapsed().as_secs(),
+                "etcd outage over"
+            );
+        }
+        self.last_warning = None;
+    }
+}
+
 /// The datastore syncer task.
 pub struct Syncer {
     cfg: SyncConfig,
@@ -534,13 +584,17 @@ impl Syncer {
     pub async fn run(mut self) {
         let mut backoff = Backoff::new(self.cfg.backoff);
         let mut reason = ResyncReason::Startup;
+        let mut outage = OutageLog::default();
         loop {
-            let error = match self.connected_session(&mut backoff, reason).await {
+            let error = match self
+                .connected_session(&mut backoff, reason, &mut outage)
+                .await
+            {
                 Err(SyncError::Closed) => return,
                 Err(e) => e,
                 Ok(()) => return,
             };
-            tracing::warn!(error = %error, "etcd unavailable, keeping the dataplane as it is");
+            outage.failed(&error);
             if self
                 .tx
                 .send(SyncEvent::Disconnected {
@@ -563,10 +617,12 @@ impl Syncer {
         &mut self,
         backoff: &mut Backoff,
         mut reason: ResyncReason,
+        outage: &mut OutageLog,
     ) -> Result<(), SyncError> {
         let probe = format!("{}/Ready", self.cfg.prefix);
         let mut conn = connect_any(&self.cfg.etcd, &mut self.endpoint_index, &probe).await?;
         tracing::info!(endpoint = %conn.endpoint, "connected to etcd");
+        outage.ended();
         loop {
             let revision = self.snapshot(&mut conn, reason).await?;
             backoff.reset();
