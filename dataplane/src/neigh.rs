@@ -242,6 +242,7 @@ impl NeighManager {
         for ((key, kind), result) in keys.into_iter().zip(results) {
             self.record(key, kind, result, &mut report);
         }
+        report.log_refusals("neighbour");
         Ok(report)
     }
 
@@ -267,7 +268,6 @@ impl NeighManager {
                     WriteResult::Errno(e) => Some(e),
                     _ => None,
                 };
-                tracing::warn!(neighbour = %key, ?errno, "neighbour write refused; will retry");
                 report.failures.push(WriteFailure {
                     object: key.to_string(),
                     kind,

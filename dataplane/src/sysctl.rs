@@ -167,6 +167,7 @@ impl SysctlManager {
         for ((key, value), result) in todo.into_iter().zip(results) {
             self.record(key, value, result, &mut report);
         }
+        report.log_refusals("sysctl");
         Ok(report)
     }
 
@@ -187,7 +188,6 @@ impl SysctlManager {
             // The interface went away under us: wait for it again.
             Err(e) if e.kind() == io::ErrorKind::NotFound => report.waiting += 1,
             Err(e) => {
-                tracing::warn!(sysctl = %key, error = %e, "sysctl write refused; will retry");
                 report.failures.push(WriteFailure {
                     object: key.to_string(),
                     kind: WriteKind::Upsert,

@@ -94,6 +94,32 @@ pub struct FlushReport {
     pub failures: Vec<WriteFailure>,
 }
 
+/// At most this many refusals are logged one by one per flush; the rest are
+/// counted in one line (datastore content can cause many at once).
+pub const REFUSALS_LOGGED_PER_FLUSH: usize = 5;
+
+impl FlushReport {
+    /// Logs this flush's refusals of `what` (`route`, `neighbour`,
+    /// `sysctl`): the first [`REFUSALS_LOGGED_PER_FLUSH`] one per line, then
+    /// a count of the others.
+    pub fn log_refusals(&self, what: &str) {
+        for f in self.failures.iter().take(REFUSALS_LOGGED_PER_FLUSH) {
+            tracing::warn!(kind = what, object = %f.object, failure = %f, "kernel refused a write; will retry");
+        }
+        let more = self
+            .failures
+            .len()
+            .saturating_sub(REFUSALS_LOGGED_PER_FLUSH);
+        if more > 0 {
+            tracing::warn!(
+                kind = what,
+                more,
+                "kernel refused more writes in this flush; will retry"
+            );
+        }
+    }
+}
+
 impl FlushReport {
     /// Writes that took effect.
     pub fn writes(&self) -> usize {
@@ -307,9 +333,7 @@ impl RouteManager {
             self.record(dst, kind, result, &mut report);
         }
         report.blocked += report.failures.len();
-        for f in &report.failures {
-            tracing::warn!(route = %f.object, failure = %f, "route write refused; will retry");
-        }
+        report.log_refusals("route");
         Ok(report)
     }
 
