@@ -284,7 +284,9 @@ pub struct Metrics {
     last_apply: FloatGauge,
     drift_repairs: Family<ObjectLabel, Counter>,
     counts: CountGauges,
-    /// Unix seconds of the main loop's last turn (0: not started yet); read by `/livez`.
+    /// Unix seconds of the main loop's last turn (creation time until the
+    /// first turn, so a start-up that hangs stops looking alive); read by
+    /// `/livez`.
     loop_turn: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -335,7 +337,7 @@ impl Metrics {
             last_apply: FloatGauge::default(),
             drift_repairs: Family::default(),
             counts: CountGauges::default(),
-            loop_turn: Arc::default(),
+            loop_turn: Arc::new(std::sync::atomic::AtomicU64::new(unix_now() as u64)),
         }
     }
 
@@ -547,11 +549,11 @@ impl Metrics {
             .store(now, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// True while the main loop turns: before its first turn (starting up)
-    /// and while its last turn is within [`LIVENESS_WINDOW_SECS`].
+    /// True while the main loop's last turn (or, before the first, the
+    /// start) is within [`LIVENESS_WINDOW_SECS`].
     pub fn loop_alive(&self) -> bool {
         let last = self.loop_turn.load(std::sync::atomic::Ordering::Relaxed);
-        last == 0 || (unix_now() as u64).saturating_sub(last) <= LIVENESS_WINDOW_SECS
+        (unix_now() as u64).saturating_sub(last) <= LIVENESS_WINDOW_SECS
     }
 
     #[cfg(test)]

@@ -24,10 +24,11 @@ pub struct ObjectName(String);
 impl ObjectName {
     /// Builds a name from a trusted `kind` tag (`[a-z0-9]+`) and an arbitrary
     /// `detail`. When `margay-<kind>-<detail>` is in charset and short enough
-    /// it is used as is; otherwise the name is `margay-<kind>_<hash>`, a stable
-    /// 64-bit hash of the detail. The `-` / `_` after the kind keeps the two
-    /// forms apart, so a datastore id that happens to look like a hash can
-    /// never take the name of a hashed one.
+    /// it is used as is; otherwise the name is `margay-<kind>_<digest>`, where
+    /// the digest is 80 bits of the detail's SHA-256 in base32 (stable across
+    /// restarts, and no datastore id can be crafted to take another's name).
+    /// The `-` / `_` after the kind keeps the two forms apart, so an id that
+    /// happens to look like a digest never takes a hashed name either.
     pub fn generate(kind: &str, detail: &str) -> Self {
         debug_assert!(kind
             .bytes()
@@ -39,7 +40,7 @@ impl ObjectName {
         if charset_ok && plain.len() <= MAX_NAME_LEN {
             return ObjectName(plain);
         }
-        let hashed = format!("margay-{kind}_{:016x}", fnv1a64(detail.as_bytes()));
+        let hashed = format!("margay-{kind}_{}", name_digest(detail));
         // kind tags are short and trusted; keep the bound even so.
         ObjectName(hashed.chars().take(MAX_NAME_LEN).collect())
     }
@@ -78,7 +79,28 @@ impl fmt::Display for ObjectName {
     }
 }
 
-/// FNV-1a, 64 bit: a stable hash for names (not for security).
+/// Characters of [`name_digest`]: lower-case base32 (RFC 4648 alphabet).
+const DIGEST_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// Characters of a hashed name's digest (5 bits each: 80 bits).
+pub const DIGEST_CHARS: usize = 16;
+
+/// The first 80 bits of SHA-256(`detail`) as 16 base32 characters.
+pub fn name_digest(detail: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, detail.as_bytes());
+    let bytes = digest.as_ref();
+    (0..DIGEST_CHARS)
+        .map(|i| {
+            let bit = i * 5;
+            let pair = u16::from(bytes[bit / 8]) << 8 | u16::from(bytes[bit / 8 + 1]);
+            let index = (pair >> (11 - bit % 8)) & 0x1f;
+            char::from(DIGEST_ALPHABET[usize::from(index)])
+        })
+        .collect()
+}
+
+/// FNV-1a, 64 bit: a stable, fast hash for fingerprints (not for names that
+/// datastore content could steer into each other; see [`name_digest`]).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
@@ -248,12 +270,23 @@ mod tests {
     }
 
     #[test]
+    fn digests_are_sha256_in_base32() {
+        // SHA-256("abc") = ba7816bf 8f01cfea 414140de ...; its first 80 bits
+        // in RFC 4648 base32, lower case (Python's base64.b32encode agrees).
+        assert_eq!(name_digest("abc"), "xj4bnp4pahh6uqkb");
+        assert_ne!(name_digest("has(a)"), name_digest("has(b)"));
+        assert!(name_digest("x")
+            .bytes()
+            .all(|b| DIGEST_ALPHABET.contains(&b)));
+    }
+
+    #[test]
     fn an_id_shaped_like_a_hash_never_takes_a_hashed_name() {
         let long_id = "a-very-long-profile-name-indeed";
         let hashed = ObjectName::generate("pi", long_id);
         // The 16 hex digits of the hash are a valid profile id of their own.
         let digits = &hashed.as_str()["margay-pi_".len()..];
-        assert_eq!(digits.len(), 16);
+        assert_eq!(digits.len(), DIGEST_CHARS);
         let lookalike = ObjectName::generate("pi", digits);
         assert_eq!(lookalike.as_str(), format!("margay-pi-{digits}"));
         assert_ne!(lookalike, hashed);
