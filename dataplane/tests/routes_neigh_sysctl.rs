@@ -3,7 +3,7 @@
 mod routes_support;
 
 use margay_policy::desired::{Changes, DesiredState};
-use margay_tests::netns::{require_root, TestNetns};
+use margay_tests::netns::{attach_workload, require_root, TestNetns};
 use routes_support::*;
 
 fn read_sysctl(ns: &TestNetns, path: &str) -> String {
@@ -103,4 +103,62 @@ async fn sysctls_are_set_on_the_interface_once_it_exists() {
     assert_eq!(read_sysctl(&ns, "net/ipv4/conf/cali4/proxy_arp"), "1");
     // Everything happened inside the namespace: our own has no cali4.
     assert!(!std::path::Path::new("/proc/sys/net/ipv4/conf/cali4").exists());
+}
+
+/// The routes layer on its own carries real packets: two workloads attached
+/// the way a CNI plugin does it (a /32 and a default route via 169.254.1.1,
+/// nothing on the host side) cannot reach each other until margay programs
+/// the host routes and the interface sysctls (proxy ARP), and stop again when
+/// one endpoint goes away.
+#[tokio::test]
+async fn programmed_routes_and_sysctls_carry_packets() {
+    if !require_root("programmed_routes_and_sysctls_carry_packets") {
+        return;
+    }
+    let host = TestNetns::new("rp-h");
+    host.sysctl("net.ipv4.ip_forward", "1");
+    // Proxy ARP answers for 169.254.1.1 only when the host has a route to it.
+    veth(&host, "up0");
+    host.exec_ok(&["ip", "addr", "add", "192.0.2.1/24", "dev", "up0"]);
+    host.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.0.2.2",
+        "dev",
+        "up0",
+    ]);
+    let w0 = TestNetns::new("rp-w0");
+    let w1 = TestNetns::new("rp-w1");
+    attach_workload(&host, "cali0", &w0, "10.65.0.10");
+    attach_workload(&host, "cali1", &w1, "10.65.0.11");
+    let ping = |from: &TestNetns, to: &str| {
+        from.exec(&["ping", "-n", "-q", "-c1", "-W1", to])
+            .status
+            .success()
+    };
+    assert!(
+        !ping(&w0, "10.65.0.11"),
+        "reachable before margay did anything"
+    );
+
+    let (mut dp, _events) = dataplane(&host).await;
+    let mut d = DesiredState::default();
+    add_endpoint(&mut d, endpoint("cali0", None, &["10.65.0.10/32"]));
+    add_endpoint(&mut d, endpoint("cali1", None, &["10.65.0.11/32"]));
+    apply(&mut dp, &d, &all_changes(&d, None)).await;
+    assert!(ping(&w0, "10.65.0.11"), "w0 -> w1 after programming");
+    assert!(ping(&w1, "10.65.0.10"), "w1 -> w0 after programming");
+
+    let mut gone = d.clone();
+    gone.endpoints.remove(&iface("cali1"));
+    gone.routes.remove(&net("10.65.0.11/32"));
+    apply(&mut dp, &gone, &all_changes(&gone, Some(&d))).await;
+    assert!(
+        !ping(&w0, "10.65.0.11"),
+        "w1 still reachable after its endpoint was removed"
+    );
+    assert!(our_routes(&host).contains("10.65.0.10 dev cali0"));
 }
