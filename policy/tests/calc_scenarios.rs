@@ -175,18 +175,9 @@ fn tiers_are_ordered_and_only_matching_tiers_appear() {
     let prog = &e.state().programs[&iface("cali1")];
     assert_eq!(prog.inbound.tiers, expected(Inbound));
     assert_eq!(prog.outbound.tiers, expected(Outbound));
-    assert!(!e
-        .state()
-        .rule_sets
-        .contains_key(&rs_policy("d", "pd", Inbound)));
-    assert!(!e
-        .state()
-        .rule_sets
-        .contains_key(&rs_policy("a", "px", Inbound)));
-    assert!(e
-        .state()
-        .rule_sets
-        .contains_key(&rs_policy("a", "pa3", Outbound)));
+    assert!(!has_rule_set(&e, &rs_policy("d", "pd", Inbound)));
+    assert!(!has_rule_set(&e, &rs_policy("a", "px", Inbound)));
+    assert!(has_rule_set(&e, &rs_policy("a", "pa3", Outbound)));
 
     // Giving tier "d" metadata brings it in; removing it from "c" drops it.
     e.apply(u_tier("d", n(0.5)));
@@ -198,23 +189,22 @@ fn tiers_are_ordered_and_only_matching_tiers_appear() {
         .map(|t| t.tier.clone())
         .collect();
     assert_eq!(tiers, vec![id("d"), id("a"), id("f"), id("b")]);
-    assert!(e
-        .state()
-        .rule_sets
-        .contains_key(&rs_policy("d", "pd", Inbound)));
-    assert!(!e
-        .state()
-        .rule_sets
-        .contains_key(&rs_policy("c", "pc", Inbound)));
+    assert!(has_rule_set(&e, &rs_policy("d", "pd", Inbound)));
+    assert!(!has_rule_set(&e, &rs_policy("c", "pc", Inbound)));
 
     // A policy selector change re-matches.
     e.apply(u_policy("b", "pb", "app == 'db'", n(1.0), vec![], vec![]));
     let tiers = &e.state().programs[&iface("cali1")].inbound.tiers;
     assert!(tiers.iter().all(|t| t.tier != id("b")));
-    assert!(!e
-        .state()
-        .rule_sets
-        .contains_key(&rs_policy("b", "pb", Inbound)));
+    assert!(!has_rule_set(&e, &rs_policy("b", "pb", Inbound)));
+}
+
+/// True when the engine's desired state holds rule set `key`.
+fn has_rule_set(
+    e: &margay_policy::calc::CalcEngine,
+    key: &margay_policy::desired::RuleSetId,
+) -> bool {
+    e.state().rule_sets.contains_key(key)
 }
 
 #[test]

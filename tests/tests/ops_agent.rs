@@ -646,7 +646,7 @@ fn systemd_notifications_reach_the_socket() {
     if !require_root("systemd_notifications_reach_the_socket") {
         return;
     }
-    let fx = Fixture::new("sd");
+    let mut fx = Fixture::new("sd");
     let socket_path = fx.scratch.path("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
     socket
@@ -698,7 +698,6 @@ fn systemd_notifications_reach_the_socket() {
     assert!(http_get(fx.host.name(), "/readyz").is_some());
 
     // etcd goes away: `systemctl status` must say so, not "in sync".
-    let mut fx = fx;
     fx.etcd.stop();
     wait_for(
         &mut agent,
