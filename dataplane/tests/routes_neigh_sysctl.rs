@@ -143,6 +143,9 @@ async fn programmed_routes_and_sysctls_carry_packets() {
         !ping(&w0, "10.65.0.11"),
         "reachable before margay did anything"
     );
+    // That attempt left 169.254.1.1 unresolved in w0's neighbour table (the
+    // kernel waits before asking again); forget it, as a fresh workload would.
+    w0.exec_ok(&["ip", "neigh", "flush", "dev", "eth0"]);
 
     let (mut dp, _events) = dataplane(&host).await;
     let mut d = DesiredState::default();
