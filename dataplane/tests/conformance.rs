@@ -50,6 +50,10 @@ macro_rules! conformance_suite {
             fn host_access_and_nat() {
                 common::host_access_and_nat(B)
             }
+            #[test]
+            fn nested_pools_apply_first_time() {
+                common::nested_pools_apply_first_time(B)
+            }
         }
     };
 }

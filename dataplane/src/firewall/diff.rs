@@ -284,10 +284,17 @@ impl Plan {
         }
     }
 
-    fn into_ops(self, desired: &Ruleset) -> Vec<FirewallOp> {
+    fn into_ops(mut self, desired: &Ruleset) -> Vec<FirewallOp> {
         let mut ops = Vec::new();
-        for (name, family) in self.create_sets {
+        for (name, family) in std::mem::take(&mut self.create_sets) {
             ops.push(FirewallOp::CreateSet { name, family });
+        }
+        for (set, family, members) in self.take_overlapping_removals() {
+            ops.push(FirewallOp::RemoveMembers {
+                set,
+                family,
+                members,
+            });
         }
         for (set, family, members) in self.add_members {
             ops.push(FirewallOp::AddMembers {
@@ -331,6 +338,34 @@ impl Plan {
             });
         }
         ops
+    }
+}
+
+impl Plan {
+    /// Takes out of the late removals the members that overlap a member
+    /// being added to the same set (a /24 giving way to its /16, or the
+    /// reverse). They go before the adds: an interval set refuses an
+    /// element overlapping one still there, and within one transaction the
+    /// set is never seen without the union either way.
+    fn take_overlapping_removals(&mut self) -> Vec<(ObjectName, IpVersion, BTreeSet<IpNet>)> {
+        let mut early = Vec::new();
+        for (set, family, removed) in &mut self.remove_members {
+            let Some((_, _, added)) = self.add_members.iter().find(|(s, _, _)| s == set) else {
+                continue;
+            };
+            let overlapping: BTreeSet<IpNet> = removed
+                .iter()
+                .filter(|r| added.iter().any(|a| a.contains(*r) || r.contains(a)))
+                .copied()
+                .collect();
+            if overlapping.is_empty() {
+                continue;
+            }
+            removed.retain(|r| !overlapping.contains(r));
+            early.push((set.clone(), *family, overlapping));
+        }
+        self.remove_members.retain(|(_, _, m)| !m.is_empty());
+        early
     }
 }
 
@@ -396,10 +431,13 @@ mod tests {
         }
     }
 
+    /// Member `i` of a set; 4 and 5 cover 0 and 1 (nested pools).
     fn member(i: usize, family: IpVersion) -> IpNet {
-        let s = match family {
-            IpVersion::V4 => format!("10.0.{i}.0/24"),
-            IpVersion::V6 => format!("fd00:{i}::/64"),
+        let s = match (family, i) {
+            (IpVersion::V4, 4 | 5) => format!("10.{}.0.0/16", i - 4),
+            (IpVersion::V6, 4 | 5) => format!("fd0{}::/16", i - 4),
+            (IpVersion::V4, _) => format!("10.{i}.0.0/24"),
+            (IpVersion::V6, _) => format!("fd0{i}::/64"),
         };
         s.parse().expect("net")
     }
@@ -424,7 +462,12 @@ mod tests {
                             ObjectName::fixed(SETS[i]),
                             AddressSet {
                                 family: f,
-                                members: m.into_iter().map(|x| member(x, f)).collect(),
+                                members: crate::firewall::lower::normalize_members(
+                                    m.into_iter()
+                                        .map(|x| member(x, f))
+                                        .collect::<Vec<_>>()
+                                        .iter(),
+                                ),
                             },
                         );
                     }
@@ -523,7 +566,15 @@ mod tests {
                 }
                 FirewallOp::AddMembers { set, members, .. } => {
                     let s = self.sets.get_mut(set).ok_or(format!("no set {set}"))?;
-                    s.members.extend(members.iter().copied());
+                    // Like an nftables interval set: no element may overlap
+                    // one already there.
+                    for m in members {
+                        if let Some(o) = s.members.iter().find(|o| o.contains(m) || m.contains(*o))
+                        {
+                            return Err(format!("{m} overlaps {o} in {set}"));
+                        }
+                        s.members.insert(*m);
+                    }
                 }
                 FirewallOp::RemoveMembers { set, members, .. } => {
                     let s = self.sets.get_mut(set).ok_or(format!("no set {set}"))?;

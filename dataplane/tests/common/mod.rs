@@ -527,3 +527,42 @@ pub fn host_access_and_nat(b: Backend) {
     assert!(lab.ping(0, EXT_IP), "masqueraded to outside the pools");
     let _ = net("10.65.0.0/16");
 }
+
+/// Pools nested in one another (a /24 inside a /16, added and removed in
+/// either order) are written in one batch, first time, and masquerading
+/// follows: interval sets refuse an element that overlaps one still there.
+pub fn nested_pools_apply_first_time(b: Backend) {
+    if skip("nested_pools_apply_first_time") {
+        return;
+    }
+    let lab = Lab::new("cf-pools", 1);
+    let ret = FirewallSettings {
+        endpoint_to_host: EndpointToHostAction::Return,
+        ..FirewallSettings::default()
+    };
+    let with_pools = |pools: &[&str]| {
+        let mut bld = base_state(1);
+        bld.set(IpSetId::AllPools, pools)
+            .set(IpSetId::MasqueradePools, pools);
+        bld.build()
+    };
+    let mut m = lab.manager(b);
+    let steps: [&[&str]; 4] = [
+        &["10.65.0.0/24"],
+        &["10.65.0.0/24", "10.65.0.0/16"],
+        &["10.65.0.0/16"],
+        &["10.65.0.0/24"],
+    ];
+    let mut before = DesiredState::default();
+    for pools in steps {
+        let after = with_pools(pools);
+        m.apply(&after, &changes_between(&before, &after), &ret)
+            .unwrap_or_else(|e| panic!("pools {pools:?} must apply first time: {e}"));
+        assert!(
+            m.plan(&after, &ret).is_empty(),
+            "pools {pools:?}: the kernel holds what was planned"
+        );
+        assert!(lab.ping(0, EXT_IP), "pools {pools:?}: masqueraded outside");
+        before = after;
+    }
+}

@@ -248,13 +248,27 @@ fn write_sets(
             }
             next.sets.insert(name.clone(), SetHeader::ours(family));
         }
-        for (add, net) in &intent.members {
-            let verb = if *add { "add" } else { "del" };
-            ipset::write_member(&mut p.ipset_pre, verb, target.as_str(), net);
-        }
+        write_member_changes(&mut p.ipset_pre, target.as_str(), &intent.members);
         if let Some(tmp) = swap {
             let _ = writeln!(p.ipset_pre, "swap {tmp} {name}");
             let _ = writeln!(p.ipset_pre, "destroy {tmp}");
+        }
+    }
+}
+
+/// Writes the net effect of `changes` (the last change of a member wins):
+/// additions first, then removals. `hash:net` sets take nested members, so
+/// a net giving way to one that covers it is never missing in between.
+fn write_member_changes(out: &mut String, set: &str, changes: &[(bool, IpNet)]) {
+    let net_effect: BTreeMap<IpNet, bool> = changes.iter().map(|(add, n)| (*n, *add)).collect();
+    for wanted in [true, false] {
+        let verb = if wanted { "add" } else { "del" };
+        for net in net_effect
+            .iter()
+            .filter(|(_, a)| **a == wanted)
+            .map(|(n, _)| n)
+        {
+            ipset::write_member(out, verb, set, net);
         }
     }
 }
@@ -678,6 +692,37 @@ mod tests {
         assert!(p.ipset_pre.is_empty());
         assert!(!p.next.chains.contains_key(&name("margay-old")));
         assert!(!p.next.sets.contains_key(&name("margay-t4-old")));
+    }
+
+    #[test]
+    fn a_covering_member_is_added_before_the_covered_one_goes() {
+        let mut known = Known::default();
+        known
+            .sets
+            .insert(name("margay-masq4"), SetHeader::ours(IpVersion::V4));
+        let member = |add: bool, m: &str| {
+            let (set, family, members) = (name("margay-masq4"), IpVersion::V4, [net(m)].into());
+            if add {
+                FirewallOp::AddMembers {
+                    set,
+                    family,
+                    members,
+                }
+            } else {
+                FirewallOp::RemoveMembers {
+                    set,
+                    family,
+                    members,
+                }
+            }
+        };
+        // The diff removes a nested member first (nftables needs that).
+        let ops = vec![member(false, "10.65.0.0/24"), member(true, "10.65.0.0/16")];
+        let p = plan(&ops, &known).expect("plan");
+        assert_eq!(
+            p.ipset_pre,
+            "add margay-masq4 10.65.0.0/16\ndel margay-masq4 10.65.0.0/24\n"
+        );
     }
 
     #[test]
