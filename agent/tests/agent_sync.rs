@@ -370,3 +370,62 @@ async fn syncs_over_tls_with_a_client_certificate() {
     assert!(view.snapshots.is_empty());
     task.abort();
 }
+
+/// Puts `n` profile rule documents of about `size` bytes each, in transactions.
+async fn put_big_profiles(client: &mut etcd_client::Client, n: usize, size: usize) {
+    let filler = "x".repeat(size);
+    let mut i = 0;
+    while i < n {
+        let ops: Vec<etcd_client::TxnOp> = (i..n.min(i + 100))
+            .map(|k| {
+                etcd_client::TxnOp::put(
+                    format!("/calico/v1/policy/profile/p{k:05}/rules"),
+                    format!(r#"{{"inbound_rules":[],"outbound_rules":[],"pad":"{filler}"}}"#),
+                    None,
+                )
+            })
+            .collect();
+        i += ops.len();
+        client
+            .txn(etcd_client::Txn::new().and_then(ops))
+            .await
+            .expect("txn");
+    }
+}
+
+/// OpenStack-era datastores held thousands of profiles of a few KB: a
+/// 5,000-key page of them is larger than the client's 4 MiB receive limit.
+/// Pages are sized by bytes too, and a value of 1 MB lists like any other.
+#[tokio::test]
+async fn pages_of_large_values_list_whole() {
+    let etcd = EtcdServer::new();
+    let mut client = etcd.client().await;
+    let n = 8000;
+    put_big_profiles(&mut client, n, 2500).await;
+    put(
+        &mut client,
+        "/calico/v1/policy/profile/zbig/rules",
+        &format!(r#"{{"pad":"{}"}}"#, "y".repeat(1_000_000)),
+    )
+    .await;
+    let (_, listed) = list_all(
+        &mut client,
+        "/calico/v1/",
+        DEFAULT_PAGE_SIZE,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("a datastore of large values lists");
+    assert_eq!(listed.len(), n + 1);
+    assert!(listed.windows(2).all(|w| w[0].key < w[1].key));
+    assert!(listed[n].value.len() > 1_000_000, "the 1 MB value whole");
+
+    let (mut rx, task) = Syncer::spawn(config(vec![etcd.client_url()], DEFAULT_PAGE_SIZE));
+    let mut view = View::default();
+    view.until(&mut rx, "the snapshot of large values", |v| {
+        !v.snapshots.is_empty()
+    })
+    .await;
+    assert_eq!(view.keys.len(), n + 1);
+    task.abort();
+}
