@@ -17,12 +17,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions};
+use etcd_client::{Client, DeleteOptions, PutOptions};
 use margay_policy::desired::WorkloadEndpointKey;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::sync::{connect_any, timed, Backoff, BackoffConfig, EtcdConfig, SyncError};
+use crate::sync::{
+    connect_any, list_all, timed, Backoff, BackoffConfig, EtcdConfig, SyncError, DEFAULT_PAGE_SIZE,
+};
 
 /// What to report, from the live settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,22 +264,14 @@ impl Reporter {
         let mut client = conn.client;
         // Learn what a previous run left, so stale endpoint keys get removed.
         let dir = self.keys.workload_dir();
-        let listed = timed(
+        let (_, listed) = list_all(
+            &mut client,
+            &dir,
+            DEFAULT_PAGE_SIZE,
             self.etcd.request_timeout,
-            "list endpoint status",
-            client.get(dir, Some(GetOptions::new().with_prefix())),
         )
         .await?;
-        self.written = listed
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                Some((
-                    kv.key_str().ok()?.to_owned(),
-                    kv.value_str().ok()?.to_owned(),
-                ))
-            })
-            .collect();
+        self.written = listed.into_iter().map(|kv| (kv.key, kv.value)).collect();
         self.client = Some(client.clone());
         self.listed_leftovers = true;
         Ok(client)
