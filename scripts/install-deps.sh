@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what margay's build, tests and demo need on a fresh Debian machine:
 # etcd (server + etcdctl), protoc (for etcd-client), nftables, iptables, ipset,
-# iproute2, conntrack, ping, nc, promtool and systemd-analyze. Skips apt when
-# everything is already there.
+# iproute2, conntrack, ping, nc, promtool, systemd-analyze, openssl (TLS test
+# certificates), a C toolchain (crates that build C) and the rustfmt and clippy
+# components. Skips apt when everything is already there.
 set -euo pipefail
 
 need=()
@@ -22,9 +23,21 @@ check systemd-analyze systemd
 check sysctl procps
 check make make
 check curl curl
+check openssl openssl
+check cc gcc
+check ld binutils
 # The metrics end-to-end test parses /metrics with the reference OpenMetrics parser.
 /usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1 \
   || need+=(python3-prometheus-client)
+
+# The lint step needs rustfmt and clippy; rustup adds them when missing.
+for component in rustfmt clippy; do
+  tool=$([ "$component" = rustfmt ] && echo fmt || echo clippy)
+  if ! cargo "$tool" --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || { echo "cargo $tool missing and no rustup to add it" >&2; exit 1; }
+    rustup component add "$component"
+  fi
+done
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -37,3 +50,7 @@ echo "installing: ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# gcc without recommends lacks the C library headers.
+if printf '%s\n' "${need[@]}" | grep -qx gcc; then
+  apt-get install -y -qq --no-install-recommends libc6-dev >/dev/null
+fi

@@ -1,6 +1,6 @@
 //! A real, throw-away etcd server for tests.
 //!
-//! [`EtcdServer::new`] starts `/usr/bin/etcd` on two free `127.0.0.1` ports
+//! [`EtcdServer::new`] starts `etcd` (found on `PATH`) on two free `127.0.0.1` ports
 //! (client and peer) with a fresh data directory, and returns once the server
 //! answers `GET /health`. [`EtcdServer::stop`] and [`EtcdServer::start`] take
 //! the same server down and up again on the same ports and data, so tests can
@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Where the etcd binary lives (tests rely on the distribution package).
-pub const ETCD_BIN: &str = "/usr/bin/etcd";
-/// Where the etcdctl binary lives.
-pub const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
+/// The etcd server binary, looked up on `PATH` (Debian: `etcd-server`).
+pub const ETCD_BIN: &str = "etcd";
+/// The etcdctl binary, looked up on `PATH`.
+pub const ETCDCTL_BIN: &str = "etcdctl";
 
 /// How long to wait for etcd to become healthy after a start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,7 +65,7 @@ impl EtcdServer {
 
     /// Like [`Self::new`], but serving `https://` only, with a throw-away CA
     /// and client-certificate authentication (see [`Self::tls`]). Needs
-    /// `/usr/bin/openssl`.
+    /// `openssl` on `PATH`.
     pub fn new_tls() -> Self {
         Self::start_new(true)
     }
