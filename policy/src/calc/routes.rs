@@ -239,7 +239,7 @@ fn decide_route(
                 Some(_) => {}
                 None => local = Some(&claim.target),
             }
-        } else if remote.map_or(true, |(_, k)| *ep.key < *k) {
+        } else if !matches!(remote, Some((_, k)) if *k < *ep.key) {
             remote = Some((&claim.target, &ep.key));
         }
     }

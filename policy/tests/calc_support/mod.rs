@@ -377,7 +377,7 @@ pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> Desire
             state.programs.insert(ifc.clone(), drop_all());
             continue;
         };
-        if ep_nets(endpoints[k]).iter().any(|n| contested_addr(n)) {
+        if ep_nets(endpoints[k]).iter().any(contested_addr) {
             state.programs.insert(ifc.clone(), drop_all());
         } else {
             owners.insert(ifc.clone(), k.clone());
@@ -528,7 +528,7 @@ pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> Desire
         };
         for n in ep_nets(ep) {
             let in_pool = pools.iter().any(|p| p.cidr.contains(&n));
-            let better = claims.get(&n).map_or(true, |(old, _)| k < old);
+            let better = !matches!(claims.get(&n), Some((old, _)) if old <= k);
             if n.addr().is_ipv4() == gw.is_ipv4() && in_pool && better {
                 claims.insert(n, (k.clone(), RouteTarget::Gateway(*gw)));
             }
