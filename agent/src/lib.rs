@@ -5,12 +5,14 @@
 //! - [`sync`]: etcd list + watch with resync; [`heartbeat`]: status reports.
 //! - [`run`]: the event loop joining sync, calculation and dataplane.
 //! - [`plan`]: `margay plan`.
+//! - [`conflicts`]: endpoint conflicts into log lines and a gauge.
 //! - [`metrics`], [`http`], [`logging`], [`notify`], [`check`],
 //!   [`status_cmd`]: observability and the other subcommands.
 #![forbid(unsafe_code)]
 
 pub mod check;
 pub mod cli;
+pub mod conflicts;
 pub mod heartbeat;
 pub mod http;
 pub mod logging;

@@ -39,6 +39,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_datastore_resyncs_total",
     "margay_invalid_objects",
     "margay_invalid_updates_total",
+    "margay_endpoint_conflicts",
     "margay_calc_duration_seconds",
     "margay_dataplane_apply_duration_seconds",
     "margay_dataplane_apply_failures_total",
@@ -82,6 +83,10 @@ pub const KEY_KINDS: &[&str] = &[
     "ip_pool",
     "unknown",
 ];
+
+/// The `kind` label values of endpoint conflicts: two local endpoints
+/// claiming one `interface`, or one `address` on different interfaces.
+pub const CONFLICT_KINDS: &[&str] = &["interface", "address"];
 
 /// The `reason` label values of full datastore reloads: the first load,
 /// a reload after the connection or watch was lost, after the watch fell
@@ -275,6 +280,7 @@ pub struct Metrics {
     datastore_resyncs: Family<ReasonLabel, Counter>,
     invalid_objects: Family<KindLabel, Gauge>,
     invalid_updates: Family<KindLabel, Counter>,
+    endpoint_conflicts: Family<KindLabel, Gauge>,
     calc_duration: Histogram,
     apply_duration: HistogramFamily<BackendLabel>,
     apply_failures: Family<BackendLabel, Counter>,
@@ -328,6 +334,7 @@ impl Metrics {
             datastore_resyncs: Family::default(),
             invalid_objects: Family::default(),
             invalid_updates: Family::default(),
+            endpoint_conflicts: Family::default(),
             calc_duration: calc_histogram(),
             apply_duration: Family::new_with_constructor(apply_histogram),
             apply_failures: Family::default(),
@@ -352,6 +359,9 @@ impl Metrics {
             let _ = self.datastore_events.get_or_create(&label);
             let _ = self.invalid_objects.get_or_create(&label);
             let _ = self.invalid_updates.get_or_create(&label);
+        }
+        for kind in CONFLICT_KINDS {
+            let _ = self.endpoint_conflicts.get_or_create(&kind_label(kind));
         }
         for reason in RESYNC_REASONS {
             let _ = self.datastore_resyncs.get_or_create(&ReasonLabel {
@@ -394,6 +404,11 @@ impl Metrics {
             "margay_invalid_updates",
             "Datastore updates rejected as invalid, by key kind",
             self.invalid_updates.clone(),
+        );
+        registry.register(
+            "margay_endpoint_conflicts",
+            "Local endpoint conflicts (one interface or one address claimed twice), each failing closed, by kind",
+            self.endpoint_conflicts.clone(),
         );
         registry.register_with_unit(
             "margay_calc_duration",
@@ -476,6 +491,13 @@ impl Metrics {
     /// Sets how many keys of `kind` are currently ignored as invalid.
     pub fn set_invalid_objects(&self, kind: &str, count: u64) {
         self.invalid_objects
+            .get_or_create(&kind_label(kind))
+            .set(saturating_i64(count));
+    }
+
+    /// Sets how many endpoint conflicts of `kind` (see [`CONFLICT_KINDS`]) there are.
+    pub fn set_endpoint_conflicts(&self, kind: &str, count: u64) {
+        self.endpoint_conflicts
             .get_or_create(&kind_label(kind))
             .set(saturating_i64(count));
     }

@@ -256,6 +256,7 @@ pub struct Agent<D: Driver> {
     dp: D,
     out: Outputs,
     limiter: LogLimiter,
+    conflicts: crate::conflicts::ConflictLog,
     /// A first complete snapshot has arrived.
     in_sync: bool,
     /// The watch is up.
@@ -296,6 +297,7 @@ impl<D: Driver> Agent<D> {
             dp,
             out,
             limiter: LogLimiter::default(),
+            conflicts: Default::default(),
             in_sync: false,
             connected: false,
             applied_once: false,
@@ -459,6 +461,8 @@ impl<D: Driver> Agent<D> {
             self.refresh_datastore_settings();
         }
         self.pending.merge(self.calc.take_changes());
+        self.conflicts
+            .observe(&self.calc, &self.out.metrics, &self.limiter);
         self.out.metrics.observe_calc(started.elapsed());
         self.out.metrics.set_pending_updates(self.pending_updates);
     }
@@ -561,6 +565,8 @@ impl<D: Driver> Agent<D> {
         if changed.contains(&Setting::InterfacePrefix) {
             self.calc
                 .set_interface_prefixes(self.settings.interface_prefixes.clone());
+            self.conflicts
+                .observe(&self.calc, &self.out.metrics, &self.limiter);
         }
         let firewall = firewall_settings(&self.settings);
         if firewall != self.firewall {

@@ -134,6 +134,11 @@ fn load_scale(c: &mut Cluster, remote: usize) {
             json!({"group": format!("g{}", p % 10)}).to_string(),
         ));
     }
+    // Remote routes are programmed only inside a pool.
+    kv.push((
+        "/calico/v1/ipam/v4/pool/10.66.0.0-16".into(),
+        json!({"cidr": "10.66.0.0/16"}).to_string(),
+    ));
     for h in 1..=REMOTE_HOSTS {
         kv.push((
             format!("/calico/v1/host/r{h}/bird_ip"),

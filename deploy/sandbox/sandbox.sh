@@ -6,8 +6,9 @@
 #   <name>-out      "the internet": router 192.0.2.1 on the fabric, server 198.51.100.1
 #                   (it has no route back to the pools, so only masqueraded traffic works)
 #   <name>-h<i>     host i (192.0.2.1<i>), running a margay agent
-#   <name>-w-<wl>   workload wl: eth0 with a /32 from 10.65.0.0/16, default route via
-#                   169.254.1.1, attached by veth to its host (host side cali<wl>)
+#   <name>-w-<wl>   workload wl: eth0 with a /32 from 10.65.0.0/16 (written as an IP pool
+#                   without masquerade: margay routes remote workloads only inside a pool),
+#                   default route via 169.254.1.1, attached by veth to its host (host side cali<wl>)
 #
 # The sandbox does what a CNI plugin and an orchestrator would do (create the veth,
 # address and route the workload side, write the endpoint to etcd) and nothing that
@@ -225,6 +226,8 @@ sb_up() {
   sb_spawn "$out" "$SB_STATE/outside.log" nc -lkvn "$OUTSIDE_IP" "$OUTSIDE_PORT" >/dev/null
 
   sb_put /calico/v1/Ready true
+  # The workloads' pool (no masquerade): margay routes remote workloads only inside a pool.
+  sb_put "/calico/v1/ipam/v4/pool/${POOL_CIDR/\//-}" "{\"cidr\": \"$POOL_CIDR\"}"
   for i in $(seq 1 "$hosts"); do
     sb_host_add "h$i"
   done

@@ -28,12 +28,17 @@
 //!   `!log_prefix` are unknown keys).
 //! - An endpoint with both `profile_id` and `profile_ids` is invalid.
 //! - `bird_ip` set to the empty string means "no address" (a deletion).
+//! - Special-purpose addresses (loopback, unspecified, multicast, broadcast,
+//!   link-local, IPv4-mapped; see `special`) invalidate an endpoint that
+//!   lists one as its own address or floating IP, and a `bird_ip`; an
+//!   endpoint gateway may be link-local (its normal form) but not the others.
 
 mod documents;
 mod endpoint;
 mod fields;
 mod key;
 mod rule;
+mod special;
 
 use thiserror::Error;
 

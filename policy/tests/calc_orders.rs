@@ -2,9 +2,12 @@
 //! datastore reached through different histories (shuffled orders, a prior
 //! datastore overwritten key by key, deletes and re-adds, values that turn
 //! invalid and are fixed later, interface prefixes flipped and restored)
-//! gives the same desired state; that state equals a naive reference
-//! calculation; and replaying only the reported `Changes` onto a copy of the
-//! previous state reproduces the new state.
+//! gives the same desired state and the same endpoint conflicts; both equal a
+//! naive reference calculation; and replaying only the reported `Changes`
+//! onto a copy of the previous state reproduces the new state. The small
+//! universe (three local endpoint slots on five interfaces, a dozen
+//! addresses, pools that come and go) makes interface and address conflicts
+//! and remote addresses outside every pool frequent.
 
 mod calc_support;
 
@@ -91,8 +94,15 @@ fn arb_rules() -> impl Strategy<Value = Vec<model::Rule>> {
     prop::collection::vec(arb_rule(), 0..3)
 }
 
+/// Mostly inside pool 10.0.0.0/24, some in 10.9.0.0/16, some outside every pool.
 fn v4(i: u8) -> ipnet::Ipv4Net {
-    format!("10.0.0.{i}/32").parse().expect("v4")
+    match i {
+        0..=7 => format!("10.0.0.{i}/32"),
+        8..=9 => format!("10.9.0.{i}/32"),
+        _ => format!("10.1.0.{i}/32"),
+    }
+    .parse()
+    .expect("v4")
 }
 
 fn v6(i: u8) -> ipnet::Ipv6Net {
@@ -105,7 +115,7 @@ fn arb_endpoint() -> impl Strategy<Value = WorkloadEndpoint> {
         prop::sample::select(&IFACES[..]),
         prop::option::of(any::<u8>()),
         prop::collection::vec(arb_id(&PROFILES), 0..3),
-        prop::collection::vec(0u8..10, 0..3),
+        prop::collection::vec(0u8..12, 0..3),
         prop::collection::vec(0u8..3, 0..2),
         arb_labels(),
     )
@@ -398,8 +408,10 @@ proptest! {
     #[test]
     fn canonical_load_matches_the_reference(world in arb_world()) {
         let e = canonical(&world);
-        let reference = reference_state(&world, ME, &["cali".to_string()]);
+        let prefixes = ["cali".to_string()];
+        let reference = reference_state(&world, ME, &prefixes);
         prop_assert_eq!(e.state(), &reference);
+        prop_assert_eq!(e.conflicts(), reference_conflicts(&world, ME, &prefixes));
         prop_assert_eq!(e.datastore_settings(), final_settings(&world));
         prop_assert_eq!(e.ready(), world.get(&ResourceKey::Ready) == Some(&Value::Ready(true)));
     }
@@ -418,6 +430,7 @@ proptest! {
         let (e, mirror) = run(&steps)?;
         prop_assert_eq!(e.state(), expected.state());
         prop_assert_eq!(&mirror, expected.state());
+        prop_assert_eq!(e.conflicts(), expected.conflicts());
         prop_assert_eq!(e.datastore_settings(), expected.datastore_settings());
         prop_assert_eq!(e.ready(), expected.ready());
         prop_assert_eq!(e.stats(), expected.stats());
@@ -434,6 +447,7 @@ proptest! {
         let (e, mirror) = run(&steps)?;
         prop_assert_eq!(e.state(), expected.state());
         prop_assert_eq!(&mirror, expected.state());
+        prop_assert_eq!(e.conflicts(), expected.conflicts());
     }
 
     /// Re-applying the current documents reports nothing; deleting them all
@@ -457,6 +471,7 @@ proptest! {
         prop_assert_eq!(&mirror, e.state());
         let empty = CalcEngine::new(ME);
         prop_assert_eq!(e.state(), empty.state());
+        prop_assert!(e.conflicts().is_empty());
         prop_assert_eq!(e.stats(), empty.stats());
     }
 }

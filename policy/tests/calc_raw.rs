@@ -135,3 +135,41 @@ fn raw_deletes_remove() {
     assert!(e.state().rule_sets.is_empty());
     assert_eq!(e.state().ip_sets.len(), 2, "only the pool sets remain");
 }
+
+#[test]
+fn an_invalid_bird_ip_withdraws_the_routes_via_the_old_one() {
+    let mut e = loaded();
+    let via = |ip: &str| Some(RouteTarget::Gateway(ip.parse().expect("ip")));
+    assert_eq!(
+        e.state().routes.get(&net("10.0.2.1/32")).cloned(),
+        via("192.168.0.2")
+    );
+    for bad in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "255.255.255.255",
+        "169.254.1.1",
+        "fd00::1",
+    ] {
+        raw(&mut e, "/host/h2/bird_ip", Some("192.168.0.2"));
+        let err = e
+            .apply_raw(P, &format!("{P}/host/h2/bird_ip"), Some(bad))
+            .expect_err(bad);
+        assert_eq!(
+            err.resource,
+            Some(ResourceKey::HostIp("h2".into())),
+            "{bad}"
+        );
+        assert_eq!(
+            e.state().routes.get(&net("10.0.2.1/32")),
+            None,
+            "{bad}: the route via the previous bird_ip stays"
+        );
+    }
+    raw(&mut e, "/host/h2/bird_ip", Some("192.168.0.22"));
+    assert_eq!(
+        e.state().routes.get(&net("10.0.2.1/32")).cloned(),
+        via("192.168.0.22")
+    );
+}

@@ -405,6 +405,7 @@ fn relabelling_a_remote_endpoint_moves_exactly_its_address() {
 fn a_remote_address_move_touches_only_its_sets_and_routes() {
     let mut ups = db_world();
     ups.push(u_bird("h2", "192.168.0.2"));
+    ups.push(u_pool("10.0.0.0/16", false));
     let mut e = engine_with(ups);
     e.take_changes();
     e.apply(u_ep(
@@ -490,6 +491,8 @@ fn sets_are_shared_between_rules_and_vanish_with_the_last_use() {
 #[test]
 fn remote_routes_follow_bird_ip_and_local_addresses_win() {
     let mut e = engine_with([
+        u_pool("10.0.0.0/16", false),
+        u_pool("fd00::/64", false),
         u_ep(
             "h2",
             "r1",
@@ -554,23 +557,6 @@ fn interface_prefix_decides_plumbing_and_is_reported() {
     e.set_interface_prefixes(vec!["cali".into()]);
     assert!(e.state().endpoints.is_empty() && e.state().routes.is_empty());
     assert!(e.state().programs.is_empty());
-}
-
-#[test]
-fn two_endpoints_on_one_interface_resolve_by_key_in_any_order() {
-    let a = u_ep(ME, "a", Some(wep("cali1", &["10.0.0.1/32"], &[])));
-    let b = u_ep(ME, "b", Some(wep("cali1", &["10.0.0.2/32"], &[])));
-    for order in [[a.clone(), b.clone()], [b.clone(), a.clone()]] {
-        let mut e = engine_with(order);
-        assert_eq!(e.state().endpoints[&iface("cali1")].key, ep_key(ME, "a"));
-        assert!(!e.state().routes.contains_key(&net("10.0.0.2/32")));
-        assert!(e.problems().iter().any(|p| p.contains("already used")));
-        // The owner goes away: the other takes over.
-        e.apply(u_ep(ME, "a", None));
-        assert_eq!(e.state().endpoints[&iface("cali1")].key, ep_key(ME, "b"));
-        assert_eq!(e.state().routes.len(), 1);
-        assert!(e.problems().iter().all(|p| !p.contains("already used")));
-    }
 }
 
 #[test]

@@ -438,6 +438,66 @@ fn endpoint_gateways_are_addresses_of_their_family_or_null() {
 }
 
 #[test]
+fn endpoint_special_purpose_addresses_invalidate_the_document() {
+    for (addr, class) in [
+        ("127.0.0.1", "loopback"),
+        ("127.1.2.3", "loopback"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("239.1.1.1", "multicast"),
+        ("255.255.255.255", "broadcast"),
+        ("169.254.1.1", "link-local"),
+    ] {
+        wep_bad(json!({"ipv4_nets": ["10.0.0.1/32", addr]}), class);
+        wep_bad(json!({"ipv4_nets": [format!("{addr}/32")]}), class);
+    }
+    for (addr, class) in [
+        ("::1", "loopback"),
+        ("::", "unspecified"),
+        ("ff02::1", "multicast"),
+        ("fe80::1", "link-local"),
+        ("::ffff:10.0.0.1", "IPv4-mapped"),
+        ("::ffff:198.19.0.2", "IPv4-mapped"),
+    ] {
+        wep_bad(json!({"ipv6_nets": [format!("{addr}/128")]}), class);
+    }
+    for (addr, class) in [
+        ("127.0.0.1", "loopback"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("255.255.255.255", "broadcast"),
+    ] {
+        wep_bad(json!({"ipv4_gateway": addr}), class);
+    }
+    for (addr, class) in [
+        ("::1", "loopback"),
+        ("::", "unspecified"),
+        ("ff02::1", "multicast"),
+        ("::ffff:10.0.0.1", "IPv4-mapped"),
+    ] {
+        wep_bad(json!({"ipv6_gateway": addr}), class);
+    }
+    // A gateway's normal form is link-local; ordinary addresses stay valid.
+    let e = wep(
+        json!({"ipv4_gateway": "169.254.1.1", "ipv6_gateway": "fe80::1",
+                       "ipv4_nets": ["198.19.0.2/32"], "ipv6_nets": ["2001:db8::1/128"]}),
+    )
+    .expect("valid");
+    assert_eq!(e.ipv4_nets, vec!["198.19.0.2/32".parse().expect("net")]);
+    // Floating IPs must not be special either.
+    wep_bad(
+        json!({"ipv4_nat": [{"int_ip": "10.0.0.1", "ext_ip": "127.0.0.1"}]}),
+        "loopback",
+    );
+    let e = bad(WEP, &wep_doc(json!({"ipv4_nets": ["127.0.0.1/32"]})));
+    assert!(
+        e.reason
+            .contains("ipv4_nets[0]: 127.0.0.1 is a special-purpose address"),
+        "{e}"
+    );
+}
+
+#[test]
 fn endpoint_labels_are_string_to_string() {
     let e =
         wep(json!({"labels": {"role": "web", "calico/k8s_ns": "default", "": ""}})).expect("ok");
@@ -1173,6 +1233,23 @@ fn host_bird_ip_is_a_plain_ipv4_address() {
         "host",
     ] {
         assert_eq!(bad(key, text).kind(), "host_ip", "{text:?}");
+    }
+}
+
+#[test]
+fn host_bird_ip_must_be_an_ordinary_unicast_address() {
+    let key = "/calico/v1/host/node-1/bird_ip";
+    for (text, class) in [
+        ("0.0.0.0", "unspecified"),
+        ("127.0.0.1", "loopback"),
+        ("224.0.0.1", "multicast"),
+        ("255.255.255.255", "broadcast"),
+        ("169.254.1.1", "link-local"),
+    ] {
+        let e = bad(key, text);
+        assert_eq!(e.kind(), "host_ip", "{text}");
+        assert_eq!(e.resource, Some(ResourceKey::HostIp("node-1".into())));
+        assert!(e.reason.contains(class), "{text}: {e}");
     }
 }
 

@@ -10,6 +10,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_datastore_resyncs_total",
     "margay_invalid_objects",
     "margay_invalid_updates_total",
+    "margay_endpoint_conflicts",
     "margay_calc_duration_seconds",
     "margay_dataplane_apply_duration_seconds",
     "margay_dataplane_apply_failures_total",

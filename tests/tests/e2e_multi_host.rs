@@ -1,5 +1,6 @@
 //! End-to-end, two hosts on one fabric: cross-host traffic over routes margay
-//! programs via the other host's `bird_ip`, policy enforced at both ends,
+//! programs via the other host's `bird_ip` (for pool addresses only, so each
+//! scenario writes the pool its workloads use), policy enforced at both ends,
 //! NAT-outgoing to a server outside the pools, a workload moving between
 //! hosts, and a host going away.
 
@@ -126,6 +127,7 @@ fn nat_outgoing(dp: Dataplane) {
 /// on both hosts reach it at its new place.
 fn workload_moves_between_hosts(dp: Dataplane) {
     let mut c = two_hosts(dp);
+    c.put_pool("10.65.0.0/16", false);
     c.put_profile_rules("OPEN", &allow_all_rules());
     c.add_workload("m", "h1", "10.65.1.5");
     c.add_workload("x", "h1", "10.65.1.6");
@@ -162,6 +164,7 @@ fn workload_moves_between_hosts(dp: Dataplane) {
 /// and forgets its endpoints' addresses everywhere, and keeps working.
 fn host_goes_away(dp: Dataplane) {
     let mut c = two_hosts(dp);
+    c.put_pool("10.65.0.0/16", false);
     c.put_profile_rules(
         "P",
         &json!({"inbound_rules": [{"src_tag": "MEMBERS"}],

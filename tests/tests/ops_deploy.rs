@@ -127,7 +127,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         .args(["check", "rules", "alerts.yml"])
         .current_dir(&dir));
     assert!(ok, "promtool check rules:\n{stdout}{stderr}");
-    assert!(stdout.contains("SUCCESS: 8 rules found"), "{stdout}");
+    assert!(stdout.contains("SUCCESS: 9 rules found"), "{stdout}");
     let (ok, stdout, stderr) = run(Command::new("promtool")
         .args(["test", "rules", "alerts_test.yml"])
         .current_dir(&dir));
@@ -142,6 +142,7 @@ fn alert_rules_cover_the_issue_and_use_known_metrics() {
         "MargayDatastoreDisconnected",
         "MargayApplyFailures",
         "MargayInvalidObjects",
+        "MargayEndpointConflicts",
         "MargayDriftRepairsRising",
         "MargayUpdateLatencyHigh",
     ] {
@@ -155,7 +156,7 @@ fn alert_rules_cover_the_issue_and_use_known_metrics() {
         .filter_map(|l| l.trim().strip_prefix("expr: "))
         .map(str::to_string)
         .collect();
-    assert_eq!(exprs.len(), 8);
+    assert_eq!(exprs.len(), 9);
     for expr in &exprs {
         assert_known_metrics(expr);
     }

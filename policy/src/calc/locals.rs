@@ -1,10 +1,22 @@
 //! This host's endpoints: which ones are plumbed, and their state entries.
 //!
-//! A local endpoint is plumbed when it is active, its interface name carries
-//! an interface prefix, and it *owns* that interface: when two endpoints name
-//! the same interface, the smaller key wins (deterministic whatever the
-//! update order) and the other is reported as a problem. A plumbed endpoint
-//! publishes its [`LocalEndpoint`], its program and its interface routes.
+//! A local endpoint *claims* an interface when it is active and its
+//! interface name carries an interface prefix. An interface claimed by
+//! exactly one endpoint, none of whose addresses is contested, is plumbed
+//! with that endpoint: its [`LocalEndpoint`] and its program.
+//!
+//! A *conflict* fails closed: when two endpoints claim one interface, or an
+//! endpoint claims an address that an endpoint on another interface of this
+//! host claims too, the interfaces involved get a drop-all program and no
+//! [`LocalEndpoint`] (no static neighbour entries, nothing of either
+//! claimant's policy), whichever endpoint came first. Which key is older
+//! cannot matter (the state depends on the current documents only), so
+//! neither claimant wins: the genuine workload loses its traffic until the
+//! conflict is resolved, and a hijacking document gains nothing. Routes
+//! follow the rules in `routes`: an address all local claims route to the
+//! same interface keeps its route, a contested address gets none. The
+//! conflict is reported by [`super::CalcEngine::conflicts`] and resolves as
+//! soon as one of the keys goes away or stops claiming.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -12,7 +24,9 @@ use std::sync::Arc;
 use super::hashing::FastMap;
 
 use super::{CalcEngine, EpIdx};
-use crate::desired::{EndpointProgram, LocalEndpoint, RuleSetId, WorkloadEndpointKey};
+use crate::desired::{
+    DirectionProgram, EndpointProgram, LocalEndpoint, RuleSetId, WorkloadEndpointKey,
+};
 use crate::model::EndpointState;
 use crate::names::{Id, InterfaceName};
 
@@ -28,10 +42,33 @@ pub(super) struct Published {
 /// Interface claims and owners.
 #[derive(Default)]
 pub(super) struct Ifaces {
-    /// Interface → endpoints claiming it (the first key owns it).
+    /// Interface → endpoints claiming it (more than one: a conflict).
     pub claims: FastMap<InterfaceName, BTreeMap<Arc<WorkloadEndpointKey>, EpIdx>>,
     /// Interface → endpoint currently plumbed on it.
     pub publisher: FastMap<InterfaceName, EpIdx>,
+}
+
+/// What an interface carries.
+enum Plan {
+    /// Nobody claims it: no entries.
+    Unclaimed,
+    /// One endpoint claims it, without conflict: plumbed with it.
+    Plumb(EpIdx),
+    /// A conflict: a drop-all program, no endpoint.
+    DropAll,
+}
+
+/// The program of a contested interface: both directions drop everything.
+fn drop_all() -> EndpointProgram {
+    let closed = DirectionProgram {
+        tiers: Vec::new(),
+        profiles: Vec::new(),
+        fail_closed: true,
+    };
+    EndpointProgram {
+        inbound: closed.clone(),
+        outbound: closed,
+    }
 }
 
 /// Rule sets a program lists, once per mention.
@@ -56,21 +93,15 @@ impl CalcEngine {
             .then(|| doc.name.clone())
     }
 
-    fn owner_of(&self, iface: &InterfaceName) -> Option<EpIdx> {
-        self.ifaces
-            .claims
-            .get(iface)
-            .and_then(|m| m.values().next().copied())
-    }
-
     /// Re-evaluates the interface claim of local endpoint `e` and its plumbing.
     pub(super) fn sync_local_claim(&mut self, e: EpIdx, relabelled: bool) {
         let want = self.wanted_claim(e);
         self.retarget_claim(e, want, relabelled);
     }
 
-    /// Moves the claim of `e` to `want`, then re-plumbs `e` and the owners of
-    /// the interfaces involved.
+    /// Moves the claim of `e` to `want`, re-registers its route claim, then
+    /// re-plumbs every interface whose plan may have changed: the old and
+    /// new one, and those of the local endpoints sharing an address with `e`.
     pub(super) fn retarget_claim(
         &mut self,
         e: EpIdx,
@@ -97,40 +128,105 @@ impl CalcEngine {
             }
             self.eps.slab[e].claim = want.clone();
         }
-        self.sync_local(e, relabelled);
-        if old != want {
-            for iface in [old, want].into_iter().flatten() {
-                match self.owner_of(&iface) {
-                    Some(owner) if owner != e => self.sync_local(owner, false),
-                    _ => {}
-                }
+        let before = self.route_nets(e);
+        self.sync_route(e);
+        // The new interface first: when `e` moves, its rule sets are
+        // acquired there before the old interface releases them.
+        let mut ifaces: Vec<InterfaceName> = want.into_iter().chain(old).collect();
+        for net in before.iter().chain(&self.route_nets(e)) {
+            self.neighbours_on(net, &mut ifaces);
+        }
+        let mut seen = BTreeSet::new();
+        ifaces.retain(|i| seen.insert(i.clone()));
+        for iface in ifaces {
+            self.sync_iface(&iface, relabelled.then_some(e));
+        }
+    }
+
+    /// The addresses `e` currently claims routes for.
+    fn route_nets(&self, e: EpIdx) -> Vec<ipnet::IpNet> {
+        self.eps.slab[e]
+            .route
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.nets.clone())
+    }
+
+    /// Adds the interfaces of the local endpoints claiming `net` to `out`.
+    fn neighbours_on(&self, net: &ipnet::IpNet, out: &mut Vec<InterfaceName>) {
+        let Some(claims) = self.routes.by_net.get(net) else {
+            return;
+        };
+        for &c in claims.as_slice() {
+            let ep = &self.eps.slab[c];
+            if let (true, Some(i)) = (ep.local, &ep.claim) {
+                out.push(i.clone());
             }
         }
     }
 
-    /// Publishes, updates or withdraws the plumbing of local endpoint `e`.
-    pub(super) fn sync_local(&mut self, e: EpIdx, relabelled: bool) {
-        let ep = &self.eps.slab[e];
-        let want = ep.claim.clone().filter(|i| self.owner_of(i) == Some(e));
-        let have = ep.publ.as_ref().map(|p| p.iface.clone());
-        let Some(iface) = want else {
-            if have.is_some() {
-                self.unpublish(e, true);
-            }
-            return;
+    /// What `iface` should carry now.
+    fn iface_plan(&self, iface: &InterfaceName) -> Plan {
+        let Some(claims) = self.ifaces.claims.get(iface) else {
+            return Plan::Unclaimed;
         };
-        // A displaced owner's entries are overwritten by ours just below, so
-        // rule sets both programs use are never dropped and re-created.
-        if let Some(&other) = self.ifaces.publisher.get(&iface) {
-            if other != e {
-                self.unpublish(other, false);
+        let mut it = claims.values();
+        match (it.next(), it.next()) {
+            (Some(&e), None) if !self.address_contested(e) => Plan::Plumb(e),
+            (Some(_), _) => Plan::DropAll,
+            (None, _) => Plan::Unclaimed,
+        }
+    }
+
+    /// True when one of `e`'s addresses is claimed on another interface too.
+    fn address_contested(&self, e: EpIdx) -> bool {
+        self.eps.slab[e]
+            .route
+            .as_ref()
+            .is_some_and(|r| r.nets.iter().any(|n| self.conflicts.has_address(n)))
+    }
+
+    /// Brings the entries of `iface` in line with its plan; `relabelled` is
+    /// an endpoint whose policy matches must be recomputed if plumbed here.
+    fn sync_iface(&mut self, iface: &InterfaceName, relabelled: Option<EpIdx>) {
+        let contesting = self
+            .ifaces
+            .claims
+            .get(iface)
+            .filter(|c| c.len() > 1)
+            .map(|c| c.keys().map(|k| (**k).clone()).collect());
+        self.conflicts.set_interface(iface, contesting);
+        match self.iface_plan(iface) {
+            Plan::Plumb(e) => {
+                if self.ifaces.publisher.get(iface).is_some_and(|&p| p != e) {
+                    self.drop_publisher(iface);
+                }
+                let have = self.eps.slab[e].publ.as_ref().map(|p| p.iface.clone());
+                let fresh = have.as_ref() != Some(iface);
+                self.publish(e, iface.clone(), fresh || relabelled == Some(e));
+            }
+            Plan::DropAll => {
+                // Overwritten, not cleared, so shared rule sets are released once.
+                self.drop_publisher(iface);
+                self.out.set_endpoint(iface, None);
+                self.write_program(iface, Some(drop_all()));
+            }
+            Plan::Unclaimed => {
+                self.drop_publisher(iface);
+                self.out.set_endpoint(iface, None);
+                self.write_program(iface, None);
             }
         }
-        let fresh = have.as_ref() != Some(&iface);
-        self.publish(e, iface.clone(), fresh || relabelled);
-        // Moved to another interface: clear the old one only now, for the same reason.
-        if let Some(old) = have.filter(|h| *h != iface) {
-            self.clear_iface(&old, e);
+    }
+
+    /// Forgets who is plumbed on `iface` (its entries stay for the caller to
+    /// overwrite or clear). An endpoint that has moved on keeps its new place.
+    fn drop_publisher(&mut self, iface: &InterfaceName) {
+        let Some(p) = self.ifaces.publisher.remove(iface) else {
+            return;
+        };
+        let publ = &mut self.eps.slab[p].publ;
+        if publ.as_ref().is_some_and(|x| x.iface == *iface) {
+            *publ = None;
         }
     }
 
@@ -154,30 +250,6 @@ impl CalcEngine {
         self.out.set_endpoint(&iface, Some(value));
         self.ifaces.publisher.insert(iface, e);
         self.rebuild_program(e);
-        self.sync_route(e);
-    }
-
-    /// Withdraws `e`; with `clear`, also its entries on its interface
-    /// (without, the caller overwrites them at once).
-    fn unpublish(&mut self, e: EpIdx, clear: bool) {
-        let Some(publ) = self.eps.slab[e].publ.take() else {
-            return;
-        };
-        if clear {
-            self.clear_iface(&publ.iface, e);
-        } else if self.ifaces.publisher.get(&publ.iface) == Some(&e) {
-            self.ifaces.publisher.remove(&publ.iface);
-        }
-        self.sync_route(e);
-    }
-
-    /// Removes the endpoint and program entries `e` had on `iface`.
-    fn clear_iface(&mut self, iface: &InterfaceName, e: EpIdx) {
-        self.out.set_endpoint(iface, None);
-        self.write_program(iface, None);
-        if self.ifaces.publisher.get(iface) == Some(&e) {
-            self.ifaces.publisher.remove(iface);
-        }
     }
 
     /// Recomputes the program of plumbed endpoint `e`.

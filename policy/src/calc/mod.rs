@@ -21,12 +21,17 @@
 //! every tie is broken by key, not by arrival. Pure: no I/O, no clocks.
 //!
 //! Decisions beyond the data model text:
-//! - two active local endpoints naming one interface: the smaller key is
-//!   plumbed, the other is reported by [`CalcEngine::problems`];
-//! - one address claimed by several endpoints: a plumbed local endpoint's
-//!   interface route wins over remote ones, then the smaller key;
+//! - two active local endpoints naming one interface, or local endpoints on
+//!   different interfaces naming one address, are a *conflict* (fail
+//!   closed): the interfaces involved get a drop-all program and neither
+//!   endpoint is plumbed; an address keeps its route while every local
+//!   claim points at the same interface, and gets none while they disagree
+//!   (see `locals` and `routes`); reported by [`CalcEngine::conflicts`];
+//! - one address claimed by several endpoints otherwise: a local endpoint's
+//!   interface route wins over remote ones, between remote ones the smaller key;
 //! - a remote endpoint's addresses are routed via its host's `bird_ip` only
-//!   in the gateway's family (no IPv6 route via an IPv4 next hop);
+//!   in the gateway's family (no IPv6 route via an IPv4 next hop), and only
+//!   inside an IP pool (as BIRD's export filter did);
 //! - a tier with a matching policy is listed in both directions, even when
 //!   the policy has no rules for one of them (that direction then drops).
 //!
@@ -36,6 +41,7 @@
 //! costs one evaluation per label class plus its members.
 
 mod classes;
+mod conflicts;
 mod endpoints;
 mod hashing;
 mod locals;
@@ -52,6 +58,7 @@ mod slab;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+pub use conflicts::{ConflictSubject, EndpointConflict};
 use endpoints::{Endpoints, EpIdx};
 use hashing::FastMap;
 use settings::{Layer, Settings};
@@ -102,6 +109,7 @@ pub struct CalcEngine {
     rule_sets: rules::RuleSetRefs,
     ifaces: locals::Ifaces,
     routes: routes::RouteClaims,
+    conflicts: conflicts::Conflicts,
     out: output::Output,
     scratch: endpoints::Scratch,
 }
@@ -127,6 +135,7 @@ impl CalcEngine {
             rule_sets: rules::RuleSetRefs::default(),
             ifaces: locals::Ifaces::default(),
             routes: routes::RouteClaims::default(),
+            conflicts: conflicts::Conflicts::default(),
             out,
             scratch: endpoints::Scratch::default(),
         }
@@ -319,9 +328,20 @@ impl CalcEngine {
         self.eps.locals.keys()
     }
 
+    /// Conflicts between this host's endpoints (one interface or one address
+    /// claimed twice), in a stable order. Each fails closed until resolved.
+    pub fn conflicts(&self) -> Vec<EndpointConflict> {
+        self.conflicts.list()
+    }
+
+    /// Changes whenever [`Self::conflicts`] does (cheap to poll after updates).
+    pub fn conflicts_generation(&self) -> u64 {
+        self.conflicts.generation()
+    }
+
     /// Human-readable problems with this host's endpoints, for logs: not
-    /// plumbed for lack of an interface prefix or because another endpoint
-    /// owns the interface; failing closed for want of (valid) profiles.
+    /// plumbed for lack of an interface prefix or because of a conflict;
+    /// failing closed for want of (valid) profiles.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (key, &e) in &self.eps.locals {
@@ -346,16 +366,25 @@ impl CalcEngine {
             return;
         }
         if ep.publ.is_none() {
-            let owner = self
-                .ifaces
-                .claims
-                .get(&doc.name)
-                .and_then(|c| c.keys().next())
-                .map(|k| key_text(k))
-                .unwrap_or_default();
+            let others: Vec<String> = self
+                .conflicts
+                .on_interface(&doc.name)
+                .unwrap_or_default()
+                .iter()
+                .filter(|k| *k != key)
+                .map(key_text)
+                .collect();
+            let what = if others.is_empty() {
+                "one of its addresses is claimed on another interface".to_owned()
+            } else {
+                format!(
+                    "interface {} is also claimed by {}",
+                    doc.name,
+                    others.join(", ")
+                )
+            };
             out.push(format!(
-                "endpoint {name}: interface {} is already used by {owner}; not plumbed",
-                doc.name
+                "endpoint {name}: {what}; its interface drops all traffic until resolved"
             ));
             return;
         }
@@ -391,7 +420,7 @@ impl std::fmt::Debug for CalcEngine {
 }
 
 /// `host/<h>/workload/<o>/<w>/endpoint/<id>`, for messages.
-fn key_text(k: &WorkloadEndpointKey) -> String {
+pub fn key_text(k: &WorkloadEndpointKey) -> String {
     format!(
         "host/{}/workload/{}/{}/endpoint/{}",
         k.host, k.orchestrator, k.workload, k.endpoint

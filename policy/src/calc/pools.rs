@@ -1,5 +1,8 @@
 //! IP pools and the two pool address sets used for NAT-outgoing
 //! ([`IpSetId::AllPools`], [`IpSetId::MasqueradePools`]), both families.
+//! Pools also bound the remote routes: a remote endpoint's address outside
+//! every pool gets no route (see `routes`), so adding or removing a pool
+//! re-routes the remote endpoints.
 
 use super::hashing::FastMap;
 
@@ -16,6 +19,13 @@ pub(super) struct Pools {
     pub map: FastMap<IpNet, IpPool>,
     all: FastMap<IpNet, u32>,
     masquerade: FastMap<IpNet, u32>,
+}
+
+impl Pools {
+    /// True when some pool contains `net`.
+    pub fn covers(&self, net: &IpNet) -> bool {
+        self.map.values().any(|p| p.cidr.contains(net))
+    }
 }
 
 /// Adds (`add`) or removes one carrier of `net` in a pool set.
@@ -45,6 +55,7 @@ impl CalcEngine {
         if old == pool {
             return;
         }
+        let moved = old.is_some() != pool.is_some();
         let all = |p: &Option<IpPool>| p.as_ref().map(|p| p.cidr);
         let masq = |p: &Option<IpPool>| p.as_ref().filter(|p| p.masquerade).map(|p| p.cidr);
         let pools = &mut self.pools;
@@ -66,6 +77,9 @@ impl CalcEngine {
             if let Some(net) = new {
                 count(counts, &mut self.out, &id, net, true);
             }
+        }
+        if moved {
+            self.pools_moved();
         }
     }
 }

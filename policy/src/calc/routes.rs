@@ -1,21 +1,33 @@
 //! Routes to workload addresses.
 //!
-//! Each endpoint may *claim* its addresses: a plumbed local endpoint via its
+//! Each endpoint may *claim* its addresses: a local endpoint that claims an
+//! interface (active, with an interface prefix; see `locals`) via that
 //! interface, an active remote endpoint via its host's `bird_ip` (only the
-//! addresses of the gateway's family). Several endpoints may claim the same
-//! address (a stale record, an address moving between hosts); the winner is
-//! chosen deterministically, local before remote, then by endpoint key, so the
-//! result does not depend on the order the updates came in.
+//! addresses of the gateway's family, and only those inside an IP pool, as
+//! BIRD's export filter did for Calico: a remote record cannot route the
+//! host's own fabric, etcd or gateway addresses away). The route of one
+//! address is decided from its claims alone, so the result does not depend
+//! on the order the updates came in:
+//!
+//! - local claims win over remote ones (a stale remote record is normal);
+//! - when every local claim names the same interface, the route goes there,
+//!   even while that interface is contested (its program then drops all, and
+//!   the address keeps pointing where it pointed: no route change);
+//! - local claims naming different interfaces are an *address conflict*:
+//!   no route at all until one goes away (neither claimant gets the
+//!   traffic, and no remote record takes it over either);
+//! - between remote claims, the smaller endpoint key wins.
 
 use super::hashing::FastMap;
-use std::cmp::Ordering;
 
 use ipnet::IpNet;
 
+use super::conflicts::Conflicts;
 use super::endpoints::Endpoints;
 use super::output::Output;
+use super::pools::Pools;
 use super::{CalcEngine, EpIdx};
-use crate::desired::RouteTarget;
+use crate::desired::{RouteTarget, WorkloadEndpointKey};
 use crate::model::EndpointState;
 
 /// The addresses an endpoint routes, and where to.
@@ -44,7 +56,8 @@ pub(super) enum Claimants {
 }
 
 impl Claimants {
-    fn as_slice(&self) -> &[EpIdx] {
+    /// The claimants.
+    pub(super) fn as_slice(&self) -> &[EpIdx] {
         match self {
             Claimants::One(e) => std::slice::from_ref(e),
             Claimants::Many(v) => v,
@@ -77,24 +90,22 @@ impl Claimants {
     }
 }
 
-fn rank(target: &RouteTarget) -> u8 {
-    match target {
-        RouteTarget::Interface(_) => 0,
-        RouteTarget::Gateway(_) => 1,
-    }
-}
-
-/// True when `net` is routed via `target` (a gateway routes its own family only).
-fn routable(target: &RouteTarget, net: &IpNet) -> bool {
+/// True when `net` is routed via `target`: a gateway routes its own family
+/// only, and only addresses inside an IP pool.
+fn routable(target: &RouteTarget, net: &IpNet, pools: &Pools) -> bool {
     match target {
         RouteTarget::Interface(_) => true,
-        RouteTarget::Gateway(gw) => net.addr().is_ipv4() == gw.is_ipv4(),
+        RouteTarget::Gateway(gw) => net.addr().is_ipv4() == gw.is_ipv4() && pools.covers(net),
     }
 }
 
 /// The addresses of `addrs` routed via `target`.
-fn wanted<'a>(addrs: &'a [IpNet], target: &'a RouteTarget) -> impl Iterator<Item = &'a IpNet> {
-    addrs.iter().filter(move |n| routable(target, n))
+fn wanted<'a>(
+    addrs: &'a [IpNet],
+    target: &'a RouteTarget,
+    pools: &'a Pools,
+) -> impl Iterator<Item = &'a IpNet> {
+    addrs.iter().filter(move |n| routable(target, n, pools))
 }
 
 impl CalcEngine {
@@ -102,8 +113,7 @@ impl CalcEngine {
     fn route_target(&self, e: EpIdx) -> Option<RouteTarget> {
         let ep = &self.eps.slab[e];
         if ep.local {
-            let publ = ep.publ.as_ref()?;
-            return Some(RouteTarget::Interface(publ.iface.clone()));
+            return ep.claim.clone().map(RouteTarget::Interface);
         }
         if ep.doc.state != EndpointState::Active {
             return None;
@@ -117,18 +127,21 @@ impl CalcEngine {
     pub(super) fn sync_route(&mut self, e: EpIdx) {
         let target = self.route_target(e);
         let ep = &self.eps.slab[e];
+        let pools = &self.pools;
         let current = match (&ep.route, &target) {
             (Some(claim), Some(t)) => {
-                claim.target == *t && claim.nets.iter().eq(wanted(&ep.addrs, t))
+                claim.target == *t && claim.nets.iter().eq(wanted(&ep.addrs, t, pools))
             }
-            (None, Some(t)) => wanted(&ep.addrs, t).next().is_none(),
+            (None, Some(t)) => wanted(&ep.addrs, t, pools).next().is_none(),
             (claim, None) => claim.is_none(),
         };
         if current {
             return;
         }
         let claim = target.and_then(|t| {
-            let nets: Vec<IpNet> = wanted(&self.eps.slab[e].addrs, &t).copied().collect();
+            let nets: Vec<IpNet> = wanted(&self.eps.slab[e].addrs, &t, &self.pools)
+                .copied()
+                .collect();
             (!nets.is_empty()).then_some(RouteClaim { target: t, nets })
         });
         self.apply_route(e, claim);
@@ -157,11 +170,27 @@ impl CalcEngine {
                 }
             }
         }
+        let (routes, eps, out, conflicts) =
+            (&self.routes, &self.eps, &mut self.out, &mut self.conflicts);
         for net in &old {
-            decide_route(&self.routes, &self.eps, &mut self.out, *net);
+            decide_route(routes, eps, out, conflicts, *net);
         }
         for net in new.iter().filter(|n| old.binary_search(n).is_err()) {
-            decide_route(&self.routes, &self.eps, &mut self.out, *net);
+            decide_route(routes, eps, out, conflicts, *net);
+        }
+    }
+
+    /// A pool appeared or went: re-route the remote endpoints, whose routes
+    /// are limited to pool addresses (O(remote endpoints); pools change rarely).
+    pub(super) fn pools_moved(&mut self) {
+        let remote: Vec<EpIdx> = self
+            .eps
+            .by_host
+            .values()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        for e in remote {
+            self.sync_route(e);
         }
     }
 
@@ -186,20 +215,46 @@ impl CalcEngine {
     }
 }
 
-/// Writes the winning claim for `net` into the state: local before remote,
-/// then the smaller endpoint key.
-fn decide_route(routes: &RouteClaims, eps: &Endpoints, out: &mut Output, net: IpNet) {
+/// Writes the route for `net` into the state (see the module doc), and
+/// records whether `net` is an address conflict between local endpoints.
+fn decide_route(
+    routes: &RouteClaims,
+    eps: &Endpoints,
+    out: &mut Output,
+    conflicts: &mut Conflicts,
+    net: IpNet,
+) {
     let claims = routes.by_net.get(&net).map_or(&[][..], Claimants::as_slice);
-    let winner = claims
-        .iter()
-        .filter_map(|&c| {
-            let ep = &eps.slab[c];
-            Some((ep.route.as_ref()?, &ep.key))
-        })
-        .min_by(|a, b| match rank(&a.0.target).cmp(&rank(&b.0.target)) {
-            Ordering::Equal => a.1.cmp(b.1),
-            other => other,
-        })
-        .map(|(claim, _)| &claim.target);
+    let mut local: Option<&RouteTarget> = None;
+    let mut disagree = false;
+    let mut remote: Option<(&RouteTarget, &WorkloadEndpointKey)> = None;
+    for &c in claims {
+        let ep = &eps.slab[c];
+        let Some(claim) = ep.route.as_ref() else {
+            continue;
+        };
+        if ep.local {
+            match local {
+                Some(t) if *t != claim.target => disagree = true,
+                Some(_) => {}
+                None => local = Some(&claim.target),
+            }
+        } else if !matches!(remote, Some((_, k)) if *k < *ep.key) {
+            remote = Some((&claim.target, &ep.key));
+        }
+    }
+    let contested = disagree.then(|| {
+        claims
+            .iter()
+            .filter(|&&c| eps.slab[c].local)
+            .map(|&c| (*eps.slab[c].key).clone())
+            .collect()
+    });
+    conflicts.set_address(net, contested);
+    let winner = match local {
+        Some(_) if disagree => None,
+        Some(t) => Some(t),
+        None => remote.map(|(t, _)| t),
+    };
     out.set_route(net, winner);
 }

@@ -14,6 +14,7 @@ use super::fields::{
     Object,
 };
 use super::rule::rule_list;
+use super::special::{address_class, refuse};
 
 /// `/policy/profile/<id>/rules`: extra top-level keys (calicoctl's `"id"`) are ignored.
 pub fn profile_rules(text: &str) -> Result<ProfileRules, String> {
@@ -104,13 +105,18 @@ pub fn pool(key_cidr: IpNet, text: &str) -> Result<IpPool, String> {
     })
 }
 
-/// `/host/<host>/bird_ip`: a plain IPv4 address; the empty string means none.
+/// `/host/<host>/bird_ip`: a plain unicast IPv4 address (not loopback,
+/// unspecified, multicast, broadcast or link-local: routes via such a next
+/// hop fail or go nowhere); the empty string means none.
 pub fn host_ip(text: &str) -> Result<Option<Value>, String> {
     if text.is_empty() {
         return Ok(None);
     }
     match parse_addr(text)? {
-        addr @ IpAddr::V4(_) => Ok(Some(Value::HostIp(addr))),
+        addr @ IpAddr::V4(_) => {
+            refuse("bird_ip", addr, address_class)?;
+            Ok(Some(Value::HostIp(addr)))
+        }
         IpAddr::V6(a) => Err(format!("bird_ip {a} is not an IPv4 address")),
     }
 }

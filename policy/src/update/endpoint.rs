@@ -8,6 +8,8 @@ use serde_json::Value as Json;
 use crate::model::{EndpointState, HostEndpoint, Labels, WorkloadEndpoint};
 use crate::names::{InterfaceName, MacAddr};
 
+use super::special::{address_class, gateway_class, refuse};
+
 use super::fields::{
     addr_of_family, labels, list, opt, opt_list, parse_net, parse_object, profile_ids, show,
     string, type_name, Object,
@@ -106,16 +108,22 @@ fn host_nets<T>(
         .map(|(n, v)| {
             let what = format!("{name}[{n}]");
             let net = parse_net(string(v, &what)?).map_err(|e| format!("{what}: {e}"))?;
-            pick(net).ok_or_else(|| format!("{what}: {net} is not {expected}"))
+            let host = pick(net).ok_or_else(|| format!("{what}: {net} is not {expected}"))?;
+            refuse(&what, net.addr(), address_class)?;
+            Ok(host)
         })
         .collect()
 }
 
-/// `ipv4_gateway` / `ipv6_gateway`: an address of the family, or null/absent.
+/// `ipv4_gateway` / `ipv6_gateway`: an address of the family (link-local
+/// allowed, other special-purpose addresses not), or null/absent.
 fn gateway(obj: &Object, name: &str, version: u8) -> Result<Option<IpAddr>, String> {
-    opt(obj, name)
-        .map(|v| addr_of_family(v, version, name))
-        .transpose()
+    let Some(v) = opt(obj, name) else {
+        return Ok(None);
+    };
+    let addr = addr_of_family(v, version, name)?;
+    refuse(name, addr, gateway_class)?;
+    Ok(Some(addr))
 }
 
 /// `expected_ipv4_addrs` / `expected_ipv6_addrs`.
@@ -141,7 +149,9 @@ fn check_nat(obj: &Object, name: &str, version: u8, own: &[IpAddr]) -> Result<()
             .ok_or_else(|| format!("{what} must be an object, found {}", type_name(entry)))?;
         let field = |f: &str| opt(e, f).ok_or_else(|| format!("{what}.{f} is required"));
         let int_ip = addr_of_family(field("int_ip")?, version, &format!("{what}.int_ip"))?;
-        addr_of_family(field("ext_ip")?, version, &format!("{what}.ext_ip"))?;
+        let ext_what = format!("{what}.ext_ip");
+        let ext_ip = addr_of_family(field("ext_ip")?, version, &ext_what)?;
+        refuse(&ext_what, ext_ip, address_class)?;
         if !own.contains(&int_ip) {
             return Err(format!(
                 "{what}.int_ip {int_ip} is not one of the endpoint's addresses"

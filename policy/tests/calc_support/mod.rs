@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use margay_policy::calc::CalcEngine;
+use margay_policy::calc::{CalcEngine, ConflictSubject, EndpointConflict};
 use margay_policy::desired::{
     Changes, DesiredState, Direction, DirectionProgram, EndpointProgram, IpSetId, LocalEndpoint,
     RouteTarget, Rule, RuleAction, RuleSet, RuleSetId, RuleSetOwner, SideMatch, TierProgram,
@@ -367,11 +367,20 @@ pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> Desire
     };
 
     let mut state = DesiredState::default();
-    // Plumbed local endpoints: the smallest key per interface.
+    // Local claims: active endpoints with an interface prefix.
+    let local = local_claims(world, host, prefixes);
+    let contested_addr = |n: &IpNet| local.addrs.get(n).is_some_and(|c| c.ifaces.len() > 1);
+    // Plumbed: the only claimant of its interface, none of its addresses contested.
     let mut owners: BTreeMap<InterfaceName, WorkloadEndpointKey> = BTreeMap::new();
-    for (k, ep) in &endpoints {
-        if k.host == host && ep.state == EndpointState::Active && ep.name.has_prefix(prefixes) {
-            owners.entry(ep.name.clone()).or_insert_with(|| k.clone());
+    for (ifc, keys) in &local.ifaces {
+        let [k] = &keys[..] else {
+            state.programs.insert(ifc.clone(), drop_all());
+            continue;
+        };
+        if ep_nets(endpoints[k]).iter().any(contested_addr) {
+            state.programs.insert(ifc.clone(), drop_all());
+        } else {
+            owners.insert(ifc.clone(), k.clone());
         }
     }
     for (ifc, k) in &owners {
@@ -507,28 +516,9 @@ pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> Desire
             .map(|p| p.cidr)
             .collect(),
     );
-    // Routes: plumbed local first, then remote active via bird_ip, then key.
-    let mut claims: BTreeMap<IpNet, (u8, WorkloadEndpointKey, RouteTarget)> = BTreeMap::new();
-    let mut claim = |n: IpNet, c: (u8, WorkloadEndpointKey, RouteTarget)| {
-        let better = match claims.get(&n) {
-            None => true,
-            Some(old) => (c.0, &c.1) < (old.0, &old.1),
-        };
-        if better {
-            claims.insert(n, c);
-        }
-    };
-    for (ifc, k) in &owners {
-        let ep = endpoints[k];
-        for n in ep
-            .ipv4_nets
-            .iter()
-            .map(|&n| IpNet::V4(n))
-            .chain(ep.ipv6_nets.iter().map(|&n| IpNet::V6(n)))
-        {
-            claim(n, (0, k.clone(), RouteTarget::Interface(ifc.clone())));
-        }
-    }
+    // Routes: local claims first (none while they disagree), then remote
+    // active ones via bird_ip inside a pool, the smaller key first.
+    let mut claims: BTreeMap<IpNet, (WorkloadEndpointKey, RouteTarget)> = BTreeMap::new();
     for (k, ep) in &endpoints {
         if k.host == host || ep.state != EndpointState::Active {
             continue;
@@ -536,19 +526,116 @@ pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> Desire
         let Some(gw) = bird.get(&k.host) else {
             continue;
         };
-        for n in ep
-            .ipv4_nets
-            .iter()
-            .map(|&n| IpNet::V4(n))
-            .chain(ep.ipv6_nets.iter().map(|&n| IpNet::V6(n)))
-        {
-            if n.addr().is_ipv4() == gw.is_ipv4() {
-                claim(n, (1, k.clone(), RouteTarget::Gateway(*gw)));
+        for n in ep_nets(ep) {
+            let in_pool = pools.iter().any(|p| p.cidr.contains(&n));
+            let better = !matches!(claims.get(&n), Some((old, _)) if old <= k);
+            if n.addr().is_ipv4() == gw.is_ipv4() && in_pool && better {
+                claims.insert(n, (k.clone(), RouteTarget::Gateway(*gw)));
             }
         }
     }
-    state.routes = claims.into_iter().map(|(n, (_, _, t))| (n, t)).collect();
+    let mut routes: BTreeMap<IpNet, RouteTarget> =
+        claims.into_iter().map(|(n, (_, t))| (n, t)).collect();
+    for (n, c) in &local.addrs {
+        match &c.ifaces.iter().collect::<Vec<_>>()[..] {
+            [only] => routes.insert(*n, RouteTarget::Interface((*only).clone())),
+            _ => routes.remove(n),
+        };
+    }
+    state.routes = routes;
     state
+}
+
+/// The program of a contested interface.
+pub fn drop_all() -> EndpointProgram {
+    let closed = DirectionProgram {
+        tiers: Vec::new(),
+        profiles: Vec::new(),
+        fail_closed: true,
+    };
+    EndpointProgram {
+        inbound: closed.clone(),
+        outbound: closed,
+    }
+}
+
+fn ep_nets(ep: &WorkloadEndpoint) -> Vec<IpNet> {
+    ep.ipv4_nets
+        .iter()
+        .map(|&n| IpNet::V4(n))
+        .chain(ep.ipv6_nets.iter().map(|&n| IpNet::V6(n)))
+        .collect()
+}
+
+/// Who claims what on this host: the active local endpoints with an interface prefix.
+#[derive(Default)]
+struct LocalClaims {
+    /// Interface → claimant keys (sorted).
+    ifaces: BTreeMap<InterfaceName, Vec<WorkloadEndpointKey>>,
+    /// Address → its claimants.
+    addrs: BTreeMap<IpNet, AddrClaims>,
+}
+
+#[derive(Default)]
+struct AddrClaims {
+    ifaces: BTreeSet<InterfaceName>,
+    keys: Vec<WorkloadEndpointKey>,
+}
+
+fn local_claims(world: &World, host: &str, prefixes: &[String]) -> LocalClaims {
+    let mut out = LocalClaims::default();
+    for (k, v) in world {
+        let (ResourceKey::WorkloadEndpoint(k), Value::WorkloadEndpoint(ep)) = (k, v) else {
+            continue;
+        };
+        if k.host != host || ep.state != EndpointState::Active || !ep.name.has_prefix(prefixes) {
+            continue;
+        }
+        out.ifaces
+            .entry(ep.name.clone())
+            .or_default()
+            .push(k.clone());
+        let mut nets = ep_nets(ep);
+        nets.sort();
+        nets.dedup();
+        for n in nets {
+            let c = out.addrs.entry(n).or_default();
+            c.ifaces.insert(ep.name.clone());
+            c.keys.push(k.clone());
+        }
+    }
+    out
+}
+
+/// The conflicts the reference sees: interfaces with several claimants,
+/// addresses claimed on several interfaces.
+pub fn reference_conflicts(
+    world: &World,
+    host: &str,
+    prefixes: &[String],
+) -> Vec<EndpointConflict> {
+    let local = local_claims(world, host, prefixes);
+    let mut out: Vec<EndpointConflict> = local
+        .ifaces
+        .into_iter()
+        .filter(|(_, keys)| keys.len() > 1)
+        .map(|(i, keys)| EndpointConflict {
+            subject: ConflictSubject::Interface(i),
+            keys,
+        })
+        .collect();
+    out.extend(
+        local
+            .addrs
+            .into_iter()
+            .filter(|(_, c)| c.ifaces.len() > 1)
+            .map(|(n, c)| EndpointConflict {
+                subject: ConflictSubject::Address(n),
+                keys: c.keys,
+            }),
+    );
+    out.sort();
+    out
 }
 
 fn ref_side(s: &model::RuleSide) -> SideMatch {
