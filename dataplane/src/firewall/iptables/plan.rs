@@ -12,7 +12,10 @@
 //! otherwise to `filter`. Every chain exists in both families' tables
 //! (rules that only match one family are only in that family's chain).
 //! Within a section: all replaced chains are declared first (which creates
-//! or flushes them), then their rules, then hook rules, then deletions.
+//! or flushes them), then their rules, then hook rules, then deletions:
+//! every chain being deleted is declared (flushed) before any is deleted,
+//! so a deleted chain that jumps to another deleted one never holds it
+//! busy, whatever their names' order.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -356,6 +359,9 @@ struct Section {
     decls: String,
     rules: String,
     hooks: String,
+    /// Declarations (flushes) of the chains deleted below.
+    delete_flushes: String,
+    /// The `-X` lines, after every flush.
     deletes: String,
 }
 
@@ -364,6 +370,7 @@ impl Section {
         if self.decls.is_empty()
             && self.rules.is_empty()
             && self.hooks.is_empty()
+            && self.delete_flushes.is_empty()
             && self.deletes.is_empty()
         {
             return;
@@ -372,6 +379,7 @@ impl Section {
         out.push_str(&self.decls);
         out.push_str(&self.rules);
         out.push_str(&self.hooks);
+        out.push_str(&self.delete_flushes);
         out.push_str(&self.deletes);
         out.push_str("COMMIT\n");
     }
@@ -415,9 +423,11 @@ fn write_chains(
 }
 
 /// Declaring first makes the delete work whether or not the chain (still)
-/// exists and whatever it holds.
+/// exists and whatever it holds; all declarations of a section come before
+/// its first `-X`, so no chain being deleted still references another.
 fn delete_chain(s: &mut Section, name: &ObjectName) {
-    let _ = writeln!(s.deletes, ":{name} - [0:0]\n-X {name}");
+    let _ = writeln!(s.delete_flushes, ":{name} - [0:0]");
+    let _ = writeln!(s.deletes, "-X {name}");
 }
 
 /// Puts each hook's rule first in its built-in chain, exactly once, unless
@@ -678,6 +688,38 @@ mod tests {
         assert!(p.ipset_pre.is_empty());
         assert!(!p.next.chains.contains_key(&name("margay-old")));
         assert!(!p.next.sets.contains_key(&name("margay-t4-old")));
+    }
+
+    #[test]
+    fn deleted_chains_are_all_flushed_before_any_is_deleted() {
+        // The issue's case: an endpoint chain jumps to a profile chain whose
+        // name sorts first; both go in one apply.
+        let mut known = Known::default();
+        for c in ["margay-pi-solo2", "margay-to-caliw3", "margay-a-last"] {
+            known.chains.insert(ObjectName::fixed(c), [Table::Filter].into());
+        }
+        let ops = vec![
+            FirewallOp::DeleteChain {
+                name: name("margay-pi-solo2"),
+            },
+            FirewallOp::DeleteChain {
+                name: name("margay-to-caliw3"),
+            },
+            FirewallOp::DeleteChain {
+                name: name("margay-a-last"),
+            },
+        ];
+        let p = plan(&ops, &known).expect("plan");
+        let want = "*filter\n:margay-a-last - [0:0]\n:margay-pi-solo2 - [0:0]\n\
+                    :margay-to-caliw3 - [0:0]\n-X margay-a-last\n-X margay-pi-solo2\n\
+                    -X margay-to-caliw3\nCOMMIT\n";
+        assert_eq!(p.v4, want);
+        assert_eq!(p.v6, want);
+        for text in [&p.v4, &p.v6] {
+            let first_x = text.find("\n-X ").expect("a delete");
+            let last_decl = text.rfind("\n:").expect("a declaration");
+            assert!(last_decl < first_x, "a delete before a flush:\n{text}");
+        }
     }
 
     #[test]
