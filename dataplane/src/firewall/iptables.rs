@@ -137,6 +137,35 @@ impl IptablesBackend {
         result
     }
 
+    /// Removes every chain of ours this variant shows, with the hook rules
+    /// in built-in chains that call them (as identified by read-back: the
+    /// `margay-` names and jumps to them). Returns how many chains went.
+    pub fn remove_chains(&mut self) -> Result<usize, FirewallError> {
+        self.observe()?;
+        let ops: Vec<FirewallOp> = self
+            .known
+            .iter()
+            .flat_map(|k| k.chains.keys())
+            .map(|name| FirewallOp::DeleteChain { name: name.clone() })
+            .collect();
+        self.write(&ops)?;
+        Ok(ops.len())
+    }
+
+    /// Destroys every `margay-` set (call once no rule of ours uses them).
+    /// Returns how many sets went.
+    pub fn remove_sets(&mut self) -> Result<usize, FirewallError> {
+        self.observe()?;
+        let ops: Vec<FirewallOp> = self
+            .known
+            .iter()
+            .flat_map(|k| k.sets.keys())
+            .map(|name| FirewallOp::DeleteSet { name: name.clone() })
+            .collect();
+        self.write(&ops)?;
+        Ok(ops.len())
+    }
+
     fn run_plan(&self, plan: &Plan) -> Result<(), FirewallError> {
         self.ipset_restore(&plan.ipset_pre)?;
         for family in FAMILIES {

@@ -696,7 +696,9 @@ mod tests {
         // name sorts first; both go in one apply.
         let mut known = Known::default();
         for c in ["margay-pi-solo2", "margay-to-caliw3", "margay-a-last"] {
-            known.chains.insert(ObjectName::fixed(c), [Table::Filter].into());
+            known
+                .chains
+                .insert(ObjectName::fixed(c), [Table::Filter].into());
         }
         let ops = vec![
             FirewallOp::DeleteChain {
