@@ -166,16 +166,48 @@ impl IptablesBackend {
         Ok(ops.len())
     }
 
+    /// Sets first, rules next, set removals last. When the sets or the
+    /// rules are refused, what `ipset_pre` changed is taken back, so the
+    /// firewall is left as it was (see [`Self::roll_back_sets`]).
     fn run_plan(&self, plan: &Plan) -> Result<(), FirewallError> {
-        self.ipset_restore(&plan.ipset_pre)?;
+        if let Err(e) = self.ipset_restore(&plan.ipset_pre) {
+            // ipset restore stops at the line it names: the ones before it ran.
+            let ran = match &e {
+                FirewallError::Tool { stderr, .. } => {
+                    exec::failing_line(stderr).map_or(usize::MAX, |n| n.saturating_sub(1))
+                }
+                _ => 0,
+            };
+            self.roll_back_sets(plan, ran);
+            return Err(e);
+        }
         for family in FAMILIES {
             let text = plan.iptables(family);
             if !text.is_empty() {
                 let bin = self.variant.restore_bin(family);
-                exec::run(&self.netns, bin, Variant::RESTORE_ARGS, Some(text))?;
+                if let Err(e) = exec::run(&self.netns, bin, Variant::RESTORE_ARGS, Some(text)) {
+                    tracing::error!(
+                        tool = bin,
+                        error = %e,
+                        "iptables-restore refused our input; rolling back the set changes"
+                    );
+                    self.roll_back_sets(plan, usize::MAX);
+                    return Err(e);
+                }
             }
         }
         self.ipset_restore(&plan.ipset_post)
+    }
+
+    /// Takes back the first `ran` lines of the plan's `ipset_pre`.
+    fn roll_back_sets(&self, plan: &Plan, ran: usize) {
+        let undo = plan.ipset_rollback(ran);
+        if undo.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ipset_restore(&undo) {
+            tracing::error!(error = %e, "could not roll back set changes; re-reading before the next apply");
+        }
     }
 
     fn ipset_restore(&self, text: &str) -> Result<(), FirewallError> {

@@ -62,6 +62,11 @@ pub struct Plan {
     pub v6: String,
     /// `ipset restore` input run last: destroys.
     pub ipset_post: String,
+    /// How to take back `ipset_pre`: per line of it that changed something
+    /// (1-based), the inverse line; run newest first.
+    pub ipset_undo: Vec<(usize, String)>,
+    /// Bytes of `ipset_pre` already counted, and the lines in them.
+    pre_counted: (usize, usize),
     /// What we know once all of it succeeded.
     pub(crate) next: Known,
 }
@@ -78,6 +83,26 @@ impl Plan {
     /// What we know of the kernel once the plan ran.
     pub fn known_after(&self) -> &Known {
         &self.next
+    }
+
+    /// The `ipset restore` input that takes back the first `applied` lines
+    /// of `ipset_pre` (all of it with `usize::MAX`), newest first.
+    pub fn ipset_rollback(&self, applied: usize) -> String {
+        let mut out = String::new();
+        for (_, line) in self.ipset_undo.iter().rev().filter(|(n, _)| *n <= applied) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Records `inverse` as the undo of the line just written to `ipset_pre`.
+    fn undo_last(&mut self, inverse: String) {
+        let (bytes, lines) = self.pre_counted;
+        let tail = self.ipset_pre.get(bytes..).unwrap_or_default();
+        let line = lines + tail.bytes().filter(|b| *b == b'\n').count();
+        self.pre_counted = (self.ipset_pre.len(), line);
+        self.ipset_undo.push((line, inverse));
     }
 
     /// True when nothing needs writing.
@@ -226,38 +251,51 @@ fn write_sets(
         let mut swap = None;
         if let Some(family) = intent.create {
             match known.sets.get(name) {
-                None => ipset::write_create(&mut p.ipset_pre, name.as_str(), family),
-                Some(h) if h.conforms(family) => {
-                    if intent.fresh {
-                        let _ = writeln!(p.ipset_pre, "flush {name}");
-                    }
+                None => {
+                    ipset::write_create(&mut p.ipset_pre, name.as_str(), family);
+                    p.undo_last(format!("destroy {name}"));
                 }
-                Some(h) if h.swappable(family) => {
-                    // Same type and family, other options: fill a temporary
-                    // set and swap it in, so rules using the set never see
-                    // it missing or empty.
+                Some(h) if h.swappable(family) && (intent.fresh || !h.conforms(family)) => {
+                    // New content or other options: fill a temporary set
+                    // and swap it in, so rules using the set never see it
+                    // missing or empty, and the old content stays in the
+                    // temporary set until the rules went in (rollback).
                     let tmp = ObjectName::generate("tmp", name.as_str());
                     ipset::write_create(&mut p.ipset_pre, tmp.as_str(), family);
+                    p.undo_last(format!("destroy {tmp}"));
                     let _ = writeln!(p.ipset_pre, "flush {tmp}");
                     swap = Some(tmp.clone());
                     target = tmp;
                 }
+                Some(h) if h.conforms(family) => {}
                 Some(_) => {
                     // Another type or family cannot be swapped; this fails
                     // (and says so) while a rule still uses the old set.
+                    // When it succeeds no rule used the set, so a rollback
+                    // leaves it absent (the next apply re-reads).
                     let _ = writeln!(p.ipset_pre, "destroy {name}");
                     ipset::write_create(&mut p.ipset_pre, name.as_str(), family);
+                    p.undo_last(format!("destroy {name}"));
                 }
             }
             next.sets.insert(name.clone(), SetHeader::ours(family));
         }
         for (add, net) in &intent.members {
-            let verb = if *add { "add" } else { "del" };
-            ipset::write_member(&mut p.ipset_pre, verb, target.as_str(), net);
+            let (verb, inverse) = if *add { ("add", "del") } else { ("del", "add") };
+            let mut lines = String::new();
+            ipset::write_member(&mut lines, verb, target.as_str(), net);
+            for line in lines.lines() {
+                let _ = writeln!(p.ipset_pre, "{line}");
+                if swap.is_none() {
+                    let rest = line.strip_prefix(verb).unwrap_or(line);
+                    p.undo_last(format!("{inverse}{rest}"));
+                }
+            }
         }
         if let Some(tmp) = swap {
             let _ = writeln!(p.ipset_pre, "swap {tmp} {name}");
-            let _ = writeln!(p.ipset_pre, "destroy {tmp}");
+            p.undo_last(format!("swap {tmp} {name}"));
+            let _ = writeln!(p.ipset_post, "destroy {tmp}");
         }
     }
 }
@@ -766,17 +804,37 @@ mod tests {
         ];
         let p = plan(&ops, &known).expect("plan");
         let tmp = ObjectName::generate("tmp", "margay-a");
+        let tmp_c = ObjectName::generate("tmp", "margay-c");
         assert_eq!(
             p.ipset_pre,
             format!(
                 "create {tmp} hash:net family inet hashsize 1024 maxelem 1048576\nflush {tmp}\n\
-                 add {tmp} 10.0.0.1/32\nswap {tmp} margay-a\ndestroy {tmp}\n\
+                 add {tmp} 10.0.0.1/32\nswap {tmp} margay-a\n\
                  destroy margay-b\ncreate margay-b hash:net family inet6 hashsize 1024 maxelem 1048576\n\
                  add margay-b fd00::1/128\n\
-                 flush margay-c\n"
+                 create {tmp_c} hash:net family inet hashsize 1024 maxelem 1048576\nflush {tmp_c}\n\
+                 swap {tmp_c} margay-c\n"
             )
         );
-        assert!(p.ipset_post.is_empty(), "re-created set is not destroyed");
+        // The old contents stay in the temporary sets until the rules went in.
+        assert_eq!(p.ipset_post, format!("destroy {tmp}\ndestroy {tmp_c}\n"));
+        // Rollback, newest first; after line 4 only what lines 1-4 did.
+        assert_eq!(
+            p.ipset_rollback(usize::MAX),
+            format!(
+                "swap {tmp_c} margay-c\ndestroy {tmp_c}\ndel margay-b fd00::1/128\n\
+                 destroy margay-b\nswap {tmp} margay-a\ndestroy {tmp}\n"
+            )
+        );
+        assert_eq!(
+            p.ipset_rollback(4),
+            format!("swap {tmp} margay-a\ndestroy {tmp}\n")
+        );
+        assert_eq!(p.ipset_rollback(3), format!("destroy {tmp}\n"));
+        assert!(
+            !p.ipset_post.contains("destroy margay-c\n"),
+            "re-created set stays"
+        );
         assert_eq!(
             p.next.sets[&name("margay-b")],
             SetHeader::ours(IpVersion::V6)

@@ -1,0 +1,126 @@
+//! A refused iptables apply leaves the firewall as it was (issue 9, case 1):
+//! the ipset changes that run before `iptables-restore` are rolled back
+//! when it fails, so sets and rules go in together or not at all.
+//!
+//! The failure is injected with real kernel objects: a foreign chain jumps
+//! to one of our chains, so deleting that chain is refused (EBUSY), in the
+//! same apply that adds a member to a tag set. Real packets show that the
+//! member did not go in alone; once the foreign jump is gone, the next
+//! apply converges.
+
+mod common;
+
+use common::{wl_if, wl_ip, Lab};
+use margay_dataplane::firewall::iptables::{IptablesBackend, Variant};
+use margay_dataplane::firewall::lower::rule_set_chain;
+use margay_dataplane::firewall::scenario::{changes_between, profile_rs, rule, DesiredBuilder};
+use margay_dataplane::firewall::{FirewallManager, FirewallSettings};
+use margay_policy::desired::{DesiredState, Direction, IpSetId, IpVersion, Rule, RuleAction};
+use margay_policy::names::Id;
+use margay_tests::netns::{require_root, TestNetns};
+
+fn tag(t: &str) -> IpSetId {
+    IpSetId::Tag(Id::new(t).expect("tag"))
+}
+
+fn allow_from(t: &str) -> Rule {
+    let mut r = rule(RuleAction::Allow);
+    r.src.tag = Some(tag(t));
+    r
+}
+
+/// w1 ("db") takes traffic only from tag "web"; w0 uses "open"; w2 uses
+/// "solo", which goes with it. `web_members` are the workloads in tag "web".
+fn state(with_w2: bool, web_members: &[usize]) -> DesiredState {
+    let mut b = DesiredBuilder::new();
+    let allow = || vec![rule(RuleAction::Allow)];
+    b.profile("open", allow(), allow())
+        .profile("db", vec![allow_from("web")], allow());
+    b.endpoint(&wl_if(0), &format!("{}/32", wl_ip(0)), &["open"]);
+    b.endpoint(&wl_if(1), &format!("{}/32", wl_ip(1)), &["db"]);
+    if with_w2 {
+        b.profile("solo", allow(), allow());
+        b.endpoint(&wl_if(2), &format!("{}/32", wl_ip(2)), &["solo"]);
+    }
+    let members: Vec<String> = web_members
+        .iter()
+        .map(|i| format!("{}/32", wl_ip(*i)))
+        .collect();
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    b.set(tag("web"), &refs);
+    b.build()
+}
+
+/// What an observer sees of our objects: every set with its members and
+/// every rule of both families (counters left out).
+fn snapshot(ns: &TestNetns, v: Variant) -> String {
+    let mut out = ns.exec_ok(&["ipset", "save"]);
+    for f in [IpVersion::V4, IpVersion::V6] {
+        out.push_str(&ns.exec_ok(&[v.save_bin(f)]));
+    }
+    out.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with(':'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn refused_apply_changes_nothing(v: Variant, test: &str) {
+    if !require_root(test) {
+        return;
+    }
+    let lab = Lab::new(&format!("rb-{}", v.name()), 3);
+    let settings = FirewallSettings::default();
+    let mut m = FirewallManager::new(Box::new(IptablesBackend::with_variant(&lab.target, v)));
+    m.start().expect("start");
+    let s0 = state(true, &[2]);
+    m.apply(
+        &s0,
+        &changes_between(&DesiredState::default(), &s0),
+        &settings,
+    )
+    .expect("first apply");
+    assert!(!lab.ping(0, &wl_ip(1)), "w0 is not in tag web");
+
+    // Someone else's chain jumps to solo's inbound chain.
+    let solo = rule_set_chain(&profile_rs("solo", Direction::Inbound));
+    let bin = match v {
+        Variant::Nft => "iptables-nft",
+        Variant::Legacy => "iptables-legacy",
+    };
+    lab.host.exec_ok(&[bin, "-N", "FOREIGN"]);
+    lab.host
+        .exec_ok(&[bin, "-A", "FOREIGN", "-j", solo.as_str()]);
+    let before = snapshot(&lab.host, v);
+
+    // One apply: w2 goes (its chains and solo's are deleted: refused) and
+    // w0 joins tag web (a set member: must not go in alone).
+    let s1 = state(false, &[0]);
+    let err = m
+        .apply(&s1, &changes_between(&s0, &s1), &settings)
+        .expect_err("the delete is refused");
+    assert!(
+        err.to_string().contains(solo.as_str()),
+        "the error names the chain: {err}"
+    );
+    assert_eq!(snapshot(&lab.host, v), before, "half an apply stayed");
+    assert!(!lab.ping(0, &wl_ip(1)), "w0 -> w1 still denied");
+
+    // The obstacle goes; the retry converges.
+    lab.host.exec_ok(&[bin, "-F", "FOREIGN"]);
+    m.apply(&s1, &Default::default(), &settings)
+        .expect("retry applies");
+    assert!(lab.ping(0, &wl_ip(1)), "w0 now in tag web");
+}
+
+#[test]
+fn refused_apply_changes_nothing_nft_variant() {
+    refused_apply_changes_nothing(Variant::Nft, "refused_apply_changes_nothing_nft_variant");
+}
+
+#[test]
+fn refused_apply_changes_nothing_legacy_variant() {
+    refused_apply_changes_nothing(
+        Variant::Legacy,
+        "refused_apply_changes_nothing_legacy_variant",
+    );
+}
