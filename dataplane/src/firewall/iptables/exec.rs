@@ -82,7 +82,14 @@ pub fn output(
 /// The tool's message, trimmed, plus the input line it names (`line N`)
 /// and the object (chain or set) that line writes.
 pub fn describe_failure(stderr: &str, stdin: Option<&str>) -> String {
-    let mut msg: String = stderr.trim().chars().take(MAX_STDERR).collect();
+    // One line, so a log line holds all of it.
+    let mut msg: String = stderr
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(MAX_STDERR)
+        .collect();
     let at = failing_line(stderr).and_then(|n| n.checked_sub(1));
     let line = at.and_then(|i| stdin?.lines().nth(i));
     if let Some(line) = line {
@@ -156,8 +163,14 @@ mod tests {
         // chain written above it.
         let restore = "*filter\n:margay-pi-solo2 - [0:0]\n-X margay-pi-solo2\n\
                        -A margay-y -j ACCEPT\nCOMMIT\n";
-        assert!(describe_failure("line 3: CHAIN_DEL failed", Some(restore))
-            .ends_with("[object: margay-pi-solo2]"));
+        assert_eq!(
+            describe_failure(
+                "iptables-nft-restore v1.8.9 (nf_tables): \nline 3: CHAIN_DEL failed",
+                Some(restore)
+            ),
+            "iptables-nft-restore v1.8.9 (nf_tables): line 3: CHAIN_DEL failed \
+             [input: -X margay-pi-solo2] [object: margay-pi-solo2]"
+        );
         assert!(describe_failure("line 5: failed", Some(restore))
             .ends_with("[input: COMMIT] [object: margay-y]"));
         let hook = "-I FORWARD 1 -m comment --comment margay-hook -j margay-fw\n";
