@@ -6,7 +6,8 @@
 //! to one of our chains, so deleting that chain is refused (EBUSY), in the
 //! same apply that adds a member to a tag set. Real packets show that the
 //! member did not go in alone; once the foreign jump is gone, the next
-//! apply converges.
+//! apply converges. When only the IPv6 restore is refused, IPv4 (rules and
+//! its sets) goes in whole and IPv6 (rules and its sets) stays whole.
 
 mod common;
 
@@ -32,6 +33,11 @@ fn allow_from(t: &str) -> Rule {
 /// w1 ("db") takes traffic only from tag "web"; w0 uses "open"; w2 uses
 /// "solo", which goes with it. `web_members` are the workloads in tag "web".
 fn state(with_w2: bool, web_members: &[usize]) -> DesiredState {
+    state_v6(with_w2, web_members, &[])
+}
+
+/// [`state`] with IPv6 members in tag "web" too.
+fn state_v6(with_w2: bool, web_members: &[usize], web_v6: &[&str]) -> DesiredState {
     let mut b = DesiredBuilder::new();
     let allow = || vec![rule(RuleAction::Allow)];
     b.profile("open", allow(), allow())
@@ -45,6 +51,7 @@ fn state(with_w2: bool, web_members: &[usize]) -> DesiredState {
     let members: Vec<String> = web_members
         .iter()
         .map(|i| format!("{}/32", wl_ip(*i)))
+        .chain(web_v6.iter().map(|a| (*a).to_owned()))
         .collect();
     let refs: Vec<&str> = members.iter().map(String::as_str).collect();
     b.set(tag("web"), &refs);
@@ -62,6 +69,109 @@ fn snapshot(ns: &TestNetns, v: Variant) -> String {
         .filter(|l| !l.starts_with('#') && !l.starts_with(':'))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn bin(v: Variant, family: IpVersion) -> &'static str {
+    match (v, family) {
+        (Variant::Nft, IpVersion::V4) => "iptables-nft",
+        (Variant::Nft, IpVersion::V6) => "ip6tables-nft",
+        (Variant::Legacy, IpVersion::V4) => "iptables-legacy",
+        (Variant::Legacy, IpVersion::V6) => "ip6tables-legacy",
+    }
+}
+
+/// Our sets of `family` with their members, as `ipset save` lists them.
+fn sets_of(ns: &TestNetns, family: &str) -> String {
+    let save = ns.exec_ok(&["ipset", "save"]);
+    let names: Vec<&str> = save
+        .lines()
+        .filter(|l| l.starts_with("create margay-") && l.contains(&format!("family {family} ")))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    save.lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|n| names.contains(&n))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Only the IPv6 restore is refused: IPv4 goes in whole (rules and sets),
+/// IPv6 stays whole as it was (rules and sets).
+fn refused_v6_leaves_each_family_whole(v: Variant, test: &str) {
+    if !require_root(test) {
+        return;
+    }
+    let lab = Lab::new(&format!("r6-{}", v.name()), 3);
+    let settings = FirewallSettings::default();
+    let mut m = FirewallManager::new(Box::new(IptablesBackend::with_variant(&lab.target, v)));
+    m.start().expect("start");
+    let s0 = state_v6(true, &[2], &["fd00::2/128"]);
+    m.apply(
+        &s0,
+        &changes_between(&DesiredState::default(), &s0),
+        &settings,
+    )
+    .expect("first apply");
+    assert!(!lab.ping(0, &wl_ip(1)), "w0 is not in tag web");
+    let solo = rule_set_chain(&profile_rs("solo", Direction::Inbound));
+    let b6 = bin(v, IpVersion::V6);
+    lab.host.exec_ok(&[b6, "-N", "FOREIGN"]);
+    lab.host
+        .exec_ok(&[b6, "-A", "FOREIGN", "-j", solo.as_str()]);
+    let v6_before = (
+        sets_of(&lab.host, "inet6"),
+        lab.host.exec_ok(&[v.save_bin(IpVersion::V6)]),
+    );
+    let v4_before = sets_of(&lab.host, "inet");
+
+    let s1 = state_v6(false, &[0], &["fd00::5/128"]);
+    m.apply(&s1, &changes_between(&s0, &s1), &settings)
+        .expect_err("the IPv6 delete is refused");
+    let strip = |t: &str| {
+        t.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with(':'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        sets_of(&lab.host, "inet6"),
+        v6_before.0,
+        "IPv6 sets changed alone"
+    );
+    assert_eq!(
+        strip(&lab.host.exec_ok(&[v.save_bin(IpVersion::V6)])),
+        strip(&v6_before.1)
+    );
+    assert_ne!(sets_of(&lab.host, "inet"), v4_before, "IPv4 went in");
+    assert!(lab.ping(0, &wl_ip(1)), "IPv4: w0 in tag web, rules and set");
+    assert!(!lab
+        .host
+        .exec_ok(&[v.save_bin(IpVersion::V4)])
+        .contains(solo.as_str()));
+
+    lab.host.exec_ok(&[b6, "-F", "FOREIGN"]);
+    m.apply(&s1, &Default::default(), &settings)
+        .expect("retry applies");
+    assert!(sets_of(&lab.host, "inet6").contains("fd00::5"));
+}
+
+#[test]
+fn refused_v6_leaves_each_family_whole_nft_variant() {
+    refused_v6_leaves_each_family_whole(
+        Variant::Nft,
+        "refused_v6_leaves_each_family_whole_nft_variant",
+    );
+}
+
+#[test]
+fn refused_v6_leaves_each_family_whole_legacy_variant() {
+    refused_v6_leaves_each_family_whole(
+        Variant::Legacy,
+        "refused_v6_leaves_each_family_whole_legacy_variant",
+    );
 }
 
 fn refused_apply_changes_nothing(v: Variant, test: &str) {
@@ -83,10 +193,7 @@ fn refused_apply_changes_nothing(v: Variant, test: &str) {
 
     // Someone else's chain jumps to solo's inbound chain.
     let solo = rule_set_chain(&profile_rs("solo", Direction::Inbound));
-    let bin = match v {
-        Variant::Nft => "iptables-nft",
-        Variant::Legacy => "iptables-legacy",
-    };
+    let bin = bin(v, IpVersion::V4);
     lab.host.exec_ok(&[bin, "-N", "FOREIGN"]);
     lab.host
         .exec_ok(&[bin, "-A", "FOREIGN", "-j", solo.as_str()]);

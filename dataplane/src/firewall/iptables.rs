@@ -25,7 +25,11 @@
 //! Atomicity: each restore commits a table at once, but the ipset and the
 //! per-family restores are separate processes. They run in an order where
 //! every intermediate state is consistent (sets exist before rules use
-//! them and go after the last rule using them); after a failure our
+//! them and go after the last rule using them). When a restore is refused,
+//! the set changes made for the families whose rules did not go in are
+//! taken back (the plan carries their inverse; a replaced set's old
+//! content waits in a temporary set until the rules went in), so sets and
+//! rules of a family change together or not at all. After a failure our
 //! knowledge of the kernel is dropped and re-read before the next apply.
 
 mod exec;
@@ -166,9 +170,10 @@ impl IptablesBackend {
         Ok(ops.len())
     }
 
-    /// Sets first, rules next, set removals last. When the sets or the
-    /// rules are refused, what `ipset_pre` changed is taken back, so the
-    /// firewall is left as it was (see [`Self::roll_back_sets`]).
+    /// Sets first, rules next (one restore per family), set removals last.
+    /// When the sets or a family's rules are refused, what `ipset_pre` did
+    /// to the sets of every family whose rules did not go in is taken
+    /// back: each family is left all old or all new ([`Plan::ipset_rollback`]).
     fn run_plan(&self, plan: &Plan) -> Result<(), FirewallError> {
         if let Err(e) = self.ipset_restore(&plan.ipset_pre) {
             // ipset restore stops at the line it names: the ones before it ran.
@@ -178,30 +183,33 @@ impl IptablesBackend {
                 }
                 _ => 0,
             };
-            self.roll_back_sets(plan, ran);
+            self.roll_back_sets(plan, ran, &FAMILIES);
             return Err(e);
         }
-        for family in FAMILIES {
+        for (i, family) in FAMILIES.into_iter().enumerate() {
             let text = plan.iptables(family);
-            if !text.is_empty() {
-                let bin = self.variant.restore_bin(family);
-                if let Err(e) = exec::run(&self.netns, bin, Variant::RESTORE_ARGS, Some(text)) {
-                    tracing::error!(
-                        tool = bin,
-                        error = %e,
-                        "iptables-restore refused our input; rolling back the set changes"
-                    );
-                    self.roll_back_sets(plan, usize::MAX);
-                    return Err(e);
-                }
+            if text.is_empty() {
+                continue;
+            }
+            let bin = self.variant.restore_bin(family);
+            if let Err(e) = exec::run(&self.netns, bin, Variant::RESTORE_ARGS, Some(text)) {
+                let not_in = FAMILIES.get(i..).unwrap_or_default();
+                tracing::error!(
+                    tool = bin,
+                    error = %e,
+                    "iptables-restore refused our input; rolling back the set changes of the families it did not write"
+                );
+                self.roll_back_sets(plan, usize::MAX, not_in);
+                return Err(e);
             }
         }
         self.ipset_restore(&plan.ipset_post)
     }
 
-    /// Takes back the first `ran` lines of the plan's `ipset_pre`.
-    fn roll_back_sets(&self, plan: &Plan, ran: usize) {
-        let undo = plan.ipset_rollback(ran);
+    /// Takes back what the first `ran` lines of the plan's `ipset_pre` did
+    /// to sets of `families`.
+    fn roll_back_sets(&self, plan: &Plan, ran: usize, families: &[IpVersion]) {
+        let undo = plan.ipset_rollback(ran, families);
         if undo.is_empty() {
             return;
         }

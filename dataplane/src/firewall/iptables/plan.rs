@@ -63,8 +63,9 @@ pub struct Plan {
     /// `ipset restore` input run last: destroys.
     pub ipset_post: String,
     /// How to take back `ipset_pre`: per line of it that changed something
-    /// (1-based), the inverse line; run newest first.
-    pub ipset_undo: Vec<(usize, String)>,
+    /// (1-based), the family of the set it changed and the inverse line;
+    /// run newest first.
+    pub ipset_undo: Vec<(usize, IpVersion, String)>,
     /// Bytes of `ipset_pre` already counted, and the lines in them.
     pre_counted: (usize, usize),
     /// What we know once all of it succeeded.
@@ -85,24 +86,34 @@ impl Plan {
         &self.next
     }
 
-    /// The `ipset restore` input that takes back the first `applied` lines
-    /// of `ipset_pre` (all of it with `usize::MAX`), newest first.
-    pub fn ipset_rollback(&self, applied: usize) -> String {
+    /// The `ipset restore` input that takes back what the first `applied`
+    /// lines of `ipset_pre` (all of it with `usize::MAX`) did to sets of
+    /// `families`, newest first. A set has one family and only rules of that
+    /// family use it, so when one family's rules went in and the other's
+    /// were refused, taking back the refused family's sets leaves each
+    /// family whole: all new or all old.
+    pub fn ipset_rollback(&self, applied: usize, families: &[IpVersion]) -> String {
         let mut out = String::new();
-        for (_, line) in self.ipset_undo.iter().rev().filter(|(n, _)| *n <= applied) {
+        for (_, _, line) in self
+            .ipset_undo
+            .iter()
+            .rev()
+            .filter(|(n, f, _)| *n <= applied && families.contains(f))
+        {
             out.push_str(line);
             out.push('\n');
         }
         out
     }
 
-    /// Records `inverse` as the undo of the line just written to `ipset_pre`.
-    fn undo_last(&mut self, inverse: String) {
+    /// Records `inverse` as the undo of the line just written to `ipset_pre`
+    /// (a change to a set of `family`).
+    fn undo_last(&mut self, family: IpVersion, inverse: String) {
         let (bytes, lines) = self.pre_counted;
         let tail = self.ipset_pre.get(bytes..).unwrap_or_default();
         let line = lines + tail.bytes().filter(|b| *b == b'\n').count();
         self.pre_counted = (self.ipset_pre.len(), line);
-        self.ipset_undo.push((line, inverse));
+        self.ipset_undo.push((line, family, inverse));
     }
 
     /// True when nothing needs writing.
@@ -249,11 +260,16 @@ fn write_sets(
         }
         let mut target = name.clone();
         let mut swap = None;
+        let fam = intent
+            .create
+            .or_else(|| known.sets.get(name).and_then(|h| h.family))
+            .or_else(|| intent.members.first().map(|(_, n)| rule::net_family(n)))
+            .unwrap_or(IpVersion::V4);
         if let Some(family) = intent.create {
             match known.sets.get(name) {
                 None => {
                     ipset::write_create(&mut p.ipset_pre, name.as_str(), family);
-                    p.undo_last(format!("destroy {name}"));
+                    p.undo_last(fam, format!("destroy {name}"));
                 }
                 Some(h) if h.swappable(family) && (intent.fresh || !h.conforms(family)) => {
                     // New content or other options: fill a temporary set
@@ -262,7 +278,7 @@ fn write_sets(
                     // temporary set until the rules went in (rollback).
                     let tmp = ObjectName::generate("tmp", name.as_str());
                     ipset::write_create(&mut p.ipset_pre, tmp.as_str(), family);
-                    p.undo_last(format!("destroy {tmp}"));
+                    p.undo_last(fam, format!("destroy {tmp}"));
                     let _ = writeln!(p.ipset_pre, "flush {tmp}");
                     swap = Some(tmp.clone());
                     target = tmp;
@@ -275,7 +291,7 @@ fn write_sets(
                     // leaves it absent (the next apply re-reads).
                     let _ = writeln!(p.ipset_pre, "destroy {name}");
                     ipset::write_create(&mut p.ipset_pre, name.as_str(), family);
-                    p.undo_last(format!("destroy {name}"));
+                    p.undo_last(fam, format!("destroy {name}"));
                 }
             }
             next.sets.insert(name.clone(), SetHeader::ours(family));
@@ -288,13 +304,13 @@ fn write_sets(
                 let _ = writeln!(p.ipset_pre, "{line}");
                 if swap.is_none() {
                     let rest = line.strip_prefix(verb).unwrap_or(line);
-                    p.undo_last(format!("{inverse}{rest}"));
+                    p.undo_last(fam, format!("{inverse}{rest}"));
                 }
             }
         }
         if let Some(tmp) = swap {
             let _ = writeln!(p.ipset_pre, "swap {tmp} {name}");
-            p.undo_last(format!("swap {tmp} {name}"));
+            p.undo_last(fam, format!("swap {tmp} {name}"));
             let _ = writeln!(p.ipset_post, "destroy {tmp}");
         }
     }
@@ -820,17 +836,22 @@ mod tests {
         assert_eq!(p.ipset_post, format!("destroy {tmp}\ndestroy {tmp_c}\n"));
         // Rollback, newest first; after line 4 only what lines 1-4 did.
         assert_eq!(
-            p.ipset_rollback(usize::MAX),
+            p.ipset_rollback(usize::MAX, &FAMILIES),
             format!(
                 "swap {tmp_c} margay-c\ndestroy {tmp_c}\ndel margay-b fd00::1/128\n\
                  destroy margay-b\nswap {tmp} margay-a\ndestroy {tmp}\n"
             )
         );
         assert_eq!(
-            p.ipset_rollback(4),
+            p.ipset_rollback(4, &FAMILIES),
             format!("swap {tmp} margay-a\ndestroy {tmp}\n")
         );
-        assert_eq!(p.ipset_rollback(3), format!("destroy {tmp}\n"));
+        assert_eq!(p.ipset_rollback(3, &FAMILIES), format!("destroy {tmp}\n"));
+        // v4 rules went in, v6 refused: only margay-b (v6) is taken back.
+        assert_eq!(
+            p.ipset_rollback(usize::MAX, &[IpVersion::V6]),
+            "del margay-b fd00::1/128\ndestroy margay-b\n"
+        );
         assert!(
             !p.ipset_post.contains("destroy margay-c\n"),
             "re-created set stays"
