@@ -8,6 +8,8 @@
 //! * `solo_profile_delete_*`: the scenario with real packets: an
 //!   endpoint whose profile only it uses is deleted, then a policy change
 //!   denying w0 -> w1 must be enforced.
+//! * `any_op_order_*`: deletes listed before the rewrite of the chain that
+//!   still jumps to them apply too (no backend relies on the diff's order).
 //! * `random_sequences_*`: a bounded property test; random add/delete
 //!   sequences of profiles and endpoints, each applied to the real kernel
 //!   (for iptables: the generated `iptables-restore`/`ipset` input), every
@@ -18,10 +20,12 @@ mod common;
 use common::{wl_if, wl_ip, Lab};
 use margay_dataplane::firewall::diff::observed_of;
 use margay_dataplane::firewall::lower::lower;
+use margay_dataplane::firewall::model::{Action, GenericRule, ObjectName};
 use margay_dataplane::firewall::nft::{NftBackend, NftMode};
 use margay_dataplane::firewall::scenario::{changes_between, rule, DesiredBuilder};
 use margay_dataplane::firewall::{
-    new_backend, BackendKind, FirewallBackend, FirewallError, FirewallManager, FirewallSettings,
+    new_backend, BackendKind, FirewallBackend, FirewallError, FirewallManager, FirewallOp,
+    FirewallSettings,
 };
 use margay_dataplane::netns::NetnsTarget;
 use margay_policy::desired::{DesiredState, IpSetId, Rule, RuleAction};
@@ -145,6 +149,71 @@ fn solo_profile_delete_nftables() {
 #[test]
 fn solo_profile_delete_nftables_tool() {
     solo_profile_delete(nft_tool, "solo_profile_delete_nftables_tool");
+}
+
+// ----- op order -----
+
+/// Deletes listed before the rewrite of the chain still jumping to them, and
+/// in name order against the jumps: the backend must still flush referrers
+/// first and delete last.
+fn any_op_order(make: Make, test: &str) {
+    if !require_root(test) {
+        return;
+    }
+    let ns = TestNetns::new("fd-order");
+    let target = NetnsTarget::named(ns.name()).expect("valid namespace name");
+    let mut b = make(&target).expect("backend");
+    let n = |s: &'static str| ObjectName::fixed(s);
+    let jump = |to: &'static str| GenericRule {
+        matches: vec![],
+        action: Action::Jump(ObjectName::fixed(to)),
+    };
+    b.write(&[
+        FirewallOp::ReplaceChain {
+            name: n("margay-a"),
+            rules: vec![],
+        },
+        FirewallOp::ReplaceChain {
+            name: n("margay-b"),
+            rules: vec![jump("margay-a")],
+        },
+        FirewallOp::ReplaceChain {
+            name: n("margay-keep"),
+            rules: vec![jump("margay-b")],
+        },
+    ])
+    .expect("program");
+    b.write(&[
+        FirewallOp::DeleteChain {
+            name: n("margay-a"),
+        },
+        FirewallOp::DeleteChain {
+            name: n("margay-b"),
+        },
+        FirewallOp::ReplaceChain {
+            name: n("margay-keep"),
+            rules: vec![],
+        },
+    ])
+    .expect("deletes before the referrer's rewrite apply");
+    let seen = make(&target).expect("backend").observe().expect("observe");
+    let chains: Vec<&str> = seen.chains.keys().map(ObjectName::as_str).collect();
+    assert_eq!(chains, vec!["margay-keep"]);
+}
+
+#[test]
+fn any_op_order_iptables() {
+    any_op_order(iptables, "any_op_order_iptables");
+}
+
+#[test]
+fn any_op_order_nftables() {
+    any_op_order(nft_netlink, "any_op_order_nftables");
+}
+
+#[test]
+fn any_op_order_nftables_tool() {
+    any_op_order(nft_tool, "any_op_order_nftables_tool");
 }
 
 // ----- random sequences -----

@@ -623,18 +623,19 @@ impl BatchWriter {
                 self.chain(name.as_str(), None);
             }
         }
-        let mut flushed = false;
-        for op in ops {
-            if let FirewallOp::DeleteChain { .. } = op {
-                if !flushed {
-                    for o in ops {
-                        if let FirewallOp::DeleteChain { name } = o {
-                            self.flush(name.as_str());
-                        }
-                    }
-                    flushed = true;
-                }
+        // A deleted chain may be jumped to by another deleted chain or by a
+        // chain rewritten in this batch: flush every deleted chain first and
+        // delete chains last, whatever the order of `ops`.
+        let is_delete = |op: &&FirewallOp| matches!(op, FirewallOp::DeleteChain { .. });
+        for op in ops.iter().filter(is_delete) {
+            if let FirewallOp::DeleteChain { name } = op {
+                self.flush(name.as_str());
             }
+        }
+        for op in ops.iter().filter(|o| !is_delete(o)) {
+            self.op(op)?;
+        }
+        for op in ops.iter().filter(is_delete) {
             self.op(op)?;
         }
         Ok(())
