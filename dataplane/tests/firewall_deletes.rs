@@ -284,7 +284,7 @@ fn random_sequences(make: Make, test: &str) {
     let settings = FirewallSettings::default();
     let state = RefCell::new((manager(make, &target), DesiredState::default()));
     let mut runner = TestRunner::new(Config {
-        cases: 10,
+        cases: 24,
         failure_persistence: None,
         max_shrink_iters: 20,
         ..Config::default()
