@@ -231,3 +231,91 @@ fn refused_apply_changes_nothing_legacy_variant() {
         "refused_apply_changes_nothing_legacy_variant",
     );
 }
+
+/// `ipset restore` itself stops part-way (a set still used by a rule
+/// cannot change family): what the lines before the refused one did is
+/// taken back, and no rule was written.
+fn refused_set_change_is_taken_back(v: Variant, test: &str) {
+    use margay_dataplane::firewall::model::{Action, GenericRule, Match, ObjectName};
+    use margay_dataplane::firewall::{FirewallBackend, FirewallOp};
+    if !require_root(test) {
+        return;
+    }
+    let ns = TestNetns::new(&format!("rs-{}", v.name()));
+    let target = margay_dataplane::netns::NetnsTarget::named(ns.name()).expect("namespace");
+    let mut b = IptablesBackend::with_variant(&target, v);
+    let n = ObjectName::fixed;
+    let uses = |set: &'static str| GenericRule {
+        matches: vec![Match::SrcSet {
+            set: ObjectName::fixed(set),
+            negated: false,
+        }],
+        action: Action::Accept,
+    };
+    let members = |m: &str| [m.parse().expect("net")].into();
+    b.write(&[
+        FirewallOp::CreateSet {
+            name: n("margay-t-a"),
+            family: IpVersion::V4,
+        },
+        FirewallOp::AddMembers {
+            set: n("margay-t-a"),
+            family: IpVersion::V4,
+            members: members("10.1.1.1/32"),
+        },
+        FirewallOp::CreateSet {
+            name: n("margay-t-z"),
+            family: IpVersion::V6,
+        },
+        FirewallOp::ReplaceChain {
+            name: n("margay-c"),
+            rules: vec![uses("margay-t-a"), uses("margay-t-z")],
+        },
+    ])
+    .expect("program");
+    let before = snapshot(&ns, v);
+    let err = b
+        .write(&[
+            FirewallOp::AddMembers {
+                set: n("margay-t-a"),
+                family: IpVersion::V4,
+                members: members("10.9.9.9/32"),
+            },
+            FirewallOp::CreateSet {
+                name: n("margay-t-new"),
+                family: IpVersion::V4,
+            },
+            FirewallOp::AddMembers {
+                set: n("margay-t-new"),
+                family: IpVersion::V4,
+                members: members("10.2.2.2/32"),
+            },
+            FirewallOp::DeleteSet {
+                name: n("margay-t-z"),
+            },
+            FirewallOp::CreateSet {
+                name: n("margay-t-z"),
+                family: IpVersion::V4,
+            },
+            FirewallOp::ReplaceChain {
+                name: n("margay-c"),
+                rules: vec![uses("margay-t-new")],
+            },
+        ])
+        .expect_err("margay-t-z is in use");
+    assert!(err.to_string().contains("margay-t-z"), "{err}");
+    assert_eq!(snapshot(&ns, v), before, "part of the sets changed");
+}
+
+#[test]
+fn refused_set_change_is_taken_back_nft_variant() {
+    refused_set_change_is_taken_back(Variant::Nft, "refused_set_change_is_taken_back_nft_variant");
+}
+
+#[test]
+fn refused_set_change_is_taken_back_legacy_variant() {
+    refused_set_change_is_taken_back(
+        Variant::Legacy,
+        "refused_set_change_is_taken_back_legacy_variant",
+    );
+}

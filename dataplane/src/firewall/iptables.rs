@@ -176,10 +176,12 @@ impl IptablesBackend {
     /// back: each family is left all old or all new ([`Plan::ipset_rollback`]).
     fn run_plan(&self, plan: &Plan) -> Result<(), FirewallError> {
         if let Err(e) = self.ipset_restore(&plan.ipset_pre) {
-            // ipset restore stops at the line it names: the ones before it ran.
+            // ipset restore stops at the line it names: the ones before it
+            // ran. Without a line number nothing is taken back (an undo of a
+            // step that did not run could be wrong); the next apply re-reads.
             let ran = match &e {
                 FirewallError::Tool { stderr, .. } => {
-                    exec::failing_line(stderr).map_or(usize::MAX, |n| n.saturating_sub(1))
+                    exec::failing_line(stderr).map_or(0, |n| n.saturating_sub(1))
                 }
                 _ => 0,
             };
