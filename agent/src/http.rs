@@ -9,7 +9,8 @@
 //! - `GET /metrics`: [`Metrics::render`] as OpenMetrics text.
 //! - `GET /livez` (alias `/healthz`): `200 ok` while the main loop turns, 503 once it
 //!   has not turned for `LIVENESS_WINDOW_SECS`.
-//! - `GET /readyz`: `200` once a first dataplane apply succeeded, else `503`.
+//! - `GET /readyz`: `200` once a first dataplane apply succeeded, else `503`;
+//!   `503` again while the last [`NOT_READY_AFTER_FAILED_APPLIES`] applies failed.
 //!
 //! Usage (from the agent's main loop):
 //! ```ignore
@@ -202,14 +203,7 @@ pub fn respond(head: &str, metrics: &Metrics) -> Response {
         },
         "/livez" | "/healthz" if metrics.loop_alive() => Response::text(200, "OK", "ok\n"),
         "/livez" | "/healthz" => Response::text(503, "Service Unavailable", "main loop stalled\n"),
-        "/readyz" => match metrics.last_apply_timestamp() {
-            Some(_) => Response::text(200, "OK", "ready\n"),
-            None => Response::text(
-                503,
-                "Service Unavailable",
-                "not ready: no dataplane apply yet\n",
-            ),
-        },
+        "/readyz" => readyz(metrics),
         _ => Response::text(404, "Not Found", "not found; try /metrics\n"),
     };
     match method {
@@ -219,6 +213,27 @@ pub fn respond(head: &str, metrics: &Metrics) -> Response {
             response
         }
         _ => Response::text(405, "Method Not Allowed", "only GET and HEAD\n"),
+    }
+}
+
+/// `/readyz`: after [`NOT_READY_AFTER_FAILED_APPLIES`] dataplane applies
+/// failed in a row the kernel no longer follows the datastore: not ready
+/// until one succeeds again.
+pub const NOT_READY_AFTER_FAILED_APPLIES: u64 = 3;
+
+fn readyz(metrics: &Metrics) -> Response {
+    let failed = metrics.consecutive_apply_failures();
+    if failed >= NOT_READY_AFTER_FAILED_APPLIES {
+        let body = format!("not ready: the last {failed} dataplane applies failed\n");
+        return Response::text(503, "Service Unavailable", &body);
+    }
+    match metrics.last_apply_timestamp() {
+        Some(_) => Response::text(200, "OK", "ready\n"),
+        None => Response::text(
+            503,
+            "Service Unavailable",
+            "not ready: no dataplane apply yet\n",
+        ),
     }
 }
 
@@ -251,6 +266,26 @@ mod tests {
         assert_eq!(respond("GET /readyz HTTP/1.1", &m).status, 503);
         m.observe_apply("none", Duration::from_millis(1), false);
         assert_eq!(respond("GET /readyz HTTP/1.1", &m).status, 503);
+        m.observe_apply("none", Duration::from_millis(1), true);
+        assert_eq!(respond("GET /readyz HTTP/1.1", &m).status, 200);
+    }
+
+    #[test]
+    fn readyz_fails_after_consecutive_failed_applies_until_one_succeeds() {
+        let m = metrics();
+        m.observe_apply("none", Duration::from_millis(1), true);
+        for _ in 1..NOT_READY_AFTER_FAILED_APPLIES {
+            m.observe_apply("none", Duration::from_millis(1), false);
+            assert_eq!(respond("GET /readyz HTTP/1.1", &m).status, 200);
+        }
+        m.observe_apply("none", Duration::from_millis(1), false);
+        let r = respond("GET /readyz HTTP/1.1", &m);
+        assert_eq!(r.status, 503);
+        assert!(
+            r.body.contains("the last 3 dataplane applies failed"),
+            "{}",
+            r.body
+        );
         m.observe_apply("none", Duration::from_millis(1), true);
         assert_eq!(respond("GET /readyz HTTP/1.1", &m).status, 200);
     }

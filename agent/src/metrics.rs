@@ -43,6 +43,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_calc_duration_seconds",
     "margay_dataplane_apply_duration_seconds",
     "margay_dataplane_apply_failures_total",
+    "margay_dataplane_apply_failures_consecutive",
     "margay_dataplane_writes_total",
     "margay_update_latency_seconds",
     "margay_pending_updates",
@@ -284,6 +285,7 @@ pub struct Metrics {
     calc_duration: Histogram,
     apply_duration: HistogramFamily<BackendLabel>,
     apply_failures: Family<BackendLabel, Counter>,
+    apply_failures_consecutive: Gauge,
     dataplane_writes: Family<ObjectLabel, Counter>,
     update_latency: Histogram,
     pending_updates: Gauge,
@@ -338,6 +340,7 @@ impl Metrics {
             calc_duration: calc_histogram(),
             apply_duration: Family::new_with_constructor(apply_histogram),
             apply_failures: Family::default(),
+            apply_failures_consecutive: Gauge::default(),
             dataplane_writes: Family::default(),
             update_latency: latency_histogram(),
             pending_updates: Gauge::default(),
@@ -428,6 +431,11 @@ impl Metrics {
             self.apply_failures.clone(),
         );
         registry.register(
+            "margay_dataplane_apply_failures_consecutive",
+            "Dataplane applies that failed in a row since the last success (0 after a success)",
+            self.apply_failures_consecutive.clone(),
+        );
+        registry.register(
             "margay_dataplane_writes",
             "Kernel objects written (created, changed or removed), by object type",
             self.dataplane_writes.clone(),
@@ -513,7 +521,8 @@ impl Metrics {
     }
 
     /// Records one dataplane apply on `backend`: its duration, and a failure
-    /// when `ok` is false. A success also sets the last-apply timestamp.
+    /// when `ok` is false. A success also sets the last-apply timestamp and
+    /// resets the consecutive-failure gauge; a failure increments it.
     pub fn observe_apply(&self, backend: &str, took: Duration, ok: bool) {
         let label = BackendLabel {
             backend: backend.to_string(),
@@ -523,9 +532,16 @@ impl Metrics {
             .observe(took.as_secs_f64());
         if ok {
             self.last_apply.set(unix_now());
+            self.apply_failures_consecutive.set(0);
         } else {
             self.apply_failures.get_or_create(&label).inc();
+            self.apply_failures_consecutive.inc();
         }
+    }
+
+    /// Applies that failed in a row since the last success.
+    pub fn consecutive_apply_failures(&self) -> u64 {
+        u64::try_from(self.apply_failures_consecutive.get()).unwrap_or(0)
     }
 
     /// Counts `count` kernel objects of type `object` written (see

@@ -101,7 +101,9 @@ pub async fn run_plan(
     let mut dp = Dataplane::new(dataplane_config(&effective))
         .await
         .context("cannot open the dataplane")?;
-    dp.start().await.context("cannot read the dataplane")?;
+    dp.start_read_only()
+        .await
+        .context("cannot read the dataplane")?;
     let mut plan = dp
         .plan(computed.calc.state(), &firewall_settings(&effective))
         .await

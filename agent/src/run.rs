@@ -629,8 +629,10 @@ impl<D: Driver> Agent<D> {
             Err(e) => {
                 let delay = self.retry_backoff.next_delay();
                 self.retry_at = Some(tokio::time::Instant::now() + delay);
+                // The error names the failing object (chain, set or route).
                 tracing::error!(
                     error = %e,
+                    consecutive_failures = self.out.metrics.consecutive_apply_failures(),
                     retry_in_ms = delay.as_millis() as u64,
                     "dataplane apply failed; will retry"
                 );
@@ -975,6 +977,8 @@ mod tests {
     struct Fake {
         applies: Vec<(Changes, FirewallSettings, Vec<String>)>,
         fail_next: usize,
+        /// Every apply after this many successes fails.
+        fail_after: Option<usize>,
         gate: Option<Arc<Semaphore>>,
         in_flight: u32,
         max_in_flight: u32,
@@ -988,6 +992,7 @@ mod tests {
             Fake {
                 applies: Vec::new(),
                 fail_next: 0,
+                fail_after: None,
                 gate: None,
                 in_flight: 0,
                 max_in_flight: 0,
@@ -1017,6 +1022,9 @@ mod tests {
             self.in_flight -= 1;
             if self.fail_next > 0 {
                 self.fail_next -= 1;
+                return Err(DataplaneError::ReservedProtocol(0));
+            }
+            if self.fail_after.is_some_and(|n| self.applies.len() >= n) {
                 return Err(DataplaneError::ReservedProtocol(0));
             }
             let ifaces = desired
@@ -1273,6 +1281,40 @@ mod tests {
             h.metrics.render()
         );
         assert!(metric_line(&h.metrics, "margay_last_apply_timestamp_seconds").len() > 10);
+        assert!(
+            metric_line(&h.metrics, "margay_dataplane_apply_failures_consecutive").ends_with(" 0"),
+            "a success resets the run of failures"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dataplane_that_keeps_failing_is_not_ready() {
+        let mut fake = Fake::new();
+        fake.fail_after = Some(1);
+        let (mut agent, inputs, h) = agent_with(&[], fake);
+        let driver = async {
+            h.sync
+                .send(snapshot(vec![put("Ready", "true"), profile()]))
+                .await
+                .expect("send");
+            settle().await;
+            let ready = crate::http::respond("GET /readyz HTTP/1.1", &h.metrics);
+            assert_eq!(ready.status, 200, "first apply succeeded");
+            // Every later apply fails (and is retried).
+            h.sync.send(updates(vec![endpoint(7)])).await.expect("send");
+            settle().await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            h.control.send(Control::Stop).await.expect("stop");
+        };
+        let (result, ()) = tokio::join!(agent.run(inputs), driver);
+        result.expect("clean stop");
+        let failed = h.metrics.consecutive_apply_failures();
+        assert!(
+            failed >= crate::http::NOT_READY_AFTER_FAILED_APPLIES,
+            "{failed}"
+        );
+        let readyz = crate::http::respond("GET /readyz HTTP/1.1", &h.metrics);
+        assert_eq!(readyz.status, 503, "{}", readyz.body);
     }
 
     #[tokio::test(start_paused = true)]

@@ -321,6 +321,8 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 pub struct Dataplane {
     host: HostNetwork,
     firewall: FirewallManager,
+    backend: BackendKind,
+    target: NetnsTarget,
 }
 
 impl Dataplane {
@@ -339,12 +341,24 @@ impl Dataplane {
         Ok(Dataplane {
             host,
             firewall: FirewallManager::new(backend),
+            backend: cfg.backend,
+            target,
         })
     }
 
-    /// Adopts what a previous run left: our routes, neighbours and firewall
-    /// objects become the observed state, so an unchanged restart writes nothing.
+    /// The daemon's start-up: removes what a previously used *other*
+    /// firewall backend left ([`firewall::switch`]), then adopts what a
+    /// previous run left ([`Self::start_read_only`]).
     pub async fn start(&mut self) -> Result<(), DataplaneError> {
+        let (kind, target) = (self.backend, &self.target);
+        blocking(|| firewall::switch::remove_other_backends(kind, target));
+        self.start_read_only().await
+    }
+
+    /// Adopts what a previous run left: our routes, neighbours and firewall
+    /// objects become the observed state, so an unchanged restart writes
+    /// nothing. Writes nothing itself (for `margay plan`).
+    pub async fn start_read_only(&mut self) -> Result<(), DataplaneError> {
         self.host.start().await?;
         let fw = &mut self.firewall;
         blocking(|| fw.start())?;

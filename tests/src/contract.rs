@@ -14,6 +14,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_calc_duration_seconds",
     "margay_dataplane_apply_duration_seconds",
     "margay_dataplane_apply_failures_total",
+    "margay_dataplane_apply_failures_consecutive",
     "margay_dataplane_writes_total",
     "margay_update_latency_seconds",
     "margay_pending_updates",

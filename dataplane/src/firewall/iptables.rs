@@ -25,7 +25,11 @@
 //! Atomicity: each restore commits a table at once, but the ipset and the
 //! per-family restores are separate processes. They run in an order where
 //! every intermediate state is consistent (sets exist before rules use
-//! them and go after the last rule using them); after a failure our
+//! them and go after the last rule using them). When a restore is refused,
+//! the set changes made for the families whose rules did not go in are
+//! taken back (the plan carries their inverse; a replaced set's old
+//! content waits in a temporary set until the rules went in), so sets and
+//! rules of a family change together or not at all. After a failure our
 //! knowledge of the kernel is dropped and re-read before the next apply.
 
 mod exec;
@@ -137,16 +141,83 @@ impl IptablesBackend {
         result
     }
 
+    /// Removes every chain of ours this variant shows, with the hook rules
+    /// in built-in chains that call them (as identified by read-back: the
+    /// `margay-` names and jumps to them). Returns how many chains went.
+    pub fn remove_chains(&mut self) -> Result<usize, FirewallError> {
+        self.observe()?;
+        let ops: Vec<FirewallOp> = self
+            .known
+            .iter()
+            .flat_map(|k| k.chains.keys())
+            .map(|name| FirewallOp::DeleteChain { name: name.clone() })
+            .collect();
+        self.write(&ops)?;
+        Ok(ops.len())
+    }
+
+    /// Destroys every `margay-` set (call once no rule of ours uses them).
+    /// Returns how many sets went.
+    pub fn remove_sets(&mut self) -> Result<usize, FirewallError> {
+        self.observe()?;
+        let ops: Vec<FirewallOp> = self
+            .known
+            .iter()
+            .flat_map(|k| k.sets.keys())
+            .map(|name| FirewallOp::DeleteSet { name: name.clone() })
+            .collect();
+        self.write(&ops)?;
+        Ok(ops.len())
+    }
+
+    /// Sets first, rules next (one restore per family), set removals last.
+    /// When the sets or a family's rules are refused, what `ipset_pre` did
+    /// to the sets of every family whose rules did not go in is taken
+    /// back: each family is left all old or all new ([`Plan::ipset_rollback`]).
     fn run_plan(&self, plan: &Plan) -> Result<(), FirewallError> {
-        self.ipset_restore(&plan.ipset_pre)?;
-        for family in FAMILIES {
+        if let Err(e) = self.ipset_restore(&plan.ipset_pre) {
+            // ipset restore stops at the line it names: the ones before it
+            // ran. Without a line number nothing is taken back (an undo of a
+            // step that did not run could be wrong); the next apply re-reads.
+            let ran = match &e {
+                FirewallError::Tool { stderr, .. } => {
+                    exec::failing_line(stderr).map_or(0, |n| n.saturating_sub(1))
+                }
+                _ => 0,
+            };
+            self.roll_back_sets(plan, ran, &FAMILIES);
+            return Err(e);
+        }
+        for (i, family) in FAMILIES.into_iter().enumerate() {
             let text = plan.iptables(family);
-            if !text.is_empty() {
-                let bin = self.variant.restore_bin(family);
-                exec::run(&self.netns, bin, Variant::RESTORE_ARGS, Some(text))?;
+            if text.is_empty() {
+                continue;
+            }
+            let bin = self.variant.restore_bin(family);
+            if let Err(e) = exec::run(&self.netns, bin, Variant::RESTORE_ARGS, Some(text)) {
+                let not_in = FAMILIES.get(i..).unwrap_or_default();
+                tracing::error!(
+                    tool = bin,
+                    error = %e,
+                    "iptables-restore refused our input; rolling back the set changes of the families it did not write"
+                );
+                self.roll_back_sets(plan, usize::MAX, not_in);
+                return Err(e);
             }
         }
         self.ipset_restore(&plan.ipset_post)
+    }
+
+    /// Takes back what the first `ran` lines of the plan's `ipset_pre` did
+    /// to sets of `families`.
+    fn roll_back_sets(&self, plan: &Plan, ran: usize, families: &[IpVersion]) {
+        let undo = plan.ipset_rollback(ran, families);
+        if undo.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ipset_restore(&undo) {
+            tracing::error!(error = %e, "could not roll back set changes; re-reading before the next apply");
+        }
     }
 
     fn ipset_restore(&self, text: &str) -> Result<(), FirewallError> {

@@ -47,7 +47,7 @@ pub enum FirewallOp {
 /// Which backend programs the firewall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
-    /// nftables: our own `inet margay` table (and `ip/ip6 margay-nat` as needed).
+    /// nftables: our own `inet margay` table (nat included).
     Nftables,
     /// iptables-restore + ipset, `margay-` prefixed chains.
     Iptables,
@@ -109,6 +109,7 @@ pub mod noop;
 pub mod scenario;
 #[cfg(test)]
 mod sim;
+pub mod switch;
 
 pub use diff::DirtyNames;
 pub use lower::{EndpointToHostAction, FirewallSettings};

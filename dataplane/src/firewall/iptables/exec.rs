@@ -79,19 +79,60 @@ pub fn output(
     })
 }
 
-/// The tool's message, trimmed, plus the input line it names (`line N`).
+/// The tool's message, trimmed, plus the input line it names (`line N`)
+/// and the object (chain or set) that line writes.
 pub fn describe_failure(stderr: &str, stdin: Option<&str>) -> String {
-    let mut msg: String = stderr.trim().chars().take(MAX_STDERR).collect();
-    let line = failing_line(stderr).and_then(|n| stdin?.lines().nth(n.checked_sub(1)?));
+    // One line, so a log line holds all of it.
+    let mut msg: String = stderr
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(MAX_STDERR)
+        .collect();
+    let at = failing_line(stderr).and_then(|n| n.checked_sub(1));
+    let line = at.and_then(|i| stdin?.lines().nth(i));
     if let Some(line) = line {
         let shown: String = line.chars().take(300).collect();
         msg.push_str(&format!(" [input: {shown}]"));
     }
+    if let Some(object) = at.and_then(|i| object_before(stdin?, i)) {
+        msg.push_str(&format!(" [object: {object}]"));
+    }
     msg
 }
 
+/// The chain or set that input line `idx` (0-based) writes; for a line
+/// naming none (`COMMIT`), the nearest one above it that does.
+pub fn object_before(input: &str, idx: usize) -> Option<&str> {
+    let lines: Vec<&str> = input.lines().take(idx + 1).collect();
+    lines.iter().rev().find_map(|l| object_of_line(l))
+}
+
+/// `:C ...`, `-A C ...`, `-X C` and the like name chain `C`; `-I/-D` of a
+/// built-in chain name the `margay-` chain they jump to; ipset lines
+/// (`add S m`, `create S ...`, `swap A B`) name their first set.
+fn object_of_line(line: &str) -> Option<&str> {
+    if let Some(decl) = line.strip_prefix(':') {
+        return decl.split_whitespace().next();
+    }
+    let mut words = line.split_whitespace();
+    let first = words.next()?;
+    let second = words.next();
+    match first {
+        "-A" | "-X" | "-N" | "-F" => second,
+        "-I" | "-D" => line
+            .split_whitespace()
+            .skip_while(|w| *w != "-j" && *w != "-g")
+            .nth(1)
+            .or(second),
+        "add" | "del" | "create" | "destroy" | "flush" | "swap" => second,
+        _ => None,
+    }
+}
+
 /// The number after the first `line ` in a tool's message.
-fn failing_line(stderr: &str) -> Option<usize> {
+pub fn failing_line(stderr: &str) -> Option<usize> {
     let lower = stderr.to_ascii_lowercase();
     let at = lower.find("line ")? + "line ".len();
     let digits: String = lower[at..]
@@ -111,13 +152,29 @@ mod tests {
         let msg = describe_failure("iptables-restore: line 2 failed\n", Some(input));
         assert_eq!(
             msg,
-            "iptables-restore: line 2 failed [input: -A margay-x -j NOPE]"
+            "iptables-restore: line 2 failed [input: -A margay-x -j NOPE] [object: margay-x]"
         );
         let ipset = describe_failure(
             "ipset v7.17: Error in line 1: Syntax error",
             Some("add x y\n"),
         );
-        assert!(ipset.ends_with("[input: add x y]"));
+        assert!(ipset.ends_with("[input: add x y] [object: x]"));
+        // The issue's failure names the chain; a COMMIT line names the
+        // chain written above it.
+        let restore = "*filter\n:margay-pi-solo2 - [0:0]\n-X margay-pi-solo2\n\
+                       -A margay-y -j ACCEPT\nCOMMIT\n";
+        assert_eq!(
+            describe_failure(
+                "iptables-nft-restore v1.8.9 (nf_tables): \nline 3: CHAIN_DEL failed",
+                Some(restore)
+            ),
+            "iptables-nft-restore v1.8.9 (nf_tables): line 3: CHAIN_DEL failed \
+             [input: -X margay-pi-solo2] [object: margay-pi-solo2]"
+        );
+        assert!(describe_failure("line 5: failed", Some(restore))
+            .ends_with("[input: COMMIT] [object: margay-y]"));
+        let hook = "-I FORWARD 1 -m comment --comment margay-hook -j margay-fw\n";
+        assert_eq!(object_before(hook, 0), Some("margay-fw"));
         assert_eq!(
             describe_failure("no line here", Some(input)),
             "no line here"

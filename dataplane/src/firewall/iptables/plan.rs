@@ -12,7 +12,10 @@
 //! otherwise to `filter`. Every chain exists in both families' tables
 //! (rules that only match one family are only in that family's chain).
 //! Within a section: all replaced chains are declared first (which creates
-//! or flushes them), then their rules, then hook rules, then deletions.
+//! or flushes them), then their rules, then hook rules, then deletions:
+//! every chain being deleted is declared (flushed) before any is deleted,
+//! so a deleted chain that jumps to another deleted one never holds it
+//! busy, whatever their names' order.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -59,6 +62,12 @@ pub struct Plan {
     pub v6: String,
     /// `ipset restore` input run last: destroys.
     pub ipset_post: String,
+    /// How to take back `ipset_pre`: per line of it that changed something
+    /// (1-based), the family of the set it changed and the inverse line;
+    /// run newest first.
+    pub ipset_undo: Vec<(usize, IpVersion, String)>,
+    /// Bytes of `ipset_pre` already counted, and the lines in them.
+    pre_counted: (usize, usize),
     /// What we know once all of it succeeded.
     pub(crate) next: Known,
 }
@@ -75,6 +84,36 @@ impl Plan {
     /// What we know of the kernel once the plan ran.
     pub fn known_after(&self) -> &Known {
         &self.next
+    }
+
+    /// The `ipset restore` input that takes back what the first `applied`
+    /// lines of `ipset_pre` (all of it with `usize::MAX`) did to sets of
+    /// `families`, newest first. A set has one family and only rules of that
+    /// family use it, so when one family's rules went in and the other's
+    /// were refused, taking back the refused family's sets leaves each
+    /// family whole: all new or all old.
+    pub fn ipset_rollback(&self, applied: usize, families: &[IpVersion]) -> String {
+        let mut out = String::new();
+        for (_, _, line) in self
+            .ipset_undo
+            .iter()
+            .rev()
+            .filter(|(n, f, _)| *n <= applied && families.contains(f))
+        {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Records `inverse` as the undo of the line just written to `ipset_pre`
+    /// (a change to a set of `family`).
+    fn undo_last(&mut self, family: IpVersion, inverse: String) {
+        let (bytes, lines) = self.pre_counted;
+        let tail = self.ipset_pre.get(bytes..).unwrap_or_default();
+        let line = lines + tail.bytes().filter(|b| *b == b'\n').count();
+        self.pre_counted = (self.ipset_pre.len(), line);
+        self.ipset_undo.push((line, family, inverse));
     }
 
     /// True when nothing needs writing.
@@ -221,56 +260,73 @@ fn write_sets(
         }
         let mut target = name.clone();
         let mut swap = None;
+        let fam = intent
+            .create
+            .or_else(|| known.sets.get(name).and_then(|h| h.family))
+            .or_else(|| intent.members.first().map(|(_, n)| rule::net_family(n)))
+            .unwrap_or(IpVersion::V4);
         if let Some(family) = intent.create {
             match known.sets.get(name) {
-                None => ipset::write_create(&mut p.ipset_pre, name.as_str(), family),
-                Some(h) if h.conforms(family) => {
-                    if intent.fresh {
-                        let _ = writeln!(p.ipset_pre, "flush {name}");
-                    }
+                None => {
+                    ipset::write_create(&mut p.ipset_pre, name.as_str(), family);
+                    p.undo_last(fam, format!("destroy {name}"));
                 }
-                Some(h) if h.swappable(family) => {
-                    // Same type and family, other options: fill a temporary
-                    // set and swap it in, so rules using the set never see
-                    // it missing or empty.
+                Some(h) if h.swappable(family) && (intent.fresh || !h.conforms(family)) => {
+                    // New content or other options: fill a temporary set
+                    // and swap it in, so rules using the set never see it
+                    // missing or empty, and the old content stays in the
+                    // temporary set until the rules went in (rollback).
                     let tmp = ObjectName::generate("tmp", name.as_str());
                     ipset::write_create(&mut p.ipset_pre, tmp.as_str(), family);
+                    p.undo_last(fam, format!("destroy {tmp}"));
                     let _ = writeln!(p.ipset_pre, "flush {tmp}");
                     swap = Some(tmp.clone());
                     target = tmp;
                 }
+                Some(h) if h.conforms(family) => {}
                 Some(_) => {
                     // Another type or family cannot be swapped; this fails
                     // (and says so) while a rule still uses the old set.
+                    // When it succeeds no rule used the set, so a rollback
+                    // leaves it absent (the next apply re-reads).
                     let _ = writeln!(p.ipset_pre, "destroy {name}");
                     ipset::write_create(&mut p.ipset_pre, name.as_str(), family);
+                    p.undo_last(fam, format!("destroy {name}"));
                 }
             }
             next.sets.insert(name.clone(), SetHeader::ours(family));
         }
-        write_member_changes(&mut p.ipset_pre, target.as_str(), &intent.members);
+        for (add, net) in member_changes_in_write_order(&intent.members) {
+            let (verb, inverse) = if add { ("add", "del") } else { ("del", "add") };
+            let mut lines = String::new();
+            ipset::write_member(&mut lines, verb, target.as_str(), &net);
+            for line in lines.lines() {
+                let _ = writeln!(p.ipset_pre, "{line}");
+                if swap.is_none() {
+                    let rest = line.strip_prefix(verb).unwrap_or(line);
+                    p.undo_last(fam, format!("{inverse}{rest}"));
+                }
+            }
+        }
         if let Some(tmp) = swap {
             let _ = writeln!(p.ipset_pre, "swap {tmp} {name}");
-            let _ = writeln!(p.ipset_pre, "destroy {tmp}");
+            p.undo_last(fam, format!("swap {tmp} {name}"));
+            let _ = writeln!(p.ipset_post, "destroy {tmp}");
         }
     }
 }
 
-/// Writes the net effect of `changes` (the last change of a member wins):
-/// additions first, then removals. `hash:net` sets take nested members, so
-/// a net giving way to one that covers it is never missing in between.
-fn write_member_changes(out: &mut String, set: &str, changes: &[(bool, IpNet)]) {
+/// The net effect of `changes` (the last change of a member wins), in the
+/// order to write it: additions first, then removals. `hash:net` sets take
+/// nested members, so a net giving way to one that covers it is never
+/// missing in between.
+fn member_changes_in_write_order(changes: &[(bool, IpNet)]) -> Vec<(bool, IpNet)> {
     let net_effect: BTreeMap<IpNet, bool> = changes.iter().map(|(add, n)| (*n, *add)).collect();
-    for wanted in [true, false] {
-        let verb = if wanted { "add" } else { "del" };
-        for net in net_effect
-            .iter()
-            .filter(|(_, a)| **a == wanted)
-            .map(|(n, _)| n)
-        {
-            ipset::write_member(out, verb, set, net);
-        }
-    }
+    let (adds, removals): (Vec<_>, Vec<_>) = net_effect
+        .into_iter()
+        .map(|(net, add)| (add, net))
+        .partition(|(add, _)| *add);
+    adds.into_iter().chain(removals).collect()
 }
 
 // ----- chains -----
@@ -370,6 +426,9 @@ struct Section {
     decls: String,
     rules: String,
     hooks: String,
+    /// Declarations (flushes) of the chains deleted below.
+    delete_flushes: String,
+    /// The `-X` lines, after every flush.
     deletes: String,
 }
 
@@ -378,6 +437,7 @@ impl Section {
         if self.decls.is_empty()
             && self.rules.is_empty()
             && self.hooks.is_empty()
+            && self.delete_flushes.is_empty()
             && self.deletes.is_empty()
         {
             return;
@@ -386,6 +446,7 @@ impl Section {
         out.push_str(&self.decls);
         out.push_str(&self.rules);
         out.push_str(&self.hooks);
+        out.push_str(&self.delete_flushes);
         out.push_str(&self.deletes);
         out.push_str("COMMIT\n");
     }
@@ -429,9 +490,11 @@ fn write_chains(
 }
 
 /// Declaring first makes the delete work whether or not the chain (still)
-/// exists and whatever it holds.
+/// exists and whatever it holds; all declarations of a section come before
+/// its first `-X`, so no chain being deleted still references another.
 fn delete_chain(s: &mut Section, name: &ObjectName) {
-    let _ = writeln!(s.deletes, ":{name} - [0:0]\n-X {name}");
+    let _ = writeln!(s.delete_flushes, ":{name} - [0:0]");
+    let _ = writeln!(s.deletes, "-X {name}");
 }
 
 /// Puts each hook's rule first in its built-in chain, exactly once, unless
@@ -726,6 +789,40 @@ mod tests {
     }
 
     #[test]
+    fn deleted_chains_are_all_flushed_before_any_is_deleted() {
+        // The issue's case: an endpoint chain jumps to a profile chain whose
+        // name sorts first; both go in one apply.
+        let mut known = Known::default();
+        for c in ["margay-pi-solo2", "margay-to-caliw3", "margay-a-last"] {
+            known
+                .chains
+                .insert(ObjectName::fixed(c), [Table::Filter].into());
+        }
+        let ops = vec![
+            FirewallOp::DeleteChain {
+                name: name("margay-pi-solo2"),
+            },
+            FirewallOp::DeleteChain {
+                name: name("margay-to-caliw3"),
+            },
+            FirewallOp::DeleteChain {
+                name: name("margay-a-last"),
+            },
+        ];
+        let p = plan(&ops, &known).expect("plan");
+        let want = "*filter\n:margay-a-last - [0:0]\n:margay-pi-solo2 - [0:0]\n\
+                    :margay-to-caliw3 - [0:0]\n-X margay-a-last\n-X margay-pi-solo2\n\
+                    -X margay-to-caliw3\nCOMMIT\n";
+        assert_eq!(p.v4, want);
+        assert_eq!(p.v6, want);
+        for text in [&p.v4, &p.v6] {
+            let first_x = text.find("\n-X ").expect("a delete");
+            let last_decl = text.rfind("\n:").expect("a declaration");
+            assert!(last_decl < first_x, "a delete before a flush:\n{text}");
+        }
+    }
+
+    #[test]
     fn set_type_changes_swap_or_recreate() {
         let mut known = Known::default();
         let mut small = SetHeader::ours(IpVersion::V4);
@@ -767,17 +864,42 @@ mod tests {
         ];
         let p = plan(&ops, &known).expect("plan");
         let tmp = ObjectName::generate("tmp", "margay-a");
+        let tmp_c = ObjectName::generate("tmp", "margay-c");
         assert_eq!(
             p.ipset_pre,
             format!(
                 "create {tmp} hash:net family inet hashsize 1024 maxelem 1048576\nflush {tmp}\n\
-                 add {tmp} 10.0.0.1/32\nswap {tmp} margay-a\ndestroy {tmp}\n\
+                 add {tmp} 10.0.0.1/32\nswap {tmp} margay-a\n\
                  destroy margay-b\ncreate margay-b hash:net family inet6 hashsize 1024 maxelem 1048576\n\
                  add margay-b fd00::1/128\n\
-                 flush margay-c\n"
+                 create {tmp_c} hash:net family inet hashsize 1024 maxelem 1048576\nflush {tmp_c}\n\
+                 swap {tmp_c} margay-c\n"
             )
         );
-        assert!(p.ipset_post.is_empty(), "re-created set is not destroyed");
+        // The old contents stay in the temporary sets until the rules went in.
+        assert_eq!(p.ipset_post, format!("destroy {tmp}\ndestroy {tmp_c}\n"));
+        // Rollback, newest first; after line 4 only what lines 1-4 did.
+        assert_eq!(
+            p.ipset_rollback(usize::MAX, &FAMILIES),
+            format!(
+                "swap {tmp_c} margay-c\ndestroy {tmp_c}\ndel margay-b fd00::1/128\n\
+                 destroy margay-b\nswap {tmp} margay-a\ndestroy {tmp}\n"
+            )
+        );
+        assert_eq!(
+            p.ipset_rollback(4, &FAMILIES),
+            format!("swap {tmp} margay-a\ndestroy {tmp}\n")
+        );
+        assert_eq!(p.ipset_rollback(3, &FAMILIES), format!("destroy {tmp}\n"));
+        // v4 rules went in, v6 refused: only margay-b (v6) is taken back.
+        assert_eq!(
+            p.ipset_rollback(usize::MAX, &[IpVersion::V6]),
+            "del margay-b fd00::1/128\ndestroy margay-b\n"
+        );
+        assert!(
+            !p.ipset_post.contains("destroy margay-c\n"),
+            "re-created set stays"
+        );
         assert_eq!(
             p.next.sets[&name("margay-b")],
             SetHeader::ours(IpVersion::V6)
@@ -819,6 +941,83 @@ mod tests {
             p.next.builtins[&(IpVersion::V4, Hook::Output)],
             vec![foreign]
         );
+    }
+
+    /// Plays restore text on a model of one table's user chains with
+    /// iptables' rule: a chain still jumped to cannot be deleted. Returns
+    /// the first refused line.
+    fn play(text: &str, chains: &mut BTreeMap<String, Vec<String>>) -> Result<(), String> {
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                [decl, ..] if decl.starts_with(':') => {
+                    chains.insert(decl[1..].to_owned(), vec![]);
+                }
+                ["-A", chain, .., "-j" | "-g", target] => {
+                    chains
+                        .entry((*chain).to_owned())
+                        .or_default()
+                        .push((*target).to_owned());
+                }
+                ["-X", chain] => {
+                    if chains.values().flatten().any(|t| t == chain) {
+                        return Err(line.to_owned());
+                    }
+                    chains.remove(*chain);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Any set of chains jumping to each other, any subset deleted and
+        /// the rest rewritten without the deleted targets: no delete is
+        /// refused, and only the deleted chains are gone.
+        #[test]
+        fn deletes_never_hit_a_busy_chain(
+            jumps in proptest::collection::vec(proptest::collection::vec(0usize..6, 0..3), 6),
+            doomed in proptest::collection::vec(proptest::prelude::any::<bool>(), 6),
+        ) {
+            let names: Vec<ObjectName> = (0..6)
+                .map(|i| ObjectName::generate("c", &format!("n{}", 5 - i)))
+                .collect();
+            let mut known = Known::default();
+            let mut kernel: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (i, targets) in jumps.iter().enumerate() {
+                known.chains.insert(names[i].clone(), [Table::Filter].into());
+                kernel.insert(
+                    names[i].to_string(),
+                    targets.iter().map(|t| names[*t].to_string()).collect(),
+                );
+            }
+            let ops: Vec<FirewallOp> = (0..6)
+                .map(|i| {
+                    if doomed[i] {
+                        FirewallOp::DeleteChain { name: names[i].clone() }
+                    } else {
+                        let rules = jumps[i]
+                            .iter()
+                            .filter(|t| !doomed[**t])
+                            .map(|t| rule(vec![], Action::Jump(names[*t].clone())))
+                            .collect();
+                        FirewallOp::ReplaceChain { name: names[i].clone(), rules }
+                    }
+                })
+                .collect();
+            let p = plan(&ops, &known).expect("plan");
+            play(&p.v4, &mut kernel).map_err(|l| {
+                proptest::test_runner::TestCaseError::fail(format!("refused {l} in\n{}", p.v4))
+            })?;
+            let left: BTreeSet<String> = kernel.keys().cloned().collect();
+            let want: BTreeSet<String> = (0..6)
+                .filter(|i| !doomed[*i])
+                .map(|i| names[i].to_string())
+                .collect();
+            proptest::prop_assert_eq!(left, want);
+        }
     }
 
     #[test]

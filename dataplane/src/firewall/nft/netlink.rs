@@ -38,6 +38,7 @@ const NFPROTO_INET: u8 = 1;
 const AF_UNSPEC: u8 = 0;
 
 const MSG_NEWTABLE: u8 = 0;
+const MSG_DELTABLE: u8 = 2;
 const MSG_NEWCHAIN: u8 = 3;
 const MSG_GETCHAIN: u8 = 4;
 const MSG_DELCHAIN: u8 = 5;
@@ -313,6 +314,27 @@ impl Session {
             if let Some(e) = end {
                 return Ok(e);
             }
+        }
+    }
+
+    /// Deletes our table and everything in it, in one transaction. Returns
+    /// false when there was no such table. Nothing else is touched.
+    pub fn delete_table(&mut self) -> Result<bool, FirewallError> {
+        let start = self.next_seq();
+        let mut b = BatchWriter::new(start);
+        let m = b.msg(MSG_DELTABLE, 0, || format!("delete table {TABLE}"));
+        b.b.put_str(NFTA_TABLE_NAME, TABLE);
+        b.b.end_msg(m);
+        let (buf, _, last) = b.finish();
+        self.seq = last;
+        self.send(&buf, "batch")?;
+        match self.sync()?.first() {
+            None => Ok(true),
+            Some((_, errno)) if *errno == libc::ENOENT => Ok(false),
+            Some((_, errno)) => Err(nl_err(
+                "delete table",
+                std::io::Error::from_raw_os_error(*errno),
+            )),
         }
     }
 
@@ -601,18 +623,19 @@ impl BatchWriter {
                 self.chain(name.as_str(), None);
             }
         }
-        let mut flushed = false;
-        for op in ops {
-            if let FirewallOp::DeleteChain { .. } = op {
-                if !flushed {
-                    for o in ops {
-                        if let FirewallOp::DeleteChain { name } = o {
-                            self.flush(name.as_str());
-                        }
-                    }
-                    flushed = true;
-                }
+        // A deleted chain may be jumped to by another deleted chain or by a
+        // chain rewritten in this batch: flush every deleted chain first and
+        // delete chains last, whatever the order of `ops`.
+        let is_delete = |op: &&FirewallOp| matches!(op, FirewallOp::DeleteChain { .. });
+        for op in ops.iter().filter(is_delete) {
+            if let FirewallOp::DeleteChain { name } = op {
+                self.flush(name.as_str());
             }
+        }
+        for op in ops.iter().filter(|o| !is_delete(o)) {
+            self.op(op)?;
+        }
+        for op in ops.iter().filter(is_delete) {
             self.op(op)?;
         }
         Ok(())

@@ -24,26 +24,22 @@ pub fn render_batch(ops: &[FirewallOp]) -> Result<String, FirewallError> {
             let _ = writeln!(out, "add chain inet {TABLE} {name}");
         }
     }
-    let mut flushed_deletes = false;
-    for op in ops {
-        if let FirewallOp::DeleteChain { .. } = op {
-            if !flushed_deletes {
-                flush_deleted_chains(ops, &mut out);
-                flushed_deletes = true;
-            }
-        }
-        render_op(op, &mut out)?;
-    }
-    Ok(out)
-}
-
-/// A chain may jump to another deleted in the same batch: flush all first.
-fn flush_deleted_chains(ops: &[FirewallOp], out: &mut String) {
-    for op in ops {
+    // A deleted chain may be jumped to by another deleted chain or by a
+    // chain rewritten in this batch: flush every deleted chain first and
+    // delete chains last, whatever the order of `ops`.
+    let is_delete = |op: &&FirewallOp| matches!(op, FirewallOp::DeleteChain { .. });
+    for op in ops.iter().filter(is_delete) {
         if let FirewallOp::DeleteChain { name } = op {
             let _ = writeln!(out, "flush chain inet {TABLE} {name}");
         }
     }
+    for op in ops.iter().filter(|o| !is_delete(o)) {
+        render_op(op, &mut out)?;
+    }
+    for op in ops.iter().filter(is_delete) {
+        render_op(op, &mut out)?;
+    }
+    Ok(out)
 }
 
 fn render_op(op: &FirewallOp, out: &mut String) -> Result<(), FirewallError> {
