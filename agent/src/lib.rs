@@ -3,7 +3,8 @@
 //!
 //! - [`cli`], [`settings`]: command line and layered settings loading.
 //! - [`sync`]: etcd list + watch with resync; [`heartbeat`]: status reports.
-//! - [`run`]: the event loop joining sync, calculation and dataplane.
+//! - [`run`]: the event loop joining sync, calculation and dataplane;
+//!   [`host_guard`]: what keeps data from cutting the host off.
 //! - [`plan`]: `margay plan`.
 //! - [`metrics`], [`http`], [`logging`], [`notify`], [`check`],
 //!   [`status_cmd`]: observability and the other subcommands.
@@ -12,6 +13,7 @@
 pub mod check;
 pub mod cli;
 pub mod heartbeat;
+pub mod host_guard;
 pub mod http;
 pub mod logging;
 pub mod metrics;
