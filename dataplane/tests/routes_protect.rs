@@ -39,12 +39,17 @@ fn uplink(ns: &TestNetns) {
 
 fn desired() -> DesiredState {
     let mut d = DesiredState::default();
-    add_endpoint(&mut d, endpoint("cali1", None, &["10.65.0.1/32", &format!("{ETCD}/32")]));
+    add_endpoint(
+        &mut d,
+        endpoint("cali1", None, &["10.65.0.1/32", &format!("{ETCD}/32")]),
+    );
     add_endpoint(&mut d, endpoint("cali2", None, &["10.65.0.2/32"]));
     // Remote endpoints: one on the gateway, one on our own address.
     for dst in ["192.0.2.1/32", "192.0.2.11/32", "10.66.0.1/32"] {
-        d.routes
-            .insert(net(dst), RouteTarget::Gateway("192.0.2.12".parse().expect("ip")));
+        d.routes.insert(
+            net(dst),
+            RouteTarget::Gateway("192.0.2.12".parse().expect("ip")),
+        );
     }
     d
 }
@@ -100,7 +105,11 @@ async fn routes_on_protected_addresses_are_refused_and_follow_address_changes() 
     ns.exec_ok(&["ip", "addr", "del", "10.65.0.2/32", "dev", "lo"]);
     pump_until(&mut dp, &mut events, |dp| {
         dp.host().routes().tracker().in_sync()
-            && !dp.host().routes().refused().contains_key(&net("10.65.0.2/32"))
+            && !dp
+                .host()
+                .routes()
+                .refused()
+                .contains_key(&net("10.65.0.2/32"))
     })
     .await;
     assert!(our_routes(&ns).contains("10.65.0.2 dev cali2"));
@@ -109,8 +118,7 @@ async fn routes_on_protected_addresses_are_refused_and_follow_address_changes() 
     ns.exec_ok(&["ip", "route", "replace", "default", "via", "192.0.2.254"]);
     let moved = net("192.0.2.1/32");
     pump_until(&mut dp, &mut events, |dp| {
-        dp.host().routes().tracker().in_sync()
-            && !dp.host().routes().refused().contains_key(&moved)
+        dp.host().routes().tracker().in_sync() && !dp.host().routes().refused().contains_key(&moved)
     })
     .await;
     assert!(our_routes(&ns).contains("192.0.2.1 via 192.0.2.12"));
