@@ -1,7 +1,8 @@
-//! Reads the [`HostFacts`] of a namespace over netlink: every interface
-//! address and every main-table route (all protocols), reduced by the pure
-//! [`HostFacts::derive`]. Thin on purpose; called at start, when addresses
-//! or default routes change, and on full repairs.
+//! Reads the raw material of the [`HostFacts`] of a namespace over netlink:
+//! every interface address, and the main-table routes that matter (default
+//! routes and those covering an etcd endpoint, any protocol), reduced by the
+//! pure [`HostFacts::derive`]. Thin on purpose; the owner re-reads addresses
+//! on address events and routes on default-route events and full repairs.
 
 use std::net::IpAddr;
 
@@ -21,17 +22,41 @@ pub async fn read(
     our_protocol: u8,
 ) -> Result<HostFacts, NetlinkError> {
     let addresses = addresses(handle).await?;
-    let routes = main_routes(handle).await?;
-    Ok(HostFacts::derive(
-        addresses,
-        &routes,
-        etcd,
-        our_protocol,
-        |i| links.kernel_name(i).map(str::to_owned),
-    ))
+    let routes = relevant_routes(handle, etcd).await?;
+    Ok(derive(&addresses, &routes, links, etcd, our_protocol))
 }
 
-async fn addresses(handle: &rtnetlink::Handle) -> Result<Vec<IpAddr>, NetlinkError> {
+/// [`HostFacts::derive`] with interface names from `links`.
+pub fn derive(
+    addresses: &[IpAddr],
+    routes: &[RawRoute],
+    links: &LinkCache,
+    etcd: &[IpAddr],
+    our_protocol: u8,
+) -> HostFacts {
+    HostFacts::derive(addresses.iter().copied(), routes, etcd, our_protocol, |i| {
+        links.kernel_name(i).map(str::to_owned)
+    })
+}
+
+/// True when a main-table route to `dst` matters to the facts: a default
+/// route, or one covering an etcd endpoint.
+pub fn is_relevant(dst: &ipnet::IpNet, etcd: &[IpAddr]) -> bool {
+    dst.prefix_len() == 0 || etcd.iter().any(|ip| dst.contains(ip))
+}
+
+/// The main-table routes that matter (see [`is_relevant`]).
+pub async fn relevant_routes(
+    handle: &rtnetlink::Handle,
+    etcd: &[IpAddr],
+) -> Result<Vec<RawRoute>, NetlinkError> {
+    let mut all = main_routes(handle).await?;
+    all.retain(|r| is_relevant(&r.dst, etcd));
+    Ok(all)
+}
+
+/// Every address on this namespace's interfaces.
+pub async fn addresses(handle: &rtnetlink::Handle) -> Result<Vec<IpAddr>, NetlinkError> {
     let msgs: Vec<_> = handle
         .address()
         .get()

@@ -80,6 +80,9 @@ pub struct HostNetwork {
     primed: bool,
     etcd: Vec<IpAddr>,
     facts: HostFacts,
+    /// What the facts are derived from (addresses, relevant routes).
+    fact_addrs: Vec<IpAddr>,
+    fact_routes: Vec<super::model::RawRoute>,
 }
 
 impl Drop for HostNetwork {
@@ -106,6 +109,8 @@ impl HostNetwork {
             primed: false,
             etcd: Vec::new(),
             facts: HostFacts::default(),
+            fact_addrs: Vec::new(),
+            fact_routes: Vec::new(),
         })
     }
 
@@ -120,11 +125,20 @@ impl HostNetwork {
         &self.facts
     }
 
-    /// Re-reads the host facts and hands the protected addresses to the
-    /// route manager.
-    async fn refresh_facts(&mut self) -> Result<(), HostNetError> {
-        let protocol = self.routes.protocol();
-        let facts = super::facts::read(&self.handle, &self.links, &self.etcd, protocol).await?;
+    /// Re-reads the host's addresses and (when `routes`) the routes that
+    /// matter, and hands the protected addresses to the route manager.
+    async fn refresh_facts(&mut self, routes: bool) -> Result<(), HostNetError> {
+        self.fact_addrs = super::facts::addresses(&self.handle).await?;
+        if routes {
+            self.fact_routes = super::facts::relevant_routes(&self.handle, &self.etcd).await?;
+        }
+        let facts = super::facts::derive(
+            &self.fact_addrs,
+            &self.fact_routes,
+            &self.links,
+            &self.etcd,
+            self.routes.protocol(),
+        );
         if facts != self.facts {
             tracing::debug!(
                 addresses = facts.addresses.len(),
@@ -169,7 +183,7 @@ impl HostNetwork {
     /// our neighbours.
     pub async fn start(&mut self) -> Result<(), HostNetError> {
         self.reload_links().await?;
-        self.refresh_facts().await?;
+        self.refresh_facts(true).await?;
         self.routes.resync(&self.handle, &self.links, true).await?;
         self.neigh.resync(&self.handle, &self.links).await?;
         Ok(())
@@ -253,7 +267,7 @@ impl HostNetwork {
 
     async fn resync_all(&mut self) -> Result<(), HostNetError> {
         self.reload_links().await?;
-        self.refresh_facts().await?;
+        self.refresh_facts(true).await?;
         self.routes.resync(&self.handle, &self.links, true).await?;
         self.neigh.resync(&self.handle, &self.links).await?;
         self.sysctls.resync();
@@ -290,10 +304,12 @@ impl HostNetwork {
         events: impl IntoIterator<Item = DataplaneEvent>,
     ) -> Result<HostReport, HostNetError> {
         let mut dirty = false;
-        let mut facts_stale = false;
+        let mut facts_stale = None;
         let mut report = HostReport::default();
         for ev in events {
-            facts_stale |= changes_facts(&ev, self.routes.protocol());
+            if let Some(routes) = changes_facts(&ev, self.routes.protocol(), &self.etcd) {
+                facts_stale = Some(routes || facts_stale.unwrap_or(false));
+            }
             match ev {
                 DataplaneEvent::Overrun => {
                     self.resync_all().await?;
@@ -302,8 +318,8 @@ impl HostNetwork {
                 other => dirty |= self.note_event(other),
             }
         }
-        if facts_stale {
-            self.refresh_facts().await?;
+        if let Some(routes) = facts_stale {
+            self.refresh_facts(routes).await?;
             dirty = true;
         }
         if dirty {
@@ -385,14 +401,17 @@ impl HostNetwork {
     }
 }
 
-/// True when `event` may change the host facts: an address, or a default
-/// route someone else added or removed.
-fn changes_facts(event: &DataplaneEvent, our_protocol: u8) -> bool {
+/// Whether `event` may change the host facts: `Some(false)` for an address
+/// (re-read addresses), `Some(true)` for a default route or one towards
+/// etcd someone else added or removed (re-read routes too), else `None`.
+fn changes_facts(event: &DataplaneEvent, our_protocol: u8, etcd: &[IpAddr]) -> Option<bool> {
     match event {
-        DataplaneEvent::AddressChanged { .. } => true,
-        DataplaneEvent::Route { route, .. } => {
-            route.dst.prefix_len() == 0 && !route.is_ours(our_protocol)
+        DataplaneEvent::AddressChanged { .. } => Some(false),
+        DataplaneEvent::Route { route, .. }
+            if !route.is_ours(our_protocol) && super::facts::is_relevant(&route.dst, etcd) =>
+        {
+            Some(true)
         }
-        _ => false,
+        _ => None,
     }
 }
