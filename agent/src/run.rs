@@ -556,7 +556,8 @@ impl<D: Driver> Agent<D> {
             self.warned.insert(text);
         }
         let (mut merged, mut live, restart) = merge_reload(&self.settings, &resolved.settings);
-        if live.contains(&Setting::InterfacePrefix) && !self.prefixes_safe(&merged, source) {
+        if live.contains(&Setting::InterfacePrefix) && !self.prefixes_safe(&merged, source, &warned)
+        {
             merged.interface_prefixes = self.settings.interface_prefixes.clone();
             live.retain(|s| *s != Setting::InterfacePrefix);
         }
@@ -572,19 +573,20 @@ impl<D: Driver> Agent<D> {
         self.apply_live(&live);
     }
 
-    /// False (logged once per value, counted) when `next`'s interface
-    /// prefixes match an uplink: the host's own traffic would be firewalled.
-    fn prefixes_safe(&mut self, next: &Settings, source: &str) -> bool {
+    /// False (logged and counted once while it stays, `warned` being what
+    /// was logged before) when `next`'s interface prefixes match an uplink:
+    /// the host's own traffic would be firewalled.
+    fn prefixes_safe(&mut self, next: &Settings, source: &str, warned: &BTreeSet<String>) -> bool {
         let conflicts =
             crate::host_guard::uplink_conflicts(&next.interface_prefixes, &self.dp.uplinks());
         if conflicts.is_empty() {
             return true;
         }
         let text = crate::host_guard::describe(&conflicts);
-        self.out
-            .metrics
-            .setting_rejected(Setting::InterfacePrefix.key(), "host_interface");
-        if self.warned.insert(text.clone()) {
+        if !warned.contains(&text) {
+            self.out
+                .metrics
+                .setting_rejected(Setting::InterfacePrefix.key(), "host_interface");
             tracing::warn!(
                 setting = Setting::InterfacePrefix.key(),
                 value = %crate::logging::sanitize(&next.interface_prefixes.join(",")),
@@ -594,6 +596,7 @@ impl<D: Driver> Agent<D> {
                 "setting rejected; keeping the current value"
             );
         }
+        self.warned.insert(text);
         false
     }
 
@@ -1123,6 +1126,10 @@ mod tests {
         fn stats(&self) -> DataplaneStats {
             DataplaneStats::default()
         }
+
+        fn uplinks(&self) -> BTreeSet<String> {
+            BTreeSet::from(["eth0".to_owned()])
+        }
     }
 
     struct Harness {
@@ -1339,6 +1346,50 @@ mod tests {
             h.metrics.render()
         );
         assert!(metric_line(&h.metrics, "margay_last_apply_timestamp_seconds").len() > 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prefixes_matching_an_uplink_or_lo_are_rejected_and_counted_once() {
+        let (mut agent, inputs, h) = agent_with(&[], Fake::new());
+        let driver = async {
+            h.sync
+                .send(snapshot(vec![put("Ready", "true"), profile()]))
+                .await
+                .expect("send");
+            settle().await;
+            for change in [
+                put("config/InterfacePrefix", "eth"),
+                // Another settings change re-resolves: no second count.
+                put("config/ReportingIntervalSecs", "5"),
+                put("host/h1/config/InterfacePrefix", "cali,lo"),
+            ] {
+                h.sync.send(updates(vec![change])).await.expect("send");
+                settle().await;
+            }
+            h.control.send(Control::Stop).await.expect("stop");
+        };
+        let (result, ()) = tokio::join!(agent.run(inputs), driver);
+        result.expect("clean stop");
+        assert_eq!(agent.settings().interface_prefixes, vec!["cali"]);
+        let line = |reason: &str| {
+            metric_line(
+                &h.metrics,
+                &format!(
+                    "margay_settings_rejected_total{{setting=\"interface_prefix\",reason=\"{reason}\"}}"
+                ),
+            )
+        };
+        assert!(
+            line("host_interface").ends_with(" 1"),
+            "{}",
+            h.metrics.render()
+        );
+        assert!(line("invalid").ends_with(" 1"), "{}", h.metrics.render());
+        assert!(agent
+            .driver()
+            .applies
+            .iter()
+            .all(|a| a.1.interface_prefixes == vec!["cali"]));
     }
 
     #[tokio::test(start_paused = true)]
