@@ -12,7 +12,8 @@
 //!
 //! and returns `false` when any check found a problem (the binary exits
 //! non-zero). Checks only read: they run `nft list tables`, `iptables-save`,
-//! `ipset list -n`, read `/proc`, and do one etcd `get`; nothing is changed.
+//! `ipset list -n`, read `/proc` and this host's addresses and routes, and do
+//! a few etcd `get`s; nothing is changed.
 //! [`connect_etcd`] is shared with `margay status`.
 
 use std::fmt;
@@ -119,6 +120,7 @@ pub async fn gather(settings: &Settings) -> Vec<CheckResult> {
     ));
     results.extend(check_tls_files(settings));
     results.extend(etcd_checks(settings).await);
+    results.push(crate::host_guard::gather_prefix_check(settings).await);
     results
 }
 

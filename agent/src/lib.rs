@@ -3,7 +3,8 @@
 //!
 //! - [`cli`], [`settings`]: command line and layered settings loading.
 //! - [`sync`]: etcd list + watch with resync; [`heartbeat`]: status reports.
-//! - [`run`]: the event loop joining sync, calculation and dataplane.
+//! - [`run`]: the event loop joining sync, calculation and dataplane;
+//!   [`host_guard`]: what keeps data from cutting the host off.
 //! - [`plan`]: `margay plan`.
 //! - [`conflicts`]: endpoint conflicts into log lines and a gauge.
 //! - [`metrics`], [`http`], [`logging`], [`notify`], [`check`],
@@ -14,6 +15,7 @@ pub mod check;
 pub mod cli;
 pub mod conflicts;
 pub mod heartbeat;
+pub mod host_guard;
 pub mod http;
 pub mod logging;
 pub mod metrics;

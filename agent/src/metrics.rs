@@ -49,6 +49,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_pending_updates",
     "margay_last_apply_timestamp_seconds",
     "margay_drift_repairs_total",
+    "margay_routes_refused_total",
+    "margay_settings_rejected_total",
     "margay_local_endpoints",
     "margay_remote_endpoints",
     "margay_profiles",
@@ -105,6 +107,18 @@ pub const DATAPLANE_OBJECTS: &[&str] = &[
     "hook",
 ];
 
+/// The `reason` label values of `margay_routes_refused_total`: what the
+/// refused route would have covered.
+pub const ROUTE_REFUSAL_REASONS: &[&str] = &["etcd_endpoint", "default_gateway", "host_address"];
+
+/// The `(setting, reason)` label values of `margay_settings_rejected_total`
+/// created at start: a value that does not validate, and an interface
+/// prefix that matches an interface carrying the host's own traffic.
+pub const SETTING_REJECTIONS: &[(&str, &str)] = &[
+    ("interface_prefix", "invalid"),
+    ("interface_prefix", "host_interface"),
+];
+
 /// The `kind` label value for a datastore key (see [`KEY_KINDS`]).
 pub fn key_kind(key: &ResourceKey) -> &'static str {
     match key {
@@ -141,6 +155,12 @@ struct BackendLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ObjectLabel {
     object: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SettingLabel {
+    setting: String,
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -291,6 +311,8 @@ pub struct Metrics {
     pending_updates: Gauge,
     last_apply: FloatGauge,
     drift_repairs: Family<ObjectLabel, Counter>,
+    routes_refused: Family<ReasonLabel, Counter>,
+    settings_rejected: Family<SettingLabel, Counter>,
     counts: CountGauges,
     /// Unix seconds of the main loop's last turn (creation time until the
     /// first turn, so a start-up that hangs stops looking alive); read by
@@ -346,6 +368,8 @@ impl Metrics {
             pending_updates: Gauge::default(),
             last_apply: FloatGauge::default(),
             drift_repairs: Family::default(),
+            routes_refused: Family::default(),
+            settings_rejected: Family::default(),
             counts: CountGauges::default(),
             loop_turn: Arc::new(std::sync::atomic::AtomicU64::new(unix_now() as u64)),
         }
@@ -370,6 +394,16 @@ impl Metrics {
             let _ = self.datastore_resyncs.get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             });
+        }
+        for reason in ROUTE_REFUSAL_REASONS {
+            let _ = self.routes_refused.get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            });
+        }
+        for (setting, reason) in SETTING_REJECTIONS {
+            let _ = self
+                .settings_rejected
+                .get_or_create(&setting_label(setting, reason));
         }
         for object in DATAPLANE_OBJECTS {
             let label = object_label(object);
@@ -461,6 +495,17 @@ impl Metrics {
             "margay_drift_repairs",
             "Kernel objects found changed by someone else and put back, by object type",
             self.drift_repairs.clone(),
+        );
+        registry.register(
+            "margay_routes_refused",
+            "Endpoint routes not programmed because they cover an address of this host, \
+             a default gateway or an etcd endpoint, by what they covered",
+            self.routes_refused.clone(),
+        );
+        registry.register(
+            "margay_settings_rejected",
+            "Datastore or reloaded settings rejected (the previous value stays), by setting and reason",
+            self.settings_rejected.clone(),
         );
         self.counts.register(registry);
     }
@@ -574,6 +619,24 @@ impl Metrics {
         }
     }
 
+    /// Counts one endpoint route refused for covering a protected address
+    /// (`reason`: see [`ROUTE_REFUSAL_REASONS`]).
+    pub fn route_refused(&self, reason: &str) {
+        self.routes_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one rejected value of `setting` (`reason`: `invalid` or
+    /// `host_interface`).
+    pub fn setting_rejected(&self, setting: &str, reason: &str) {
+        self.settings_rejected
+            .get_or_create(&setting_label(setting, reason))
+            .inc();
+    }
+
     /// Sets the object-count gauges.
     pub fn set_counts(&self, counts: &ObjectCounts) {
         self.counts.set(counts);
@@ -609,6 +672,13 @@ impl Metrics {
 fn kind_label(kind: &str) -> KindLabel {
     KindLabel {
         kind: kind.to_string(),
+    }
+}
+
+fn setting_label(setting: &str, reason: &str) -> SettingLabel {
+    SettingLabel {
+        setting: setting.to_string(),
+        reason: reason.to_string(),
     }
 }
 

@@ -93,6 +93,10 @@ pub trait Driver {
     ) -> Result<ApplyReport, DataplaneError>;
     /// Sizes of what is programmed.
     fn stats(&self) -> DataplaneStats;
+    /// Interfaces carrying the host's default route or its route to etcd.
+    fn uplinks(&self) -> BTreeSet<String> {
+        BTreeSet::new()
+    }
 }
 
 impl Driver for Dataplane {
@@ -130,6 +134,10 @@ impl Driver for Dataplane {
 
     fn stats(&self) -> DataplaneStats {
         Dataplane::stats(self)
+    }
+
+    fn uplinks(&self) -> BTreeSet<String> {
+        self.host_facts().uplinks.clone()
     }
 }
 
@@ -542,13 +550,21 @@ impl<D: Driver> Agent<D> {
 
     /// Takes the live part of `resolved`; warns about the rest.
     fn adopt(&mut self, resolved: Resolved, source: &str) {
+        let warned = std::mem::take(&mut self.warned);
         for w in &resolved.warnings {
             let text = w.to_string();
-            if self.warned.insert(text.clone()) {
+            if !warned.contains(&text) {
                 tracing::warn!(warning = %crate::logging::sanitize(&text), "setting ignored or questionable");
+                crate::host_guard::count_rejected_setting(&self.out.metrics, w);
             }
+            self.warned.insert(text);
         }
-        let (merged, live, restart) = merge_reload(&self.settings, &resolved.settings);
+        let (mut merged, mut live, restart) = merge_reload(&self.settings, &resolved.settings);
+        if live.contains(&Setting::InterfacePrefix) && !self.prefixes_safe(&merged, source, &warned)
+        {
+            merged.interface_prefixes = self.settings.interface_prefixes.clone();
+            live.retain(|s| *s != Setting::InterfacePrefix);
+        }
         for s in &restart {
             tracing::warn!(setting = %s, source, "changing this setting needs a restart; keeping the current value");
         }
@@ -559,6 +575,33 @@ impl<D: Driver> Agent<D> {
         tracing::info!(settings = %names.join(","), source, "settings changed");
         self.settings = merged;
         self.apply_live(&live);
+    }
+
+    /// False (logged and counted once while it stays, `warned` being what
+    /// was logged before) when `next`'s interface prefixes match an uplink:
+    /// the host's own traffic would be firewalled.
+    fn prefixes_safe(&mut self, next: &Settings, source: &str, warned: &BTreeSet<String>) -> bool {
+        let conflicts =
+            crate::host_guard::uplink_conflicts(&next.interface_prefixes, &self.dp.uplinks());
+        if conflicts.is_empty() {
+            return true;
+        }
+        let text = crate::host_guard::describe(&conflicts);
+        if !warned.contains(&text) {
+            self.out
+                .metrics
+                .setting_rejected(Setting::InterfacePrefix.key(), "host_interface");
+            tracing::warn!(
+                setting = Setting::InterfacePrefix.key(),
+                value = %crate::logging::sanitize(&next.interface_prefixes.join(",")),
+                kept = %self.settings.interface_prefixes.join(","),
+                reason = %text,
+                source,
+                "setting rejected; keeping the current value"
+            );
+        }
+        self.warned.insert(text);
+        false
     }
 
     fn apply_live(&mut self, changed: &[Setting]) {
@@ -651,6 +694,7 @@ impl<D: Driver> Agent<D> {
         self.pending_updates = 0;
         self.out.metrics.set_pending_updates(0);
         record_writes(&self.out.metrics, &report);
+        self.report_refused(&report);
         if !report.failures.is_empty() && report.failures.len() != self.last_write_failures {
             let sample: Vec<String> = report
                 .failures
@@ -738,6 +782,7 @@ impl<D: Driver> Agent<D> {
         match self.dp.handle_events(events).await {
             Ok(report) => {
                 record_writes(&self.out.metrics, &report);
+                self.report_refused(&report);
                 if foreign && report.routes > 0 {
                     self.out
                         .metrics
@@ -750,6 +795,32 @@ impl<D: Driver> Agent<D> {
             }
             Err(e) => tracing::error!(error = %e, "handling netlink events failed"),
         }
+    }
+
+    /// Logs and counts endpoint routes refused for covering an address
+    /// this host needs, naming the local endpoint when there is one.
+    fn report_refused(&self, report: &ApplyReport) {
+        let endpoints = &self.calc.state().endpoints;
+        crate::host_guard::report_refused(
+            &self.out.metrics,
+            &self.limiter,
+            &report.refused_routes,
+            |r| match &r.route {
+                margay_dataplane::routes::KernelRoute::Dev(iface) => {
+                    endpoints.get(iface).map(|ep| {
+                        let k = &ep.key;
+                        format!(
+                            "{}/{}/{}/{}",
+                            k.host, k.orchestrator, k.workload, k.endpoint
+                        )
+                    })
+                }
+                margay_dataplane::routes::KernelRoute::Via(gw) => {
+                    Some(format!("a remote endpoint via {gw}"))
+                }
+                margay_dataplane::routes::KernelRoute::Unrecognised => None,
+            },
+        );
     }
 
     async fn repair_routes(&mut self) {
@@ -919,9 +990,13 @@ pub async fn run_agent(
     let mut dp = Dataplane::new(dataplane_config(&settings))
         .await
         .context("cannot open the dataplane")?;
+    dp.set_etcd_addresses(
+        crate::host_guard::resolve_etcd_addresses(&settings.etcd_endpoints).await,
+    );
     dp.start()
         .await
         .context("cannot read the existing dataplane state")?;
+    crate::host_guard::guard_start(&mut dp, &settings, &metrics).await?;
     let dataplane_events = dp.take_events();
 
     let etcd = crate::sync::EtcdConfig::from_settings(&settings);
@@ -1064,6 +1139,10 @@ mod tests {
 
         fn stats(&self) -> DataplaneStats {
             DataplaneStats::default()
+        }
+
+        fn uplinks(&self) -> BTreeSet<String> {
+            BTreeSet::from(["eth0".to_owned()])
         }
     }
 
@@ -1315,6 +1394,50 @@ mod tests {
         );
         let readyz = crate::http::respond("GET /readyz HTTP/1.1", &h.metrics);
         assert_eq!(readyz.status, 503, "{}", readyz.body);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prefixes_matching_an_uplink_or_lo_are_rejected_and_counted_once() {
+        let (mut agent, inputs, h) = agent_with(&[], Fake::new());
+        let driver = async {
+            h.sync
+                .send(snapshot(vec![put("Ready", "true"), profile()]))
+                .await
+                .expect("send");
+            settle().await;
+            for change in [
+                put("config/InterfacePrefix", "eth"),
+                // Another settings change re-resolves: no second count.
+                put("config/ReportingIntervalSecs", "5"),
+                put("host/h1/config/InterfacePrefix", "cali,lo"),
+            ] {
+                h.sync.send(updates(vec![change])).await.expect("send");
+                settle().await;
+            }
+            h.control.send(Control::Stop).await.expect("stop");
+        };
+        let (result, ()) = tokio::join!(agent.run(inputs), driver);
+        result.expect("clean stop");
+        assert_eq!(agent.settings().interface_prefixes, vec!["cali"]);
+        let line = |reason: &str| {
+            metric_line(
+                &h.metrics,
+                &format!(
+                    "margay_settings_rejected_total{{setting=\"interface_prefix\",reason=\"{reason}\"}}"
+                ),
+            )
+        };
+        assert!(
+            line("host_interface").ends_with(" 1"),
+            "{}",
+            h.metrics.render()
+        );
+        assert!(line("invalid").ends_with(" 1"), "{}", h.metrics.render());
+        assert!(agent
+            .driver()
+            .applies
+            .iter()
+            .all(|a| a.1.interface_prefixes == vec!["cali"]));
     }
 
     #[tokio::test(start_paused = true)]

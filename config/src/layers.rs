@@ -555,6 +555,23 @@ mod tests {
     }
 
     #[test]
+    fn a_datastore_prefix_matching_loopback_is_refused_and_the_lower_layer_stays() {
+        let mut i = inputs();
+        i.global_config = map(&[("InterfacePrefix", "lo")]);
+        let r = resolve_ok(&i);
+        assert_eq!(r.settings.interface_prefixes, vec!["cali"]);
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| matches!(w, SettingsError::Invalid {
+                setting: Setting::InterfacePrefix, reason, ..
+            } if reason.contains("loopback"))),
+            "{:?}",
+            r.warnings
+        );
+    }
+
+    #[test]
     fn bad_datastore_values_warn_and_fall_through() {
         let mut i = inputs();
         i.host_config = map(&[("DefaultEndpointToHostAction", "MAYBE")]);

@@ -417,6 +417,9 @@ pub fn parse_bool(text: &str) -> Result<bool, Reason> {
     }
 }
 
+/// The loopback interface, which no workload interface prefix may match.
+pub const LOOPBACK: &str = "lo";
+
 /// Parses the interface prefix list (`cali,tap`): each 1-14 characters of
 /// `[A-Za-z0-9_-]`; at least one. An interface name has at most 15
 /// characters, and a prefix must leave room for at least one of its own (it
@@ -431,6 +434,12 @@ pub fn parse_interface_prefixes(text: &str) -> Result<Vec<String>, Reason> {
         if !ok {
             return Err(format!(
                 "{item:?}: a prefix is 1-14 characters of letters, digits, '_' and '-'"
+            ));
+        }
+        if LOOPBACK.starts_with(item) {
+            return Err(format!(
+                "{item:?} matches the loopback interface {LOOPBACK:?}: margay would treat \
+                 the host's own loopback traffic (its /livez too) as workload traffic"
             ));
         }
         if !out.iter().any(|p| p == item) {
@@ -562,6 +571,19 @@ mod tests {
                 == 2
         );
         assert!(parse_interface_prefixes("ca li").is_err());
+        // Prefixes matching the loopback interface would firewall the host's own traffic.
+        for bad in ["lo", "l", "cali,lo"] {
+            assert!(
+                parse_interface_prefixes(bad)
+                    .unwrap_err()
+                    .contains("loopback"),
+                "{bad}"
+            );
+        }
+        assert!(
+            parse_interface_prefixes("lol").is_ok(),
+            "matches lol*, not lo"
+        );
         // 14 characters leave room for one of the interface's own; 15 do not.
         assert!(parse_interface_prefixes("abcdefghijklmn").is_ok());
         assert!(parse_interface_prefixes("abcdefghijklmno")

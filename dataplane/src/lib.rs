@@ -39,7 +39,9 @@ use firewall::manager::{DriftReport, FirewallApplyStats, FirewallManager};
 use firewall::{BackendKind, FirewallError, FirewallOp};
 use netns::{NetnsError, NetnsTarget};
 use routes::tracker::Op;
-use routes::{HostNetError, HostNetwork, HostReport, KernelRoute, WriteFailure};
+use routes::{
+    HostFacts, HostNetError, HostNetwork, HostReport, KernelRoute, RefusedRoute, WriteFailure,
+};
 
 pub use routes::DataplaneEvent;
 
@@ -95,6 +97,9 @@ pub struct ApplyReport {
     pub waiting: usize,
     /// Writes the kernel refused (retried on link/address changes or repair).
     pub failures: Vec<WriteFailure>,
+    /// Endpoint routes newly refused because they cover an address of this
+    /// host, a default gateway or an etcd endpoint (each reported once).
+    pub refused_routes: Vec<RefusedRoute>,
     /// Firewall details.
     pub firewall: FirewallApplyStats,
 }
@@ -105,6 +110,7 @@ impl ApplyReport {
         failures.extend(host.neighbours.failures);
         failures.extend(host.sysctls.failures);
         ApplyReport {
+            refused_routes: host.routes.refused,
             routes: host.routes.upserts + host.routes.deletes,
             neighbours: host.neighbours.upserts + host.neighbours.deletes,
             sysctls: host.sysctls.upserts,
@@ -344,6 +350,27 @@ impl Dataplane {
             backend: cfg.backend,
             target,
         })
+    }
+
+    /// The etcd endpoints' addresses (resolved): no endpoint route may
+    /// cover them, and the interfaces towards them are uplinks (see
+    /// [`Self::host_facts`]). Call before [`Self::start`].
+    pub fn set_etcd_addresses(&mut self, etcd: Vec<std::net::IpAddr>) {
+        self.host.set_etcd_addresses(etcd);
+    }
+
+    /// This host's addresses, default gateways and uplink interfaces, as
+    /// last read (kept current from address and route events).
+    pub fn host_facts(&self) -> &HostFacts {
+        self.host.facts()
+    }
+
+    /// Deletes routes of ours that cover an address of this host, a default
+    /// gateway or an etcd endpoint (left by a previous run fed bad data),
+    /// so margay can reach etcd to learn the fix. Call after
+    /// [`Self::start`], before connecting. Returns what was removed.
+    pub async fn remove_blocking_routes(&mut self) -> Result<Vec<RefusedRoute>, DataplaneError> {
+        Ok(self.host.remove_blocking_routes().await?)
     }
 
     /// The daemon's start-up: removes what a previously used *other*

@@ -20,6 +20,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_pending_updates",
     "margay_last_apply_timestamp_seconds",
     "margay_drift_repairs_total",
+    "margay_routes_refused_total",
+    "margay_settings_rejected_total",
     "margay_local_endpoints",
     "margay_remote_endpoints",
     "margay_profiles",

@@ -5,8 +5,14 @@
 //! It owns the sockets, the interface cache and the three managers, and is
 //! driven from one task: `apply` for desired-state changes, `handle_event(s)`
 //! for what the watcher reports, `repair` for a full re-read.
+//!
+//! It also keeps the [`HostFacts`] (own addresses, default gateways, the
+//! interfaces to the world and to etcd) current: read at start, re-read when
+//! an address or a default route changes and on full repairs, and handed to
+//! the route manager as the addresses no endpoint route may cover.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use margay_policy::desired::{Changes, DesiredState};
@@ -17,6 +23,7 @@ use super::links::{Link, LinkCache, LinkChange};
 use super::manager::{FlushReport, RouteManager};
 use super::model::KernelRoute;
 use super::netlink::{self, BatchWriter, NetlinkError};
+use super::protect::{HostFacts, Protected, RefusedRoute};
 use super::tracker::Op;
 use super::watch::{self, DataplaneEvent};
 use crate::neigh::NeighManager;
@@ -71,6 +78,11 @@ pub struct HostNetwork {
     events: Option<mpsc::Receiver<DataplaneEvent>>,
     watcher: tokio::task::JoinHandle<()>,
     primed: bool,
+    etcd: Vec<IpAddr>,
+    facts: HostFacts,
+    /// What the facts are derived from (addresses, relevant routes).
+    fact_addrs: Vec<IpAddr>,
+    fact_routes: Vec<super::model::RawRoute>,
 }
 
 impl Drop for HostNetwork {
@@ -95,12 +107,83 @@ impl HostNetwork {
             events: Some(events),
             watcher,
             primed: false,
+            etcd: Vec::new(),
+            facts: HostFacts::default(),
+            fact_addrs: Vec::new(),
+            fact_routes: Vec::new(),
         })
     }
 
-    /// Adopts what is there: reads interfaces, our routes and our neighbours.
+    /// The etcd endpoints' addresses: protected like the host's own, and
+    /// the interfaces towards them count as uplinks. Call before `start`.
+    pub fn set_etcd_addresses(&mut self, etcd: Vec<IpAddr>) {
+        self.etcd = etcd;
+    }
+
+    /// What we last read about this host.
+    pub fn facts(&self) -> &HostFacts {
+        &self.facts
+    }
+
+    /// Re-reads the host's addresses and (when `routes`) the routes that
+    /// matter, and hands the protected addresses to the route manager.
+    async fn refresh_facts(&mut self, routes: bool) -> Result<(), HostNetError> {
+        self.fact_addrs = super::facts::addresses(&self.handle).await?;
+        if routes {
+            self.fact_routes = super::facts::relevant_routes(&self.handle, &self.etcd).await?;
+        }
+        let facts = super::facts::derive(
+            &self.fact_addrs,
+            &self.fact_routes,
+            &self.links,
+            &self.etcd,
+            self.routes.protocol(),
+        );
+        if facts != self.facts {
+            tracing::debug!(
+                addresses = facts.addresses.len(),
+                gateways = ?facts.gateways,
+                uplinks = ?facts.uplinks,
+                "host facts changed"
+            );
+        }
+        self.routes
+            .set_protected(Protected::new(&facts, &self.etcd));
+        self.facts = facts;
+        Ok(())
+    }
+
+    /// Deletes our routes that cover a protected address (own address,
+    /// default gateway, etcd endpoint), as a previous run may have left
+    /// them; meant for start-up, before connecting to etcd. Returns them.
+    pub async fn remove_blocking_routes(&mut self) -> Result<Vec<RefusedRoute>, HostNetError> {
+        let found = self.routes.observed_covering_protected();
+        if found.is_empty() {
+            return Ok(found);
+        }
+        let msgs = found
+            .iter()
+            .map(|r| self.routes.delete_request(r.dst))
+            .collect();
+        let results = self.writer.execute(msgs).await?;
+        let mut report = FlushReport::default();
+        for (r, result) in found.iter().zip(results) {
+            self.routes.record(
+                r.dst,
+                super::manager::WriteKind::Delete,
+                result,
+                &mut report,
+            );
+        }
+        report.log_refusals("route");
+        Ok(found)
+    }
+
+    /// Adopts what is there: reads interfaces, host facts, our routes and
+    /// our neighbours.
     pub async fn start(&mut self) -> Result<(), HostNetError> {
         self.reload_links().await?;
+        self.refresh_facts(true).await?;
         self.routes.resync(&self.handle, &self.links, true).await?;
         self.neigh.resync(&self.handle, &self.links).await?;
         Ok(())
@@ -184,6 +267,7 @@ impl HostNetwork {
 
     async fn resync_all(&mut self) -> Result<(), HostNetError> {
         self.reload_links().await?;
+        self.refresh_facts(true).await?;
         self.routes.resync(&self.handle, &self.links, true).await?;
         self.neigh.resync(&self.handle, &self.links).await?;
         self.sysctls.resync();
@@ -220,8 +304,12 @@ impl HostNetwork {
         events: impl IntoIterator<Item = DataplaneEvent>,
     ) -> Result<HostReport, HostNetError> {
         let mut dirty = false;
+        let mut facts_stale = None;
         let mut report = HostReport::default();
         for ev in events {
+            if let Some(routes) = changes_facts(&ev, self.routes.protocol(), &self.etcd) {
+                facts_stale = Some(routes || facts_stale.unwrap_or(false));
+            }
             match ev {
                 DataplaneEvent::Overrun => {
                     self.resync_all().await?;
@@ -229,6 +317,10 @@ impl HostNetwork {
                 }
                 other => dirty |= self.note_event(other),
             }
+        }
+        if let Some(routes) = facts_stale {
+            self.refresh_facts(routes).await?;
+            dirty = true;
         }
         if dirty {
             report.merge(self.flush().await?);
@@ -302,6 +394,24 @@ impl HostNetwork {
         self.reload_links().await?;
         let observed: BTreeMap<IpNet, KernelRoute> =
             super::manager::dump(&self.handle, self.routes.protocol(), &self.links).await?;
-        Ok(RouteManager::diff(&desired.routes, &observed))
+        let protected = self.routes.protected();
+        let mut allowed = desired.routes.clone();
+        allowed.retain(|dst, _| protected.covering(dst).is_none());
+        Ok(RouteManager::diff(&allowed, &observed))
+    }
+}
+
+/// Whether `event` may change the host facts: `Some(false)` for an address
+/// (re-read addresses), `Some(true)` for a default route or one towards
+/// etcd someone else added or removed (re-read routes too), else `None`.
+fn changes_facts(event: &DataplaneEvent, our_protocol: u8, etcd: &[IpAddr]) -> Option<bool> {
+    match event {
+        DataplaneEvent::AddressChanged { .. } => Some(false),
+        DataplaneEvent::Route { route, .. }
+            if !route.is_ours(our_protocol) && super::facts::is_relevant(&route.dst, etcd) =>
+        {
+            Some(true)
+        }
+        _ => None,
     }
 }

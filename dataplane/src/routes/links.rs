@@ -119,6 +119,11 @@ impl LinkCache {
         InterfaceName::new(&link.name).ok()
     }
 
+    /// The kernel's name of interface `index`, whatever its characters.
+    pub fn kernel_name(&self, index: u32) -> Option<&str> {
+        self.by_index.get(&index).map(|l| l.name.as_str())
+    }
+
     /// Number of interfaces known.
     pub fn len(&self) -> usize {
         self.by_index.len()

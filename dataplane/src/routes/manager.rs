@@ -7,6 +7,12 @@
 //! the requests in one pipelined batch and records every result; one bad
 //! route never holds up the rest.
 //!
+//! Protection: desired routes covering a protected address (this host's
+//! own, a default gateway, an etcd endpoint; see [`super::protect`]) are
+//! set aside as refused before diffing, so they are never written and one of
+//! ours already there is deleted. They come back when the address stops
+//! being protected.
+//!
 //! Ownership: we only read routes carrying our protocol number in the main
 //! table; we delete with that number (the kernel matches it); and we create
 //! with `NLM_F_EXCL` unless we know the existing route is ours, so a route
@@ -24,6 +30,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use super::links::LinkCache;
 use super::model::{self, KernelRoute, Nexthop, Overwrite, RawRoute};
 use super::netlink::{BatchWriter, NetlinkError, WriteResult};
+use super::protect::{Protected, RefusedRoute};
 use super::tracker::{DeltaTracker, Op};
 
 const EEXIST: i32 = 17;
@@ -92,6 +99,8 @@ pub struct FlushReport {
     pub blocked: usize,
     /// Refusals in this flush.
     pub failures: Vec<WriteFailure>,
+    /// Routes newly refused because they cover a protected address.
+    pub refused: Vec<RefusedRoute>,
 }
 
 /// At most this many refusals are logged one by one per flush; the rest are
@@ -133,6 +142,7 @@ impl FlushReport {
         self.waiting += other.waiting;
         self.blocked += other.blocked;
         self.failures.extend(other.failures);
+        self.refused.extend(other.refused);
     }
 }
 
@@ -165,6 +175,11 @@ pub struct RouteManager {
     tracker: DeltaTracker<IpNet, KernelRoute>,
     blocked: BTreeMap<IpNet, Blocked>,
     needs_resync: bool,
+    protected: Protected,
+    /// Desired routes set aside because they cover a protected address.
+    refused: BTreeMap<IpNet, RefusedRoute>,
+    /// Refusals not reported yet (taken by the next flush).
+    newly_refused: Vec<RefusedRoute>,
 }
 
 impl RouteManager {
@@ -175,6 +190,9 @@ impl RouteManager {
             tracker: DeltaTracker::new(),
             blocked: BTreeMap::new(),
             needs_resync: false,
+            protected: Protected::default(),
+            refused: BTreeMap::new(),
+            newly_refused: Vec::new(),
         }
     }
 
@@ -198,13 +216,18 @@ impl RouteManager {
         self.needs_resync
     }
 
+    /// Desired routes refused because they cover a protected address.
+    pub fn refused(&self) -> &BTreeMap<IpNet, RefusedRoute> {
+        &self.refused
+    }
+
     /// Replaces every desired route.
     pub fn set_desired_all(&mut self, routes: &BTreeMap<IpNet, RouteTarget>) {
-        let desired = routes
+        let all = routes
             .iter()
             .map(|(dst, t)| (*dst, KernelRoute::from(t)))
             .collect();
-        self.tracker.replace_desired(desired);
+        self.set_all(all);
         self.blocked.retain(|dst, _| routes.contains_key(dst));
     }
 
@@ -216,11 +239,91 @@ impl RouteManager {
     ) {
         for dst in dirty {
             self.blocked.remove(dst);
+            let before = self.refused.remove(dst);
             match routes.get(dst) {
-                Some(t) => self.tracker.set_desired(*dst, KernelRoute::from(t)),
+                Some(t) => self.set_one(*dst, KernelRoute::from(t), before),
                 None => self.tracker.remove_desired(dst),
             }
         }
+    }
+
+    /// Replaces the protected addresses and re-sorts every desired route
+    /// into written and refused. Pure.
+    pub fn set_protected(&mut self, protected: Protected) {
+        if protected == self.protected {
+            return;
+        }
+        self.protected = protected;
+        let mut all = self.tracker.desired().clone();
+        all.extend(self.refused.iter().map(|(dst, r)| (*dst, r.route.clone())));
+        self.set_all(all);
+    }
+
+    /// The addresses routes must not cover.
+    pub fn protected(&self) -> &Protected {
+        &self.protected
+    }
+
+    fn set_all(&mut self, all: BTreeMap<IpNet, KernelRoute>) {
+        let mut before = std::mem::take(&mut self.refused);
+        let mut allowed = BTreeMap::new();
+        for (dst, route) in all {
+            match self.refusal(dst, &route) {
+                Some(r) => self.refuse(r, before.remove(&dst)),
+                None => {
+                    allowed.insert(dst, route);
+                }
+            }
+        }
+        self.tracker.replace_desired(allowed);
+    }
+
+    fn set_one(&mut self, dst: IpNet, route: KernelRoute, before: Option<RefusedRoute>) {
+        match self.refusal(dst, &route) {
+            Some(r) => {
+                self.tracker.remove_desired(&dst);
+                self.refuse(r, before);
+            }
+            None => self.tracker.set_desired(dst, route),
+        }
+    }
+
+    fn refusal(&self, dst: IpNet, route: &KernelRoute) -> Option<RefusedRoute> {
+        let (addr, reason) = self.protected.covering(&dst)?;
+        Some(RefusedRoute {
+            dst,
+            route: route.clone(),
+            addr,
+            reason,
+        })
+    }
+
+    /// Records a refusal; it is reported once, unless it changed.
+    fn refuse(&mut self, refused: RefusedRoute, before: Option<RefusedRoute>) {
+        if before.as_ref() != Some(&refused) {
+            self.newly_refused.push(refused.clone());
+        }
+        self.refused.insert(refused.dst, refused);
+    }
+
+    /// Refusals not yet reported (the next flush reports them).
+    pub fn take_newly_refused(&mut self) -> Vec<RefusedRoute> {
+        std::mem::take(&mut self.newly_refused)
+    }
+
+    /// Our routes in the kernel that cover a protected address, as
+    /// refusals (what start-up deletes before connecting to etcd). Pure.
+    pub fn observed_covering_protected(&self) -> Vec<RefusedRoute> {
+        self.tracker
+            .observed()
+            .iter()
+            .filter_map(|(dst, route)| self.refusal(*dst, route))
+            .collect()
+    }
+
+    /// A delete request for one of our routes.
+    pub fn delete_request(&self, dst: IpNet) -> NetlinkMessage<RouteNetlinkMessage> {
+        model::del_route(dst, self.protocol)
     }
 
     /// Turns every out-of-sync, unblocked route whose interface is usable
@@ -318,6 +421,7 @@ impl RouteManager {
         let mut report = FlushReport {
             waiting: planned.waiting,
             blocked: planned.blocked,
+            refused: self.take_newly_refused(),
             ..FlushReport::default()
         };
         if planned.writes.is_empty() {
@@ -634,6 +738,92 @@ mod tests {
         let planned = m.plan_writes(&l);
         assert!(planned.writes.is_empty());
         assert_eq!(planned.waiting, 3);
+    }
+
+    fn protecting(addrs: &[&str], etcd: &[&str]) -> Protected {
+        let facts = crate::routes::protect::HostFacts {
+            addresses: addrs.iter().map(|a| a.parse().expect("ip")).collect(),
+            ..Default::default()
+        };
+        let etcd: Vec<std::net::IpAddr> = etcd.iter().map(|a| a.parse().expect("ip")).collect();
+        Protected::new(&facts, &etcd)
+    }
+
+    #[test]
+    fn routes_covering_protected_addresses_are_never_written_and_ours_are_deleted() {
+        use crate::routes::protect::ProtectReason;
+        let mut m = RouteManager::new(80);
+        m.set_protected(protecting(&["10.0.0.3"], &["10.0.1.0"]));
+        // One of ours already covers the etcd address (a previous run wrote it).
+        m.tracker.set_observed(
+            net("10.0.1.0/32"),
+            KernelRoute::Via("192.168.0.2".parse().expect("ip")),
+        );
+        m.set_desired_all(&desired());
+        let mut l = links();
+        l.update(
+            9,
+            Link {
+                name: "cali3".into(),
+                up: true,
+            },
+        );
+        let planned = m.plan_writes(&l);
+        let writes: Vec<_> = planned
+            .writes
+            .iter()
+            .map(|w| (w.dst.to_string(), w.kind))
+            .collect();
+        assert_eq!(
+            writes,
+            vec![
+                ("10.0.0.1/32".to_owned(), WriteKind::Upsert),
+                ("10.0.1.0/32".to_owned(), WriteKind::Delete),
+            ]
+        );
+        let refused = m.take_newly_refused();
+        let why: Vec<_> = refused
+            .iter()
+            .map(|r| (r.dst.to_string(), r.reason))
+            .collect();
+        assert_eq!(
+            why,
+            vec![
+                ("10.0.0.3/32".to_owned(), ProtectReason::HostAddress),
+                ("10.0.1.0/32".to_owned(), ProtectReason::EtcdEndpoint),
+            ]
+        );
+        // Reported once: the same desired state again reports nothing.
+        m.set_desired_all(&desired());
+        assert!(m.take_newly_refused().is_empty());
+        // An incremental update refuses too.
+        let more = BTreeMap::from([(net("10.0.0.0/24"), RouteTarget::Interface(iface("cali1")))]);
+        m.update_desired(&more, &BTreeSet::from([net("10.0.0.0/24")]));
+        assert_eq!(m.take_newly_refused().len(), 1);
+        assert!(!m.tracker().desired().contains_key(&net("10.0.0.0/24")));
+        // The host gives the address up: the route comes back.
+        m.set_protected(protecting(&[], &["10.0.1.0"]));
+        assert!(m.tracker().desired().contains_key(&net("10.0.0.3/32")));
+        assert!(m.tracker().desired().contains_key(&net("10.0.0.0/24")));
+        assert_eq!(m.refused().len(), 1);
+        // And it is refused again when the address returns.
+        m.set_protected(protecting(&["10.0.0.3"], &["10.0.1.0"]));
+        assert_eq!(m.take_newly_refused().len(), 2);
+        assert_eq!(m.refused().len(), 3);
+    }
+
+    #[test]
+    fn start_up_finds_our_routes_covering_protected_addresses() {
+        let mut m = RouteManager::new(80);
+        m.tracker
+            .set_observed(net("198.19.0.2/32"), KernelRoute::Dev(iface("caliw3")));
+        m.tracker
+            .set_observed(net("10.0.0.1/32"), KernelRoute::Dev(iface("cali1")));
+        assert!(m.observed_covering_protected().is_empty());
+        m.set_protected(protecting(&[], &["198.19.0.2"]));
+        let found = m.observed_covering_protected();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].dst, net("198.19.0.2/32"));
     }
 
     mod props {

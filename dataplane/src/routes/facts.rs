@@ -1,0 +1,123 @@
+//! Reads the raw material of the [`HostFacts`] of a namespace over netlink:
+//! every interface address, and the main-table routes that matter (default
+//! routes and those covering an etcd endpoint, any protocol), reduced by the
+//! pure [`HostFacts::derive`]. Thin on purpose; the owner re-reads addresses
+//! on address events and routes on default-route events and full repairs.
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
+
+use super::links::LinkCache;
+use super::model::{self, RawRoute};
+use super::netlink::NetlinkError;
+use super::protect::HostFacts;
+
+/// Reads addresses and main-table routes and derives the facts.
+pub async fn read(
+    handle: &rtnetlink::Handle,
+    links: &LinkCache,
+    etcd: &[IpAddr],
+    our_protocol: u8,
+) -> Result<HostFacts, NetlinkError> {
+    let addresses = addresses(handle).await?;
+    let routes = relevant_routes(handle, etcd).await?;
+    Ok(derive(&addresses, &routes, links, etcd, our_protocol))
+}
+
+/// [`HostFacts::derive`] with interface names from `links`.
+pub fn derive(
+    addresses: &[IpAddr],
+    routes: &[RawRoute],
+    links: &LinkCache,
+    etcd: &[IpAddr],
+    our_protocol: u8,
+) -> HostFacts {
+    HostFacts::derive(addresses.iter().copied(), routes, etcd, our_protocol, |i| {
+        links.kernel_name(i).map(str::to_owned)
+    })
+}
+
+/// True when a main-table route to `dst` matters to the facts: a default
+/// route, or one covering an etcd endpoint.
+pub fn is_relevant(dst: &ipnet::IpNet, etcd: &[IpAddr]) -> bool {
+    dst.prefix_len() == 0 || etcd.iter().any(|ip| dst.contains(ip))
+}
+
+/// The main-table routes that matter (see [`is_relevant`]).
+pub async fn relevant_routes(
+    handle: &rtnetlink::Handle,
+    etcd: &[IpAddr],
+) -> Result<Vec<RawRoute>, NetlinkError> {
+    let mut all = main_routes(handle).await?;
+    all.retain(|r| is_relevant(&r.dst, etcd));
+    Ok(all)
+}
+
+/// Every address on this namespace's interfaces.
+pub async fn addresses(handle: &rtnetlink::Handle) -> Result<Vec<IpAddr>, NetlinkError> {
+    let msgs: Vec<_> = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|source| NetlinkError::Dump {
+            what: "addresses",
+            source,
+        })?;
+    Ok(msgs
+        .iter()
+        .flat_map(|m| &m.attributes)
+        .filter_map(|a| match a {
+            AddressAttribute::Address(ip) | AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Every main-table route of both families (protocol 0 = no filter).
+async fn main_routes(handle: &rtnetlink::Handle) -> Result<Vec<RawRoute>, NetlinkError> {
+    let mut out = Vec::new();
+    for (v6, version) in [
+        (false, rtnetlink::IpVersion::V4),
+        (true, rtnetlink::IpVersion::V6),
+    ] {
+        let mut req = handle.route().get(version);
+        *req.message_mut() = model::dump_request(v6, 0);
+        let msgs: Vec<_> =
+            req.execute()
+                .try_collect()
+                .await
+                .map_err(|source| NetlinkError::Dump {
+                    what: "routes",
+                    source,
+                })?;
+        out.extend(
+            msgs.iter()
+                .filter_map(RawRoute::parse)
+                .filter(|r| r.table == model::MAIN_TABLE),
+        );
+    }
+    Ok(out)
+}
+
+/// Reads the facts of the namespace we run in, from scratch (for `margay
+/// check`, which runs no dataplane). `etcd` are the etcd endpoints' addresses.
+pub async fn read_current(etcd: &[IpAddr], our_protocol: u8) -> Result<HostFacts, NetlinkError> {
+    let socks = super::netlink::open(&crate::netns::NetnsTarget::current())?;
+    let msgs: Vec<_> = socks
+        .handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|source| NetlinkError::Dump {
+            what: "links",
+            source,
+        })?;
+    let links = LinkCache::from_links(msgs.iter().filter_map(super::links::Link::parse));
+    read(&socks.handle, &links, etcd, our_protocol).await
+}
