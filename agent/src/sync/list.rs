@@ -1,0 +1,224 @@
+//! Listing a key range at one revision, in pages sized by count and bytes.
+//!
+//! etcd answers a range request in one message, and the client refuses a
+//! message over 4 MiB: a page of 5,000 profiles of a few KB each is over.
+//! [`list_all`] pages by key count *and* by bytes ([`PageSizer`]), halves a
+//! page the client refused, and names the key when one value alone is too
+//! large.
+
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions};
+
+use super::{timed, SyncError};
+
+/// The end of the key range holding every key that starts with `prefix`.
+pub fn prefix_range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Only 0xff bytes: every key from prefix on.
+    vec![0]
+}
+
+/// One listed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedKv {
+    /// Key.
+    pub key: String,
+    /// Value (invalid UTF-8 replaced; such a value fails validation later).
+    pub value: String,
+    /// The key's modification revision.
+    pub mod_revision: i64,
+}
+
+/// Bytes one list page aims at: half the client's 4 MiB receive limit, so
+/// a page of values larger than the last page's still fits.
+pub const PAGE_TARGET_BYTES: usize = 2 * 1024 * 1024;
+
+/// Keys asked for in the first page, before any value size is known.
+const FIRST_PAGE_KEYS: i64 = 500;
+
+/// Sizes list pages by count and by bytes: each page asks for as many keys
+/// as fit [`PAGE_TARGET_BYTES`] at the previous page's average size (at most
+/// the configured count), and halves when a page came back too large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSizer {
+    max: i64,
+    next: i64,
+}
+
+impl PageSizer {
+    /// At most `max_keys` keys a page.
+    pub fn new(max_keys: i64) -> Self {
+        let max = max_keys.max(1);
+        PageSizer {
+            max,
+            next: max.min(FIRST_PAGE_KEYS),
+        }
+    }
+
+    /// Keys to ask for in the next page.
+    pub fn limit(&self) -> i64 {
+        self.next
+    }
+
+    /// A page of `keys` keys took `bytes` bytes: size the next one.
+    pub fn observed(&mut self, keys: usize, bytes: usize) {
+        if keys == 0 {
+            return;
+        }
+        let per_key = (bytes / keys).max(1);
+        let fitting = i64::try_from(PAGE_TARGET_BYTES / per_key).unwrap_or(i64::MAX);
+        self.next = fitting.clamp(1, self.max);
+    }
+
+    /// The page was too large: halve it. False when it was one key already.
+    pub fn shrink(&mut self) -> bool {
+        if self.next <= 1 {
+            return false;
+        }
+        self.next /= 2;
+        true
+    }
+}
+
+/// True when etcd's answer was refused for being larger than the client's
+/// receive limit.
+fn too_large(e: &SyncError) -> bool {
+    matches!(e, SyncError::Request { source, .. }
+        if matches!(source.as_ref(), etcd_client::Error::GRpcStatus(s)
+            if s.code() == tonic::Code::OutOfRange))
+}
+
+/// Lists every key under `dir` (which ends with `/`) at one revision, in
+/// pages of at most `page_size` keys and about [`PAGE_TARGET_BYTES`] bytes.
+/// Returns the revision and the keys in key order. Keys that are not UTF-8
+/// are skipped (they cannot name any Calico object). A single value larger
+/// than the client accepts is an error naming its key.
+pub async fn list_all(
+    client: &mut Client,
+    dir: &str,
+    page_size: i64,
+    timeout: Duration,
+) -> Result<(i64, Vec<ListedKv>), SyncError> {
+    let end = prefix_range_end(dir);
+    let mut start: Vec<u8> = dir.as_bytes().to_vec();
+    let mut sizer = PageSizer::new(page_size);
+    let mut revision = 0;
+    let mut out = Vec::new();
+    loop {
+        let mut resp = match list_page(client, &start, &end, revision, sizer.limit(), timeout).await
+        {
+            Ok(resp) => resp,
+            Err(e) if too_large(&e) && sizer.shrink() => continue,
+            Err(e) if too_large(&e) => {
+                return Err(value_too_large(client, &start, &end, revision, timeout).await)
+            }
+            Err(e) => return Err(e),
+        };
+        if revision == 0 {
+            revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        }
+        let more = resp.more();
+        let kvs = resp.take_kvs();
+        let Some(last) = kvs.last().map(|kv| kv.key().to_vec()) else {
+            break;
+        };
+        let bytes = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
+        sizer.observed(kvs.len(), bytes);
+        out.extend(kvs.iter().filter_map(listed_kv));
+        if !more {
+            break;
+        }
+        start = last;
+        start.push(0);
+    }
+    Ok((revision, out))
+}
+
+/// One page of the range `start..end`, at `revision` when it is set.
+async fn list_page(
+    client: &mut Client,
+    start: &[u8],
+    end: &[u8],
+    revision: i64,
+    limit: i64,
+    timeout: Duration,
+) -> Result<etcd_client::GetResponse, SyncError> {
+    let mut opts = GetOptions::new().with_range(end.to_vec()).with_limit(limit);
+    if revision > 0 {
+        opts = opts.with_revision(revision);
+    }
+    timed(timeout, "list", client.get(start.to_vec(), Some(opts))).await
+}
+
+/// The error for a page of one key that is still too large, naming the key.
+async fn value_too_large(
+    client: &mut Client,
+    start: &[u8],
+    end: &[u8],
+    revision: i64,
+    timeout: Duration,
+) -> SyncError {
+    let mut opts = GetOptions::new()
+        .with_range(end.to_vec())
+        .with_limit(1)
+        .with_keys_only();
+    if revision > 0 {
+        opts = opts.with_revision(revision);
+    }
+    match timed(timeout, "list", client.get(start.to_vec(), Some(opts))).await {
+        Ok(resp) => SyncError::ValueTooLarge {
+            key: resp.kvs().first().map_or_else(
+                || String::from_utf8_lossy(start).into_owned(),
+                |kv| String::from_utf8_lossy(kv.key()).into_owned(),
+            ),
+        },
+        Err(e) => e,
+    }
+}
+
+/// A listed pair as we keep it; `None` (and a warning) for a non-UTF-8 key.
+fn listed_kv(kv: &etcd_client::KeyValue) -> Option<ListedKv> {
+    match kv.key_str() {
+        Ok(key) => Some(ListedKv {
+            key: key.to_owned(),
+            value: String::from_utf8_lossy(kv.value()).into_owned(),
+            mod_revision: kv.mod_revision(),
+        }),
+        Err(_) => {
+            tracing::warn!(key = ?kv.key(), "skipping a non-UTF-8 etcd key");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::DEFAULT_PAGE_SIZE;
+
+    #[test]
+    fn pages_are_sized_by_bytes_and_halve_when_too_large() {
+        let mut sizer = PageSizer::new(DEFAULT_PAGE_SIZE);
+        assert_eq!(sizer.limit(), FIRST_PAGE_KEYS);
+        // Small keys: the count limit rules.
+        sizer.observed(500, 500 * 60);
+        assert_eq!(sizer.limit(), DEFAULT_PAGE_SIZE);
+        // 2.5 KB values: about 2 MiB a page.
+        sizer.observed(500, 500 * 2600);
+        assert_eq!(sizer.limit(), (PAGE_TARGET_BYTES / 2600) as i64);
+        // A 1 MB value: two a page, then one, then no smaller page exists.
+        sizer.observed(1, 1_000_000);
+        assert_eq!(sizer.limit(), 2);
+        assert!(sizer.shrink());
+        assert_eq!(sizer.limit(), 1);
+        assert!(!sizer.shrink());
+        assert_eq!(PageSizer::new(0).limit(), 1, "at least one key a page");
+    }
+}
