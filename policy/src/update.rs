@@ -40,6 +40,7 @@ use thiserror::Error;
 use crate::model::{ResourceKey, Update, Value};
 
 pub use key::parse_key;
+pub use rule::MAX_RULES_PER_DIRECTION;
 
 /// A datastore key or value that failed to parse or validate.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
