@@ -807,7 +807,10 @@ impl<D: Driver> Agent<D> {
 
     /// A background firewall read-back ended: repair what it found.
     async fn finish_readback(&mut self, readback: Readback) {
-        tracing::debug!(took_ms = readback.took.as_millis() as u64, "firewall read-back done");
+        tracing::debug!(
+            took_ms = readback.took.as_millis() as u64,
+            "firewall read-back done"
+        );
         let drift = self
             .dp
             .finish_readback(readback, self.calc.state(), &self.firewall)

@@ -12,6 +12,10 @@
 //! * `MARGAY_BENCH_REFRESH` = the agent's `refresh_interval` in seconds
 //!   (default 30, as in the issue);
 //! * `MARGAY_BENCH_SAMPLES` = unrelated changes timed (default 6);
+//! * `MARGAY_BENCH_FOREIGN=1`: while measuring, another nf_tables user
+//!   adds and deletes a table of its own in the agent's namespace every
+//!   500 ms, so every refresh reads the firewall back (the worst case for
+//!   the generation check; iptables-legacy reads back every time anyway);
 //! * `MARGAY_BIN` = the agent binary (else built next to this bench).
 //!
 //! What is inside each clock:
@@ -49,7 +53,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     // Fields after the command name (which is in parentheses).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime is field 14, stime 15 (1-based); here index 11 and 12.
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
@@ -57,7 +66,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn big_rules(shape: &str, n: usize) -> serde_json::Value {
     match shape {
         "src_tag" => {
-            let inbound: Vec<_> = (0..n).map(|i| json!({"src_tag": format!("t{i}")})).collect();
+            let inbound: Vec<_> = (0..n)
+                .map(|i| json!({"src_tag": format!("t{i}")}))
+                .collect();
             json!({"inbound_rules": inbound, "outbound_rules": [{}]})
         }
         _ => {
@@ -110,7 +121,10 @@ fn main() {
     c.put_pool("10.70.0.0/16", false);
     c.add_workload("big", "h1", "10.65.1.2");
     c.put_endpoint("big", &["BIG"], &json!({}));
-    c.put_profile_rules("BIG", &json!({"inbound_rules": [{}], "outbound_rules": [{}]}));
+    c.put_profile_rules(
+        "BIG",
+        &json!({"inbound_rules": [{}], "outbound_rules": [{}]}),
+    );
     c.start_agent("h1");
     let pid = c.agent_pid("h1").expect("agent pid");
     let period = Duration::from_secs(refresh as u64);
@@ -139,6 +153,13 @@ fn main() {
         t.elapsed().as_secs_f64(),
         c.metric_sum("h1", "margay_rules")
     );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let foreign = std::env::var("MARGAY_BENCH_FOREIGN").is_ok_and(|v| v == "1");
+    let churn = foreign.then(|| {
+        let ns = c.host("h1").ns().name().to_owned();
+        let stop = stop.clone();
+        std::thread::spawn(move || foreign_churn(&ns, &stop))
+    });
     // Let one whole refresh pass before measuring.
     std::thread::sleep(period + Duration::from_secs(1));
 
@@ -168,11 +189,15 @@ fn main() {
         delays.push(ms);
         std::thread::sleep(period.mul_f64(0.37));
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = churn {
+        let _ = t.join();
+    }
     delays.sort_by(f64::total_cmp);
     let p50 = delays.get(delays.len() / 2).copied().unwrap_or(f64::NAN);
     let max = delays.last().copied().unwrap_or(f64::NAN);
     println!(
-        "SUMMARY backend={} shape={shape} N={n} refresh={refresh}s rejected={rejected} \
+        "SUMMARY backend={} shape={shape} N={n} refresh={refresh}s foreign={foreign} rejected={rejected} \
          cpu_per_refresh={per:.3}s idle={idle:.3}s change_p50={p50:.0}ms change_max={max:.0}ms",
         dataplane.as_str()
     );
@@ -180,6 +205,28 @@ fn main() {
         "drift repairs: {}",
         c.metric_sum("h1", "margay_drift_repairs_total")
     );
+}
+
+/// Another nf_tables user: a table of its own, added and deleted.
+fn foreign_churn(ns: &str, stop: &std::sync::atomic::AtomicBool) {
+    let mut add = true;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let verb = if add { "add" } else { "delete" };
+        let _ = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                verb,
+                "table",
+                "inet",
+                "bench-foreign",
+            ])
+            .status();
+        add = !add;
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// CPU seconds of `pid` per refresh, over `n` refresh periods.

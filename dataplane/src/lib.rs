@@ -36,9 +36,9 @@ use tokio::sync::mpsc;
 
 use firewall::lower::FirewallSettings;
 use firewall::manager::{DriftReport, FirewallApplyStats, FirewallManager};
-use firewall::{BackendKind, FirewallError, FirewallOp};
 use firewall::readback::ReadbackStart;
 pub use firewall::readback::{Readback, ReadbackStats};
+use firewall::{BackendKind, FirewallError, FirewallOp};
 use netns::{NetnsError, NetnsTarget};
 use routes::tracker::Op;
 use routes::{HostNetError, HostNetwork, HostReport, KernelRoute, WriteFailure};

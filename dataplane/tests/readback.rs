@@ -65,17 +65,28 @@ fn nftables_refresh_dumps_only_after_a_foreign_change() {
         assert!(m.repair_drift(&s0, &settings).expect("refresh").is_clean());
     }
     let quiet = m.readback_stats();
-    assert_eq!(quiet.performed, before.performed, "no dump without a change: {quiet:?}");
+    assert_eq!(
+        quiet.performed, before.performed,
+        "no dump without a change: {quiet:?}"
+    );
     assert_eq!(quiet.skipped, before.skipped + 3, "{quiet:?}");
 
     // An incremental apply of ours keeps the generation known.
     let mut b1 = base_state(2);
-    b1.profile("client", vec![rule(RuleAction::Allow)], vec![rule(RuleAction::Allow)]);
+    b1.profile(
+        "client",
+        vec![rule(RuleAction::Allow)],
+        vec![rule(RuleAction::Allow)],
+    );
     let s1 = b1.build();
     m.apply(&s1, &changes_between(&s0, &s1), &settings)
         .expect("apply");
     assert!(m.repair_drift(&s1, &settings).expect("refresh").is_clean());
-    assert_eq!(m.readback_stats().performed, before.performed, "own write: no dump");
+    assert_eq!(
+        m.readback_stats().performed,
+        before.performed,
+        "own write: no dump"
+    );
 
     tamper(&lab.host, BackendKind::Nftables, Variant::Nft);
     let report = m.repair_drift(&s1, &settings).expect("repair");
@@ -91,7 +102,9 @@ fn nftables_refresh_dumps_only_after_a_foreign_change() {
         before.performed + 1,
         "clean again after our own repair"
     );
-    assert!(!lab.host.exec_ok(&["nft", "list", "chain", "inet", "margay", &victim()])
+    assert!(!lab
+        .host
+        .exec_ok(&["nft", "list", "chain", "inet", "margay", &victim()])
         .lines()
         .any(|l| l.trim() == "accept"));
 }
@@ -102,7 +115,10 @@ fn iptables_saves_only_after_a_foreign_change(variant: Variant) {
     let s0 = base_state(2).build();
     let mut be = IptablesBackend::with_variant(&lab.target, variant);
     be.observe().expect("observe");
-    let mut m = FirewallManager::new(Box::new(IptablesBackend::with_variant(&lab.target, variant)));
+    let mut m = FirewallManager::new(Box::new(IptablesBackend::with_variant(
+        &lab.target,
+        variant,
+    )));
     m.start().expect("start");
     m.apply(&s0, &changes_between(&Default::default(), &s0), &settings)
         .expect("apply");
@@ -119,7 +135,10 @@ fn iptables_saves_only_after_a_foreign_change(variant: Variant) {
 
     tamper(&lab.host, BackendKind::Iptables, variant);
     let third = be.observe().expect("observe");
-    assert_eq!(be.save_runs(), n + 1 + u64::from(variant == Variant::Legacy));
+    assert_eq!(
+        be.save_runs(),
+        n + 1 + u64::from(variant == Variant::Legacy)
+    );
     assert_ne!(third, second, "the foreign rule is seen");
     let report = m.repair_drift(&s0, &settings).expect("repair");
     assert_eq!(
@@ -159,7 +178,11 @@ fn big_state(n: usize, extra_client_rule: bool) -> margay_policy::desired::Desir
     b.profile("big", rules, vec![rule(RuleAction::Allow)]);
     b.endpoint(&wl_if(0), &format!("{}/32", wl_ip(0)), &["web", "big"]);
     if extra_client_rule {
-        b.profile("client", vec![rule(RuleAction::Allow)], vec![rule(RuleAction::Allow)]);
+        b.profile(
+            "client",
+            vec![rule(RuleAction::Allow)],
+            vec![rule(RuleAction::Allow)],
+        );
     }
     b.build()
 }
@@ -182,7 +205,10 @@ async fn an_apply_lands_while_a_big_readback_runs(kind: BackendKind, n: usize) {
     tamper(&lab.host, kind, Variant::Nft);
 
     // The refresh only starts the read-back and returns.
-    let started = dp.repair_firewall_drift(&s0, &settings).await.expect("refresh");
+    let started = dp
+        .repair_firewall_drift(&s0, &settings)
+        .await
+        .expect("refresh");
     assert!(started.is_clean(), "nothing found yet: {started:?}");
     // An unrelated change lands while it runs.
     let s1 = big_state(n, true);
@@ -206,7 +232,9 @@ async fn an_apply_lands_while_a_big_readback_runs(kind: BackendKind, n: usize) {
     assert!(dropped.is_clean());
     assert_eq!(dp.readback_stats().stale, 1, "{:?}", dp.readback_stats());
     // The next refresh reads again and repairs the foreign rule.
-    dp.repair_firewall_drift(&s1, &settings).await.expect("refresh");
+    dp.repair_firewall_drift(&s1, &settings)
+        .await
+        .expect("refresh");
     let r = dp.firewall_readback_done().await;
     let report = dp
         .finish_firewall_readback(r, &s1, &settings)

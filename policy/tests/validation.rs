@@ -542,7 +542,11 @@ fn rule_lists_are_capped_per_direction_with_the_limit_in_the_reason() {
     let mut pol = json!({"selector": "all()", "inbound_rules": rules(MAX)});
     assert!(matches!(ok(POLICY, &pol.to_string()), Value::Policy(_)));
     // One above: the whole document is invalid and the reason names the limit.
-    for (key, dir) in [(RULES, "inbound_rules"), (RULES, "outbound_rules"), (POLICY, "outbound_rules")] {
+    for (key, dir) in [
+        (RULES, "inbound_rules"),
+        (RULES, "outbound_rules"),
+        (POLICY, "outbound_rules"),
+    ] {
         let mut doc = if key == RULES { json!({}) } else { pol.clone() };
         doc[dir] = rules(MAX + 1);
         let e = bad(key, &doc.to_string());
@@ -556,14 +560,18 @@ fn rule_lists_are_capped_per_direction_with_the_limit_in_the_reason() {
         );
     }
     // The 50k + 50k profile and 20,000 src_tag rules are refused.
-    let tags: Vec<Json> = (0..20_000).map(|i| json!({"src_tag": format!("t{i}")})).collect();
+    let tags: Vec<Json> = (0..20_000)
+        .map(|i| json!({"src_tag": format!("t{i}")}))
+        .collect();
     pol["inbound_rules"] = Json::Array(tags.clone());
     assert!(bad(POLICY, &pol.to_string()).reason.contains("limit of"));
     assert!(bad(RULES, &json!({"inbound_rules": tags}).to_string())
         .reason
         .contains("limit of"));
     let big = json!({"inbound_rules": rules(50_000), "outbound_rules": rules(50_000)});
-    assert!(bad(RULES, &big.to_string()).reason.contains("limit of 10000"));
+    assert!(bad(RULES, &big.to_string())
+        .reason
+        .contains("limit of 10000"));
 }
 
 #[test]

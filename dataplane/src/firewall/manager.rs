@@ -297,7 +297,9 @@ impl FirewallManager {
                 self.pending = Some(PendingReadback::spawn(o, self.epoch));
                 Ok(ReadbackStart::Spawned)
             }
-            None => self.repair_drift(desired, settings).map(ReadbackStart::Inline),
+            None => self
+                .repair_drift(desired, settings)
+                .map(ReadbackStart::Inline),
         }
     }
 

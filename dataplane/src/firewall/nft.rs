@@ -188,6 +188,9 @@ impl FirewallBackend for NftBackend {
     }
 
     fn observer(&self) -> Result<Option<Box<dyn FirewallBackend>>, FirewallError> {
-        Ok(Some(Box::new(Self::with_mode(self.netns.clone(), self.mode)?)))
+        Ok(Some(Box::new(Self::with_mode(
+            self.netns.clone(),
+            self.mode,
+        )?)))
     }
 }

@@ -271,8 +271,8 @@ impl Session {
                     }
                 }
                 if m.seq == seq && m.ty == nft_type(MSG_NEWGEN) {
-                    self.last_gen = find(&attrs(m.payload.get(4..).unwrap_or(&[])), NFTA_GEN_ID)
-                        .map(be32);
+                    self.last_gen =
+                        find(&attrs(m.payload.get(4..).unwrap_or(&[])), NFTA_GEN_ID).map(be32);
                 }
                 done |= m.seq == seq;
             }
