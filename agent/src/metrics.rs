@@ -47,6 +47,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_pending_updates",
     "margay_last_apply_timestamp_seconds",
     "margay_drift_repairs_total",
+    "margay_firewall_readbacks_total",
     "margay_local_endpoints",
     "margay_remote_endpoints",
     "margay_profiles",
@@ -136,6 +137,14 @@ struct BackendLabel {
 struct ObjectLabel {
     object: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+/// The `result` label values of `margay_firewall_readbacks_total`.
+pub const READBACK_RESULTS: &[&str] = &["skipped", "performed", "stale"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
@@ -283,6 +292,9 @@ pub struct Metrics {
     pending_updates: Gauge,
     last_apply: FloatGauge,
     drift_repairs: Family<ObjectLabel, Counter>,
+    readbacks: Family<ResultLabel, Counter>,
+    /// The dataplane's running totals last turned into `readbacks`.
+    readbacks_seen: Arc<std::sync::Mutex<[u64; 3]>>,
     counts: CountGauges,
     /// Unix seconds of the main loop's last turn (creation time until the
     /// first turn, so a start-up that hangs stops looking alive); read by
@@ -336,6 +348,8 @@ impl Metrics {
             pending_updates: Gauge::default(),
             last_apply: FloatGauge::default(),
             drift_repairs: Family::default(),
+            readbacks: Family::default(),
+            readbacks_seen: Arc::default(),
             counts: CountGauges::default(),
             loop_turn: Arc::new(std::sync::atomic::AtomicU64::new(unix_now() as u64)),
         }
@@ -362,6 +376,11 @@ impl Metrics {
             let label = object_label(object);
             let _ = self.dataplane_writes.get_or_create(&label);
             let _ = self.drift_repairs.get_or_create(&label);
+        }
+        for result in READBACK_RESULTS {
+            let _ = self.readbacks.get_or_create(&ResultLabel {
+                result: result.to_string(),
+            });
         }
     }
 
@@ -438,6 +457,11 @@ impl Metrics {
             "margay_drift_repairs",
             "Kernel objects found changed by someone else and put back, by object type",
             self.drift_repairs.clone(),
+        );
+        registry.register(
+            "margay_firewall_readbacks",
+            "Firewall checks by result: skipped (nobody changed the ruleset), performed (read back), stale (dropped, an apply overtook it)",
+            self.readbacks.clone(),
         );
         self.counts.register(registry);
     }
@@ -533,6 +557,24 @@ impl Metrics {
             self.drift_repairs
                 .get_or_create(&object_label(object))
                 .inc_by(count);
+        }
+    }
+
+    /// Brings `margay_firewall_readbacks_total` up to the dataplane's
+    /// running totals (skipped, performed, stale).
+    pub fn set_firewall_readbacks(&self, totals: [u64; 3]) {
+        let Ok(mut seen) = self.readbacks_seen.lock() else {
+            return;
+        };
+        for ((result, now), before) in READBACK_RESULTS.iter().zip(totals).zip(seen.iter_mut()) {
+            if now > *before {
+                self.readbacks
+                    .get_or_create(&ResultLabel {
+                        result: result.to_string(),
+                    })
+                    .inc_by(now - *before);
+                *before = now;
+            }
         }
     }
 

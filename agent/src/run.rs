@@ -109,6 +109,10 @@ pub trait Driver {
     ) -> Result<ApplyReport, DataplaneError>;
     /// Sizes of what is programmed.
     fn stats(&self) -> DataplaneStats;
+    /// Firewall checks so far: skipped, performed, stale.
+    fn readback_totals(&self) -> [u64; 3] {
+        [0; 3]
+    }
 }
 
 impl Driver for Dataplane {
@@ -160,6 +164,11 @@ impl Driver for Dataplane {
 
     fn stats(&self) -> DataplaneStats {
         Dataplane::stats(self)
+    }
+
+    fn readback_totals(&self) -> [u64; 3] {
+        let r = self.readback_stats();
+        [r.skipped, r.performed, r.stale]
     }
 }
 
@@ -819,6 +828,9 @@ impl<D: Driver> Agent<D> {
     }
 
     fn record_drift(&self, drift: Result<DriftReport, DataplaneError>) {
+        self.out
+            .metrics
+            .set_firewall_readbacks(self.dp.readback_totals());
         match drift {
             Ok(drift) if !drift.is_clean() => {
                 let m = &self.out.metrics;

@@ -18,6 +18,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_pending_updates",
     "margay_last_apply_timestamp_seconds",
     "margay_drift_repairs_total",
+    "margay_firewall_readbacks_total",
     "margay_local_endpoints",
     "margay_remote_endpoints",
     "margay_profiles",
