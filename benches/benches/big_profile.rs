@@ -23,8 +23,9 @@
 //!   agent's `margay_rules` gauge reaching the expected count (not reached
 //!   when the document is rejected: then the bench waits for the
 //!   `margay_invalid_objects` gauge instead).
-//! * **CPU per refresh**: the agent process's user + system CPU time
-//!   (`/proc/<pid>/stat`, all threads) over `3 × refresh_interval` with no
+//! * **CPU per refresh**: the agent process's user + system CPU time plus
+//!   that of its ended children (`/proc/<pid>/stat`: utime, stime, cutime,
+//!   cstime; all threads; the iptables backend runs tools) over `3 × refresh_interval` with no
 //!   datastore change, divided by 3. It includes the agent's idle cost
 //!   (watch, timers), measured over one period before the big profile is
 //!   put and printed as "idle".
@@ -47,7 +48,8 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// user + system CPU seconds of `pid` (all threads).
+/// user + system CPU seconds of `pid` (all threads) and of its children
+/// that have ended (iptables-save, ipset, iptables-restore).
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which is in parentheses).
@@ -59,8 +61,8 @@ fn cpu_seconds(pid: u32) -> f64 {
             .and_then(|f| f.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    // utime is field 14, stime 15 (1-based); here index 11 and 12.
-    (ticks(11) + ticks(12)) as f64 / 100.0
+    // utime, stime, cutime, cstime are fields 14-17 (1-based); here 11-14.
+    (ticks(11) + ticks(12) + ticks(13) + ticks(14)) as f64 / 100.0
 }
 
 fn big_rules(shape: &str, n: usize) -> serde_json::Value {

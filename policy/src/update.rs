@@ -28,6 +28,10 @@
 //!   `!log_prefix` are unknown keys).
 //! - An endpoint with both `profile_id` and `profile_ids` is invalid.
 //! - `bird_ip` set to the empty string means "no address" (a deletion).
+//! - A profile or policy holds at most [`MAX_RULES_PER_DIRECTION`] rules in
+//!   `inbound_rules` and in `outbound_rules`; a longer list invalidates the
+//!   whole document (the reason names the limit), so that no single document
+//!   can stall a host's firewall.
 
 mod documents;
 mod endpoint;
