@@ -30,7 +30,7 @@
 //!   (watch, timers), measured over one period before the big profile is
 //!   put and printed as "idle".
 //! * **unrelated change**: from the etcd put of a new endpoint on another
-//!   host being acknowledged to its route (`ip -4 route show <ip>/32` in the
+//!   host (profile `OTHER`, not the big one) being acknowledged to its route (`ip -4 route show <ip>/32` in the
 //!   agent's namespace, polled every 2 ms) being seen. The puts are spread
 //!   over the refresh cycle (one every `0.37 × refresh_interval` plus the
 //!   wait), so some land while a refresh runs.
@@ -127,6 +127,10 @@ fn main() {
         "BIG",
         &json!({"inbound_rules": [{}], "outbound_rules": [{}]}),
     );
+    c.put_profile_rules(
+        "OTHER",
+        &json!({"inbound_rules": [{}], "outbound_rules": [{}]}),
+    );
     c.start_agent("h1");
     let pid = c.agent_pid("h1").expect("agent pid");
     let period = Duration::from_secs(refresh as u64);
@@ -172,7 +176,7 @@ fn main() {
     for i in 0..samples {
         let ip = format!("10.70.0.{}", i + 1);
         let key = format!("/calico/v1/host/h2/workload/cni/u{i}/endpoint/u{i}");
-        let doc = json!({"state": "active", "name": format!("caliu{i}"), "profile_ids": ["BIG"],
+        let doc = json!({"state": "active", "name": format!("caliu{i}"), "profile_ids": ["OTHER"],
             "ipv4_nets": [format!("{ip}/32")], "ipv6_nets": []});
         c.put_json(&key, &doc);
         let acked = Instant::now();
