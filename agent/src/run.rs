@@ -13,8 +13,10 @@
 //!   `/Ready` is `true`; while etcd is away nothing is applied at all, so the
 //!   dataplane stays exactly as it was.
 //! - Route/link events from netlink are handed to the dataplane at once;
-//!   the firewall (and, as a safety net, routes) are re-read and repaired
-//!   every `refresh_interval`.
+//!   the firewall (and, as a safety net, routes) are checked and repaired
+//!   every `refresh_interval`. The firewall read-back, when one is needed,
+//!   runs off the loop; its end is one more wake-up, where the loop writes
+//!   the repair (the loop stays the only writer).
 //! - Datastore settings (`/config/*`, this host's `/host/<h>/config/*`)
 //!   and, on SIGHUP, the config file are re-resolved and applied live.
 //! - SIGTERM/SIGINT end the loop with success and leave the dataplane as it is.
