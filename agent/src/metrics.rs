@@ -51,6 +51,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_drift_repairs_total",
     "margay_routes_refused_total",
     "margay_settings_rejected_total",
+    "margay_firewall_readbacks_total",
     "margay_local_endpoints",
     "margay_remote_endpoints",
     "margay_profiles",
@@ -162,6 +163,14 @@ struct SettingLabel {
     setting: String,
     reason: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+/// The `result` label values of `margay_firewall_readbacks_total`.
+pub const READBACK_RESULTS: &[&str] = &["skipped", "performed", "stale"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
@@ -313,6 +322,9 @@ pub struct Metrics {
     drift_repairs: Family<ObjectLabel, Counter>,
     routes_refused: Family<ReasonLabel, Counter>,
     settings_rejected: Family<SettingLabel, Counter>,
+    readbacks: Family<ResultLabel, Counter>,
+    /// The dataplane's running totals last turned into `readbacks`.
+    readbacks_seen: Arc<std::sync::Mutex<[u64; 3]>>,
     counts: CountGauges,
     /// Unix seconds of the main loop's last turn (creation time until the
     /// first turn, so a start-up that hangs stops looking alive); read by
@@ -370,6 +382,8 @@ impl Metrics {
             drift_repairs: Family::default(),
             routes_refused: Family::default(),
             settings_rejected: Family::default(),
+            readbacks: Family::default(),
+            readbacks_seen: Arc::default(),
             counts: CountGauges::default(),
             loop_turn: Arc::new(std::sync::atomic::AtomicU64::new(unix_now() as u64)),
         }
@@ -409,6 +423,11 @@ impl Metrics {
             let label = object_label(object);
             let _ = self.dataplane_writes.get_or_create(&label);
             let _ = self.drift_repairs.get_or_create(&label);
+        }
+        for result in READBACK_RESULTS {
+            let _ = self.readbacks.get_or_create(&ResultLabel {
+                result: result.to_string(),
+            });
         }
     }
 
@@ -506,6 +525,11 @@ impl Metrics {
             "margay_settings_rejected",
             "Datastore or reloaded settings rejected (the previous value stays), by setting and reason",
             self.settings_rejected.clone(),
+        );
+        registry.register(
+            "margay_firewall_readbacks",
+            "Firewall checks by result: skipped (nobody changed the ruleset), performed (read back), stale (dropped, an apply overtook it)",
+            self.readbacks.clone(),
         );
         self.counts.register(registry);
     }
@@ -635,6 +659,24 @@ impl Metrics {
         self.settings_rejected
             .get_or_create(&setting_label(setting, reason))
             .inc();
+    }
+
+    /// Brings `margay_firewall_readbacks_total` up to the dataplane's
+    /// running totals (skipped, performed, stale).
+    pub fn set_firewall_readbacks(&self, totals: [u64; 3]) {
+        let Ok(mut seen) = self.readbacks_seen.lock() else {
+            return;
+        };
+        for ((result, now), before) in READBACK_RESULTS.iter().zip(totals).zip(seen.iter_mut()) {
+            if now > *before {
+                self.readbacks
+                    .get_or_create(&ResultLabel {
+                        result: result.to_string(),
+                    })
+                    .inc_by(now - *before);
+                *before = now;
+            }
+        }
     }
 
     /// Sets the object-count gauges.

@@ -13,8 +13,10 @@
 //!   `/Ready` is `true`; while etcd is away nothing is applied at all, so the
 //!   dataplane stays exactly as it was.
 //! - Route/link events from netlink are handed to the dataplane at once;
-//!   the firewall (and, as a safety net, routes) are re-read and repaired
-//!   every `refresh_interval`.
+//!   the firewall (and, as a safety net, routes) are checked and repaired
+//!   every `refresh_interval`. The firewall read-back, when one is needed,
+//!   runs off the loop; its end is one more wake-up, where the loop writes
+//!   the repair (the loop stays the only writer).
 //! - Datastore settings (`/config/*`, this host's `/host/<h>/config/*`)
 //!   and, on SIGHUP, the config file are re-resolved and applied live.
 //! - SIGTERM/SIGINT end the loop with success and leave the dataplane as it is.
@@ -32,6 +34,7 @@ use margay_dataplane::firewall::manager::DriftReport;
 use margay_dataplane::firewall::BackendKind;
 use margay_dataplane::{
     ApplyReport, Dataplane, DataplaneConfig, DataplaneError, DataplaneEvent, DataplaneStats,
+    Readback,
 };
 use margay_policy::calc::CalcEngine;
 use margay_policy::desired::{Changes, DesiredState, LocalEndpoint};
@@ -78,12 +81,27 @@ pub trait Driver {
         changes: &Changes,
         settings: &FirewallSettings,
     ) -> Result<ApplyReport, DataplaneError>;
-    /// Re-reads the firewall and repairs drift.
+    /// Re-reads the firewall and repairs drift (or only starts a
+    /// background read-back, finished by [`Driver::finish_readback`]).
     async fn repair_firewall(
         &mut self,
         desired: &DesiredState,
         settings: &FirewallSettings,
     ) -> Result<DriftReport, DataplaneError>;
+    /// Resolves when a background firewall read-back ends (cancel-safe).
+    async fn readback_done(&mut self) -> Readback {
+        std::future::pending().await
+    }
+    /// Diffs a finished read-back and repairs drift.
+    async fn finish_readback(
+        &mut self,
+        readback: Readback,
+        desired: &DesiredState,
+        settings: &FirewallSettings,
+    ) -> Result<DriftReport, DataplaneError> {
+        let _ = (readback, desired, settings);
+        Ok(DriftReport::default())
+    }
     /// Re-reads routes, neighbours and sysctls and repairs them; returns writes.
     async fn repair_routes(&mut self, desired: &DesiredState) -> Result<usize, DataplaneError>;
     /// Reacts to netlink events.
@@ -96,6 +114,11 @@ pub trait Driver {
     /// Interfaces carrying the host's default route or its route to etcd.
     fn uplinks(&self) -> BTreeSet<String> {
         BTreeSet::new()
+    }
+
+    /// Firewall checks so far: skipped, performed, stale.
+    fn readback_totals(&self) -> [u64; 3] {
+        [0; 3]
     }
 }
 
@@ -121,6 +144,20 @@ impl Driver for Dataplane {
         self.repair_firewall_drift(desired, settings).await
     }
 
+    async fn readback_done(&mut self) -> Readback {
+        self.firewall_readback_done().await
+    }
+
+    async fn finish_readback(
+        &mut self,
+        readback: Readback,
+        desired: &DesiredState,
+        settings: &FirewallSettings,
+    ) -> Result<DriftReport, DataplaneError> {
+        self.finish_firewall_readback(readback, desired, settings)
+            .await
+    }
+
     async fn repair_routes(&mut self, desired: &DesiredState) -> Result<usize, DataplaneError> {
         Dataplane::repair_routes(self, desired).await
     }
@@ -138,6 +175,11 @@ impl Driver for Dataplane {
 
     fn uplinks(&self) -> BTreeSet<String> {
         self.host_facts().uplinks.clone()
+    }
+
+    fn readback_totals(&self) -> [u64; 3] {
+        let r = self.readback_stats();
+        [r.skipped, r.performed, r.stale]
     }
 }
 
@@ -250,6 +292,7 @@ enum Wake {
     Control(Option<Control>),
     Retry,
     Refresh,
+    Readback(Readback),
     Watchdog,
 }
 
@@ -358,6 +401,7 @@ impl<D: Driver> Agent<D> {
                 e = recv_opt(&mut inputs.dataplane_events) => Wake::Dataplane(e),
                 _ = sleep_until_opt(self.retry_at) => Wake::Retry,
                 _ = tick_opt(&mut refresh) => Wake::Refresh,
+                r = self.dp.readback_done() => Wake::Readback(r),
                 _ = watchdog.tick() => Wake::Watchdog,
             };
             let mut dp_events = Vec::new();
@@ -372,6 +416,7 @@ impl<D: Driver> Agent<D> {
                 Wake::Dataplane(None) => inputs.dataplane_events = None,
                 Wake::Retry => self.retry_at = None,
                 Wake::Refresh => self.refresh_dataplane().await,
+                Wake::Readback(r) => self.finish_readback(r).await,
                 Wake::Watchdog => self.out.notifier.watchdog(),
             }
             self.drain(&mut inputs, &mut dp_events);
@@ -843,11 +888,32 @@ impl<D: Driver> Agent<D> {
         if !self.applied_once || self.retry_at.is_some() {
             return;
         }
-        match self
+        let drift = self
             .dp
             .repair_firewall(self.calc.state(), &self.firewall)
-            .await
-        {
+            .await;
+        self.record_drift(drift);
+        self.repair_routes().await;
+    }
+
+    /// A background firewall read-back ended: repair what it found.
+    async fn finish_readback(&mut self, readback: Readback) {
+        tracing::debug!(
+            took_ms = readback.took.as_millis() as u64,
+            "firewall read-back done"
+        );
+        let drift = self
+            .dp
+            .finish_readback(readback, self.calc.state(), &self.firewall)
+            .await;
+        self.record_drift(drift);
+    }
+
+    fn record_drift(&self, drift: Result<DriftReport, DataplaneError>) {
+        self.out
+            .metrics
+            .set_firewall_readbacks(self.dp.readback_totals());
+        match drift {
             Ok(drift) if !drift.is_clean() => {
                 let m = &self.out.metrics;
                 m.drift_repairs("chain", drift.chains.len() as u64);
@@ -868,7 +934,6 @@ impl<D: Driver> Agent<D> {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "firewall refresh failed"),
         }
-        self.repair_routes().await;
     }
 }
 

@@ -294,6 +294,24 @@ fn scenario(backend: Backend) {
     wait_until("the firewall to be repaired", Some(&agent), || {
         backend.present(&host)
     });
+    // Quiet refreshes: on nftables the read-back is skipped (nobody moved
+    // the nf_tables generation); the others read back every time.
+    let readbacks = |result: &str| {
+        metric(
+            &host,
+            &format!("margay_firewall_readbacks_total{{result=\"{result}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let quiet = if matches!(backend, Backend::Nftables) {
+        "skipped"
+    } else {
+        "performed"
+    };
+    let before = readbacks(quiet);
+    wait_until("quiet refreshes counted", Some(&agent), || {
+        readbacks(quiet) >= before + 2.0
+    });
 
     // Invalid data is counted, never fatal.
     etcd.etcdctl_ok(&["put", "/calico/v1/policy/profile/bad/rules", "{nope"]);

@@ -36,6 +36,8 @@ use tokio::sync::mpsc;
 
 use firewall::lower::FirewallSettings;
 use firewall::manager::{DriftReport, FirewallApplyStats, FirewallManager};
+use firewall::readback::ReadbackStart;
+pub use firewall::readback::{Readback, ReadbackStats};
 use firewall::{BackendKind, FirewallError, FirewallOp};
 use netns::{NetnsError, NetnsTarget};
 use routes::tracker::Op;
@@ -429,14 +431,47 @@ impl Dataplane {
         Ok(report.writes())
     }
 
-    /// Re-reads our firewall objects and repairs any drift.
+    /// The periodic firewall check. Skipped when the nf_tables generation
+    /// shows nobody changed the ruleset since our last read or write;
+    /// otherwise the read-back starts on its own thread and this returns a
+    /// clean report at once: the drift it finds is reported (and repaired)
+    /// by [`Self::finish_firewall_readback`] once
+    /// [`Self::firewall_readback_done`] resolves. Backends without an
+    /// observer read back and repair inline.
     pub async fn repair_firewall_drift(
         &mut self,
         desired: &DesiredState,
         settings: &FirewallSettings,
     ) -> Result<DriftReport, DataplaneError> {
         let fw = &mut self.firewall;
-        Ok(blocking(|| fw.repair_drift(desired, settings))?)
+        match blocking(|| fw.begin_readback(desired, settings))? {
+            ReadbackStart::Inline(report) => Ok(report),
+            _ => Ok(DriftReport::default()),
+        }
+    }
+
+    /// Resolves when a background firewall read-back ends; pending forever
+    /// when none runs. Cancel-safe (for `select!`).
+    pub async fn firewall_readback_done(&mut self) -> Readback {
+        self.firewall.readback_finished().await
+    }
+
+    /// Diffs a finished read-back against the applied state and repairs
+    /// drift (a clean report when the read-back was stale: a write happened
+    /// while it ran, and the next refresh reads again).
+    pub async fn finish_firewall_readback(
+        &mut self,
+        readback: Readback,
+        desired: &DesiredState,
+        settings: &FirewallSettings,
+    ) -> Result<DriftReport, DataplaneError> {
+        let fw = &mut self.firewall;
+        Ok(blocking(|| fw.finish_readback(readback, desired, settings))?.unwrap_or_default())
+    }
+
+    /// Firewall refresh outcomes so far (skipped, performed, stale).
+    pub fn readback_stats(&self) -> ReadbackStats {
+        self.firewall.readback_stats()
     }
 
     /// The link watcher's events (available once). Feed each to

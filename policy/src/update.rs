@@ -32,6 +32,10 @@
 //!   link-local, IPv4-mapped; see `special`) invalidate an endpoint that
 //!   lists one as its own address or floating IP, and a `bird_ip`; an
 //!   endpoint gateway may be link-local (its normal form) but not the others.
+//! - A profile or policy holds at most [`MAX_RULES_PER_DIRECTION`] rules in
+//!   `inbound_rules` and in `outbound_rules`; a longer list invalidates the
+//!   whole document (the reason names the limit), so that no single document
+//!   can stall a host's firewall.
 
 mod documents;
 mod endpoint;
@@ -45,6 +49,7 @@ use thiserror::Error;
 use crate::model::{ResourceKey, Update, Value};
 
 pub use key::parse_key;
+pub use rule::MAX_RULES_PER_DIRECTION;
 
 /// A datastore key or value that failed to parse or validate.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -588,6 +588,53 @@ fn rule_unknown_keys_invalidate_the_whole_document() {
 }
 
 #[test]
+fn rule_lists_are_capped_per_direction_with_the_limit_in_the_reason() {
+    use margay_policy::update::MAX_RULES_PER_DIRECTION as MAX;
+    let rules = |n: usize| Json::Array(vec![json!({}); n]);
+    // At the cap: valid, in both directions, for profiles and policies.
+    let at = json!({"inbound_rules": rules(MAX), "outbound_rules": rules(MAX)});
+    match ok(RULES, &at.to_string()) {
+        Value::ProfileRules(p) => {
+            assert_eq!((p.inbound.len(), p.outbound.len()), (MAX, MAX));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut pol = json!({"selector": "all()", "inbound_rules": rules(MAX)});
+    assert!(matches!(ok(POLICY, &pol.to_string()), Value::Policy(_)));
+    // One above: the whole document is invalid and the reason names the limit.
+    for (key, dir) in [
+        (RULES, "inbound_rules"),
+        (RULES, "outbound_rules"),
+        (POLICY, "outbound_rules"),
+    ] {
+        let mut doc = if key == RULES { json!({}) } else { pol.clone() };
+        doc[dir] = rules(MAX + 1);
+        let e = bad(key, &doc.to_string());
+        assert!(e.resource.is_some(), "{e}");
+        assert!(
+            e.reason.contains(&format!(
+                "{dir} has {} rules, more than the limit of {MAX} per direction",
+                MAX + 1
+            )),
+            "{e}"
+        );
+    }
+    // The 50k + 50k profile and 20,000 src_tag rules are refused.
+    let tags: Vec<Json> = (0..20_000)
+        .map(|i| json!({"src_tag": format!("t{i}")}))
+        .collect();
+    pol["inbound_rules"] = Json::Array(tags.clone());
+    assert!(bad(POLICY, &pol.to_string()).reason.contains("limit of"));
+    assert!(bad(RULES, &json!({"inbound_rules": tags}).to_string())
+        .reason
+        .contains("limit of"));
+    let big = json!({"inbound_rules": rules(50_000), "outbound_rules": rules(50_000)});
+    assert!(bad(RULES, &big.to_string())
+        .reason
+        .contains("limit of 10000"));
+}
+
+#[test]
 fn rule_null_values_are_dropped() {
     let r = rule_ok(json!({"action": null, "protocol": null, "src_net": null, "icmp_type": null}));
     assert_eq!(r.action, RuleAction::Allow);

@@ -22,6 +22,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_drift_repairs_total",
     "margay_routes_refused_total",
     "margay_settings_rejected_total",
+    "margay_firewall_readbacks_total",
     "margay_local_endpoints",
     "margay_remote_endpoints",
     "margay_profiles",

@@ -1083,6 +1083,12 @@ impl Cluster {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// The process id of `host`'s running agent (for reading its
+    /// `/proc/<pid>/stat`), if one runs.
+    pub fn agent_pid(&self, host: &str) -> Option<u32> {
+        self.host(host).agent.as_ref().map(std::process::Child::id)
+    }
+
     /// Kills `host`'s agent at once (SIGKILL), as a crash would.
     pub fn kill_agent(&mut self, host: &str) {
         if let Some(mut child) = self.host_mut(host).agent.take() {

@@ -37,6 +37,7 @@ pub mod ipset;
 pub mod plan;
 pub mod rule;
 pub mod save;
+mod savecache;
 pub mod variant;
 
 use std::time::Instant;
@@ -85,6 +86,8 @@ pub struct IptablesBackend {
     variant: Variant,
     /// What we know of our objects; `None` until read (or after a failure).
     known: Option<Known>,
+    /// The last `iptables-save` pair with its nf_tables generation.
+    saves: savecache::SaveCache,
 }
 
 impl IptablesBackend {
@@ -101,12 +104,34 @@ impl IptablesBackend {
             netns: netns.clone(),
             variant,
             known: None,
+            saves: savecache::SaveCache::new(variant),
         }
     }
 
     /// The variant in use.
     pub fn variant(&self) -> Variant {
         self.variant
+    }
+
+    /// How many read-backs ran `iptables-save` (the others found the
+    /// nf_tables generation unchanged and reused the last one).
+    pub fn save_runs(&self) -> u64 {
+        self.saves.saves()
+    }
+
+    /// Both families' `iptables-save`, or the last pair when the nf_tables
+    /// generation has not moved since it was read.
+    fn save_both(&mut self) -> Result<(save::FamilyDump, save::FamilyDump), FirewallError> {
+        let before = self.saves.generation(&self.netns);
+        if let Some(hit) = self.saves.get(before) {
+            return Ok(hit);
+        }
+        let v4 = self.save(IpVersion::V4)?;
+        let v6 = self.save(IpVersion::V6)?;
+        let after = self.saves.generation(&self.netns);
+        self.saves
+            .put(before.filter(|b| Some(*b) == after), &v4, &v6);
+        Ok((v4, v6))
     }
 
     /// Builds the texts `ops` would write, reading our objects first if
@@ -242,8 +267,7 @@ impl FirewallBackend for IptablesBackend {
 
     fn observe(&mut self) -> Result<ObservedRuleset, FirewallError> {
         self.known = None;
-        let v4 = self.save(IpVersion::V4)?;
-        let v6 = self.save(IpVersion::V6)?;
+        let (v4, v6) = self.save_both()?;
         let merged = save::merge(&v4, &v6);
         let sets = ipset::parse_save(&exec::run(&self.netns, "ipset", &["save"], None)?);
         let builtins = [(IpVersion::V4, v4), (IpVersion::V6, v6)]
@@ -268,5 +292,14 @@ impl FirewallBackend for IptablesBackend {
         }
         let plan = self.plan(ops)?;
         self.apply(plan)
+    }
+
+    fn observer(&self) -> Result<Option<Box<dyn FirewallBackend>>, FirewallError> {
+        Ok(Some(Box::new(IptablesBackend {
+            netns: self.netns.clone(),
+            variant: self.variant,
+            known: None,
+            saves: self.saves.share(),
+        })))
     }
 }

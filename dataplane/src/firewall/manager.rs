@@ -18,6 +18,9 @@ use super::lower::{FirewallSettings, Lowerer};
 use super::model::{Hook, ObjectName, ObservedRuleset};
 use super::nft::NftBackend;
 use super::noop::NoopBackend;
+use super::readback::{
+    observe_with_generation, PendingReadback, Readback, ReadbackStart, ReadbackStats,
+};
 use super::{BackendKind, FirewallBackend, FirewallError, FirewallOp};
 use crate::netns::NetnsTarget;
 
@@ -152,6 +155,17 @@ pub struct FirewallManager {
     /// The observed state may be wrong (a write failed): re-read and compare
     /// everything on the next apply.
     resync: bool,
+    /// The nf_tables generation at which `observed` is known to match the
+    /// kernel (`None`: unknown, the next refresh reads back).
+    clean_gen: Option<u64>,
+    /// Bumped by every write attempt and every read-back adopted: a
+    /// background read-back started at another epoch is stale.
+    epoch: u64,
+    /// The observer backend between read-backs (created on first use).
+    observer: Option<Box<dyn FirewallBackend>>,
+    /// The read-back running on its own thread, if any.
+    pending: Option<PendingReadback>,
+    readbacks: ReadbackStats,
 }
 
 impl FirewallManager {
@@ -163,6 +177,11 @@ impl FirewallManager {
             observed: ObservedRuleset::default(),
             started: false,
             resync: false,
+            clean_gen: None,
+            epoch: 0,
+            observer: None,
+            pending: None,
+            readbacks: ReadbackStats::default(),
         }
     }
 
@@ -173,7 +192,10 @@ impl FirewallManager {
 
     /// Reads what a previous run left and adopts it as the starting point.
     pub fn start(&mut self) -> Result<(), FirewallError> {
-        self.observed = self.backend.observe()?;
+        self.epoch += 1;
+        let (observed, generation) = observe_with_generation(self.backend.as_mut())?;
+        self.observed = observed;
+        self.clean_gen = generation;
         self.started = true;
         self.resync = false;
         debug!(
@@ -233,16 +255,119 @@ impl FirewallManager {
         diff(l.ruleset(), &self.observed, None)
     }
 
-    /// Re-reads our kernel objects, reports what differs from the last
-    /// applied state and writes the repair. `desired` and `settings` are
-    /// only lowered when nothing was applied yet (or the settings differ):
-    /// call it after [`FirewallManager::apply`] with the same state.
+    /// Re-reads our kernel objects (unless the generation shows nobody
+    /// changed them since our last read or write), reports what differs
+    /// from the last applied state and writes the repair, all inline.
+    /// `desired` and `settings` are only lowered when nothing was applied
+    /// yet (or the settings differ): call it after
+    /// [`FirewallManager::apply`] with the same state.
     pub fn repair_drift(
         &mut self,
         desired: &DesiredState,
         settings: &FirewallSettings,
     ) -> Result<DriftReport, FirewallError> {
-        self.observed = self.backend.observe()?;
+        if !self.readback_needed(settings) {
+            return Ok(DriftReport::default());
+        }
+        let observed = observe_with_generation(self.backend.as_mut())?;
+        self.readbacks.performed += 1;
+        self.repair_from(observed, desired, settings)
+    }
+
+    /// Starts a refresh: skipped when the generation did not move since our
+    /// last read or write, else a read-back on the observer's thread (or
+    /// inline, repairing at once, for backends without an observer).
+    pub fn begin_readback(
+        &mut self,
+        desired: &DesiredState,
+        settings: &FirewallSettings,
+    ) -> Result<ReadbackStart, FirewallError> {
+        if self.pending.is_some() {
+            return Ok(ReadbackStart::Running);
+        }
+        if !self.readback_needed(settings) {
+            return Ok(ReadbackStart::Skipped);
+        }
+        let observer = match self.observer.take() {
+            Some(o) => Some(o),
+            None => self.backend.observer()?,
+        };
+        match observer {
+            Some(o) => {
+                self.pending = Some(PendingReadback::spawn(o, self.epoch));
+                Ok(ReadbackStart::Spawned)
+            }
+            None => self
+                .repair_drift(desired, settings)
+                .map(ReadbackStart::Inline),
+        }
+    }
+
+    /// Resolves when the background read-back ends (never when none runs).
+    /// Cancel-safe.
+    pub async fn readback_finished(&mut self) -> Readback {
+        let Some(p) = self.pending.as_mut() else {
+            return std::future::pending().await;
+        };
+        let r = p.done().await;
+        self.pending = None;
+        r
+    }
+
+    /// Adopts a finished background read-back: diffs it and writes the
+    /// repair. `Ok(None)`: a write happened while it ran, so it was dropped.
+    pub fn finish_readback(
+        &mut self,
+        mut r: Readback,
+        desired: &DesiredState,
+        settings: &FirewallSettings,
+    ) -> Result<Option<DriftReport>, FirewallError> {
+        let observed = r.result?;
+        self.readbacks.performed += 1;
+        let Some(mut observer) = r.backend.take() else {
+            return Ok(None);
+        };
+        if r.epoch != self.epoch || self.resync {
+            self.readbacks.stale += 1;
+            self.observer = Some(observer);
+            return Ok(None);
+        }
+        // The observer's view is the fresher one (the iptables backend
+        // plans from what it last read): it becomes the writer.
+        std::mem::swap(&mut self.backend, &mut observer);
+        self.observer = Some(observer);
+        self.repair_from(observed, desired, settings).map(Some)
+    }
+
+    /// Refresh outcomes so far.
+    pub fn readback_stats(&self) -> ReadbackStats {
+        self.readbacks
+    }
+
+    /// False when the kernel cannot have changed since we last read or
+    /// wrote it (counted as skipped).
+    fn readback_needed(&mut self, settings: &FirewallSettings) -> bool {
+        if !self.started || self.resync || self.lowerer.settings() != Some(settings) {
+            return true;
+        }
+        match (self.clean_gen, self.backend.generation()) {
+            (Some(clean), Ok(Some(now))) if clean == now => {
+                self.readbacks.skipped += 1;
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn repair_from(
+        &mut self,
+        (observed, generation): (ObservedRuleset, Option<u64>),
+        desired: &DesiredState,
+        settings: &FirewallSettings,
+    ) -> Result<DriftReport, FirewallError> {
+        self.epoch += 1;
+        self.observed = observed;
+        self.clean_gen = generation;
         self.started = true;
         self.resync = false;
         if self.lowerer.settings() != Some(settings) {
@@ -283,12 +408,19 @@ impl FirewallManager {
         if ops.is_empty() {
             return Ok(());
         }
+        self.epoch += 1;
         match self.backend.write(ops) {
             Ok(()) => {
                 apply_to(&mut self.observed, ops);
+                // Still known-clean only if our commit was the only one.
+                self.clean_gen = match (self.clean_gen, self.backend.generation_after_write()) {
+                    (Some(before), Some(after)) if after == before.wrapping_add(1) => Some(after),
+                    _ => None,
+                };
                 Ok(())
             }
             Err(e) => {
+                self.clean_gen = None;
                 warn!(backend = self.backend.name(), error = %e, "firewall write failed");
                 self.resync = true;
                 // Force a full lowering and diff after the re-read.

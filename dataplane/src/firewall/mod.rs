@@ -98,6 +98,28 @@ pub trait FirewallBackend: Send {
     /// Commits `ops` in one transaction per table. Either all of them take
     /// effect or none do.
     fn write(&mut self, ops: &[FirewallOp]) -> Result<(), FirewallError>;
+
+    /// A cheap token that changes whenever anyone may have changed what
+    /// [`FirewallBackend::observe`] reads (nftables: the nf_tables ruleset
+    /// generation). `None`: there is none; every read-back reads everything.
+    fn generation(&mut self) -> Result<Option<u64>, FirewallError> {
+        Ok(None)
+    }
+
+    /// The generation right after the last successful
+    /// [`FirewallBackend::write`], when that write was one transaction that
+    /// bumped it by exactly one (so the generation before it is this minus
+    /// one unless someone else committed meanwhile). `None`: unknown.
+    fn generation_after_write(&self) -> Option<u64> {
+        None
+    }
+
+    /// A second backend on the same kernel objects, used only to read them
+    /// back on another thread while this one keeps writing. `None`: read-back
+    /// runs inline on this one.
+    fn observer(&self) -> Result<Option<Box<dyn FirewallBackend>>, FirewallError> {
+        Ok(None)
+    }
 }
 
 pub mod diff;
@@ -106,6 +128,7 @@ pub mod lower;
 pub mod manager;
 pub mod nft;
 pub mod noop;
+pub mod readback;
 pub mod scenario;
 #[cfg(test)]
 mod sim;

@@ -172,4 +172,25 @@ impl FirewallBackend for NftBackend {
             }
         }
     }
+
+    fn generation(&mut self) -> Result<Option<u64>, FirewallError> {
+        match &mut self.session {
+            Some(s) => s.generation().map(|g| Some(u64::from(g))),
+            None => Ok(None),
+        }
+    }
+
+    fn generation_after_write(&self) -> Option<u64> {
+        self.session
+            .as_ref()
+            .and_then(netlink::Session::generation_after_write)
+            .map(u64::from)
+    }
+
+    fn observer(&self) -> Result<Option<Box<dyn FirewallBackend>>, FirewallError> {
+        Ok(Some(Box::new(Self::with_mode(
+            self.netns.clone(),
+            self.mode,
+        )?)))
+    }
 }

@@ -30,12 +30,26 @@ const MATCH_KEYS: &[&str] = &[
 /// Longest accepted `log_prefix`.
 pub const LOG_PREFIX_MAX: usize = 27;
 
+/// Most rules accepted in one direction (`inbound_rules` or
+/// `outbound_rules`) of one profile or policy. A longer list invalidates the
+/// whole document: one document must not be able to stall a host's firewall
+/// (every rule is a kernel rule, and many kinds of read-back grow faster than
+/// linearly with a chain's length). Real profiles hold tens of rules.
+pub const MAX_RULES_PER_DIRECTION: usize = 10_000;
+
 const ICMP: u8 = 1;
 const ICMPV6: u8 = 58;
 
 /// Parses the rule list `name` of a rules document (absent or null = empty).
 pub fn rule_list(doc: &Object, name: &str) -> Result<Vec<Rule>, String> {
-    opt_list(doc, name)?
+    let rules = opt_list(doc, name)?;
+    if rules.len() > MAX_RULES_PER_DIRECTION {
+        return Err(format!(
+            "{name} has {} rules, more than the limit of {MAX_RULES_PER_DIRECTION} per direction",
+            rules.len()
+        ));
+    }
+    rules
         .iter()
         .enumerate()
         .map(|(n, r)| parse_rule(r).map_err(|e| format!("{name}[{n}]: {e}")))

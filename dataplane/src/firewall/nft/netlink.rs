@@ -51,7 +51,9 @@ const MSG_DELSET: u8 = 11;
 const MSG_NEWSETELEM: u8 = 12;
 const MSG_GETSETELEM: u8 = 13;
 const MSG_DELSETELEM: u8 = 14;
+const MSG_NEWGEN: u8 = 15;
 const MSG_GETGEN: u8 = 16;
+const NFTA_GEN_ID: u16 = 1;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
@@ -149,6 +151,8 @@ pub struct Session {
     seq: u32,
     sndbuf: usize,
     rbuf: Vec<u8>,
+    /// The ruleset generation the last generation query answered.
+    last_gen: Option<u32>,
 }
 
 impl Session {
@@ -166,6 +170,7 @@ impl Session {
             seq: 1,
             sndbuf: 0,
             rbuf: Vec::with_capacity(1 << 20),
+            last_gen: None,
         };
         s.grow_buffers(4 << 20)?;
         Ok(s)
@@ -206,6 +211,7 @@ impl Session {
         if errors.is_empty() {
             return Ok(());
         }
+        self.last_gen = None;
         let detail: Vec<String> = errors
             .iter()
             .take(5)
@@ -228,9 +234,27 @@ impl Session {
         Ok(())
     }
 
+    /// The namespace's nf_tables ruleset generation: the kernel bumps it by
+    /// one on every committed transaction, by anyone, in any table.
+    pub fn generation(&mut self) -> Result<u32, FirewallError> {
+        let errors = self.sync()?;
+        if let Some((_, errno)) = errors.first() {
+            return Err(nl_err("getgen", std::io::Error::from_raw_os_error(*errno)));
+        }
+        self.last_gen
+            .ok_or_else(|| nl_err("getgen", "no generation in the answer"))
+    }
+
+    /// The generation reported right after the last write's batch (its
+    /// commit included), if the write succeeded.
+    pub fn generation_after_write(&self) -> Option<u32> {
+        self.last_gen
+    }
+
     /// Sends a generation query and reads until its answer, collecting the
     /// (seq, errno) of every error reported before it.
     fn sync(&mut self) -> Result<Vec<(u32, i32)>, FirewallError> {
+        self.last_gen = None;
         let seq = self.next_seq();
         let mut b = Builder::default();
         let m = b.msg(nft_type(MSG_GETGEN), NLM_F_REQUEST, seq, AF_UNSPEC, 0);
@@ -246,6 +270,10 @@ impl Session {
                     if errno != 0 {
                         errors.push((m.seq, errno));
                     }
+                }
+                if m.seq == seq && m.ty == nft_type(MSG_NEWGEN) {
+                    self.last_gen =
+                        find(&attrs(m.payload.get(4..).unwrap_or(&[])), NFTA_GEN_ID).map(be32);
                 }
                 done |= m.seq == seq;
             }
