@@ -77,47 +77,17 @@ pub async fn addresses(handle: &rtnetlink::Handle) -> Result<Vec<IpAddr>, Netlin
         .collect())
 }
 
-/// Every main-table route of both families (protocol 0 = no filter).
+/// Every main-table route of both families, whatever its protocol.
 async fn main_routes(handle: &rtnetlink::Handle) -> Result<Vec<RawRoute>, NetlinkError> {
-    let mut out = Vec::new();
-    for (v6, version) in [
-        (false, rtnetlink::IpVersion::V4),
-        (true, rtnetlink::IpVersion::V6),
-    ] {
-        let mut req = handle.route().get(version);
-        *req.message_mut() = model::dump_request(v6, 0);
-        let msgs: Vec<_> =
-            req.execute()
-                .try_collect()
-                .await
-                .map_err(|source| NetlinkError::Dump {
-                    what: "routes",
-                    source,
-                })?;
-        out.extend(
-            msgs.iter()
-                .filter_map(RawRoute::parse)
-                .filter(|r| r.table == model::MAIN_TABLE),
-        );
-    }
-    Ok(out)
+    let mut all = super::dumps::dump_routes(handle, 0).await?;
+    all.retain(|r| r.table == model::MAIN_TABLE);
+    Ok(all)
 }
 
 /// Reads the facts of the namespace we run in, from scratch (for `margay
 /// check`, which runs no dataplane). `etcd` are the etcd endpoints' addresses.
 pub async fn read_current(etcd: &[IpAddr], our_protocol: u8) -> Result<HostFacts, NetlinkError> {
     let socks = super::netlink::open(&crate::netns::NetnsTarget::current())?;
-    let msgs: Vec<_> = socks
-        .handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|source| NetlinkError::Dump {
-            what: "links",
-            source,
-        })?;
-    let links = LinkCache::from_links(msgs.iter().filter_map(super::links::Link::parse));
+    let links = super::dumps::dump_links(&socks.handle).await?;
     read(&socks.handle, &links, etcd, our_protocol).await
 }

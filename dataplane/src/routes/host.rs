@@ -19,7 +19,7 @@ use margay_policy::desired::{Changes, DesiredState};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use super::links::{Link, LinkCache, LinkChange};
+use super::links::{LinkCache, LinkChange};
 use super::manager::{FlushReport, RouteManager};
 use super::model::KernelRoute;
 use super::netlink::{self, BatchWriter, NetlinkError};
@@ -29,7 +29,6 @@ use super::watch::{self, DataplaneEvent};
 use crate::neigh::NeighManager;
 use crate::netns::{NetnsError, NetnsTarget};
 use crate::sysctl::SysctlManager;
-use futures::TryStreamExt;
 
 /// Why host networking could not be read or written.
 #[derive(Debug, Error)]
@@ -275,18 +274,7 @@ impl HostNetwork {
     }
 
     async fn reload_links(&mut self) -> Result<(), HostNetError> {
-        let msgs: Vec<_> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| NetlinkError::Dump {
-                what: "links",
-                source,
-            })?;
-        self.links = LinkCache::from_links(msgs.iter().filter_map(Link::parse));
+        self.links = super::dumps::dump_links(&self.handle).await?;
         Ok(())
     }
 

@@ -21,7 +21,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use futures::TryStreamExt;
 use ipnet::IpNet;
 use margay_policy::desired::RouteTarget;
 use netlink_packet_core::NetlinkMessage;
@@ -535,24 +534,9 @@ pub async fn dump(
     links: &LinkCache,
 ) -> Result<BTreeMap<IpNet, KernelRoute>, NetlinkError> {
     let mut out = BTreeMap::new();
-    for (v6, version) in [
-        (false, rtnetlink::IpVersion::V4),
-        (true, rtnetlink::IpVersion::V6),
-    ] {
-        let mut req = handle.route().get(version);
-        *req.message_mut() = model::dump_request(v6, protocol);
-        let msgs: Vec<_> =
-            req.execute()
-                .try_collect()
-                .await
-                .map_err(|source| NetlinkError::Dump {
-                    what: "routes",
-                    source,
-                })?;
-        for raw in msgs.iter().filter_map(RawRoute::parse) {
-            if raw.is_ours(protocol) {
-                out.insert(raw.dst, raw.to_kernel_route(|i| links.name_of(i)));
-            }
+    for raw in super::dumps::dump_routes(handle, protocol).await? {
+        if raw.is_ours(protocol) {
+            out.insert(raw.dst, raw.to_kernel_route(|i| links.name_of(i)));
         }
     }
     Ok(out)

@@ -10,6 +10,7 @@
 //! - [`watch`]: link/address/route notifications as [`watch::DataplaneEvent`]s.
 //! - [`host`]: [`host::HostNetwork`], which ties them together for the facade.
 
+pub mod dumps;
 pub mod facts;
 pub mod host;
 pub mod links;
