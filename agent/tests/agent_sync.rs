@@ -233,16 +233,14 @@ async fn resync_after_compaction_while_cut_off_converges() {
     task.abort();
 }
 
-async fn put_many(client: &mut etcd_client::Client, n: usize) {
+/// Puts `n` keys, 100 a transaction; `kv(k)` names the key and value of the k-th.
+async fn put_n(client: &mut etcd_client::Client, n: usize, kv: impl Fn(usize) -> (String, String)) {
     let mut i = 0;
     while i < n {
         let ops: Vec<etcd_client::TxnOp> = (i..(i + 100).min(n))
             .map(|k| {
-                etcd_client::TxnOp::put(
-                    format!("/calico/v1/host/h{k:05}/bird_ip"),
-                    "10.0.0.1",
-                    None,
-                )
+                let (key, value) = kv(k);
+                etcd_client::TxnOp::put(key, value, None)
             })
             .collect();
         i += ops.len();
@@ -251,6 +249,17 @@ async fn put_many(client: &mut etcd_client::Client, n: usize) {
             .await
             .expect("txn");
     }
+}
+
+/// Puts `n` small keys (host addresses).
+async fn put_many(client: &mut etcd_client::Client, n: usize) {
+    put_n(client, n, |k| {
+        (
+            format!("/calico/v1/host/h{k:05}/bird_ip"),
+            "10.0.0.1".into(),
+        )
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -371,26 +380,16 @@ async fn syncs_over_tls_with_a_client_certificate() {
     task.abort();
 }
 
-/// Puts `n` profile rule documents of about `size` bytes each, in transactions.
+/// Puts `n` profile rule documents of about `size` bytes each.
 async fn put_big_profiles(client: &mut etcd_client::Client, n: usize, size: usize) {
     let filler = "x".repeat(size);
-    let mut i = 0;
-    while i < n {
-        let ops: Vec<etcd_client::TxnOp> = (i..n.min(i + 100))
-            .map(|k| {
-                etcd_client::TxnOp::put(
-                    format!("/calico/v1/policy/profile/p{k:05}/rules"),
-                    format!(r#"{{"inbound_rules":[],"outbound_rules":[],"pad":"{filler}"}}"#),
-                    None,
-                )
-            })
-            .collect();
-        i += ops.len();
-        client
-            .txn(etcd_client::Txn::new().and_then(ops))
-            .await
-            .expect("txn");
-    }
+    put_n(client, n, |k| {
+        (
+            format!("/calico/v1/policy/profile/p{k:05}/rules"),
+            format!(r#"{{"inbound_rules":[],"outbound_rules":[],"pad":"{filler}"}}"#),
+        )
+    })
+    .await;
 }
 
 /// OpenStack-era datastores held thousands of profiles of a few KB: a
