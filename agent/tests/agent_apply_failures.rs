@@ -10,7 +10,6 @@
 //!
 //! Needs root; only the test's own namespaces are touched.
 
-use std::io::Write;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -82,29 +81,13 @@ fn wait_until(what: &str, agent: &Agent, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `GET path` on the agent's metrics address inside `ns`.
 fn http_get(ns: &TestNetns, path: &str) -> String {
-    let mut child = ns
-        .command(&["nc", "-w", "2", "127.0.0.1", "9091"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nc starts");
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = write!(stdin, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-    }
-    let out = child.wait_with_output().expect("nc runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    ns.http_get(9091, path)
 }
 
 fn metric(ns: &TestNetns, series: &str) -> Option<f64> {
-    http_get(ns, "/metrics").lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    ns.metric(9091, series)
 }
 
 fn ready(ns: &TestNetns) -> bool {

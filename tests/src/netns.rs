@@ -76,6 +76,37 @@ impl TestNetns {
         run_ok(&mut self.command(args))
     }
 
+    /// `GET path` from `127.0.0.1:port` inside the namespace, through `nc`:
+    /// the whole HTTP/1.0 response, empty when nothing answered.
+    pub fn http_get(&self, port: u16, path: &str) -> String {
+        use std::io::Write as _;
+        let port = port.to_string();
+        let mut child = self
+            .command(&["nc", "-w", "2", "127.0.0.1", &port])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nc starts");
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = write!(stdin, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+        }
+        let out = child.wait_with_output().expect("nc runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The value of one series (`name{labels}` as exposed) on the
+    /// `/metrics` page at `127.0.0.1:port`; `None` when it is not there.
+    pub fn metric(&self, port: u16, series: &str) -> Option<f64> {
+        self.http_get(port, "/metrics").lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
     /// Starts `args` inside the namespace in the background.
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.command(args)
