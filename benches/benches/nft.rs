@@ -8,7 +8,10 @@
 //! * one-endpoint change (add one endpoint, then remove it, repeatedly):
 //!   margay's whole `FirewallManager::apply` (incremental lowering, scoped
 //!   diff, one netlink transaction, ack) vs `nft -f` of the same delta;
-//! * read-back of the full table: netlink dump vs `nft -j list table`.
+//! * read-back of the full table: netlink dump vs `nft -j list table`;
+//! * read-back of a table of long chains: 10 profiles at the rule cap
+//!   (10,000 rules a direction), netlink dump only (inside the clock: the
+//!   dumps and parsing of `observe`, nothing else).
 //!
 //! Needs root; `MARGAY_BENCH_REPS` sets repetitions (default 5).
 //! Run: `cargo bench -p margay-benches --bench nft`.
@@ -22,7 +25,7 @@ use margay_dataplane::firewall::diff::{diff, observed_of};
 use margay_dataplane::firewall::lower::lower;
 use margay_dataplane::firewall::model::ObservedRuleset;
 use margay_dataplane::firewall::nft::{render_batch, NftBackend, NftMode};
-use margay_dataplane::firewall::scenario::{changes_between, scale_state};
+use margay_dataplane::firewall::scenario::{changes_between, rule, scale_state, DesiredBuilder};
 use margay_dataplane::firewall::{FirewallBackend, FirewallManager, FirewallOp, FirewallSettings};
 use margay_dataplane::netns::NetnsTarget;
 
@@ -227,6 +230,34 @@ fn bench_delta(settings: &FirewallSettings, reps: usize) -> (Row, Row, Duration)
     (change, read, median(drift))
 }
 
+/// Read-back of 10 profiles x 10,000 inbound rules (the per-direction cap),
+/// one endpoint each: a few long chains rather than many short ones.
+fn bench_long_chains(settings: &FirewallSettings, reps: usize) -> Duration {
+    let mut b = DesiredBuilder::new();
+    for p in 0..10 {
+        let name = format!("long{p}");
+        let allow = rule(margay_policy::desired::RuleAction::Allow);
+        b.profile(&name, vec![allow; 10_000], vec![]);
+        b.endpoint(&format!("cali{p}"), &format!("10.0.{p}.1/32"), &[&name]);
+    }
+    let desired = b.build();
+    let ns = Ns::new();
+    let mut m = FirewallManager::new(Box::new(ns.backend(NftMode::Netlink)));
+    m.apply(&desired, &Default::default(), settings)
+        .expect("program long chains");
+    let mut be = ns.backend(NftMode::Netlink);
+    let times = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            let seen = be.observe().expect("observe long chains");
+            let took = t.elapsed();
+            assert!(seen.chains.values().map(Vec::len).sum::<usize>() >= 100_000);
+            took
+        })
+        .collect();
+    median(times)
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
@@ -266,12 +297,14 @@ fn main() {
     );
     let full_row = bench_full(&full, reps);
     let (change, read, drift) = bench_delta(&settings, reps);
+    let long = bench_long_chains(&settings, reps);
     print_rows(
         &[full_row, change, read],
         &[
             ("full lowering (pure)", lower_time),
             ("full diff from empty (pure)", diff_time),
-            ("drift check at scale (read back + full diff)", drift),
+            ("drift check at scale (generation unchanged)", drift),
+            ("read back 10 chains x 10,000 rules (netlink)", long),
         ],
     );
 }

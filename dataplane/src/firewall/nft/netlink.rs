@@ -366,9 +366,13 @@ impl Session {
         }
     }
 
-    /// Reads back everything in our table.
+    /// Reads back everything in our table. Rules are dumped chain by chain:
+    /// the kernel resumes a dump by counting rules from the start of what it
+    /// covers, so one dump of the whole table costs the square of the
+    /// table's rules, and a dump per chain only the sum of each chain's square.
     pub fn observe(&mut self) -> Result<ObservedRuleset, FirewallError> {
         let mut out = ObservedRuleset::default();
+        let mut chains: Vec<String> = Vec::new();
         let end = self.dump(
             MSG_GETCHAIN,
             |_| {},
@@ -377,13 +381,14 @@ impl Session {
                 if find(&a, NFTA_CHAIN_TABLE).and_then(cstr) != Some(TABLE) {
                     return;
                 }
+                let Some(name) = find(&a, NFTA_CHAIN_NAME).and_then(cstr) else {
+                    return;
+                };
+                chains.push(name.to_owned());
                 if find(&a, NFTA_CHAIN_HOOK).is_some() {
                     return;
                 }
-                if let Some(n) = find(&a, NFTA_CHAIN_NAME)
-                    .and_then(cstr)
-                    .and_then(ObjectName::from_kernel)
-                {
+                if let Some(n) = ObjectName::from_kernel(name) {
                     out.chains.insert(n, Vec::new());
                 }
             },
@@ -391,7 +396,9 @@ impl Session {
         if end == DumpEnd::NoSuchObject {
             return Ok(out);
         }
-        self.observe_rules(&mut out)?;
+        for chain in &chains {
+            self.observe_rules(chain, &mut out)?;
+        }
         let mut sets: Vec<(ObjectName, IpVersion)> = Vec::new();
         self.dump(
             MSG_GETSET,
@@ -422,11 +429,19 @@ impl Session {
         Ok(out)
     }
 
-    fn observe_rules(&mut self, out: &mut ObservedRuleset) -> Result<(), FirewallError> {
+    /// Reads the rules of one chain of our table into `out`.
+    fn observe_rules(
+        &mut self,
+        chain: &str,
+        out: &mut ObservedRuleset,
+    ) -> Result<(), FirewallError> {
         let mut parse_err = None;
         self.dump(
             MSG_GETRULE,
-            |b| b.put_str(NFTA_RULE_TABLE, TABLE),
+            |b| {
+                b.put_str(NFTA_RULE_TABLE, TABLE);
+                b.put_str(NFTA_RULE_CHAIN, chain);
+            },
             |p| {
                 let a = attrs(p);
                 let Some(chain) = find(&a, NFTA_RULE_CHAIN).and_then(cstr) else {
