@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use margay_config::{Settings, SettingsError};
-use margay_dataplane::routes::RefusedRoute;
+use margay_dataplane::routes::{KernelRoute, RefusedRoute};
 use margay_dataplane::Dataplane;
+use margay_policy::desired::DesiredState;
 
 use crate::logging::{sanitize, LogLimiter, Verdict};
 use crate::metrics::Metrics;
@@ -108,6 +109,22 @@ pub fn report_refused(
                 "endpoint route refused: it would cover an address this host needs"
             );
         }
+    }
+}
+
+/// Names the endpoint behind a refused route: the local endpoint on its
+/// interface, or the gateway a remote one is reached through.
+pub fn endpoint_behind(state: &DesiredState, r: &RefusedRoute) -> Option<String> {
+    match &r.route {
+        KernelRoute::Dev(iface) => state.endpoints.get(iface).map(|ep| {
+            let k = &ep.key;
+            format!(
+                "{}/{}/{}/{}",
+                k.host, k.orchestrator, k.workload, k.endpoint
+            )
+        }),
+        KernelRoute::Via(gw) => Some(format!("a remote endpoint via {gw}")),
+        KernelRoute::Unrecognised => None,
     }
 }
 
@@ -283,6 +300,27 @@ async fn datastore_prefixes(settings: &Settings) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// Logs and counts interface prefixes `rejected` because they match an
+/// uplink (`reason`), `kept` staying in force.
+pub fn report_rejected_prefixes(
+    metrics: &Metrics,
+    rejected: &[String],
+    kept: &[String],
+    reason: &str,
+    source: &str,
+) {
+    let setting = margay_config::Setting::InterfacePrefix.key();
+    metrics.setting_rejected(setting, "host_interface");
+    tracing::warn!(
+        setting,
+        value = %sanitize(&rejected.join(",")),
+        kept = %kept.join(","),
+        reason,
+        source,
+        "setting rejected; keeping the current value"
+    );
 }
 
 /// The conflicts as one line.

@@ -633,16 +633,12 @@ impl<D: Driver> Agent<D> {
         }
         let text = crate::host_guard::describe(&conflicts);
         if !warned.contains(&text) {
-            self.out
-                .metrics
-                .setting_rejected(Setting::InterfacePrefix.key(), "host_interface");
-            tracing::warn!(
-                setting = Setting::InterfacePrefix.key(),
-                value = %crate::logging::sanitize(&next.interface_prefixes.join(",")),
-                kept = %self.settings.interface_prefixes.join(","),
-                reason = %text,
+            crate::host_guard::report_rejected_prefixes(
+                &self.out.metrics,
+                &next.interface_prefixes,
+                &self.settings.interface_prefixes,
+                &text,
                 source,
-                "setting rejected; keeping the current value"
             );
         }
         self.warned.insert(text);
@@ -845,26 +841,12 @@ impl<D: Driver> Agent<D> {
     /// Logs and counts endpoint routes refused for covering an address
     /// this host needs, naming the local endpoint when there is one.
     fn report_refused(&self, report: &ApplyReport) {
-        let endpoints = &self.calc.state().endpoints;
+        let state = self.calc.state();
         crate::host_guard::report_refused(
             &self.out.metrics,
             &self.limiter,
             &report.refused_routes,
-            |r| match &r.route {
-                margay_dataplane::routes::KernelRoute::Dev(iface) => {
-                    endpoints.get(iface).map(|ep| {
-                        let k = &ep.key;
-                        format!(
-                            "{}/{}/{}/{}",
-                            k.host, k.orchestrator, k.workload, k.endpoint
-                        )
-                    })
-                }
-                margay_dataplane::routes::KernelRoute::Via(gw) => {
-                    Some(format!("a remote endpoint via {gw}"))
-                }
-                margay_dataplane::routes::KernelRoute::Unrecognised => None,
-            },
+            |r| crate::host_guard::endpoint_behind(state, r),
         );
     }
 

@@ -98,23 +98,30 @@ fn sets_of(ns: &TestNetns, family: &str) -> String {
         .join("\n")
 }
 
+/// A lab of 3 workloads whose firewall a started manager on variant `v`
+/// has programmed with `s0`.
+fn programmed(tag: &str, v: Variant, s0: &DesiredState) -> (Lab, FirewallManager) {
+    let lab = Lab::new(&format!("{tag}-{}", v.name()), 3);
+    let mut m = FirewallManager::new(Box::new(IptablesBackend::with_variant(&lab.target, v)));
+    m.start().expect("start");
+    m.apply(
+        s0,
+        &changes_between(&DesiredState::default(), s0),
+        &FirewallSettings::default(),
+    )
+    .expect("first apply");
+    (lab, m)
+}
+
 /// Only the IPv6 restore is refused: IPv4 goes in whole (rules and sets),
 /// IPv6 stays whole as it was (rules and sets).
 fn refused_v6_leaves_each_family_whole(v: Variant, test: &str) {
     if !require_root(test) {
         return;
     }
-    let lab = Lab::new(&format!("r6-{}", v.name()), 3);
     let settings = FirewallSettings::default();
-    let mut m = FirewallManager::new(Box::new(IptablesBackend::with_variant(&lab.target, v)));
-    m.start().expect("start");
     let s0 = state_v6(true, &[2], &["fd00::2/128"]);
-    m.apply(
-        &s0,
-        &changes_between(&DesiredState::default(), &s0),
-        &settings,
-    )
-    .expect("first apply");
+    let (lab, mut m) = programmed("r6", v, &s0);
     assert!(!lab.ping(0, &wl_ip(1)), "w0 is not in tag web");
     let solo = rule_set_chain(&profile_rs("solo", Direction::Inbound));
     let b6 = bin(v, IpVersion::V6);
@@ -178,17 +185,9 @@ fn refused_apply_changes_nothing(v: Variant, test: &str) {
     if !require_root(test) {
         return;
     }
-    let lab = Lab::new(&format!("rb-{}", v.name()), 3);
     let settings = FirewallSettings::default();
-    let mut m = FirewallManager::new(Box::new(IptablesBackend::with_variant(&lab.target, v)));
-    m.start().expect("start");
     let s0 = state(true, &[2]);
-    m.apply(
-        &s0,
-        &changes_between(&DesiredState::default(), &s0),
-        &settings,
-    )
-    .expect("first apply");
+    let (lab, mut m) = programmed("rb", v, &s0);
     assert!(!lab.ping(0, &wl_ip(1)), "w0 is not in tag web");
 
     // Someone else's chain jumps to solo's inbound chain.

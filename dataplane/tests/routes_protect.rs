@@ -5,9 +5,8 @@
 
 mod routes_support;
 
-use margay_dataplane::firewall::BackendKind;
 use margay_dataplane::routes::ProtectReason;
-use margay_dataplane::{Dataplane, DataplaneConfig, DataplaneEvent};
+use margay_dataplane::{Dataplane, DataplaneEvent};
 use margay_policy::desired::{DesiredState, RouteTarget};
 use margay_tests::netns::{require_root, TestNetns};
 use routes_support::*;
@@ -17,17 +16,7 @@ use tokio::sync::mpsc;
 const ETCD: &str = "10.65.0.3";
 
 async fn guarded(ns: &TestNetns) -> (Dataplane, mpsc::Receiver<DataplaneEvent>) {
-    let mut dp = Dataplane::new(DataplaneConfig {
-        backend: BackendKind::None,
-        route_protocol: PROTO,
-        netns: Some(ns.name().to_owned()),
-    })
-    .await
-    .expect("dataplane opens");
-    dp.set_etcd_addresses(vec![ETCD.parse().expect("ip")]);
-    let events = dp.take_events().expect("events once");
-    dp.start().await.expect("dataplane starts");
-    (dp, events)
+    dataplane_guarding(ns, vec![ETCD.parse().expect("ip")]).await
 }
 
 /// An uplink `eth0` with 192.0.2.11/24 and a default route via 192.0.2.1.

@@ -87,6 +87,15 @@ pub fn veth(ns: &TestNetns, name: &str) {
 
 /// A started dataplane (no firewall) acting in `ns`, and its event channel.
 pub async fn dataplane(ns: &TestNetns) -> (Dataplane, mpsc::Receiver<DataplaneEvent>) {
+    dataplane_guarding(ns, Vec::new()).await
+}
+
+/// Like [`dataplane`], with `etcd` as the etcd endpoints' addresses (no
+/// endpoint route may cover them).
+pub async fn dataplane_guarding(
+    ns: &TestNetns,
+    etcd: Vec<std::net::IpAddr>,
+) -> (Dataplane, mpsc::Receiver<DataplaneEvent>) {
     let mut dp = Dataplane::new(DataplaneConfig {
         backend: BackendKind::None,
         route_protocol: PROTO,
@@ -94,6 +103,7 @@ pub async fn dataplane(ns: &TestNetns) -> (Dataplane, mpsc::Receiver<DataplaneEv
     })
     .await
     .expect("dataplane opens");
+    dp.set_etcd_addresses(etcd);
     let events = dp.take_events().expect("events once");
     dp.start().await.expect("dataplane starts");
     (dp, events)
