@@ -94,8 +94,15 @@ pub const CONFLICT_KINDS: &[&str] = &["interface", "address"];
 
 /// The `reason` label values of full datastore reloads: the first load,
 /// a reload after the connection or watch was lost, after the watch fell
-/// behind a compaction, and a periodic re-list.
-pub const RESYNC_REASONS: &[&str] = &["startup", "reconnect", "compacted", "refresh"];
+/// behind a compaction, a periodic re-list, and after a watch response
+/// larger than the client accepts.
+pub const RESYNC_REASONS: &[&str] = &[
+    "startup",
+    "reconnect",
+    "compacted",
+    "refresh",
+    "watch_too_large",
+];
 
 /// The `object` label values used for dataplane writes and drift repairs.
 pub const DATAPLANE_OBJECTS: &[&str] = &[

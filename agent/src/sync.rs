@@ -20,14 +20,20 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, WatchOptions,
-    WatchStream,
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, WatchStream,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
 
 /// Keys per page when listing.
 pub const DEFAULT_PAGE_SIZE: i64 = 5000;
+
+/// The largest message the client accepts from etcd (list pages and watch
+/// responses). etcd refuses any request over its `--max-request-bytes`
+/// (1.5 MiB by default, and it warns above 10 MiB), so every value and every
+/// transaction it accepts fits, with room for a watch response that batches
+/// several revisions. The client's own default is 4 MiB.
+pub const MAX_RECEIVE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The CA bundle used for `https://` endpoints when none is configured
 /// (Felix's default).
@@ -62,11 +68,13 @@ pub enum SyncError {
         #[source]
         source: Box<etcd_client::Error>,
     },
-    /// One value is larger than the client accepts (4 MiB a message).
-    #[error("etcd value of key {key} is larger than the client accepts (4 MiB)")]
+    /// One value is larger than the client accepts.
+    #[error("etcd value of key {key} is larger than the client accepts ({limit} bytes a message)")]
     ValueTooLarge {
         /// The key.
         key: String,
+        /// The client's receive limit.
+        limit: usize,
     },
     /// An etcd request took too long.
     #[error("etcd {0} timed out")]
@@ -150,6 +158,8 @@ pub enum ResyncReason {
     Compacted,
     /// The connection or the watch was lost.
     Reconnect,
+    /// A watch response was larger than the client accepts.
+    WatchTooLarge,
 }
 
 impl ResyncReason {
@@ -159,6 +169,7 @@ impl ResyncReason {
             ResyncReason::Startup => "startup",
             ResyncReason::Compacted => "compacted",
             ResyncReason::Reconnect => "reconnect",
+            ResyncReason::WatchTooLarge => "watch_too_large",
         }
     }
 }
@@ -373,7 +384,10 @@ where
 
 mod list;
 
-pub use list::{list_all, prefix_range_end, ListedKv, PageSizer, PAGE_TARGET_BYTES};
+mod watch;
+
+pub use list::{list_all, prefix_range_end, ListedKv, Lister, PageSizer, PAGE_TARGET_BYTES};
+pub use watch::open_watch;
 
 /// Keeps what was reported, as key → mod revision, and turns a new full list
 /// into the changes that converge the consumer onto it.
@@ -565,7 +579,7 @@ impl Syncer {
         loop {
             let revision = self.snapshot(&mut conn, reason).await?;
             backoff.reset();
-            match self.watch(&mut conn.client, revision).await {
+            match self.watch(&conn.client, revision).await {
                 SessionEnd::Relist(r) => reason = r,
                 SessionEnd::Reconnect(e) => return Err(e),
             }
@@ -608,15 +622,11 @@ impl Syncer {
     }
 
     /// Watches from `revision + 1` until the watch is lost.
-    async fn watch(&mut self, client: &mut Client, revision: i64) -> SessionEnd {
-        let dir = self.dir();
-        let opts = WatchOptions::new()
-            .with_range(prefix_range_end(&dir))
-            .with_start_revision(revision + 1);
+    async fn watch(&mut self, client: &Client, revision: i64) -> SessionEnd {
         let created = timed(
             self.cfg.etcd.request_timeout,
             "watch",
-            client.watch(dir, Some(opts)),
+            open_watch(client, &self.dir(), revision + 1),
         )
         .await;
         let (_watcher, mut stream) = match created {
@@ -634,6 +644,9 @@ impl Syncer {
                 Ok(Some(resp)) => resp,
                 Ok(None) => {
                     return SessionEnd::Reconnect(SyncError::WatchLost("stream closed".into()))
+                }
+                Err(source) if list::is_out_of_range(&source) => {
+                    return watch::too_large(&source);
                 }
                 Err(source) => {
                     return SessionEnd::Reconnect(SyncError::Request {

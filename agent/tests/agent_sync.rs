@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use margay_agent::sync::{
-    list_all, BackoffConfig, EtcdConfig, ResyncReason, SyncConfig, SyncEvent, Syncer, TlsFiles,
-    DEFAULT_PAGE_SIZE,
+    list_all, open_watch, BackoffConfig, EtcdConfig, ResyncReason, SyncConfig, SyncEvent, Syncer,
+    TlsFiles, DEFAULT_PAGE_SIZE,
 };
 use margay_tests::etcd::{CutoffProxy, EtcdServer};
 use tokio::sync::mpsc::Receiver;
@@ -427,4 +427,72 @@ async fn pages_of_large_values_list_whole() {
     .await;
     assert_eq!(view.keys.len(), n + 1);
     task.abort();
+}
+
+/// A value of about `size` bytes.
+fn big_value(size: usize) -> String {
+    format!(r#"{{"pad":"{}"}}"#, "w".repeat(size))
+}
+
+/// One transaction (one revision) putting six 1 MB profiles reaches the
+/// consumer by the watch, whole: no watch error, no re-list. The client's
+/// default 4 MiB receive limit refused that watch response.
+#[tokio::test]
+async fn a_transaction_of_large_values_arrives_by_the_watch() {
+    let etcd = EtcdServer::with_max_request_bytes(8 * 1024 * 1024);
+    let mut client = etcd.client().await;
+    put(&mut client, "/calico/v1/Ready", "true").await;
+    let (mut rx, task) = Syncer::spawn(config(vec![etcd.client_url()], DEFAULT_PAGE_SIZE));
+    let mut view = View::default();
+    view.until(&mut rx, "the first snapshot", |v| !v.snapshots.is_empty())
+        .await;
+
+    let key = |k: usize| format!("/calico/v1/policy/profile/big{k}/rules");
+    let ops: Vec<etcd_client::TxnOp> = (0..6)
+        .map(|k| etcd_client::TxnOp::put(key(k), big_value(1_000_000), None))
+        .collect();
+    client
+        .txn(etcd_client::Txn::new().and_then(ops))
+        .await
+        .expect("a 6 MB transaction");
+    view.until(&mut rx, "six 1 MB values", |v| {
+        (0..6).all(|k| v.keys.get(&key(k)).is_some_and(|x| x.len() > 1_000_000))
+    })
+    .await;
+    assert_eq!(view.snapshots, vec![ResyncReason::Startup], "no re-list");
+    assert_eq!(view.disconnects, 0, "the watch never failed");
+    task.abort();
+}
+
+/// A watch that starts behind gets the revisions it missed batched into one
+/// response: six revisions of 1 MB each, more than the client's default
+/// 4 MiB receive limit, arrive on the syncer's watch.
+#[tokio::test]
+async fn a_watch_started_behind_receives_batched_large_revisions() {
+    let etcd = EtcdServer::new();
+    let mut client = etcd.client().await;
+    let start = client
+        .put("/calico/v1/Ready", "true", None)
+        .await
+        .expect("put")
+        .header()
+        .map(|h| h.revision())
+        .expect("a revision");
+    for k in 0..6 {
+        let key = format!("/calico/v1/policy/profile/big{k}/rules");
+        put(&mut client, &key, &big_value(1_000_000)).await;
+    }
+    let (_watcher, mut stream) = open_watch(&client, "/calico/v1/", start + 1)
+        .await
+        .expect("watch");
+    let mut events = 0;
+    while events < 6 {
+        let resp = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("a watch response in time")
+            .expect("a watch response the client accepts")
+            .expect("the watch stays open");
+        events += resp.events().len();
+    }
+    assert_eq!(events, 6);
 }

@@ -42,6 +42,8 @@ pub struct EtcdServer {
     child: Option<Child>,
     tls: Option<TlsPaths>,
     netns: Option<String>,
+    /// Largest request etcd accepts (`--max-request-bytes`), when not its default.
+    max_request_bytes: Option<usize>,
 }
 
 /// PEM files of a TLS-enabled test server: a throw-away CA, and a client
@@ -89,6 +91,21 @@ impl EtcdServer {
         panic!("cannot start etcd in {netns}: {last_error}");
     }
 
+    /// Like [`Self::new`], but accepting requests (a put, a transaction) of
+    /// up to `bytes` instead of etcd's default 1.5 MiB.
+    pub fn with_max_request_bytes(bytes: usize) -> Self {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let mut server = Self::unstarted();
+            server.max_request_bytes = Some(bytes);
+            match server.try_start() {
+                Ok(()) => return server,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("cannot start etcd: {last_error}");
+    }
+
     fn start_new(tls: bool) -> Self {
         // A free port found by binding port 0 can be taken by someone else
         // before etcd binds it; try a few fresh pairs before giving up.
@@ -123,6 +140,7 @@ impl EtcdServer {
             child: None,
             tls: None,
             netns: None,
+            max_request_bytes: None,
         }
     }
 
@@ -317,6 +335,9 @@ impl EtcdServer {
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=mgy-test={peer}"))
             .arg("--initial-cluster-state=new");
+        if let Some(bytes) = self.max_request_bytes {
+            cmd.arg(format!("--max-request-bytes={bytes}"));
+        }
         if let Some(tls) = &self.tls {
             let certs = self.dir.join("certs");
             cmd.arg(format!(

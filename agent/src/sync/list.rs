@@ -1,16 +1,17 @@
 //! Listing a key range at one revision, in pages sized by count and bytes.
 //!
 //! etcd answers a range request in one message, and the client refuses a
-//! message over 4 MiB: a page of 5,000 profiles of a few KB each is over.
-//! [`list_all`] pages by key count *and* by bytes ([`PageSizer`]), halves a
-//! page the client refused, and names the key when one value alone is too
-//! large.
+//! message over its receive limit: at the default 4 MiB a page of 5,000
+//! profiles of a few KB each is over. [`Lister`] pages by key count *and* by
+//! bytes ([`PageSizer`]), halves a page the client refused, names the key
+//! when one value alone is too large, and hands pages over one at a time so
+//! a caller need not hold the whole store.
 
 use std::time::Duration;
 
 use etcd_client::{Client, GetOptions};
 
-use super::{timed, SyncError};
+use super::{timed, SyncError, MAX_RECEIVE_BYTES};
 
 /// The end of the key range holding every key that starts with `prefix`.
 pub fn prefix_range_end(prefix: &str) -> Vec<u8> {
@@ -36,8 +37,9 @@ pub struct ListedKv {
     pub mod_revision: i64,
 }
 
-/// Bytes one list page aims at: half the client's 4 MiB receive limit, so
-/// a page of values larger than the last page's still fits.
+/// Bytes one list page aims at. It keeps the memory one page takes small;
+/// it is far below [`MAX_RECEIVE_BYTES`], so a page of values larger than
+/// the last page's still fits.
 pub const PAGE_TARGET_BYTES: usize = 2 * 1024 * 1024;
 
 /// Keys asked for in the first page, before any value size is known.
@@ -89,98 +91,135 @@ impl PageSizer {
 
 /// True when etcd's answer was refused for being larger than the client's
 /// receive limit.
-fn too_large(e: &SyncError) -> bool {
-    matches!(e, SyncError::Request { source, .. }
-        if matches!(source.as_ref(), etcd_client::Error::GRpcStatus(s)
-            if s.code() == tonic::Code::OutOfRange))
+pub(crate) fn too_large(e: &SyncError) -> bool {
+    matches!(e, SyncError::Request { source, .. } if is_out_of_range(source))
+}
+
+/// True for the client's "decoded message length too large" status.
+pub(crate) fn is_out_of_range(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::OutOfRange)
+}
+
+/// Pages through every key under a directory at one revision: the
+/// revision of the first page. Each page is handed over as it arrives, so a
+/// caller that processes pages one at a time holds one page, not the store.
+#[derive(Debug)]
+pub struct Lister {
+    start: Vec<u8>,
+    end: Vec<u8>,
+    sizer: PageSizer,
+    revision: i64,
+    done: bool,
+    timeout: Duration,
+}
+
+impl Lister {
+    /// A list of the keys under `dir` (which ends with `/`), at most
+    /// `page_size` keys and about [`PAGE_TARGET_BYTES`] a page, each request
+    /// bounded by `timeout`.
+    pub fn new(dir: &str, page_size: i64, timeout: Duration) -> Self {
+        Lister {
+            start: dir.as_bytes().to_vec(),
+            end: prefix_range_end(dir),
+            sizer: PageSizer::new(page_size),
+            revision: 0,
+            done: false,
+            timeout,
+        }
+    }
+
+    /// The revision the list is taken at (0 before the first page).
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The next page in key order, or `None` once the range is exhausted.
+    /// Keys that are not UTF-8 are skipped (they cannot name any Calico
+    /// object). A single value larger than the client accepts is an error
+    /// naming its key.
+    pub async fn next_page(&mut self, client: &Client) -> Result<Option<Vec<ListedKv>>, SyncError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut resp = loop {
+            match self.request(client, self.sizer.limit(), false).await {
+                Ok(resp) => break resp,
+                Err(e) if too_large(&e) && self.sizer.shrink() => continue,
+                Err(e) if too_large(&e) => return Err(self.value_too_large(client).await),
+                Err(e) => return Err(e),
+            }
+        };
+        if self.revision == 0 {
+            self.revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        }
+        let more = resp.more();
+        let kvs = resp.take_kvs();
+        let Some(last) = kvs.last().map(|kv| kv.key().to_vec()) else {
+            self.done = true;
+            return Ok(None);
+        };
+        let bytes = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
+        self.sizer.observed(kvs.len(), bytes);
+        self.done = !more;
+        self.start = last;
+        self.start.push(0);
+        Ok(Some(kvs.iter().filter_map(listed_kv).collect()))
+    }
+
+    /// One page request from the current start key, at the list's revision
+    /// once it is known.
+    async fn request(
+        &self,
+        client: &Client,
+        limit: i64,
+        keys_only: bool,
+    ) -> Result<etcd_client::GetResponse, SyncError> {
+        let mut opts = GetOptions::new()
+            .with_range(self.end.clone())
+            .with_limit(limit);
+        if self.revision > 0 {
+            opts = opts.with_revision(self.revision);
+        }
+        if keys_only {
+            opts = opts.with_keys_only();
+        }
+        let mut kv = client
+            .kv_client()
+            .max_decoding_message_size(MAX_RECEIVE_BYTES);
+        timed(self.timeout, "list", kv.get(self.start.clone(), Some(opts))).await
+    }
+
+    /// The error for a page of one key that is still too large, naming the key.
+    async fn value_too_large(&self, client: &Client) -> SyncError {
+        match self.request(client, 1, true).await {
+            Ok(resp) => SyncError::ValueTooLarge {
+                key: resp.kvs().first().map_or_else(
+                    || String::from_utf8_lossy(&self.start).into_owned(),
+                    |kv| String::from_utf8_lossy(kv.key()).into_owned(),
+                ),
+                limit: MAX_RECEIVE_BYTES,
+            },
+            Err(e) => e,
+        }
+    }
 }
 
 /// Lists every key under `dir` (which ends with `/`) at one revision, in
 /// pages of at most `page_size` keys and about [`PAGE_TARGET_BYTES`] bytes.
-/// Returns the revision and the keys in key order. Keys that are not UTF-8
-/// are skipped (they cannot name any Calico object). A single value larger
-/// than the client accepts is an error naming its key.
+/// Returns the revision and the keys in key order (see [`Lister`]; this
+/// collects every page, for callers that need the whole store at once).
 pub async fn list_all(
     client: &mut Client,
     dir: &str,
     page_size: i64,
     timeout: Duration,
 ) -> Result<(i64, Vec<ListedKv>), SyncError> {
-    let end = prefix_range_end(dir);
-    let mut start: Vec<u8> = dir.as_bytes().to_vec();
-    let mut sizer = PageSizer::new(page_size);
-    let mut revision = 0;
+    let mut lister = Lister::new(dir, page_size, timeout);
     let mut out = Vec::new();
-    loop {
-        let mut resp = match list_page(client, &start, &end, revision, sizer.limit(), timeout).await
-        {
-            Ok(resp) => resp,
-            Err(e) if too_large(&e) && sizer.shrink() => continue,
-            Err(e) if too_large(&e) => {
-                return Err(value_too_large(client, &start, &end, revision, timeout).await)
-            }
-            Err(e) => return Err(e),
-        };
-        if revision == 0 {
-            revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-        }
-        let more = resp.more();
-        let kvs = resp.take_kvs();
-        let Some(last) = kvs.last().map(|kv| kv.key().to_vec()) else {
-            break;
-        };
-        let bytes = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
-        sizer.observed(kvs.len(), bytes);
-        out.extend(kvs.iter().filter_map(listed_kv));
-        if !more {
-            break;
-        }
-        start = last;
-        start.push(0);
+    while let Some(page) = lister.next_page(client).await? {
+        out.extend(page);
     }
-    Ok((revision, out))
-}
-
-/// One page of the range `start..end`, at `revision` when it is set.
-async fn list_page(
-    client: &mut Client,
-    start: &[u8],
-    end: &[u8],
-    revision: i64,
-    limit: i64,
-    timeout: Duration,
-) -> Result<etcd_client::GetResponse, SyncError> {
-    let mut opts = GetOptions::new().with_range(end.to_vec()).with_limit(limit);
-    if revision > 0 {
-        opts = opts.with_revision(revision);
-    }
-    timed(timeout, "list", client.get(start.to_vec(), Some(opts))).await
-}
-
-/// The error for a page of one key that is still too large, naming the key.
-async fn value_too_large(
-    client: &mut Client,
-    start: &[u8],
-    end: &[u8],
-    revision: i64,
-    timeout: Duration,
-) -> SyncError {
-    let mut opts = GetOptions::new()
-        .with_range(end.to_vec())
-        .with_limit(1)
-        .with_keys_only();
-    if revision > 0 {
-        opts = opts.with_revision(revision);
-    }
-    match timed(timeout, "list", client.get(start.to_vec(), Some(opts))).await {
-        Ok(resp) => SyncError::ValueTooLarge {
-            key: resp.kvs().first().map_or_else(
-                || String::from_utf8_lossy(start).into_owned(),
-                |kv| String::from_utf8_lossy(kv.key()).into_owned(),
-            ),
-        },
-        Err(e) => e,
-    }
+    Ok((lister.revision(), out))
 }
 
 /// A listed pair as we keep it; `None` (and a warning) for a non-UTF-8 key.

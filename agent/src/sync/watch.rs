@@ -1,0 +1,43 @@
+//! Opening the datastore watch with a receive limit that fits what etcd sends.
+//!
+//! etcd sends a watcher that keeps up one response per revision, but one
+//! revision (one transaction) can carry many large values, and a watcher
+//! that starts behind (the revisions written between a list and its watch)
+//! gets up to 1,000 revisions batched into one response. At the client's
+//! default 4 MiB receive limit such a response kills the watch, and every
+//! new watch meets the same response again. [`open_watch`] raises the limit
+//! to [`MAX_RECEIVE_BYTES`]; a response larger still makes the syncer list
+//! again (in pages, naming any single value that is too large) and watch
+//! from the listed revision, past the oversized response.
+
+use etcd_client::{Client, WatchOptions, WatchStream, Watcher};
+
+use super::{prefix_range_end, ResyncReason, SessionEnd, MAX_RECEIVE_BYTES};
+
+/// Watches every key under `dir` (which ends with `/`) from `start_revision`,
+/// accepting responses up to [`MAX_RECEIVE_BYTES`]. Keep the [`Watcher`]
+/// alive as long as the stream is read: dropping it closes the watch.
+pub async fn open_watch(
+    client: &Client,
+    dir: &str,
+    start_revision: i64,
+) -> Result<(Watcher, WatchStream), etcd_client::Error> {
+    let opts = WatchOptions::new()
+        .with_range(prefix_range_end(dir))
+        .with_start_revision(start_revision);
+    client
+        .watch_client()
+        .max_decoding_message_size(MAX_RECEIVE_BYTES)
+        .watch(dir, Some(opts))
+        .await
+}
+
+/// A watch response was refused for its size: list again.
+pub(super) fn too_large(error: &etcd_client::Error) -> SessionEnd {
+    tracing::warn!(
+        limit_bytes = MAX_RECEIVE_BYTES,
+        %error,
+        "etcd watch response larger than the client accepts, listing again"
+    );
+    SessionEnd::Relist(ResyncReason::WatchTooLarge)
+}
