@@ -310,6 +310,9 @@ pub struct Agent<D: Driver> {
     conflicts: crate::conflicts::ConflictLog,
     /// A first complete snapshot has arrived.
     in_sync: bool,
+    /// A list is under way (pages arrived, its closing snapshot not yet):
+    /// the calculation holds a half-listed view that nothing may program.
+    listing: bool,
     /// The watch is up.
     connected: bool,
     /// A first apply succeeded.
@@ -350,6 +353,7 @@ impl<D: Driver> Agent<D> {
             limiter: LogLimiter::default(),
             conflicts: Default::default(),
             in_sync: false,
+            listing: false,
             connected: false,
             applied_once: false,
             pending: Changes::default(),
@@ -461,6 +465,10 @@ impl<D: Driver> Agent<D> {
     /// Handles one datastore event.
     pub fn on_sync(&mut self, event: SyncEvent) {
         match event {
+            SyncEvent::SnapshotPart { changes } => {
+                self.listing = true;
+                self.ingest(changes);
+            }
             SyncEvent::Snapshot {
                 changes,
                 reason,
@@ -476,6 +484,7 @@ impl<D: Driver> Agent<D> {
                     tracing::info!(keys, revision, "first datastore snapshot received");
                 }
                 self.in_sync = true;
+                self.listing = false;
                 self.ingest(changes);
                 if reconnected {
                     self.out.notifier.status(&self.summary().to_string());
@@ -672,7 +681,7 @@ impl<D: Driver> Agent<D> {
 
     /// True when an apply should run now.
     fn should_apply(&mut self) -> bool {
-        if !self.in_sync || self.retry_at.is_some() {
+        if !self.in_sync || self.listing || self.retry_at.is_some() {
             return false;
         }
         if !self.calc.ready() {
@@ -851,6 +860,9 @@ impl<D: Driver> Agent<D> {
     }
 
     async fn repair_routes(&mut self) {
+        if self.listing {
+            return;
+        }
         match self.dp.repair_routes(self.calc.state()).await {
             Ok(0) => {}
             Ok(n) => {
@@ -867,7 +879,7 @@ impl<D: Driver> Agent<D> {
     /// The periodic refresh: firewall drift, then routes.
     async fn refresh_dataplane(&mut self) {
         self.limiter.flush_summaries();
-        if !self.applied_once || self.retry_at.is_some() {
+        if !self.applied_once || self.listing || self.retry_at.is_some() {
             return;
         }
         let drift = self
@@ -884,6 +896,10 @@ impl<D: Driver> Agent<D> {
             took_ms = readback.took.as_millis() as u64,
             "firewall read-back done"
         );
+        if self.listing {
+            // Never repair towards a half-listed view; the next refresh reads again.
+            return;
+        }
         let drift = self
             .dp
             .finish_readback(readback, self.calc.state(), &self.firewall)
@@ -1522,6 +1538,50 @@ mod tests {
         let (result, ()) = tokio::join!(agent.run(inputs), driver);
         result.expect("clean stop");
         assert_eq!(agent.driver().applies.len(), 1);
+        assert_eq!(agent.driver().firewall_repairs, 0);
+    }
+
+    /// A re-list arrives page by page; the half-listed view is never
+    /// programmed, not even when etcd goes away before the list ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_list_in_pages_is_applied_only_once_complete() {
+        let (mut agent, inputs, h) = agent_with(&[], Fake::new());
+        let driver = async {
+            let first = snapshot(vec![put("Ready", "true"), profile(), endpoint(1)]);
+            h.sync.send(first).await.expect("send");
+            settle().await;
+            let part = SyncEvent::SnapshotPart {
+                changes: vec![endpoint(2)],
+            };
+            h.sync.send(part).await.expect("send");
+            settle().await;
+            let gone = SyncEvent::Disconnected {
+                error: "gone".into(),
+            };
+            h.sync.send(gone).await.expect("send");
+            settle().await;
+            // Refreshes come and go; nothing is applied or repaired.
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            let count = "margay_dataplane_apply_duration_seconds_count";
+            assert!(
+                metric_line(&h.metrics, count).ends_with(" 1"),
+                "held while listing"
+            );
+            let mut end = snapshot(vec![]);
+            if let SyncEvent::Snapshot { reason, .. } = &mut end {
+                *reason = ResyncReason::Reconnect;
+            }
+            h.sync.send(end).await.expect("send");
+            settle().await;
+            h.control.send(Control::Stop).await.expect("stop");
+        };
+        let (result, ()) = tokio::join!(agent.run(inputs), driver);
+        result.expect("clean stop");
+        assert_eq!(
+            agent.driver().applies.len(),
+            2,
+            "the first list, then the second"
+        );
         assert_eq!(agent.driver().firewall_repairs, 0);
     }
 

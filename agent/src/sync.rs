@@ -177,11 +177,22 @@ impl ResyncReason {
 /// What the syncer tells its consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncEvent {
-    /// A complete list was taken: `changes` turns the previously reported
-    /// state into the listed one (all puts the first time). After this the
-    /// consumer is in sync at `revision`.
+    /// One page of a list in progress: puts of new or modified keys. The
+    /// view is not consistent until the closing [`SyncEvent::Snapshot`]:
+    /// nothing may be acted on before it (a list can also be cut short by
+    /// a [`SyncEvent::Disconnected`]; the next list converges again).
+    SnapshotPart {
+        /// Puts, in key order.
+        changes: Vec<KvChange>,
+    },
+    /// A complete list was taken: with the [`SyncEvent::SnapshotPart`]s
+    /// before it, `changes` turns the previously reported state into the
+    /// listed one (all puts the first time). After this the consumer is in
+    /// sync at `revision`.
     Snapshot {
-        /// Puts and deletions, in key order.
+        /// The rest of the changes (deletions of keys no longer listed, or,
+        /// from a caller converging a whole list at once, everything), in
+        /// key order.
         changes: Vec<KvChange>,
         /// The list's revision.
         revision: i64,
@@ -390,10 +401,12 @@ pub use list::{list_all, prefix_range_end, ListedKv, Lister, PageSizer, PAGE_TAR
 pub use watch::open_watch;
 
 /// Keeps what was reported, as key → mod revision, and turns a new full list
-/// into the changes that converge the consumer onto it.
+/// (taken page by page) into the changes that converge the consumer onto it.
 #[derive(Debug, Default, Clone)]
 pub struct KnownKeys {
-    revisions: HashMap<String, i64>,
+    /// Key → (mod revision, the list generation that last saw it).
+    revisions: HashMap<String, (i64, u64)>,
+    generation: u64,
 }
 
 impl KnownKeys {
@@ -401,32 +414,68 @@ impl KnownKeys {
     /// or modified keys, then deletions for keys no longer listed), and
     /// remembers `listed` as the new reported state.
     pub fn converge(&mut self, listed: Vec<ListedKv>) -> Vec<KvChange> {
-        let mut next = HashMap::with_capacity(listed.len());
+        self.begin_list();
+        let mut changes = self.converge_page(listed);
+        changes.extend(self.finish_list());
+        changes
+    }
+
+    /// A new full list starts: every key is unseen until a page holds it.
+    pub fn begin_list(&mut self) {
+        self.generation += 1;
+    }
+
+    /// One page of the list: puts for its new or modified keys, which are
+    /// remembered as reported.
+    pub fn converge_page(&mut self, page: Vec<ListedKv>) -> Vec<KvChange> {
+        let generation = self.generation;
         let mut changes = Vec::new();
-        for kv in listed {
-            if self.revisions.get(&kv.key) != Some(&kv.mod_revision) {
+        for kv in page {
+            let changed = match self.revisions.get_mut(&kv.key) {
+                Some(known) => {
+                    let changed = known.0 != kv.mod_revision;
+                    *known = (kv.mod_revision, generation);
+                    changed
+                }
+                None => {
+                    self.revisions
+                        .insert(kv.key.clone(), (kv.mod_revision, generation));
+                    true
+                }
+            };
+            if changed {
                 changes.push(KvChange {
-                    key: kv.key.clone(),
+                    key: kv.key,
                     value: Some(kv.value),
                 });
             }
-            next.insert(kv.key, kv.mod_revision);
         }
+        changes
+    }
+
+    /// The list is complete: deletions (in key order) for the keys no page
+    /// held, which are forgotten.
+    pub fn finish_list(&mut self) -> Vec<KvChange> {
+        let generation = self.generation;
         let mut gone: Vec<String> = self
             .revisions
-            .keys()
-            .filter(|k| !next.contains_key(*k))
-            .cloned()
+            .iter()
+            .filter(|(_, (_, seen))| *seen != generation)
+            .map(|(k, _)| k.clone())
             .collect();
         gone.sort_unstable();
-        changes.extend(gone.into_iter().map(|key| KvChange { key, value: None }));
-        self.revisions = next;
-        changes
+        for key in &gone {
+            self.revisions.remove(key);
+        }
+        gone.into_iter()
+            .map(|key| KvChange { key, value: None })
+            .collect()
     }
 
     /// Records a watched put.
     pub fn put(&mut self, key: &str, mod_revision: i64) {
-        self.revisions.insert(key.to_owned(), mod_revision);
+        self.revisions
+            .insert(key.to_owned(), (mod_revision, self.generation));
     }
 
     /// Records a watched deletion.
@@ -586,27 +635,37 @@ impl Syncer {
         }
     }
 
-    /// Lists everything and sends the converging changes.
+    /// Lists everything and sends the converging changes: each page's puts
+    /// as a [`SyncEvent::SnapshotPart`] as it arrives, then the deletions in
+    /// the closing [`SyncEvent::Snapshot`].
     async fn snapshot(
         &mut self,
         conn: &mut Connection,
         reason: ResyncReason,
     ) -> Result<i64, SyncError> {
         let started = Instant::now();
-        let (revision, listed) = list_all(
-            &mut conn.client,
+        let mut lister = Lister::new(
             &self.dir(),
             self.cfg.page_size,
             self.cfg.etcd.request_timeout,
-        )
-        .await?;
-        let keys = listed.len();
-        let changes = self.known.converge(listed);
+        );
+        self.known.begin_list();
+        let (mut keys, mut changed) = (0, 0);
+        while let Some(page) = lister.next_page(&conn.client).await? {
+            keys += page.len();
+            let changes = self.known.converge_page(page);
+            changed += changes.len();
+            if !changes.is_empty() {
+                self.send_part(changes).await?;
+            }
+        }
+        let changes = self.known.finish_list();
+        let revision = lister.revision();
         tracing::info!(
             reason = reason.as_str(),
             revision,
             keys,
-            changes = changes.len(),
+            changes = changed + changes.len(),
             duration_ms = started.elapsed().as_millis() as u64,
             "listed datastore"
         );
@@ -619,6 +678,21 @@ impl Syncer {
         };
         self.tx.send(event).await.map_err(|_| SyncError::Closed)?;
         Ok(revision)
+    }
+
+    /// Sends one page of a list once at most one other event waits in the
+    /// channel: the consumer holds a page or two, never the whole store.
+    async fn send_part(&self, changes: Vec<KvChange>) -> Result<(), SyncError> {
+        let room = self.tx.max_capacity().saturating_sub(1).max(1);
+        let mut permits = self
+            .tx
+            .reserve_many(room)
+            .await
+            .map_err(|_| SyncError::Closed)?;
+        if let Some(permit) = permits.next() {
+            permit.send(SyncEvent::SnapshotPart { changes });
+        }
+        Ok(())
     }
 
     /// Watches from `revision + 1` until the watch is lost.
