@@ -4,7 +4,9 @@
 //! failure, with jittered exponential backoff), lists everything under the
 //! data prefix at one revision (paginated: at most [`SyncConfig::page_size`]
 //! keys and about [`PAGE_TARGET_BYTES`] bytes a page, each page starting
-//! after the last key of the previous one), then
+//! after the last key of the previous one, and each sent on as a
+//! [`SyncEvent::SnapshotPart`] as it arrives so nobody holds the whole
+//! store), then
 //! watches from the next revision. When the watch is lost for any reason
 //! (compaction, cancellation, connection error) it lists again and emits
 //! only the difference from what it had reported before: changed keys as
