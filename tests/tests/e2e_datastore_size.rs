@@ -1,7 +1,10 @@
 //! End-to-end, one host, both backends: a datastore of OpenStack-era size —
-//! 20,000 profiles of about 2.5 KB (many rules each) and one of 1 MB — syncs,
-//! the real agent becomes ready, and workloads whose profiles are among the
-//! big ones get the verdicts their rules say, checked with real connections.
+//! 20,000 profiles of about 2.5 KB (rules with long port lists) and one of
+//! 1 MB (rules naming thousands of security groups, and filler) — syncs, the
+//! real agent becomes ready, and workloads whose profiles are among the big
+//! ones get the verdicts their rules say, checked with real connections.
+//! The profiles are big by value more than by rule count, so that the test
+//! stays within a minute a backend in a debug build (see the functions).
 //!
 //! Before issue 10 every list page of 5,000 such profiles was larger than
 //! the client's 4 MiB receive limit: the agent retried "etcd unavailable"
