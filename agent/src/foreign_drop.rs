@@ -217,9 +217,21 @@ mod tests {
             .detail
             .contains("iptables-legacy FORWARD policy DROP (IPv4): margay keeps an accept"));
         assert!(r[0].detail.contains("cali+"));
-        let same = results(DataplaneKind::Iptables, &cali(), Some(Variant::Legacy), &d, &[]);
+        let same = results(
+            DataplaneKind::Iptables,
+            &cali(),
+            Some(Variant::Legacy),
+            &d,
+            &[],
+        );
         assert!(same[0].ok);
-        let other = results(DataplaneKind::Iptables, &cali(), Some(Variant::Nft), &d, &[]);
+        let other = results(
+            DataplaneKind::Iptables,
+            &cali(),
+            Some(Variant::Nft),
+            &d,
+            &[],
+        );
         assert!(!other[0].ok && other[0].detail.contains("does not write to that variant"));
     }
 

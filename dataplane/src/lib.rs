@@ -105,6 +105,9 @@ pub struct ApplyReport {
     pub refused_routes: Vec<RefusedRoute>,
     /// Firewall details.
     pub firewall: FirewallApplyStats,
+    /// Workload accept rules added to or removed from iptables `FORWARD`
+    /// (nftables backend on a host whose `FORWARD` policy is `DROP`).
+    pub forward_accepts: usize,
 }
 
 impl ApplyReport {
@@ -123,12 +126,19 @@ impl ApplyReport {
             waiting: host.routes.waiting + host.neighbours.waiting + host.sysctls.waiting,
             failures,
             firewall: fw,
+            forward_accepts: 0,
         }
     }
 
     /// Every write that took effect.
     pub fn writes(&self) -> usize {
-        self.routes + self.neighbours + self.sysctls + self.chains + self.sets + self.set_members
+        self.routes
+            + self.neighbours
+            + self.sysctls
+            + self.chains
+            + self.sets
+            + self.set_members
+            + self.forward_accepts
     }
 }
 
@@ -412,11 +422,14 @@ impl Dataplane {
     ) -> Result<ApplyReport, DataplaneError> {
         let fw = &mut self.firewall;
         let fw_result = blocking(|| fw.apply(desired, changes, settings));
-        if let (Some(fa), Ok(_)) = (self.forward_accept.as_mut(), &fw_result) {
-            blocking(|| fa.after_apply(&settings.valid_prefixes()));
-        }
+        let accepts = match (self.forward_accept.as_mut(), &fw_result) {
+            (Some(fa), Ok(_)) => blocking(|| fa.after_apply(&settings.valid_prefixes())),
+            _ => 0,
+        };
         let host = self.host.apply(desired, changes).await?;
-        Ok(ApplyReport::from_parts(host, fw_result?))
+        let mut report = ApplyReport::from_parts(host, fw_result?);
+        report.forward_accepts = accepts;
+        Ok(report)
     }
 
     /// What a full sync of `desired` would write now (fresh route dump;
