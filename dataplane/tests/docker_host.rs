@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::{base_state, wl_ip, Lab};
 use margay_dataplane::firewall::scenario::changes_between;
 use margay_dataplane::firewall::{BackendKind, DriftReport, FirewallSettings};
-use margay_dataplane::{Dataplane, DataplaneConfig};
+use margay_dataplane::{ApplyReport, Dataplane, DataplaneConfig};
 use margay_policy::desired::DesiredState;
 use margay_tests::docker::{
     add_foreign_nft, foreign_iptables, foreign_nft, make_docker_host, margay_forward_rules,
@@ -26,6 +26,15 @@ use margay_tests::docker::{
 use margay_tests::netns::require_root;
 
 async fn start(lab: &Lab, backend: BackendKind, desired: &DesiredState) -> Dataplane {
+    start_report(lab, backend, desired).await.0
+}
+
+/// [`start`], also returning what the first apply wrote.
+async fn start_report(
+    lab: &Lab,
+    backend: BackendKind,
+    desired: &DesiredState,
+) -> (Dataplane, ApplyReport) {
     let mut dp = Dataplane::new(DataplaneConfig {
         backend,
         route_protocol: 77,
@@ -34,14 +43,15 @@ async fn start(lab: &Lab, backend: BackendKind, desired: &DesiredState) -> Datap
     .await
     .expect("dataplane opens");
     dp.start().await.expect("dataplane starts");
-    dp.apply(
-        desired,
-        &changes_between(&DesiredState::default(), desired),
-        &FirewallSettings::default(),
-    )
-    .await
-    .expect("apply");
-    dp
+    let report = dp
+        .apply(
+            desired,
+            &changes_between(&DesiredState::default(), desired),
+            &FirewallSettings::default(),
+        )
+        .await
+        .expect("apply");
+    (dp, report)
 }
 
 /// One periodic refresh, waited for to its end (the background read-back
@@ -99,23 +109,27 @@ async fn nftables_on_docker_host(v: Iptables, tag: &str) {
     let lab = Lab::new(tag, 2);
     make_docker_host(&lab.host, v);
     let desired = base_state(2).build();
-    let dp = start(&lab, BackendKind::Nftables, &desired).await;
+    let (dp, first) = start_report(&lab, BackendKind::Nftables, &desired).await;
+    assert_eq!(first.forward_accepts, 4, "{first:?}");
     assert_policy_holds(&lab, "started");
     // Two rules (in and out of cali+) per family, where Docker's drop is only.
     let rules = accept_rules(&lab, v);
     assert_eq!(rules.len(), 4, "{rules:#?}");
     assert!(rules.iter().all(|r| r.ends_with("-j ACCEPT")), "{rules:#?}");
-    assert!(
-        !lab.host
-            .exec_ok(&[&other(v).save_bin(false)])
-            .contains("margay"),
-        "the other variant is untouched"
-    );
+    for v6 in [false, true] {
+        let other = lab.host.exec_ok(&[&other(v).save_bin(v6)]);
+        assert!(
+            other.trim().is_empty(),
+            "a table appeared in the other variant:\n{other}"
+        );
+    }
 
     // Restart: adopted, nothing rewritten.
     drop(dp);
-    let mut dp = start(&lab, BackendKind::Nftables, &desired).await;
-    assert_eq!(accept_rules(&lab, v), rules, "restart rewrote the accept");
+    let (mut dp, again) = start_report(&lab, BackendKind::Nftables, &desired).await;
+    assert_eq!(again.forward_accepts, 0, "restart rewrote the accept");
+    assert_eq!(again.firewall.ops, 0, "restart rewrote the firewall");
+    assert_eq!(accept_rules(&lab, v), rules);
     assert!(refresh(&mut dp, &desired).await.is_clean());
 
     // Drift: someone deletes both IPv4 accepts; allowed traffic stops until

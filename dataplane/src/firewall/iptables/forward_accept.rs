@@ -35,8 +35,9 @@
 //! a prefix changed, Docker starting after margay) is repaired on the next
 //! refresh; switching to the iptables backend removes them
 //! ([`crate::firewall::switch`]). Legacy changes do not move the nf_tables
-//! generation, so every refresh reads the chains: at most four
-//! `*-save` runs.
+//! generation, so every refresh reads the chains: four `*-save` runs
+//! (`-t filter` for nf_tables; never for legacy, where it would create the
+//! table).
 
 use margay_policy::desired::IpVersion;
 
@@ -239,7 +240,12 @@ impl ForwardAccept {
         prefixes: &[String],
         report: &mut AcceptReport,
     ) -> Result<(), FirewallError> {
-        let save = exec::run(&self.netns, variant.save_bin(family), &[], None)?;
+        let save = exec::run(
+            &self.netns,
+            variant.save_bin(family),
+            save_args(variant),
+            None,
+        )?;
         let chain = parse_forward(&save);
         let want = wanted(&chain, prefixes);
         let edit = Edit::between(&chain, &want);
@@ -266,6 +272,16 @@ impl ForwardAccept {
         report.added += edit.append.len();
         report.removed += edit.delete.len();
         Ok(())
+    }
+}
+
+/// The `-save` arguments: only the filter table where that reads without
+/// creating it (nf_tables); legacy `-save -t filter` would create the legacy
+/// filter table, so there every existing table is read.
+fn save_args(variant: Variant) -> &'static [&'static str] {
+    match variant {
+        Variant::Nft => &["-t", "filter"],
+        Variant::Legacy => &[],
     }
 }
 
