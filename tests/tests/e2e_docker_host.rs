@@ -8,9 +8,12 @@
 
 use margay_tests::both_backends;
 use margay_tests::docker::{
-    add_foreign_nft, foreign_iptables, foreign_nft, make_docker_host, Iptables,
+    add_foreign_nft, foreign_iptables, foreign_nft, make_docker_host, margay_forward_rules,
+    Iptables,
 };
-use margay_tests::sandbox::{allow, deny, margay_bin, Cluster, Dataplane, Probe, ETCD_IP};
+use margay_tests::sandbox::{
+    allow, deny, margay_bin, wait_for, Cluster, Dataplane, Probe, CONVERGE_TIMEOUT, ETCD_IP,
+};
 use serde_json::json;
 
 both_backends!(policy_holds_on_a_docker_host);
@@ -55,6 +58,8 @@ fn policy_holds_on_a_docker_host(dp: Dataplane) {
         .hosts(1)
         .dataplane(dp)
         .start_agents(false)
+        .agent_arg("--refresh-interval")
+        .agent_arg("1")
         .build();
     make_docker_host(c.host("h1").ns(), Iptables::Nft);
     add_foreign_nft(c.host("h1").ns());
@@ -101,4 +106,52 @@ fn policy_holds_on_a_docker_host(dp: Dataplane) {
     };
     assert!(check.contains(expected), "{check}");
     assert!(check.contains("(IPv6)"), "{check}");
+
+    if dp == Dataplane::Nftables {
+        accept_is_repaired(&c);
+    }
+
+    // A drop in another nftables table: margay cannot override it; check says so.
+    let ns = c.host("h1").ns();
+    ns.exec_ok(&["nft", "add", "table", "inet", "strict"]);
+    ns.exec_ok(&[
+        "nft",
+        "add chain inet strict gate { type filter hook forward priority 0; policy drop; }",
+    ]);
+    let check = margay_check(&c);
+    assert!(
+        check.contains(
+            "PROBLEM  foreign forward drop: nftables chain inet strict gate (hook forward, policy drop)"
+        ),
+        "{check}"
+    );
+}
+
+/// Someone deletes the IPv4 accepts: the agent's next refresh puts them
+/// back and counts the repair.
+fn accept_is_repaired(c: &Cluster) {
+    let ns = c.host("h1").ns();
+    let rules = margay_forward_rules(ns, Iptables::Nft);
+    assert_eq!(rules.len(), 4, "{rules:#?}");
+    for flag in ["-i", "-o"] {
+        ns.exec_ok(&[
+            "iptables-nft",
+            "-D",
+            "FORWARD",
+            flag,
+            "cali+",
+            "-m",
+            "comment",
+            "--comment",
+            "margay-workload-accept",
+            "-j",
+            "ACCEPT",
+        ]);
+    }
+    let series = "margay_drift_repairs_total{object=\"forward_accept\"}";
+    wait_for("the accept repaired", CONVERGE_TIMEOUT, || {
+        c.metric_sum("h1", series) >= 2.0
+    });
+    assert_eq!(margay_forward_rules(ns, Iptables::Nft), rules);
+    c.assert_matrix(&matrix());
 }
