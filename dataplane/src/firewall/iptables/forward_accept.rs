@@ -291,15 +291,13 @@ fn tool_missing(e: &FirewallError) -> bool {
 }
 
 /// [`ForwardAccept`] as the dataplane drives it: after an apply whose
-/// prefixes differ from the last ones (or whose last reconcile failed), and
-/// on every refresh.
+/// prefixes differ from the last ones, and on every refresh (which also
+/// retries a failed reconcile).
 #[derive(Debug, Clone)]
 pub struct ManagedAccept {
     accept: ForwardAccept,
     /// The prefixes of the last apply; `None` before the first.
     prefixes: Option<Vec<String>>,
-    /// The last reconcile succeeded.
-    clean: bool,
 }
 
 impl ManagedAccept {
@@ -308,15 +306,14 @@ impl ManagedAccept {
         ManagedAccept {
             accept: ForwardAccept::new(netns),
             prefixes: None,
-            clean: false,
         }
     }
 
-    /// After an apply: reconciles unless `prefixes` were reconciled
-    /// successfully last time. Returns the rules written; a failure is
-    /// logged and retried by the next refresh.
+    /// After an apply: reconciles when `prefixes` are new. Returns the
+    /// rules written; a failure is logged and retried by the next refresh
+    /// (not by every apply: a broken iptables must not slow each one down).
     pub fn after_apply(&mut self, prefixes: &[String]) -> usize {
-        if self.clean && self.prefixes.as_deref() == Some(prefixes) {
+        if self.prefixes.as_deref() == Some(prefixes) {
             return 0;
         }
         self.prefixes = Some(prefixes.to_vec());
@@ -330,21 +327,14 @@ impl ManagedAccept {
         self.run()
     }
 
-    fn run(&mut self) -> usize {
+    fn run(&self) -> usize {
         let Some(prefixes) = &self.prefixes else {
             return 0;
         };
-        match self.accept.reconcile(prefixes) {
-            Ok(report) => {
-                self.clean = true;
-                report.changes()
-            }
-            // Logged per variant and family.
-            Err(_) => {
-                self.clean = false;
-                0
-            }
-        }
+        // A failure is logged per variant and family.
+        self.accept
+            .reconcile(prefixes)
+            .map_or(0, |report| report.changes())
     }
 }
 
