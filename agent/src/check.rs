@@ -11,7 +11,9 @@
 //! ```
 //!
 //! and returns `false` when any check found a problem (the binary exits
-//! non-zero). Checks only read: they run `nft list tables`, `iptables-save`,
+//! non-zero). Checks only read: they run `nft list tables`, `iptables-save`
+//! (and, looking for foreign drops, `nft -j list chains` and both variants'
+//! `-save`: [`crate::foreign_drop`]),
 //! `ipset list -n`, read `/proc` and this host's addresses and routes, and do
 //! a few etcd `get`s; nothing is changed.
 //! [`connect_etcd`] is shared with `margay status`.
@@ -112,6 +114,10 @@ pub async fn run_check(settings: &Settings) -> anyhow::Result<bool> {
 pub async fn gather(settings: &Settings) -> Vec<CheckResult> {
     let mut results = vec![check_capabilities(&read_proc("/proc/self/status"))];
     results.extend(firewall_checks(settings.dataplane).await);
+    results.extend(crate::foreign_drop::gather(
+        settings.dataplane,
+        &settings.interface_prefixes,
+    ));
     results.push(check_ip_forward(
         read_proc("/proc/sys/net/ipv4/ip_forward").as_deref(),
     ));

@@ -14,6 +14,7 @@
 pub mod check;
 pub mod cli;
 pub mod conflicts;
+pub mod foreign_drop;
 pub mod heartbeat;
 pub mod host_guard;
 pub mod http;

@@ -113,6 +113,7 @@ pub const DATAPLANE_OBJECTS: &[&str] = &[
     "set",
     "set_member",
     "hook",
+    "forward_accept",
 ];
 
 /// The `reason` label values of `margay_routes_refused_total`: what the

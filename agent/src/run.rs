@@ -921,11 +921,13 @@ impl<D: Driver> Agent<D> {
                     (drift.members_missing + drift.members_extra) as u64,
                 );
                 m.drift_repairs("hook", drift.hooks.len() as u64);
+                m.drift_repairs("forward_accept", drift.forward_accepts as u64);
                 tracing::warn!(
                     chains = drift.chains.len(),
                     sets = drift.sets.len(),
                     members = drift.members_missing + drift.members_extra,
                     hooks = drift.hooks.len(),
+                    forward_accepts = drift.forward_accepts,
                     "firewall had drifted and was repaired"
                 );
             }
@@ -943,6 +945,7 @@ fn record_writes(m: &Metrics, r: &ApplyReport) {
     m.dataplane_writes("chain", r.chains as u64);
     m.dataplane_writes("set", r.sets as u64);
     m.dataplane_writes("set_member", r.set_members as u64);
+    m.dataplane_writes("forward_accept", r.forward_accepts as u64);
 }
 
 /// Status of every local endpoint: `up` when plumbed, `error` when a kernel

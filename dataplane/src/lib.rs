@@ -34,6 +34,7 @@ use serde_json::json;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+use firewall::iptables::forward_accept::ManagedAccept;
 use firewall::lower::FirewallSettings;
 use firewall::manager::{DriftReport, FirewallApplyStats, FirewallManager};
 use firewall::readback::ReadbackStart;
@@ -104,6 +105,9 @@ pub struct ApplyReport {
     pub refused_routes: Vec<RefusedRoute>,
     /// Firewall details.
     pub firewall: FirewallApplyStats,
+    /// Workload accept rules added to or removed from iptables `FORWARD`
+    /// (nftables backend on a host whose `FORWARD` policy is `DROP`).
+    pub forward_accepts: usize,
 }
 
 impl ApplyReport {
@@ -122,12 +126,19 @@ impl ApplyReport {
             waiting: host.routes.waiting + host.neighbours.waiting + host.sysctls.waiting,
             failures,
             firewall: fw,
+            forward_accepts: 0,
         }
     }
 
     /// Every write that took effect.
     pub fn writes(&self) -> usize {
-        self.routes + self.neighbours + self.sysctls + self.chains + self.sets + self.set_members
+        self.routes
+            + self.neighbours
+            + self.sysctls
+            + self.chains
+            + self.sets
+            + self.set_members
+            + self.forward_accepts
     }
 }
 
@@ -331,6 +342,9 @@ pub struct Dataplane {
     firewall: FirewallManager,
     backend: BackendKind,
     target: NetnsTarget,
+    /// nftables backend only: the workload accept in a foreign iptables
+    /// `FORWARD` chain with policy `DROP` (Docker hosts).
+    forward_accept: Option<ManagedAccept>,
 }
 
 impl Dataplane {
@@ -350,6 +364,8 @@ impl Dataplane {
             host,
             firewall: FirewallManager::new(backend),
             backend: cfg.backend,
+            forward_accept: (cfg.backend == BackendKind::Nftables)
+                .then(|| ManagedAccept::new(&target)),
             target,
         })
     }
@@ -406,8 +422,14 @@ impl Dataplane {
     ) -> Result<ApplyReport, DataplaneError> {
         let fw = &mut self.firewall;
         let fw_result = blocking(|| fw.apply(desired, changes, settings));
+        let accepts = match (self.forward_accept.as_mut(), &fw_result) {
+            (Some(fa), Ok(_)) => blocking(|| fa.after_apply(&settings.valid_prefixes())),
+            _ => 0,
+        };
         let host = self.host.apply(desired, changes).await?;
-        Ok(ApplyReport::from_parts(host, fw_result?))
+        let mut report = ApplyReport::from_parts(host, fw_result?);
+        report.forward_accepts = accepts;
+        Ok(report)
     }
 
     /// What a full sync of `desired` would write now (fresh route dump;
@@ -437,17 +459,23 @@ impl Dataplane {
     /// clean report at once: the drift it finds is reported (and repaired)
     /// by [`Self::finish_firewall_readback`] once
     /// [`Self::firewall_readback_done`] resolves. Backends without an
-    /// observer read back and repair inline.
+    /// observer read back and repair inline. On nftables the workload
+    /// accept in iptables `FORWARD` is re-read and repaired every time
+    /// (legacy iptables changes do not move the generation).
     pub async fn repair_firewall_drift(
         &mut self,
         desired: &DesiredState,
         settings: &FirewallSettings,
     ) -> Result<DriftReport, DataplaneError> {
         let fw = &mut self.firewall;
-        match blocking(|| fw.begin_readback(desired, settings))? {
-            ReadbackStart::Inline(report) => Ok(report),
-            _ => Ok(DriftReport::default()),
+        let mut report = match blocking(|| fw.begin_readback(desired, settings))? {
+            ReadbackStart::Inline(report) => report,
+            _ => DriftReport::default(),
+        };
+        if let Some(fa) = self.forward_accept.as_mut() {
+            report.forward_accepts = blocking(|| fa.refresh());
         }
+        Ok(report)
     }
 
     /// Resolves when a background firewall read-back ends; pending forever

@@ -3,6 +3,7 @@
 //! multi-host sandbox.
 
 pub mod contract;
+pub mod docker;
 pub mod etcd;
 pub mod netns;
 pub mod sandbox;

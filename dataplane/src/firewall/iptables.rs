@@ -33,6 +33,7 @@
 //! knowledge of the kernel is dropped and re-read before the next apply.
 
 mod exec;
+pub mod forward_accept;
 pub mod ipset;
 pub mod plan;
 pub mod rule;

@@ -101,6 +101,9 @@ pub struct DriftReport {
     pub members_extra: usize,
     /// Hooks not calling our chain.
     pub hooks: Vec<Hook>,
+    /// Workload accept rules in iptables `FORWARD` added or removed
+    /// (nftables backend; see [`super::iptables::forward_accept`]).
+    pub forward_accepts: usize,
     /// Ops written to repair it.
     pub ops: usize,
 }
@@ -108,7 +111,7 @@ pub struct DriftReport {
 impl DriftReport {
     /// True when the kernel matched.
     pub fn is_clean(&self) -> bool {
-        self.ops == 0
+        self.ops == 0 && self.forward_accepts == 0
     }
 
     fn from_ops(ops: &[FirewallOp]) -> Self {

@@ -4,10 +4,13 @@
 //! `hook-nat-post` (nat postrouting, in the same inet table) each hold one
 //! jump to the generic chain the hook calls. Every other rule carries its
 //! fingerprint as comment, so read-back compares without parsing
-//! expressions. Nothing outside our table is ever read or written: rules of
-//! other tables keep working (a drop in our table is final; an accept only
-//! ends our table's say, so `DefaultEndpointToHostAction=ACCEPT` cannot
-//! override another table's drop).
+//! expressions. This backend reads and writes nothing outside our table:
+//! rules of other tables keep working (a drop in our table is final; an
+//! accept only ends our table's say, so `DefaultEndpointToHostAction=ACCEPT`
+//! cannot override another table's drop). The one exception, kept beside
+//! this backend by the dataplane, is the workload accept in an iptables
+//! `FORWARD` chain whose policy is `DROP` (Docker hosts:
+//! [`super::iptables::forward_accept`]).
 //!
 //! Two transports, same semantics:
 //! * [`NftMode::Tool`]: `nft -f -` for each write (one process, one

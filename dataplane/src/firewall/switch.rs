@@ -5,16 +5,20 @@
 //! final). At start-up [`remove_other_backends`] removes it, touching only
 //! what the other backend identifies as its own:
 //!
-//! * using iptables: the nftables table `inet margay` (one transaction);
+//! * using iptables: the nftables table `inet margay` (one transaction),
+//!   and the nftables backend's workload accept in iptables `FORWARD`
+//!   ([`forward_accept`]: the rules tagged `margay-workload-accept`);
 //! * using nftables: in each iptables variant (nf_tables and legacy), the
 //!   `margay-` chains and the hook rules in built-in chains that jump to
-//!   them, then the `margay-` ipsets.
+//!   them, then the `margay-` ipsets. The workload accept in `FORWARD` is
+//!   not one of those (no `margay-` chain) and stays.
 //!
 //! With the `none` backend nothing is removed (another tool owns the
 //! firewall). A missing tool means that backend was never used here; any
 //! other failure is logged and start-up goes on: the new backend works
 //! either way.
 
+use super::iptables::forward_accept::{self, ForwardAccept};
 use super::iptables::{IptablesBackend, Variant};
 use super::nft::netlink::Session;
 use super::{BackendKind, FirewallError};
@@ -29,6 +33,8 @@ pub struct Removed {
     pub iptables_chains: usize,
     /// ipsets of ours removed.
     pub ipsets: usize,
+    /// Workload accept rules of ours removed from iptables `FORWARD`.
+    pub forward_accepts: usize,
     /// Steps that failed (already logged).
     pub failures: usize,
 }
@@ -36,7 +42,10 @@ pub struct Removed {
 impl Removed {
     /// True when nothing was found to remove.
     pub fn is_empty(&self) -> bool {
-        !self.nft_table && self.iptables_chains == 0 && self.ipsets == 0
+        !self.nft_table
+            && self.iptables_chains == 0
+            && self.ipsets == 0
+            && self.forward_accepts == 0
     }
 }
 
@@ -44,7 +53,10 @@ impl Removed {
 pub fn remove_other_backends(using: BackendKind, netns: &NetnsTarget) -> Removed {
     let mut removed = Removed::default();
     match using {
-        BackendKind::Iptables => remove_nft(netns, &mut removed),
+        BackendKind::Iptables => {
+            remove_nft(netns, &mut removed);
+            remove_forward_accepts(netns, &mut removed);
+        }
         BackendKind::Nftables => remove_iptables(netns, &mut removed),
         BackendKind::None => {}
     }
@@ -54,6 +66,7 @@ pub fn remove_other_backends(using: BackendKind, netns: &NetnsTarget) -> Removed
             nft_table = removed.nft_table,
             iptables_chains = removed.iptables_chains,
             ipsets = removed.ipsets,
+            forward_accepts = removed.forward_accepts,
             "removed what the previous firewall backend left"
         );
     }
@@ -64,6 +77,13 @@ fn remove_nft(netns: &NetnsTarget, removed: &mut Removed) {
     match Session::open(netns).and_then(|mut s| s.delete_table()) {
         Ok(gone) => removed.nft_table = gone,
         Err(e) => failed(removed, "nftables table inet margay", &e),
+    }
+}
+
+fn remove_forward_accepts(netns: &NetnsTarget, removed: &mut Removed) {
+    match ForwardAccept::new(netns).remove() {
+        Ok(n) => removed.forward_accepts = n,
+        Err(e) => failed(removed, forward_accept::TAG, &e),
     }
 }
 
