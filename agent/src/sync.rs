@@ -5,11 +5,15 @@
 //! data prefix at one revision (paginated: at most [`SyncConfig::page_size`]
 //! keys and about [`PAGE_TARGET_BYTES`] bytes a page, each page starting
 //! after the last key of the previous one), then
-//! watches from the next revision. When the watch is lost for any reason
-//! (compaction, cancellation, connection error) it lists again and emits
-//! only the difference from what it had reported before: changed keys as
-//! puts, keys absent from the new list as deletions. Consumers therefore see
-//! one stream of `(key, Option<value>)` changes that always converges.
+//! watches from the next revision. When the connection is lost it
+//! reconnects and resumes the watch after the last revision it reported
+//! ([`SyncEvent::Resumed`]): etcd replays what happened meanwhile. When that
+//! history is gone (the watch answers "compacted") or the watch is cancelled
+//! it lists again ([`ResyncReason::Compacted`] / [`ResyncReason::Reconnect`])
+//! and emits only the difference from what it had reported before: changed
+//! keys as puts, keys absent from the new list as deletions. Consumers
+//! therefore see one stream of `(key, Option<value>)` changes that always
+//! converges.
 //!
 //! It does not interpret keys or values (that is the calculation's job) and
 //! never writes. While etcd is unreachable it emits nothing but a
@@ -187,6 +191,16 @@ pub enum SyncEvent {
         changes: Vec<KvChange>,
         /// The revision after them.
         revision: i64,
+    },
+    /// Connected again after [`SyncEvent::Disconnected`], watching on from
+    /// `revision` (what the consumer already has): no list was needed. If
+    /// that history was compacted meanwhile, a [`ResyncReason::Compacted`]
+    /// snapshot follows.
+    Resumed {
+        /// The last revision reported before the outage.
+        revision: i64,
+        /// The endpoint now used.
+        endpoint: String,
     },
     /// etcd was lost; the view stays as last reported until the next snapshot.
     Disconnected {
@@ -495,6 +509,9 @@ pub struct Syncer {
     known: KnownKeys,
     tx: mpsc::Sender<SyncEvent>,
     endpoint_index: usize,
+    /// The revision the consumer is in sync at (last snapshot or watched
+    /// event); `None` before the first snapshot.
+    revision: Option<i64>,
 }
 
 impl Syncer {
@@ -505,6 +522,7 @@ impl Syncer {
             known: KnownKeys::default(),
             tx,
             endpoint_index: 0,
+            revision: None,
         }
     }
 
@@ -544,7 +562,7 @@ impl Syncer {
             {
                 return;
             }
-            if reason != ResyncReason::Startup || !self.known.is_empty() {
+            if self.revision.is_some() {
                 reason = ResyncReason::Reconnect;
             }
             tokio::time::sleep(backoff.next_delay()).await;
@@ -562,10 +580,15 @@ impl Syncer {
         let mut conn = connect_any(&self.cfg.etcd, &mut self.endpoint_index, &probe).await?;
         tracing::info!(endpoint = %conn.endpoint, "connected to etcd");
         outage.ended();
+        // After an outage, first try to watch on from where we were.
+        let mut resume = self.revision.filter(|_| reason == ResyncReason::Reconnect);
         loop {
-            let revision = self.snapshot(&mut conn, reason).await?;
+            let (revision, resumed) = match resume.take() {
+                Some(revision) => (revision, true),
+                None => (self.snapshot(&mut conn, reason).await?, false),
+            };
             backoff.reset();
-            match self.watch(&mut conn.client, revision).await {
+            match self.watch(&mut conn, revision, resumed).await {
                 SessionEnd::Relist(r) => reason = r,
                 SessionEnd::Reconnect(e) => return Err(e),
             }
@@ -588,6 +611,7 @@ impl Syncer {
         .await?;
         let keys = listed.len();
         let changes = self.known.converge(listed);
+        self.revision = Some(revision);
         tracing::info!(
             reason = reason.as_str(),
             revision,
@@ -607,8 +631,9 @@ impl Syncer {
         Ok(revision)
     }
 
-    /// Watches from `revision + 1` until the watch is lost.
-    async fn watch(&mut self, client: &mut Client, revision: i64) -> SessionEnd {
+    /// Watches from `revision + 1` until the watch is lost. `resumed`: the
+    /// watch continues after an outage (the consumer is told once it is up).
+    async fn watch(&mut self, conn: &mut Connection, revision: i64, resumed: bool) -> SessionEnd {
         let dir = self.dir();
         let opts = WatchOptions::new()
             .with_range(prefix_range_end(&dir))
@@ -616,13 +641,23 @@ impl Syncer {
         let created = timed(
             self.cfg.etcd.request_timeout,
             "watch",
-            client.watch(dir, Some(opts)),
+            conn.client.watch(dir, Some(opts)),
         )
         .await;
         let (_watcher, mut stream) = match created {
             Ok(pair) => pair,
             Err(e) => return SessionEnd::Reconnect(e),
         };
+        if resumed {
+            tracing::info!(revision, endpoint = %conn.endpoint, "etcd watch resumed");
+            let event = SyncEvent::Resumed {
+                revision,
+                endpoint: conn.endpoint.clone(),
+            };
+            if self.tx.send(event).await.is_err() {
+                return SessionEnd::Reconnect(SyncError::Closed);
+            }
+        }
         // `_watcher` must stay alive: dropping it closes the request side.
         self.pump(&mut stream).await
     }
@@ -672,6 +707,13 @@ impl Syncer {
         }
     }
 
+    /// Records that the consumer has seen everything up to `revision`.
+    /// (Not the response header's revision: a catching-up watch sends the
+    /// store's current revision with a batch that may not reach it.)
+    fn advance(&mut self, revision: i64) {
+        self.revision = Some(self.revision.map_or(revision, |r| r.max(revision)));
+    }
+
     /// Turns watch events into changes and records them in `known`.
     fn record(&mut self, events: &[etcd_client::Event]) -> Vec<KvChange> {
         let mut changes = Vec::with_capacity(events.len());
@@ -684,6 +726,7 @@ impl Syncer {
             match event.event_type() {
                 EventType::Put => {
                     self.known.put(key, kv.mod_revision());
+                    self.advance(kv.mod_revision());
                     changes.push(KvChange {
                         key: key.to_owned(),
                         value: Some(String::from_utf8_lossy(kv.value()).into_owned()),
@@ -691,6 +734,7 @@ impl Syncer {
                 }
                 EventType::Delete => {
                     self.known.delete(key);
+                    self.advance(kv.mod_revision());
                     changes.push(KvChange {
                         key: key.to_owned(),
                         value: None,

@@ -38,6 +38,8 @@ struct View {
     keys: BTreeMap<String, String>,
     snapshots: Vec<ResyncReason>,
     disconnects: usize,
+    /// Revisions the watch resumed from after an outage.
+    resumes: Vec<i64>,
 }
 
 impl View {
@@ -51,6 +53,7 @@ impl View {
             }
             SyncEvent::Updates { changes, .. } => self.apply_changes(changes),
             SyncEvent::Disconnected { .. } => self.disconnects += 1,
+            SyncEvent::Resumed { revision, .. } => self.resumes.push(revision),
         }
     }
 
@@ -156,11 +159,9 @@ async fn watch_survives_etcd_stop_and_start() {
         v.keys.contains_key("/calico/v1/host/h1/bird_ip")
     })
     .await;
-    assert!(
-        view.snapshots.contains(&ResyncReason::Reconnect),
-        "{:?}",
-        view.snapshots
-    );
+    // The watch went on from where it was: no second list.
+    assert_eq!(view.resumes.len(), 1, "resumed once");
+    assert_eq!(view.snapshots, vec![ResyncReason::Startup]);
     assert_eq!(view.keys.len(), 2);
     task.abort();
 }
@@ -213,6 +214,13 @@ async fn resync_after_compaction_while_cut_off_converges() {
         v.keys.len() == 11 && v.keys.contains_key("/calico/v1/host/new/bird_ip")
     })
     .await;
+    // It got there because the resumed watch was told "compacted" and the
+    // syncer listed again for that reason, not by listing on every reconnect.
+    assert_eq!(view.resumes.len(), 1, "the watch was resumed first");
+    assert_eq!(
+        view.snapshots,
+        vec![ResyncReason::Startup, ResyncReason::Compacted]
+    );
     for i in 0..10 {
         assert!(!view
             .keys
@@ -230,6 +238,48 @@ async fn resync_after_compaction_while_cut_off_converges() {
         v.keys.len() == 12
     })
     .await;
+    task.abort();
+}
+
+/// Writes made while the syncer is cut off (history kept) reach it through
+/// the resumed watch, in order, without a second list.
+#[tokio::test]
+async fn writes_while_cut_off_are_replayed_by_the_resumed_watch() {
+    let etcd = EtcdServer::new();
+    let proxy = CutoffProxy::new(etcd.client_port());
+    let mut client = etcd.client().await;
+    put(&mut client, "/calico/v1/host/a/bird_ip", "10.0.0.1").await;
+    put(&mut client, "/calico/v1/host/b/bird_ip", "10.0.0.2").await;
+    let (mut rx, task) = Syncer::spawn(config(vec![proxy.url()], DEFAULT_PAGE_SIZE));
+    let mut view = View::default();
+    view.until(&mut rx, "the first snapshot", |v| v.keys.len() == 2)
+        .await;
+    put(&mut client, "/calico/v1/host/c/bird_ip", "10.0.0.3").await;
+    view.until(&mut rx, "a watched put", |v| v.keys.len() == 3)
+        .await;
+
+    proxy.cut();
+    view.until(&mut rx, "a disconnect", |v| v.disconnects > 0)
+        .await;
+    client
+        .delete("/calico/v1/host/a/bird_ip", None)
+        .await
+        .expect("delete");
+    put(&mut client, "/calico/v1/host/b/bird_ip", "10.9.9.9").await;
+    put(&mut client, "/calico/v1/host/d/bird_ip", "10.0.0.4").await;
+    proxy.restore();
+
+    view.until(&mut rx, "the writes made while cut off", |v| {
+        v.keys.contains_key("/calico/v1/host/d/bird_ip")
+    })
+    .await;
+    assert!(!view.keys.contains_key("/calico/v1/host/a/bird_ip"));
+    assert_eq!(
+        view.keys.get("/calico/v1/host/b/bird_ip").map(String::as_str),
+        Some("10.9.9.9")
+    );
+    assert_eq!(view.snapshots, vec![ResyncReason::Startup]);
+    assert_eq!(view.resumes.len(), 1);
     task.abort();
 }
 
