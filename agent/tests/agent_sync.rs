@@ -11,6 +11,7 @@ use margay_agent::sync::{
     DEFAULT_PAGE_SIZE,
 };
 use margay_tests::etcd::{CutoffProxy, EtcdServer};
+use margay_tests::etcd_cluster::EtcdCluster;
 use tokio::sync::mpsc::Receiver;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -37,6 +38,8 @@ fn config(endpoints: Vec<String>, page_size: i64) -> SyncConfig {
 struct View {
     keys: BTreeMap<String, String>,
     snapshots: Vec<ResyncReason>,
+    /// The endpoint of the last snapshot or resume.
+    endpoint: String,
     disconnects: usize,
     /// Revisions the watch resumed from after an outage.
     resumes: Vec<i64>,
@@ -46,14 +49,21 @@ impl View {
     fn apply(&mut self, event: SyncEvent) {
         match event {
             SyncEvent::Snapshot {
-                changes, reason, ..
+                changes,
+                reason,
+                endpoint,
+                ..
             } => {
                 self.snapshots.push(reason);
+                self.endpoint = endpoint;
                 self.apply_changes(changes);
             }
             SyncEvent::Updates { changes, .. } => self.apply_changes(changes),
             SyncEvent::Disconnected { .. } => self.disconnects += 1,
-            SyncEvent::Resumed { revision, .. } => self.resumes.push(revision),
+            SyncEvent::Resumed { revision, endpoint } => {
+                self.resumes.push(revision);
+                self.endpoint = endpoint;
+            }
         }
     }
 
@@ -397,6 +407,40 @@ async fn fails_over_to_a_working_endpoint() {
         v.keys.contains_key("/calico/v1/Ready")
     })
     .await;
+    task.abort();
+}
+
+/// A 3-member etcd: the member the syncer watches is killed mid-watch; the
+/// watch resumes on another member (same revisions, no list) and a change
+/// made after the kill arrives within 10 s.
+#[tokio::test]
+async fn watch_fails_over_when_its_member_dies() {
+    let mut cluster = EtcdCluster::new(3);
+    cluster.etcdctl_ok(&["put", "/calico/v1/Ready", "true"]);
+    let (mut rx, task) = Syncer::spawn(config(cluster.client_urls(), DEFAULT_PAGE_SIZE));
+    let mut view = View::default();
+    view.until(&mut rx, "the first snapshot", |v| !v.snapshots.is_empty())
+        .await;
+    cluster.etcdctl_ok(&["put", "/calico/v1/host/h1/bird_ip", "10.0.0.1"]);
+    view.until(&mut rx, "a watched put", |v| v.keys.len() == 2)
+        .await;
+
+    let watched = view.endpoint.clone();
+    let member = cluster.member_of(&watched).expect("a member's endpoint");
+    cluster.kill(member);
+    let killed = tokio::time::Instant::now();
+    cluster.etcdctl_ok(&["put", "/calico/v1/host/h2/bird_ip", "10.0.0.2"]);
+    let deadline = killed + Duration::from_secs(10);
+    while !view.keys.contains_key("/calico/v1/host/h2/bird_ip") {
+        let event = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no change within 10 s of killing {watched}"))
+            .expect("syncer stopped");
+        view.apply(event);
+    }
+    assert_ne!(view.endpoint, watched, "still on the dead member");
+    assert_eq!(view.resumes.len(), 1, "the watch resumed on another member");
+    assert_eq!(view.snapshots, vec![ResyncReason::Startup]);
     task.abort();
 }
 

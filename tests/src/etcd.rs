@@ -440,7 +440,7 @@ fn make_certs(dir: &Path) -> TlsPaths {
 }
 
 /// `/dev/shm` when writable (tmpfs: fsync is free), else the temp dir.
-fn scratch_root() -> PathBuf {
+pub(crate) fn scratch_root() -> PathBuf {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() && nix::unistd::access(shm, nix::unistd::AccessFlags::W_OK).is_ok() {
         shm.to_path_buf()
@@ -450,7 +450,7 @@ fn scratch_root() -> PathBuf {
 }
 
 /// Two distinct free loopback ports (both held while choosing).
-fn free_port_pair() -> (u16, u16) {
+pub(crate) fn free_port_pair() -> (u16, u16) {
     let a = bind_any();
     let b = bind_any();
     (local_port(&a), local_port(&b))
@@ -468,7 +468,7 @@ fn local_port(listener: &TcpListener) -> u16 {
 }
 
 /// A minimal HTTP/1.0 GET on loopback; returns the whole response text.
-fn http_get(port: u16, path: &str) -> Option<String> {
+pub(crate) fn http_get(port: u16, path: &str) -> Option<String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;

@@ -4,5 +4,6 @@
 
 pub mod contract;
 pub mod etcd;
+pub mod etcd_cluster;
 pub mod netns;
 pub mod sandbox;
