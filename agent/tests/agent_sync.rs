@@ -226,11 +226,11 @@ async fn resync_after_compaction_while_cut_off_converges() {
     .await;
     // It got there because the resumed watch was told "compacted" and the
     // syncer listed again for that reason, not by listing on every reconnect.
-    assert_eq!(view.resumes.len(), 1, "the watch was resumed first");
     assert_eq!(
         view.snapshots,
         vec![ResyncReason::Startup, ResyncReason::Compacted]
     );
+    assert_eq!(view.resumes.len(), 1, "the watch was resumed first");
     for i in 0..10 {
         assert!(!view
             .keys
@@ -429,8 +429,13 @@ async fn watch_fails_over_when_its_member_dies() {
     let member = cluster.member_of(&watched).expect("a member's endpoint");
     cluster.kill(member);
     let killed = tokio::time::Instant::now();
-    cluster.etcdctl_ok(&["put", "/calico/v1/host/h2/bird_ip", "10.0.0.2"]);
+    // The 10 s include electing a new leader when the dead member led.
     let deadline = killed + Duration::from_secs(10);
+    cluster.put_retrying(
+        "/calico/v1/host/h2/bird_ip",
+        "10.0.0.2",
+        Duration::from_secs(8),
+    );
     while !view.keys.contains_key("/calico/v1/host/h2/bird_ip") {
         let event = tokio::time::timeout_at(deadline, rx.recv())
             .await

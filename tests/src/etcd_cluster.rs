@@ -195,6 +195,24 @@ impl EtcdCluster {
             .unwrap_or_else(|e| panic!("cannot run {ETCDCTL_BIN}: {e}"))
     }
 
+    /// Puts `key` = `value` through the live members, retrying (1 s a try)
+    /// for up to `within`: a write sent just after a leader's death can be
+    /// lost with it until the others have elected a new one.
+    pub fn put_retrying(&self, key: &str, value: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let out = self.etcdctl(&["--command-timeout=1s", "put", key, value]);
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcdctl put {key} failed for {within:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     /// Runs `etcdctl` and panics unless it succeeds; returns its stdout.
     pub fn etcdctl_ok(&self, args: &[&str]) -> String {
         let out = self.etcdctl(args);
@@ -230,7 +248,7 @@ mod tests {
         let dirs: Vec<PathBuf> = cluster.members.iter().map(|m| m.dir.clone()).collect();
         cluster.etcdctl_ok(&["put", "/mgy/c", "1"]);
         cluster.kill(0);
-        cluster.etcdctl_ok(&["put", "/mgy/c", "2"]);
+        cluster.put_retrying("/mgy/c", "2", Duration::from_secs(10));
         let got = cluster.etcdctl_ok(&["get", "--print-value-only", "/mgy/c"]);
         assert_eq!(got.trim(), "2");
         drop(cluster);
