@@ -57,6 +57,22 @@ pub enum SyncError {
         #[source]
         source: std::io::Error,
     },
+    /// The client certificate's validity period has ended.
+    #[error("etcd client certificate {path} expired at {not_after}")]
+    ClientCertExpired {
+        /// The certificate file.
+        path: PathBuf,
+        /// Its end of validity (RFC 3339).
+        not_after: String,
+    },
+    /// The client certificate's validity period has not begun.
+    #[error("etcd client certificate {path} is not valid before {not_before}")]
+    ClientCertNotYetValid {
+        /// The certificate file.
+        path: PathBuf,
+        /// Its start of validity (RFC 3339).
+        not_before: String,
+    },
     /// An etcd request failed.
     #[error("etcd {op} failed: {source}")]
     Request {
@@ -317,7 +333,11 @@ pub async fn connect_any(
             }
             Err(e) => {
                 tracing::debug!(%endpoint, error = %e, "etcd endpoint not usable");
-                last = format!("{endpoint}: {e}");
+                let text = e.to_string();
+                last = match tls_check::explain(&text) {
+                    Some(cause) => format!("{endpoint}: {cause}: {text}"),
+                    None => format!("{endpoint}: {text}"),
+                };
             }
         }
     }
@@ -365,7 +385,9 @@ fn tls_options(files: &TlsFiles) -> Result<TlsOptions, SyncError> {
         tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
     }
     if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
-        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        let pem = read(cert)?;
+        tls_check::check_client_cert(cert, &pem, std::time::SystemTime::now())?;
+        tls = tls.identity(Identity::from_pem(pem, read(key)?));
     }
     Ok(tls)
 }
@@ -386,6 +408,7 @@ where
 }
 
 mod list;
+mod tls_check;
 
 pub use list::{list_all, prefix_range_end, ListedKv, PageSizer, PAGE_TARGET_BYTES};
 

@@ -527,3 +527,77 @@ async fn pages_of_large_values_list_whole() {
     assert_eq!(view.keys.len(), n + 1);
     task.abort();
 }
+
+/// The first `Disconnected` error of a syncer with `tls` against `url`.
+async fn first_error(url: String, tls: TlsFiles) -> String {
+    let mut cfg = config(vec![url], DEFAULT_PAGE_SIZE);
+    cfg.etcd.tls = tls;
+    let (mut rx, task) = Syncer::spawn(cfg);
+    let event = tokio::time::timeout(WAIT, rx.recv()).await;
+    task.abort();
+    match event {
+        Ok(Some(SyncEvent::Disconnected { error })) => error,
+        other => panic!("expected a refused connection, got {other:?}"),
+    }
+}
+
+/// The usual TLS mistakes each fail with a message that names the cause:
+/// a CA that did not sign the server's certificate, an endpoint host the
+/// certificate does not name, an expired client certificate.
+#[tokio::test]
+async fn tls_mistakes_fail_with_a_message_naming_the_cause() {
+    let etcd = EtcdServer::new_tls();
+    let paths = etcd.tls().expect("tls").clone();
+    let scratch = etcd.dir().join("extra");
+    let good = TlsFiles {
+        ca: Some(paths.ca.clone()),
+        cert: Some(paths.cert.clone()),
+        key: Some(paths.key.clone()),
+    };
+
+    let wrong_ca = margay_tests::certs::make_ca(&scratch, "other-ca");
+    let error = first_error(
+        etcd.client_url(),
+        TlsFiles {
+            ca: Some(wrong_ca),
+            ..good.clone()
+        },
+    )
+    .await;
+    assert!(
+        error.contains("not signed by the configured CA"),
+        "wrong CA: {error}"
+    );
+
+    // The server's certificate names 127.0.0.1 only.
+    let by_name = etcd.client_url().replace("127.0.0.1", "localhost");
+    let error = first_error(by_name, good.clone()).await;
+    assert!(error.contains("hostname mismatch"), "hostname: {error}");
+
+    let (cert, key) = margay_tests::certs::make_expired_client(&scratch, &paths.ca, &paths.ca_key);
+    let error = first_error(
+        etcd.client_url(),
+        TlsFiles {
+            cert: Some(cert.clone()),
+            key: Some(key),
+            ..good.clone()
+        },
+    )
+    .await;
+    assert!(
+        error.contains(&format!(
+            "etcd client certificate {} expired at 2020-01-02T00:00:00Z",
+            cert.display()
+        )),
+        "expired: {error}"
+    );
+
+    // And the right files still work.
+    let mut cfg = config(vec![etcd.client_url()], DEFAULT_PAGE_SIZE);
+    cfg.etcd.tls = good;
+    let (mut rx, task) = Syncer::spawn(cfg);
+    let mut view = View::default();
+    view.until(&mut rx, "a snapshot over TLS", |v| !v.snapshots.is_empty())
+        .await;
+    task.abort();
+}

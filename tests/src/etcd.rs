@@ -50,6 +50,8 @@ pub struct EtcdServer {
 pub struct TlsPaths {
     /// The CA certificate that signed the server and client certificates.
     pub ca: PathBuf,
+    /// The CA's key (to sign more certificates, see [`crate::certs`]).
+    pub ca_key: PathBuf,
     /// A client certificate etcd accepts.
     pub cert: PathBuf,
     /// Its key.
@@ -434,6 +436,7 @@ fn make_certs(dir: &Path) -> TlsPaths {
     }
     TlsPaths {
         ca: certs.join("ca.pem"),
+        ca_key: certs.join("ca-key.pem"),
         cert: certs.join("client.pem"),
         key: certs.join("client-key.pem"),
     }

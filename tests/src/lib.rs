@@ -3,6 +3,7 @@
 //! multi-host sandbox.
 
 pub mod contract;
+pub mod certs;
 pub mod etcd;
 pub mod etcd_cluster;
 pub mod netns;
