@@ -72,6 +72,23 @@ impl EtcdServer {
         Self::start_new(true)
     }
 
+    /// [`Self::new_tls`] and [`Self::new_in_netns`] at once: an `https://`
+    /// server with client-certificate authentication on the loopback of
+    /// namespace `netns`. Needs root and `openssl`.
+    pub fn new_tls_in_netns(netns: &str) -> Self {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let mut server = Self::unstarted();
+            server.netns = Some(netns.to_owned());
+            server.tls = Some(make_certs(&server.dir));
+            match server.try_start() {
+                Ok(()) => return server,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("cannot start etcd with TLS in {netns}: {last_error}");
+    }
+
     /// Like [`Self::new`], but inside the network namespace `netns` (as made
     /// by `ip netns add`, e.g. a [`crate::netns::TestNetns`]): it listens on
     /// that namespace's loopback, so an agent run there with
