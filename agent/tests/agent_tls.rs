@@ -92,6 +92,7 @@ fn run_and_status_writer_over_mtls() {
             "none",
         ])
         .env_remove("MARGAY_LOG")
+        .env_remove("MARGAY_REQUIRE_ROOT")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(file))
