@@ -321,14 +321,15 @@ async fn our_own_writes_cause_no_events_even_in_bulk() {
     assert_eq!(r.routes, 20_000);
     // Everything up to a marker route written after ours: no echo in it.
     let markers = net("192.0.2.0/24");
-    for ev in events_until_marker(&ns, &mut events).await {
-        let echo = match &ev {
+    events_until_marker(&ns, &mut events, |ev| {
+        let echo = match ev {
             DataplaneEvent::Route { route, .. } => !markers.contains(&route.dst),
             DataplaneEvent::Overrun => true,
             _ => false,
         };
         assert!(!echo, "echo of our own write: {ev:?}");
-    }
+    })
+    .await;
 }
 
 #[tokio::test]

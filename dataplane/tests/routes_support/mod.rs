@@ -159,9 +159,11 @@ pub async fn pump_until(
 /// (a blackhole in `ns`) and collects events up to the marker's deletion.
 /// Netlink delivers in order, so whatever earlier change would be reported
 /// has arrived by then; no fixed sleep decides that "nothing came".
+/// `inspect` sees each event as it arrives.
 pub async fn events_until_marker(
     ns: &TestNetns,
     events: &mut mpsc::Receiver<DataplaneEvent>,
+    mut inspect: impl FnMut(&DataplaneEvent),
 ) -> Vec<DataplaneEvent> {
     static MARKERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = MARKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -176,6 +178,7 @@ pub async fn events_until_marker(
             .await
             .unwrap_or_else(|_| panic!("the marker route {marker} never came back as an event"))
             .expect("event channel open");
+        inspect(&ev);
         let done = matches!(&ev, DataplaneEvent::Route { route, removed: true } if route.dst == marker);
         seen.push(ev);
         if done {
@@ -191,6 +194,6 @@ pub async fn pump_pending(
     dp: &mut Dataplane,
     events: &mut mpsc::Receiver<DataplaneEvent>,
 ) -> usize {
-    let batch = events_until_marker(ns, events).await;
+    let batch = events_until_marker(ns, events, |_| {}).await;
     host_writes(&dp.handle_events(batch).await.expect("events handled"))
 }
