@@ -125,7 +125,8 @@ fn wait_until(what: &str, agent: Option<&Agent>, mut done: impl FnMut() -> bool)
 
 /// True when the (text) log holds a line at debug level.
 fn has_debug_lines(log: &str) -> bool {
-    log.lines().any(|l| l.split_whitespace().nth(1) == Some("DEBUG"))
+    log.lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("DEBUG"))
 }
 
 fn our_routes(ns: &TestNetns) -> String {

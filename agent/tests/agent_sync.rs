@@ -285,7 +285,9 @@ async fn writes_while_cut_off_are_replayed_by_the_resumed_watch() {
     .await;
     assert!(!view.keys.contains_key("/calico/v1/host/a/bird_ip"));
     assert_eq!(
-        view.keys.get("/calico/v1/host/b/bird_ip").map(String::as_str),
+        view.keys
+            .get("/calico/v1/host/b/bird_ip")
+            .map(String::as_str),
         Some("10.9.9.9")
     );
     assert_eq!(view.snapshots, vec![ResyncReason::Startup]);

@@ -61,10 +61,8 @@ impl EtcdCluster {
         let members: Vec<Member> = (0..n)
             .map(|i| {
                 let name = format!("m{i}");
-                let dir = scratch_root().join(format!(
-                    "mgy-etcdc-{}-{id}-{name}",
-                    std::process::id()
-                ));
+                let dir =
+                    scratch_root().join(format!("mgy-etcdc-{}-{id}-{name}", std::process::id()));
                 std::fs::create_dir_all(&dir)
                     .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
                 let (client_port, peer_port) = free_port_pair();
@@ -118,7 +116,10 @@ impl EtcdCluster {
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster={initial}"))
-            .arg(format!("--initial-cluster-token=mgy-{}-{id}", std::process::id()))
+            .arg(format!(
+                "--initial-cluster-token=mgy-{}-{id}",
+                std::process::id()
+            ))
             .arg("--initial-cluster-state=new")
             .arg("--heartbeat-interval=50")
             .arg("--election-timeout=500")
@@ -141,10 +142,11 @@ impl EtcdCluster {
             if healthy {
                 return;
             }
-            let exited = self
-                .members
-                .iter_mut()
-                .any(|m| m.child.as_mut().is_some_and(|c| !matches!(c.try_wait(), Ok(None))));
+            let exited = self.members.iter_mut().any(|m| {
+                m.child
+                    .as_mut()
+                    .is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
+            });
             if exited || Instant::now() >= deadline {
                 let tails: Vec<String> = self
                     .members

@@ -2,8 +2,8 @@
 //! server on a free loopback port, throw-away network namespaces, and the
 //! multi-host sandbox.
 
-pub mod contract;
 pub mod certs;
+pub mod contract;
 pub mod etcd;
 pub mod etcd_cluster;
 pub mod netns;

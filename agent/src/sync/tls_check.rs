@@ -67,7 +67,10 @@ fn first_cert_der(pem: &[u8]) -> Option<Vec<u8>> {
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
         let v = match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
@@ -179,8 +182,9 @@ mod tests {
 
     #[test]
     fn tls_errors_are_explained() {
-        assert!(explain("invalid peer certificate: UnknownIssuer")
-            .is_some_and(|s| s.contains("CA")));
+        assert!(
+            explain("invalid peer certificate: UnknownIssuer").is_some_and(|s| s.contains("CA"))
+        );
         assert!(explain("certificate not valid for name \"localhost\"")
             .is_some_and(|s| s.contains("hostname mismatch")));
         assert_eq!(explain("connection refused"), None);

@@ -179,7 +179,8 @@ pub async fn events_until_marker(
             .unwrap_or_else(|_| panic!("the marker route {marker} never came back as an event"))
             .expect("event channel open");
         inspect(&ev);
-        let done = matches!(&ev, DataplaneEvent::Route { route, removed: true } if route.dst == marker);
+        let done =
+            matches!(&ev, DataplaneEvent::Route { route, removed: true } if route.dst == marker);
         seen.push(ev);
         if done {
             return seen;
