@@ -6,7 +6,8 @@
 //! needs a leader). [`EtcdCluster::kill`] kills one member at once, as a
 //! crash would; the others keep serving while a quorum is left. Dropping the
 //! value kills every member and removes the directories, even when the test
-//! panics. Elections are tuned short (heartbeat 50 ms, election 500 ms) so a
+//! panics. [`EtcdCluster::new_in_netns`] runs the members inside a network
+//! namespace, on its loopback (for an agent run there). Elections are tuned short (heartbeat 50 ms, election 500 ms) so a
 //! leader's death costs well under a second.
 
 use std::path::PathBuf;
@@ -51,12 +52,23 @@ impl Member {
 #[derive(Debug)]
 pub struct EtcdCluster {
     members: Vec<Member>,
+    netns: Option<String>,
 }
 
 impl EtcdCluster {
     /// Starts an `n`-member cluster and waits until every member is
     /// healthy. Panics (with the members' log tails) if it cannot.
     pub fn new(n: usize) -> Self {
+        Self::start(n, None)
+    }
+
+    /// Like [`Self::new`], inside namespace `netns` (reached from the test
+    /// through [`Self::etcdctl`]). Needs root.
+    pub fn new_in_netns(n: usize, netns: &str) -> Self {
+        Self::start(n, Some(netns.to_owned()))
+    }
+
+    fn start(n: usize, netns: Option<String>) -> Self {
         let id = COUNTER.fetch_add(1, Ordering::Relaxed);
         let members: Vec<Member> = (0..n)
             .map(|i| {
@@ -75,7 +87,7 @@ impl EtcdCluster {
                 }
             })
             .collect();
-        let mut cluster = EtcdCluster { members };
+        let mut cluster = EtcdCluster { members, netns };
         let initial = cluster.initial_cluster();
         for i in 0..n {
             let child = cluster.spawn(i, &initial, id);
@@ -101,7 +113,7 @@ impl EtcdCluster {
         let log_err = log
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot clone log handle: {e}"));
-        let mut cmd = Command::new(ETCD_BIN);
+        let mut cmd = self.command(ETCD_BIN);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("ETCD") {
                 cmd.env_remove(key);
@@ -135,10 +147,7 @@ impl EtcdCluster {
     fn wait_healthy(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let healthy = self.members.iter().all(|m| {
-                http_get(m.client_port, "/health")
-                    .is_some_and(|body| body.contains("\"health\":\"true\""))
-            });
+            let healthy = self.members.iter().all(|m| self.member_healthy(m));
             if healthy {
                 return;
             }
@@ -159,6 +168,33 @@ impl EtcdCluster {
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn member_healthy(&self, m: &Member) -> bool {
+        if self.netns.is_none() {
+            return http_get(m.client_port, "/health")
+                .is_some_and(|body| body.contains("\"health\":\"true\""));
+        }
+        self.command(ETCDCTL_BIN)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", m.client_url()))
+            .args(["--command-timeout=1s", "endpoint", "health"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `program`, run inside the cluster's namespace when it has one.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, program]);
+                cmd
+            }
+            None => Command::new(program),
         }
     }
 
@@ -188,7 +224,7 @@ impl EtcdCluster {
             .filter(|m| m.child.is_some())
             .map(Member::client_url)
             .collect();
-        Command::new(ETCDCTL_BIN)
+        self.command(ETCDCTL_BIN)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", live.join(",")))
             .args(args)
