@@ -308,6 +308,10 @@ pub struct Connection {
     pub client: Client,
     /// Its endpoint.
     pub endpoint: String,
+    /// The etcd cluster's id, from the probe's response header.
+    pub cluster_id: u64,
+    /// The store's revision at the probe.
+    pub revision: i64,
 }
 
 /// Connects to the first endpoint that answers, trying them in order from
@@ -324,11 +328,13 @@ pub async fn connect_any(
         let idx = (*start + i) % n;
         let endpoint = &cfg.endpoints[idx];
         match connect_one(cfg, endpoint, probe_key).await {
-            Ok(client) => {
+            Ok((client, cluster_id, revision)) => {
                 *start = idx;
                 return Ok(Connection {
                     client,
                     endpoint: endpoint.clone(),
+                    cluster_id,
+                    revision,
                 });
             }
             Err(e) => {
@@ -347,12 +353,13 @@ pub async fn connect_any(
     })
 }
 
-/// Connects to one endpoint and checks it answers a read of `probe_key`.
+/// Connects to one endpoint and checks it answers a read of `probe_key`;
+/// returns the client, the cluster id and the store's revision.
 async fn connect_one(
     cfg: &EtcdConfig,
     endpoint: &str,
     probe_key: &str,
-) -> Result<Client, SyncError> {
+) -> Result<(Client, u64, i64), SyncError> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(cfg.connect_timeout)
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
@@ -364,8 +371,11 @@ async fn connect_one(
     let mut client = timed(cfg.connect_timeout, "connect", connect).await?;
     // Connecting is lazy; a read proves the endpoint serves requests.
     let probe = client.get(probe_key, Some(GetOptions::new().with_count_only()));
-    timed(cfg.request_timeout, "probe", probe).await?;
-    Ok(client)
+    let answer = timed(cfg.request_timeout, "probe", probe).await?;
+    let (cluster_id, revision) = answer
+        .header()
+        .map_or((0, 0), |h| (h.cluster_id(), h.revision()));
+    Ok((client, cluster_id, revision))
 }
 
 fn tls_options(files: &TlsFiles) -> Result<TlsOptions, SyncError> {
@@ -535,6 +545,8 @@ pub struct Syncer {
     /// The revision the consumer is in sync at (last snapshot or watched
     /// event); `None` before the first snapshot.
     revision: Option<i64>,
+    /// The cluster id of the store that revision belongs to.
+    cluster_id: Option<u64>,
 }
 
 impl Syncer {
@@ -546,6 +558,7 @@ impl Syncer {
             tx,
             endpoint_index: 0,
             revision: None,
+            cluster_id: None,
         }
     }
 
@@ -604,7 +617,10 @@ impl Syncer {
         tracing::info!(endpoint = %conn.endpoint, "connected to etcd");
         outage.ended();
         // After an outage, first try to watch on from where we were.
-        let mut resume = self.revision.filter(|_| reason == ResyncReason::Reconnect);
+        let mut resume = self
+            .revision
+            .filter(|_| reason == ResyncReason::Reconnect)
+            .filter(|rev| self.same_store(&conn, *rev));
         loop {
             let (revision, resumed) = match resume.take() {
                 Some(revision) => (revision, true),
@@ -635,6 +651,7 @@ impl Syncer {
         let keys = listed.len();
         let changes = self.known.converge(listed);
         self.revision = Some(revision);
+        self.cluster_id = Some(conn.cluster_id);
         tracing::info!(
             reason = reason.as_str(),
             revision,
@@ -728,6 +745,22 @@ impl Syncer {
                 return SessionEnd::Reconnect(SyncError::Closed);
             }
         }
+    }
+
+    /// True when `conn` serves the store whose `revision` we hold: same
+    /// cluster, not behind us. A new cluster or a restored backup has
+    /// revisions that mean something else; the watch cannot resume there.
+    fn same_store(&self, conn: &Connection, revision: i64) -> bool {
+        let same = self.cluster_id == Some(conn.cluster_id) && conn.revision >= revision;
+        if !same {
+            tracing::warn!(
+                endpoint = %conn.endpoint,
+                revision,
+                store_revision = conn.revision,
+                "etcd is not the store we watched (new cluster or restored backup), listing again"
+            );
+        }
+        same
     }
 
     /// Records that the consumer has seen everything up to `revision`.

@@ -48,7 +48,10 @@ fn wait_until(what: &str, log: &Path, deadline: Instant, mut done: impl FnMut() 
 
 /// The endpoint of the agent's last "connected to etcd" line.
 fn connected_endpoint(log: &str) -> Option<String> {
-    let line = log.lines().rev().find(|l| l.contains("connected to etcd"))?;
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("connected to etcd"))?;
     let field = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("endpoint="))?;
@@ -133,10 +136,7 @@ fn a_change_lands_within_10s_after_the_watched_member_dies() {
     let now = connected_endpoint(&read(&log)).expect("connected");
     assert_ne!(now, watched, "still on the dead member:\n{}", read(&log));
     assert!(read(&log).contains("etcd watch resumed"), "{}", read(&log));
-    assert_eq!(
-        host.metric(9094, "margay_datastore_connected"),
-        Some(1.0)
-    );
+    assert_eq!(host.metric(9094, "margay_datastore_connected"), Some(1.0));
 }
 
 /// A scratch directory (the log and an empty config file), removed on drop.

@@ -251,6 +251,39 @@ async fn resync_after_compaction_while_cut_off_converges() {
     task.abort();
 }
 
+/// etcd comes back as a new, empty store (data lost, a new cluster): its
+/// revisions start again below ours, so the watch must not resume there;
+/// the syncer lists again and the old keys go.
+#[tokio::test]
+async fn a_new_store_behind_our_revision_is_listed_again() {
+    let mut etcd = EtcdServer::new();
+    let mut client = etcd.client().await;
+    put_many(&mut client, 30).await;
+    let (mut rx, task) = Syncer::spawn(config(vec![etcd.client_url()], DEFAULT_PAGE_SIZE));
+    let mut view = View::default();
+    view.until(&mut rx, "the first snapshot", |v| v.keys.len() == 30)
+        .await;
+
+    etcd.stop();
+    view.until(&mut rx, "a disconnect", |v| v.disconnects > 0)
+        .await;
+    std::fs::remove_dir_all(etcd.dir().join("data")).expect("wipe etcd data");
+    etcd.start();
+    let mut client = etcd.client().await;
+    put(&mut client, "/calico/v1/host/fresh/bird_ip", "10.3.3.3").await;
+
+    view.until(&mut rx, "the new store's state", |v| {
+        v.keys.len() == 1 && v.keys.contains_key("/calico/v1/host/fresh/bird_ip")
+    })
+    .await;
+    assert_eq!(
+        view.snapshots,
+        vec![ResyncReason::Startup, ResyncReason::Reconnect]
+    );
+    assert!(view.resumes.is_empty(), "resumed on a foreign store");
+    task.abort();
+}
+
 /// Writes made while the syncer is cut off (history kept) reach it through
 /// the resumed watch, in order, without a second list.
 #[tokio::test]
