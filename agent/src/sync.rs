@@ -225,83 +225,6 @@ pub enum SyncEvent {
     },
 }
 
-/// Reconnect timing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackoffConfig {
-    /// First delay.
-    pub initial: Duration,
-    /// Largest delay.
-    pub max: Duration,
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        BackoffConfig {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-        }
-    }
-}
-
-/// Jittered exponential backoff: each delay is drawn from `[d/2, d]`, with
-/// `d` doubling from `initial` up to `max`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    config: BackoffConfig,
-    next: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    /// A backoff seeded from the clock and the process id.
-    pub fn new(config: BackoffConfig) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ u64::from(std::process::id()).rotate_left(32);
-        Self::with_seed(config, seed)
-    }
-
-    /// A backoff with a fixed seed (tests).
-    pub fn with_seed(config: BackoffConfig, seed: u64) -> Self {
-        Backoff {
-            config,
-            next: config.initial,
-            rng: seed | 1,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next.min(self.config.max);
-        self.next = (self.next * 2).min(self.config.max);
-        let half = d / 2;
-        let span = u64::try_from((d - half).as_nanos()).unwrap_or(u64::MAX);
-        let jitter = if span == 0 {
-            0
-        } else {
-            self.random() % (span + 1)
-        };
-        half + Duration::from_nanos(jitter)
-    }
-
-    /// Back to the initial delay (after a success).
-    pub fn reset(&mut self) {
-        self.next = self.config.initial;
-    }
-
-    /// xorshift64: plenty for spreading reconnects.
-    fn random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
-    }
-}
-
 /// A connected client and the endpoint it talks to.
 pub struct Connection {
     /// The client.
@@ -417,8 +340,13 @@ where
     }
 }
 
+mod backoff;
 mod list;
+mod outage;
 mod tls_check;
+
+pub use backoff::{Backoff, BackoffConfig};
+use outage::OutageLog;
 
 pub use list::{list_all, prefix_range_end, ListedKv, PageSizer, PAGE_TARGET_BYTES};
 
@@ -484,56 +412,6 @@ enum SessionEnd {
     Relist(ResyncReason),
     /// Reconnect (after a backoff).
     Reconnect(SyncError),
-}
-
-/// How often a continuing etcd outage is logged again at warn level.
-const OUTAGE_REMINDER: Duration = Duration::from_secs(60);
-
-/// Logs an etcd outage without flooding the journal: the first failure at
-/// warn, later attempts at debug, a warn reminder every
-/// [`OUTAGE_REMINDER`], and one info line when it ends.
-#[derive(Debug, Default)]
-struct OutageLog {
-    /// Since when, and how many failed attempts, while etcd is away.
-    current: Option<(Instant, u32)>,
-    last_warning: Option<Instant>,
-}
-
-impl OutageLog {
-    fn failed(&mut self, error: &SyncError) {
-        let now = Instant::now();
-        let (since, attempts) = self.current.get_or_insert((now, 0));
-        *attempts += 1;
-        let (since, attempts) = (*since, *attempts);
-        let remind = self
-            .last_warning
-            .is_none_or(|last| now.duration_since(last) >= OUTAGE_REMINDER);
-        if attempts == 1 {
-            tracing::warn!(error = %error, "etcd unavailable, keeping the dataplane as it is");
-        } else if remind {
-            tracing::warn!(
-                error = %error,
-                attempts,
-                down_secs = now.duration_since(since).as_secs(),
-                "etcd still unavailable, keeping the dataplane as it is"
-            );
-        } else {
-            tracing::debug!(error = %error, attempts, "etcd still unavailable");
-            return;
-        }
-        self.last_warning = Some(now);
-    }
-
-    fn ended(&mut self) {
-        if let Some((since, attempts)) = self.current.take() {
-            tracing::info!(
-                attempts,
-                down_secs = since.elapsed().as_secs(),
-                "etcd outage over"
-            );
-        }
-        self.last_warning = None;
-    }
 }
 
 /// The datastore syncer task.
@@ -747,9 +625,11 @@ impl Syncer {
         }
     }
 
-    /// True when `conn` serves the store whose `revision` we hold: same
-    /// cluster, not behind us. A new cluster or a restored backup has
+    /// True when `conn` may serve the store whose `revision` we hold: same
+    /// cluster id, and not behind us. A new cluster or a restored backup has
     /// revisions that mean something else; the watch cannot resume there.
+    /// (A wiped store with the same cluster id that has already passed our
+    /// revision cannot be told apart; etcd keeps no history epoch.)
     fn same_store(&self, conn: &Connection, revision: i64) -> bool {
         let same = self.cluster_id == Some(conn.cluster_id) && conn.revision >= revision;
         if !same {
@@ -858,48 +738,5 @@ mod tests {
         assert_eq!(prefix_range_end("/calico/v1/"), b"/calico/v10".to_vec());
         assert_eq!(prefix_range_end("a\u{7f}"), b"a\x80".to_vec());
         assert_eq!(prefix_range_end(""), vec![0]);
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_resets() {
-        let cfg = BackoffConfig {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-        };
-        let mut b = Backoff::with_seed(cfg, 42);
-        let mut ceiling = Duration::from_millis(100);
-        for _ in 0..10 {
-            let d = b.next_delay();
-            assert!(
-                d >= ceiling / 2 && d <= ceiling,
-                "{d:?} not in [{:?}, {ceiling:?}]",
-                ceiling / 2
-            );
-            ceiling = (ceiling * 2).min(cfg.max);
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-        // Different seeds spread out.
-        let a: Vec<_> = (0..5)
-            .map(|_| Backoff::with_seed(cfg, 1).next_delay())
-            .collect();
-        let mut other = Backoff::with_seed(cfg, 2);
-        assert!(a.iter().all(|d| *d == a[0]));
-        let _ = other.next_delay();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn backoff_sleeps_advance_with_the_paused_clock() {
-        let mut b = Backoff::with_seed(BackoffConfig::default(), 7);
-        let start = tokio::time::Instant::now();
-        let mut total = Duration::ZERO;
-        for _ in 0..6 {
-            let d = b.next_delay();
-            total += d;
-            tokio::time::sleep(d).await;
-        }
-        // The timer wheel rounds each sleep up to the next millisecond.
-        assert!(start.elapsed() >= total && start.elapsed() <= total + Duration::from_millis(6));
-        assert!(total <= Duration::from_millis(100 + 200 + 400 + 800 + 1600 + 3200));
     }
 }

@@ -258,7 +258,16 @@ async fn resync_after_compaction_while_cut_off_converges() {
 async fn a_new_store_behind_our_revision_is_listed_again() {
     let mut etcd = EtcdServer::new();
     let mut client = etcd.client().await;
-    put_many(&mut client, 30).await;
+    // One revision each: the old store ends at revision 31, far ahead of
+    // the new one (the same single-member setup gets the same cluster id).
+    for i in 0..30 {
+        put(
+            &mut client,
+            &format!("/calico/v1/host/h{i}/bird_ip"),
+            "10.0.0.1",
+        )
+        .await;
+    }
     let (mut rx, task) = Syncer::spawn(config(vec![etcd.client_url()], DEFAULT_PAGE_SIZE));
     let mut view = View::default();
     view.until(&mut rx, "the first snapshot", |v| v.keys.len() == 30)
