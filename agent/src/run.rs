@@ -477,9 +477,7 @@ impl<D: Driver> Agent<D> {
                 ..
             } => {
                 self.out.metrics.datastore_resync(reason.as_str());
-                self.out.metrics.set_datastore_connected(true);
-                let reconnected = !self.connected;
-                self.connected = true;
+                let reconnected = self.mark_connected();
                 if !self.in_sync {
                     tracing::info!(keys, revision, "first datastore snapshot received");
                 }
@@ -487,6 +485,11 @@ impl<D: Driver> Agent<D> {
                 self.listing = false;
                 self.ingest(changes);
                 if reconnected {
+                    self.out.notifier.status(&self.summary().to_string());
+                }
+            }
+            SyncEvent::Resumed { .. } => {
+                if self.mark_connected() {
                     self.out.notifier.status(&self.summary().to_string());
                 }
             }
@@ -500,6 +503,14 @@ impl<D: Driver> Agent<D> {
                 }
             }
         }
+    }
+
+    /// Records a working datastore connection; true when it was down.
+    fn mark_connected(&mut self) -> bool {
+        self.out.metrics.set_datastore_connected(true);
+        let reconnected = !self.connected;
+        self.connected = true;
+        reconnected
     }
 
     /// Feeds changes to the calculation and collects what changed.

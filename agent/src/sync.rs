@@ -6,12 +6,15 @@
 //! keys and about [`PAGE_TARGET_BYTES`] bytes a page, each page starting
 //! after the last key of the previous one, and each sent on as a
 //! [`SyncEvent::SnapshotPart`] as it arrives so nobody holds the whole
-//! store), then
-//! watches from the next revision. When the watch is lost for any reason
-//! (compaction, cancellation, connection error) it lists again and emits
-//! only the difference from what it had reported before: changed keys as
-//! puts, keys absent from the new list as deletions. Consumers therefore see
-//! one stream of `(key, Option<value>)` changes that always converges.
+//! store), then watches from the next revision. When the connection is lost
+//! it reconnects and resumes the watch after the last revision it reported
+//! ([`SyncEvent::Resumed`]): etcd replays what happened meanwhile. When that
+//! history is gone (the watch answers "compacted"), the watch is cancelled,
+//! a watch response is too large, or a list was cut short, it lists again
+//! ([`ResyncReason`]) and emits only the difference from what it had
+//! reported before: changed keys as puts, keys absent from the new list as
+//! deletions. Consumers therefore see one stream of `(key, Option<value>)`
+//! changes that always converges.
 //!
 //! It does not interpret keys or values (that is the calculation's job) and
 //! never writes. While etcd is unreachable it emits nothing but a
@@ -60,6 +63,22 @@ pub enum SyncError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The client certificate's validity period has ended.
+    #[error("etcd client certificate {path} expired at {not_after}")]
+    ClientCertExpired {
+        /// The certificate file.
+        path: PathBuf,
+        /// Its end of validity (RFC 3339).
+        not_after: String,
+    },
+    /// The client certificate's validity period has not begun.
+    #[error("etcd client certificate {path} is not valid before {not_before}")]
+    ClientCertNotYetValid {
+        /// The certificate file.
+        path: PathBuf,
+        /// Its start of validity (RFC 3339).
+        not_before: String,
     },
     /// An etcd request failed.
     #[error("etcd {op} failed: {source}")]
@@ -212,88 +231,21 @@ pub enum SyncEvent {
         /// The revision after them.
         revision: i64,
     },
+    /// Connected again after [`SyncEvent::Disconnected`], watching on from
+    /// `revision` (what the consumer already has): no list was needed. If
+    /// that history was compacted meanwhile, a [`ResyncReason::Compacted`]
+    /// snapshot follows.
+    Resumed {
+        /// The last revision reported before the outage.
+        revision: i64,
+        /// The endpoint now used.
+        endpoint: String,
+    },
     /// etcd was lost; the view stays as last reported until the next snapshot.
     Disconnected {
         /// What went wrong.
         error: String,
     },
-}
-
-/// Reconnect timing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackoffConfig {
-    /// First delay.
-    pub initial: Duration,
-    /// Largest delay.
-    pub max: Duration,
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        BackoffConfig {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-        }
-    }
-}
-
-/// Jittered exponential backoff: each delay is drawn from `[d/2, d]`, with
-/// `d` doubling from `initial` up to `max`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    config: BackoffConfig,
-    next: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    /// A backoff seeded from the clock and the process id.
-    pub fn new(config: BackoffConfig) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ u64::from(std::process::id()).rotate_left(32);
-        Self::with_seed(config, seed)
-    }
-
-    /// A backoff with a fixed seed (tests).
-    pub fn with_seed(config: BackoffConfig, seed: u64) -> Self {
-        Backoff {
-            config,
-            next: config.initial,
-            rng: seed | 1,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next.min(self.config.max);
-        self.next = (self.next * 2).min(self.config.max);
-        let half = d / 2;
-        let span = u64::try_from((d - half).as_nanos()).unwrap_or(u64::MAX);
-        let jitter = if span == 0 {
-            0
-        } else {
-            self.random() % (span + 1)
-        };
-        half + Duration::from_nanos(jitter)
-    }
-
-    /// Back to the initial delay (after a success).
-    pub fn reset(&mut self) {
-        self.next = self.config.initial;
-    }
-
-    /// xorshift64: plenty for spreading reconnects.
-    fn random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
-    }
 }
 
 /// A connected client and the endpoint it talks to.
@@ -302,6 +254,10 @@ pub struct Connection {
     pub client: Client,
     /// Its endpoint.
     pub endpoint: String,
+    /// The etcd cluster's id, from the probe's response header.
+    pub cluster_id: u64,
+    /// The store's revision at the probe.
+    pub revision: i64,
 }
 
 /// Connects to the first endpoint that answers, trying them in order from
@@ -318,16 +274,22 @@ pub async fn connect_any(
         let idx = (*start + i) % n;
         let endpoint = &cfg.endpoints[idx];
         match connect_one(cfg, endpoint, probe_key).await {
-            Ok(client) => {
+            Ok((client, cluster_id, revision)) => {
                 *start = idx;
                 return Ok(Connection {
                     client,
                     endpoint: endpoint.clone(),
+                    cluster_id,
+                    revision,
                 });
             }
             Err(e) => {
                 tracing::debug!(%endpoint, error = %e, "etcd endpoint not usable");
-                last = format!("{endpoint}: {e}");
+                let text = e.to_string();
+                last = match tls_check::explain(&text) {
+                    Some(cause) => format!("{endpoint}: {cause}: {text}"),
+                    None => format!("{endpoint}: {text}"),
+                };
             }
         }
     }
@@ -337,12 +299,13 @@ pub async fn connect_any(
     })
 }
 
-/// Connects to one endpoint and checks it answers a read of `probe_key`.
+/// Connects to one endpoint and checks it answers a read of `probe_key`;
+/// returns the client, the cluster id and the store's revision.
 async fn connect_one(
     cfg: &EtcdConfig,
     endpoint: &str,
     probe_key: &str,
-) -> Result<Client, SyncError> {
+) -> Result<(Client, u64, i64), SyncError> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(cfg.connect_timeout)
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
@@ -354,8 +317,11 @@ async fn connect_one(
     let mut client = timed(cfg.connect_timeout, "connect", connect).await?;
     // Connecting is lazy; a read proves the endpoint serves requests.
     let probe = client.get(probe_key, Some(GetOptions::new().with_count_only()));
-    timed(cfg.request_timeout, "probe", probe).await?;
-    Ok(client)
+    let answer = timed(cfg.request_timeout, "probe", probe).await?;
+    let (cluster_id, revision) = answer
+        .header()
+        .map_or((0, 0), |h| (h.cluster_id(), h.revision()));
+    Ok((client, cluster_id, revision))
 }
 
 fn tls_options(files: &TlsFiles) -> Result<TlsOptions, SyncError> {
@@ -375,7 +341,9 @@ fn tls_options(files: &TlsFiles) -> Result<TlsOptions, SyncError> {
         tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
     }
     if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
-        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        let pem = read(cert)?;
+        tls_check::check_client_cert(cert, &pem, std::time::SystemTime::now())?;
+        tls = tls.identity(Identity::from_pem(pem, read(key)?));
     }
     Ok(tls)
 }
@@ -395,7 +363,13 @@ where
     }
 }
 
+mod backoff;
 mod list;
+mod outage;
+mod tls_check;
+
+pub use backoff::{Backoff, BackoffConfig};
+use outage::OutageLog;
 
 mod watch;
 
@@ -504,62 +478,17 @@ enum SessionEnd {
     Reconnect(SyncError),
 }
 
-/// How often a continuing etcd outage is logged again at warn level.
-const OUTAGE_REMINDER: Duration = Duration::from_secs(60);
-
-/// Logs an etcd outage without flooding the journal: the first failure at
-/// warn, later attempts at debug, a warn reminder every
-/// [`OUTAGE_REMINDER`], and one info line when it ends.
-#[derive(Debug, Default)]
-struct OutageLog {
-    /// Since when, and how many failed attempts, while etcd is away.
-    current: Option<(Instant, u32)>,
-    last_warning: Option<Instant>,
-}
-
-impl OutageLog {
-    fn failed(&mut self, error: &SyncError) {
-        let now = Instant::now();
-        let (since, attempts) = self.current.get_or_insert((now, 0));
-        *attempts += 1;
-        let (since, attempts) = (*since, *attempts);
-        let remind = self
-            .last_warning
-            .is_none_or(|last| now.duration_since(last) >= OUTAGE_REMINDER);
-        if attempts == 1 {
-            tracing::warn!(error = %error, "etcd unavailable, keeping the dataplane as it is");
-        } else if remind {
-            tracing::warn!(
-                error = %error,
-                attempts,
-                down_secs = now.duration_since(since).as_secs(),
-                "etcd still unavailable, keeping the dataplane as it is"
-            );
-        } else {
-            tracing::debug!(error = %error, attempts, "etcd still unavailable");
-            return;
-        }
-        self.last_warning = Some(now);
-    }
-
-    fn ended(&mut self) {
-        if let Some((since, attempts)) = self.current.take() {
-            tracing::info!(
-                attempts,
-                down_secs = since.elapsed().as_secs(),
-                "etcd outage over"
-            );
-        }
-        self.last_warning = None;
-    }
-}
-
 /// The datastore syncer task.
 pub struct Syncer {
     cfg: SyncConfig,
     known: KnownKeys,
     tx: mpsc::Sender<SyncEvent>,
     endpoint_index: usize,
+    /// The revision the consumer is in sync at (last snapshot or watched
+    /// event); `None` before the first snapshot.
+    revision: Option<i64>,
+    /// The cluster id of the store that revision belongs to.
+    cluster_id: Option<u64>,
 }
 
 impl Syncer {
@@ -570,6 +499,8 @@ impl Syncer {
             known: KnownKeys::default(),
             tx,
             endpoint_index: 0,
+            revision: None,
+            cluster_id: None,
         }
     }
 
@@ -609,7 +540,7 @@ impl Syncer {
             {
                 return;
             }
-            if reason != ResyncReason::Startup || !self.known.is_empty() {
+            if self.revision.is_some() {
                 reason = ResyncReason::Reconnect;
             }
             tokio::time::sleep(backoff.next_delay()).await;
@@ -627,10 +558,18 @@ impl Syncer {
         let mut conn = connect_any(&self.cfg.etcd, &mut self.endpoint_index, &probe).await?;
         tracing::info!(endpoint = %conn.endpoint, "connected to etcd");
         outage.ended();
+        // After an outage, first try to watch on from where we were.
+        let mut resume = self
+            .revision
+            .filter(|_| reason == ResyncReason::Reconnect)
+            .filter(|rev| self.same_store(&conn, *rev));
         loop {
-            let revision = self.snapshot(&mut conn, reason).await?;
+            let (revision, resumed) = match resume.take() {
+                Some(revision) => (revision, true),
+                None => (self.snapshot(&mut conn, reason).await?, false),
+            };
             backoff.reset();
-            match self.watch(&conn.client, revision).await {
+            match self.watch(&mut conn, revision, resumed).await {
                 SessionEnd::Relist(r) => reason = r,
                 SessionEnd::Reconnect(e) => return Err(e),
             }
@@ -651,6 +590,8 @@ impl Syncer {
             self.cfg.page_size,
             self.cfg.etcd.request_timeout,
         );
+        // A list cut short leaves nothing to resume from: list again.
+        self.revision = None;
         self.known.begin_list();
         let (mut keys, mut changed) = (0, 0);
         while let Some(page) = lister.next_page(&conn.client).await? {
@@ -663,6 +604,8 @@ impl Syncer {
         }
         let changes = self.known.finish_list();
         let revision = lister.revision();
+        self.revision = Some(revision);
+        self.cluster_id = Some(conn.cluster_id);
         tracing::info!(
             reason = reason.as_str(),
             revision,
@@ -697,18 +640,29 @@ impl Syncer {
         Ok(())
     }
 
-    /// Watches from `revision + 1` until the watch is lost.
-    async fn watch(&mut self, client: &Client, revision: i64) -> SessionEnd {
+    /// Watches from `revision + 1` until the watch is lost. `resumed`: the
+    /// watch continues after an outage (the consumer is told once it is up).
+    async fn watch(&mut self, conn: &mut Connection, revision: i64, resumed: bool) -> SessionEnd {
         let created = timed(
             self.cfg.etcd.request_timeout,
             "watch",
-            open_watch(client, &self.dir(), revision + 1),
+            open_watch(&conn.client, &self.dir(), revision + 1),
         )
         .await;
         let (_watcher, mut stream) = match created {
             Ok(pair) => pair,
             Err(e) => return SessionEnd::Reconnect(e),
         };
+        if resumed {
+            tracing::info!(revision, endpoint = %conn.endpoint, "etcd watch resumed");
+            let event = SyncEvent::Resumed {
+                revision,
+                endpoint: conn.endpoint.clone(),
+            };
+            if self.tx.send(event).await.is_err() {
+                return SessionEnd::Reconnect(SyncError::Closed);
+            }
+        }
         // `_watcher` must stay alive: dropping it closes the request side.
         self.pump(&mut stream).await
     }
@@ -761,6 +715,31 @@ impl Syncer {
         }
     }
 
+    /// True when `conn` may serve the store whose `revision` we hold: same
+    /// cluster id, and not behind us. A new cluster or a restored backup has
+    /// revisions that mean something else; the watch cannot resume there.
+    /// (A wiped store with the same cluster id that has already passed our
+    /// revision cannot be told apart; etcd keeps no history epoch.)
+    fn same_store(&self, conn: &Connection, revision: i64) -> bool {
+        let same = self.cluster_id == Some(conn.cluster_id) && conn.revision >= revision;
+        if !same {
+            tracing::warn!(
+                endpoint = %conn.endpoint,
+                revision,
+                store_revision = conn.revision,
+                "etcd is not the store we watched (new cluster or restored backup), listing again"
+            );
+        }
+        same
+    }
+
+    /// Records that the consumer has seen everything up to `revision`.
+    /// (Not the response header's revision: a catching-up watch sends the
+    /// store's current revision with a batch that may not reach it.)
+    fn advance(&mut self, revision: i64) {
+        self.revision = Some(self.revision.map_or(revision, |r| r.max(revision)));
+    }
+
     /// Turns watch events into changes and records them in `known`.
     fn record(&mut self, events: &[etcd_client::Event]) -> Vec<KvChange> {
         let mut changes = Vec::with_capacity(events.len());
@@ -773,6 +752,7 @@ impl Syncer {
             match event.event_type() {
                 EventType::Put => {
                     self.known.put(key, kv.mod_revision());
+                    self.advance(kv.mod_revision());
                     changes.push(KvChange {
                         key: key.to_owned(),
                         value: Some(String::from_utf8_lossy(kv.value()).into_owned()),
@@ -780,6 +760,7 @@ impl Syncer {
                 }
                 EventType::Delete => {
                     self.known.delete(key);
+                    self.advance(kv.mod_revision());
                     changes.push(KvChange {
                         key: key.to_owned(),
                         value: None,
@@ -847,48 +828,5 @@ mod tests {
         assert_eq!(prefix_range_end("/calico/v1/"), b"/calico/v10".to_vec());
         assert_eq!(prefix_range_end("a\u{7f}"), b"a\x80".to_vec());
         assert_eq!(prefix_range_end(""), vec![0]);
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_resets() {
-        let cfg = BackoffConfig {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-        };
-        let mut b = Backoff::with_seed(cfg, 42);
-        let mut ceiling = Duration::from_millis(100);
-        for _ in 0..10 {
-            let d = b.next_delay();
-            assert!(
-                d >= ceiling / 2 && d <= ceiling,
-                "{d:?} not in [{:?}, {ceiling:?}]",
-                ceiling / 2
-            );
-            ceiling = (ceiling * 2).min(cfg.max);
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-        // Different seeds spread out.
-        let a: Vec<_> = (0..5)
-            .map(|_| Backoff::with_seed(cfg, 1).next_delay())
-            .collect();
-        let mut other = Backoff::with_seed(cfg, 2);
-        assert!(a.iter().all(|d| *d == a[0]));
-        let _ = other.next_delay();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn backoff_sleeps_advance_with_the_paused_clock() {
-        let mut b = Backoff::with_seed(BackoffConfig::default(), 7);
-        let start = tokio::time::Instant::now();
-        let mut total = Duration::ZERO;
-        for _ in 0..6 {
-            let d = b.next_delay();
-            total += d;
-            tokio::time::sleep(d).await;
-        }
-        // The timer wheel rounds each sleep up to the next millisecond.
-        assert!(start.elapsed() >= total && start.elapsed() <= total + Duration::from_millis(6));
-        assert!(total <= Duration::from_millis(100 + 200 + 400 + 800 + 1600 + 3200));
     }
 }

@@ -191,6 +191,13 @@ async fn heartbeat_is_leased_and_endpoint_status_follows_endpoints() {
 async fn reporting_can_be_disabled() {
     let etcd = EtcdServer::new();
     let mut client = etcd.client().await;
+    // A leftover of a previous run: its removal shows the writer has made a
+    // whole pass (status first, then endpoints) before we look for writes.
+    let stale = "/calico/felix/v1/host/h1/workload/k8s/old/endpoint/eth0";
+    client
+        .put(stale, r#"{"status":"up"}"#, None)
+        .await
+        .expect("put");
     let (_cfg_tx, cfg_rx) = watch::channel(ReportConfig {
         interval: None,
         ttl_secs: 90,
@@ -204,7 +211,11 @@ async fn reporting_can_be_disabled() {
         cfg_rx,
         ep_rx,
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually("the leftover to go", || {
+        let mut c = client.clone();
+        async move { get(&mut c, stale).await.is_none() }
+    })
+    .await;
     assert!(keys_under(&mut client, "/calico/felix/v1/")
         .await
         .is_empty());

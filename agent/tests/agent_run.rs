@@ -123,6 +123,12 @@ fn wait_until(what: &str, agent: Option<&Agent>, mut done: impl FnMut() -> bool)
     }
 }
 
+/// True when the (text) log holds a line at debug level.
+fn has_debug_lines(log: &str) -> bool {
+    log.lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("DEBUG"))
+}
+
 fn our_routes(ns: &TestNetns) -> String {
     ns.exec_ok(&["ip", "route", "show", "proto", "80"])
 }
@@ -279,11 +285,8 @@ fn scenario(backend: Backend) {
     // Quiet refreshes: on nftables the read-back is skipped (nobody moved
     // the nf_tables generation); the others read back every time.
     let readbacks = |result: &str| {
-        metric(
-            &host,
-            &format!("margay_firewall_readbacks_total{{result=\"{result}\"}}"),
-        )
-        .unwrap_or(0.0)
+        let series = format!("margay_firewall_readbacks_total{{result=\"{result}\"}}");
+        metric(&host, &series).unwrap_or_else(|| panic!("{series} not exposed"))
     };
     let quiet = if matches!(backend, Backend::Nftables) {
         "skipped"
@@ -307,7 +310,13 @@ fn scenario(backend: Backend) {
     });
     agent.assert_alive();
 
-    // SIGHUP re-reads the config file.
+    // SIGHUP re-reads the config file, and the new log level is in force:
+    // every apply so far logged "applied" at debug, filtered out at info.
+    assert!(
+        agent.log().contains("first snapshot applied") && !has_debug_lines(&agent.log()),
+        "debug lines at info level:\n{}",
+        agent.log()
+    );
     std::fs::write(&config, "log_level = \"debug\"\n").expect("config");
     agent.signal(nix::sys::signal::Signal::SIGHUP);
     wait_until("the reload", Some(&agent), || {
@@ -320,7 +329,15 @@ fn scenario(backend: Backend) {
     wait_until("the agent to notice etcd is gone", Some(&agent), || {
         metric(&host, "margay_datastore_connected") == Some(0.0)
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Reconnect attempts are logged at debug: the reloaded level shows them.
+    wait_until("debug lines after the reload", Some(&agent), || {
+        has_debug_lines(&agent.log())
+    });
+    // Two refreshes pass while etcd is away, and change nothing.
+    let away = readbacks(quiet);
+    wait_until("refreshes while etcd is away", Some(&agent), || {
+        readbacks(quiet) >= away + 2.0
+    });
     assert!(our_routes(&host).contains("10.65.0.2 dev cali1"));
     assert!(backend.present(&host));
     etcd.start();

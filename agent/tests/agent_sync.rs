@@ -11,6 +11,7 @@ use margay_agent::sync::{
     TlsFiles, DEFAULT_PAGE_SIZE,
 };
 use margay_tests::etcd::{CutoffProxy, EtcdServer};
+use margay_tests::etcd_cluster::EtcdCluster;
 use tokio::sync::mpsc::Receiver;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -37,22 +38,34 @@ fn config(endpoints: Vec<String>, page_size: i64) -> SyncConfig {
 struct View {
     keys: BTreeMap<String, String>,
     snapshots: Vec<ResyncReason>,
+    /// The endpoint of the last snapshot or resume.
+    endpoint: String,
     disconnects: usize,
+    /// Revisions the watch resumed from after an outage.
+    resumes: Vec<i64>,
 }
 
 impl View {
     fn apply(&mut self, event: SyncEvent) {
         match event {
             SyncEvent::Snapshot {
-                changes, reason, ..
+                changes,
+                reason,
+                endpoint,
+                ..
             } => {
                 self.snapshots.push(reason);
+                self.endpoint = endpoint;
                 self.apply_changes(changes);
             }
             SyncEvent::SnapshotPart { changes } | SyncEvent::Updates { changes, .. } => {
                 self.apply_changes(changes)
             }
             SyncEvent::Disconnected { .. } => self.disconnects += 1,
+            SyncEvent::Resumed { revision, endpoint } => {
+                self.resumes.push(revision);
+                self.endpoint = endpoint;
+            }
         }
     }
 
@@ -154,16 +167,13 @@ async fn watch_survives_etcd_stop_and_start() {
 
     let mut client = etcd.client().await;
     put(&mut client, "/calico/v1/host/h1/bird_ip", "10.0.0.1").await;
-    // Either listed (its page can come before the re-list ends) or watched.
-    view.until(
-        &mut rx,
-        "the re-list and the key put after the restart",
-        |v| {
-            v.keys.contains_key("/calico/v1/host/h1/bird_ip")
-                && v.snapshots.contains(&ResyncReason::Reconnect)
-        },
-    )
+    view.until(&mut rx, "the key put after the restart", |v| {
+        v.keys.contains_key("/calico/v1/host/h1/bird_ip")
+    })
     .await;
+    // The watch went on from where it was: no second list.
+    assert_eq!(view.resumes.len(), 1, "resumed once");
+    assert_eq!(view.snapshots, vec![ResyncReason::Startup]);
     assert_eq!(view.keys.len(), 2);
     task.abort();
 }
@@ -216,6 +226,13 @@ async fn resync_after_compaction_while_cut_off_converges() {
         v.keys.len() == 11 && v.keys.contains_key("/calico/v1/host/new/bird_ip")
     })
     .await;
+    // It got there because the resumed watch was told "compacted" and the
+    // syncer listed again for that reason, not by listing on every reconnect.
+    assert_eq!(
+        view.snapshots,
+        vec![ResyncReason::Startup, ResyncReason::Compacted]
+    );
+    assert_eq!(view.resumes.len(), 1, "the watch was resumed first");
     for i in 0..10 {
         assert!(!view
             .keys
@@ -233,6 +250,92 @@ async fn resync_after_compaction_while_cut_off_converges() {
         v.keys.len() == 12
     })
     .await;
+    task.abort();
+}
+
+/// etcd comes back as a new, empty store (data lost, a new cluster): its
+/// revisions start again below ours, so the watch must not resume there;
+/// the syncer lists again and the old keys go.
+#[tokio::test]
+async fn a_new_store_behind_our_revision_is_listed_again() {
+    let mut etcd = EtcdServer::new();
+    let mut client = etcd.client().await;
+    // One revision each: the old store ends at revision 31, far ahead of
+    // the new one (the same single-member setup gets the same cluster id).
+    for i in 0..30 {
+        put(
+            &mut client,
+            &format!("/calico/v1/host/h{i}/bird_ip"),
+            "10.0.0.1",
+        )
+        .await;
+    }
+    let (mut rx, task) = Syncer::spawn(config(vec![etcd.client_url()], DEFAULT_PAGE_SIZE));
+    let mut view = View::default();
+    view.until(&mut rx, "the first snapshot", |v| v.keys.len() == 30)
+        .await;
+
+    etcd.stop();
+    view.until(&mut rx, "a disconnect", |v| v.disconnects > 0)
+        .await;
+    std::fs::remove_dir_all(etcd.dir().join("data")).expect("wipe etcd data");
+    etcd.start();
+    let mut client = etcd.client().await;
+    put(&mut client, "/calico/v1/host/fresh/bird_ip", "10.3.3.3").await;
+
+    view.until(&mut rx, "the new store's state", |v| {
+        v.keys.len() == 1 && v.keys.contains_key("/calico/v1/host/fresh/bird_ip")
+    })
+    .await;
+    assert_eq!(
+        view.snapshots,
+        vec![ResyncReason::Startup, ResyncReason::Reconnect]
+    );
+    assert!(view.resumes.is_empty(), "resumed on a foreign store");
+    task.abort();
+}
+
+/// Writes made while the syncer is cut off (history kept) reach it through
+/// the resumed watch, in order, without a second list.
+#[tokio::test]
+async fn writes_while_cut_off_are_replayed_by_the_resumed_watch() {
+    let etcd = EtcdServer::new();
+    let proxy = CutoffProxy::new(etcd.client_port());
+    let mut client = etcd.client().await;
+    put(&mut client, "/calico/v1/host/a/bird_ip", "10.0.0.1").await;
+    put(&mut client, "/calico/v1/host/b/bird_ip", "10.0.0.2").await;
+    let (mut rx, task) = Syncer::spawn(config(vec![proxy.url()], DEFAULT_PAGE_SIZE));
+    let mut view = View::default();
+    view.until(&mut rx, "the first snapshot", |v| v.keys.len() == 2)
+        .await;
+    put(&mut client, "/calico/v1/host/c/bird_ip", "10.0.0.3").await;
+    view.until(&mut rx, "a watched put", |v| v.keys.len() == 3)
+        .await;
+
+    proxy.cut();
+    view.until(&mut rx, "a disconnect", |v| v.disconnects > 0)
+        .await;
+    client
+        .delete("/calico/v1/host/a/bird_ip", None)
+        .await
+        .expect("delete");
+    put(&mut client, "/calico/v1/host/b/bird_ip", "10.9.9.9").await;
+    put(&mut client, "/calico/v1/host/d/bird_ip", "10.0.0.4").await;
+    proxy.restore();
+
+    view.until(&mut rx, "the writes made while cut off", |v| {
+        v.keys.contains_key("/calico/v1/host/d/bird_ip")
+    })
+    .await;
+    assert!(!view.keys.contains_key("/calico/v1/host/a/bird_ip"));
+    assert_eq!(
+        view.keys
+            .get("/calico/v1/host/b/bird_ip")
+            .map(String::as_str),
+        Some("10.9.9.9")
+    );
+    assert_eq!(view.snapshots, vec![ResyncReason::Startup]);
+    assert_eq!(view.resumes.len(), 1);
     task.abort();
 }
 
@@ -350,6 +453,45 @@ async fn fails_over_to_a_working_endpoint() {
         v.keys.contains_key("/calico/v1/Ready")
     })
     .await;
+    task.abort();
+}
+
+/// A 3-member etcd: the member the syncer watches is killed mid-watch; the
+/// watch resumes on another member (same revisions, no list) and a change
+/// made after the kill arrives within 10 s.
+#[tokio::test]
+async fn watch_fails_over_when_its_member_dies() {
+    let mut cluster = EtcdCluster::new(3);
+    cluster.etcdctl_ok(&["put", "/calico/v1/Ready", "true"]);
+    let (mut rx, task) = Syncer::spawn(config(cluster.client_urls(), DEFAULT_PAGE_SIZE));
+    let mut view = View::default();
+    view.until(&mut rx, "the first snapshot", |v| !v.snapshots.is_empty())
+        .await;
+    cluster.etcdctl_ok(&["put", "/calico/v1/host/h1/bird_ip", "10.0.0.1"]);
+    view.until(&mut rx, "a watched put", |v| v.keys.len() == 2)
+        .await;
+
+    let watched = view.endpoint.clone();
+    let member = cluster.member_of(&watched).expect("a member's endpoint");
+    cluster.kill(member);
+    let killed = tokio::time::Instant::now();
+    // The 10 s include electing a new leader when the dead member led.
+    let deadline = killed + Duration::from_secs(10);
+    cluster.put_retrying(
+        "/calico/v1/host/h2/bird_ip",
+        "10.0.0.2",
+        Duration::from_secs(8),
+    );
+    while !view.keys.contains_key("/calico/v1/host/h2/bird_ip") {
+        let event = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no change within 10 s of killing {watched}"))
+            .expect("syncer stopped");
+        view.apply(event);
+    }
+    assert_ne!(view.endpoint, watched, "still on the dead member");
+    assert_eq!(view.resumes.len(), 1, "the watch resumed on another member");
+    assert_eq!(view.snapshots, vec![ResyncReason::Startup]);
     task.abort();
 }
 
@@ -498,4 +640,78 @@ async fn a_watch_started_behind_receives_batched_large_revisions() {
         events += resp.events().len();
     }
     assert_eq!(events, 6);
+}
+
+/// The first `Disconnected` error of a syncer with `tls` against `url`.
+async fn first_error(url: String, tls: TlsFiles) -> String {
+    let mut cfg = config(vec![url], DEFAULT_PAGE_SIZE);
+    cfg.etcd.tls = tls;
+    let (mut rx, task) = Syncer::spawn(cfg);
+    let event = tokio::time::timeout(WAIT, rx.recv()).await;
+    task.abort();
+    match event {
+        Ok(Some(SyncEvent::Disconnected { error })) => error,
+        other => panic!("expected a refused connection, got {other:?}"),
+    }
+}
+
+/// The usual TLS mistakes each fail with a message that names the cause:
+/// a CA that did not sign the server's certificate, an endpoint host the
+/// certificate does not name, an expired client certificate.
+#[tokio::test]
+async fn tls_mistakes_fail_with_a_message_naming_the_cause() {
+    let etcd = EtcdServer::new_tls();
+    let paths = etcd.tls().expect("tls").clone();
+    let scratch = etcd.dir().join("extra");
+    let good = TlsFiles {
+        ca: Some(paths.ca.clone()),
+        cert: Some(paths.cert.clone()),
+        key: Some(paths.key.clone()),
+    };
+
+    let wrong_ca = margay_tests::certs::make_ca(&scratch, "other-ca");
+    let error = first_error(
+        etcd.client_url(),
+        TlsFiles {
+            ca: Some(wrong_ca),
+            ..good.clone()
+        },
+    )
+    .await;
+    assert!(
+        error.contains("not signed by the configured CA"),
+        "wrong CA: {error}"
+    );
+
+    // The server's certificate names 127.0.0.1 only.
+    let by_name = etcd.client_url().replace("127.0.0.1", "localhost");
+    let error = first_error(by_name, good.clone()).await;
+    assert!(error.contains("hostname mismatch"), "hostname: {error}");
+
+    let (cert, key) = margay_tests::certs::make_expired_client(&scratch, &paths.ca, &paths.ca_key);
+    let error = first_error(
+        etcd.client_url(),
+        TlsFiles {
+            cert: Some(cert.clone()),
+            key: Some(key),
+            ..good.clone()
+        },
+    )
+    .await;
+    assert!(
+        error.contains(&format!(
+            "etcd client certificate {} expired at 2020-01-02T00:00:00Z",
+            cert.display()
+        )),
+        "expired: {error}"
+    );
+
+    // And the right files still work.
+    let mut cfg = config(vec![etcd.client_url()], DEFAULT_PAGE_SIZE);
+    cfg.etcd.tls = good;
+    let (mut rx, task) = Syncer::spawn(cfg);
+    let mut view = View::default();
+    view.until(&mut rx, "a snapshot over TLS", |v| !v.snapshots.is_empty())
+        .await;
+    task.abort();
 }

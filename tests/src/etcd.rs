@@ -52,6 +52,8 @@ pub struct EtcdServer {
 pub struct TlsPaths {
     /// The CA certificate that signed the server and client certificates.
     pub ca: PathBuf,
+    /// The CA's key (to sign more certificates, see [`crate::certs`]).
+    pub ca_key: PathBuf,
     /// A client certificate etcd accepts.
     pub cert: PathBuf,
     /// Its key.
@@ -70,6 +72,23 @@ impl EtcdServer {
     /// `openssl` on `PATH`.
     pub fn new_tls() -> Self {
         Self::start_new(true)
+    }
+
+    /// [`Self::new_tls`] and [`Self::new_in_netns`] at once: an `https://`
+    /// server with client-certificate authentication on the loopback of
+    /// namespace `netns`. Needs root and `openssl`.
+    pub fn new_tls_in_netns(netns: &str) -> Self {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let mut server = Self::unstarted();
+            server.netns = Some(netns.to_owned());
+            server.tls = Some(make_certs(&server.dir));
+            match server.try_start() {
+                Ok(()) => return server,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("cannot start etcd with TLS in {netns}: {last_error}");
     }
 
     /// Like [`Self::new`], but inside the network namespace `netns` (as made
@@ -455,13 +474,14 @@ fn make_certs(dir: &Path) -> TlsPaths {
     }
     TlsPaths {
         ca: certs.join("ca.pem"),
+        ca_key: certs.join("ca-key.pem"),
         cert: certs.join("client.pem"),
         key: certs.join("client-key.pem"),
     }
 }
 
 /// `/dev/shm` when writable (tmpfs: fsync is free), else the temp dir.
-fn scratch_root() -> PathBuf {
+pub(crate) fn scratch_root() -> PathBuf {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() && nix::unistd::access(shm, nix::unistd::AccessFlags::W_OK).is_ok() {
         shm.to_path_buf()
@@ -471,7 +491,7 @@ fn scratch_root() -> PathBuf {
 }
 
 /// Two distinct free loopback ports (both held while choosing).
-fn free_port_pair() -> (u16, u16) {
+pub(crate) fn free_port_pair() -> (u16, u16) {
     let a = bind_any();
     let b = bind_any();
     (local_port(&a), local_port(&b))
@@ -489,7 +509,7 @@ fn local_port(listener: &TcpListener) -> u16 {
 }
 
 /// A minimal HTTP/1.0 GET on loopback; returns the whole response text.
-fn http_get(port: u16, path: &str) -> Option<String> {
+pub(crate) fn http_get(port: u16, path: &str) -> Option<String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;

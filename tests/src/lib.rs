@@ -2,8 +2,10 @@
 //! server on a free loopback port, throw-away network namespaces, and the
 //! multi-host sandbox.
 
+pub mod certs;
 pub mod contract;
 pub mod docker;
 pub mod etcd;
+pub mod etcd_cluster;
 pub mod netns;
 pub mod sandbox;

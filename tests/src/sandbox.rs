@@ -1070,9 +1070,20 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    /// The sum of every sample of metric `name` on `host` (0 when absent).
-    pub fn metric_sum(&self, host: &str, name: &str) -> f64 {
+    /// The sum of every sample of metric `name` (a series like
+    /// `name{label="x"}` also works) on `host`; `None` when the page is
+    /// unreachable or has no such sample. Waits on "the agent noticed"
+    /// compare this with `Some(..)`, so a missing metric never reads as 0.
+    pub fn metric(&self, host: &str, name: &str) -> Option<f64> {
         sum_metric(&self.metrics(host), name)
+    }
+
+    /// Like [`Self::metric`], but panics (with the page) when the metric
+    /// is not exposed.
+    pub fn metric_sum(&self, host: &str, name: &str) -> f64 {
+        let page = self.metrics(host);
+        sum_metric(&page, name)
+            .unwrap_or_else(|| panic!("no metric {name} on {host}; /metrics:\n{page}"))
     }
 
     /// True while `host`'s agent process is alive.
@@ -1503,15 +1514,16 @@ impl Drop for PingRun {
     }
 }
 
-/// Sums the samples of metric `name` (any labels) in exposition text.
-fn sum_metric(text: &str, name: &str) -> f64 {
+/// Sums the samples of metric `name` (any labels) in exposition text;
+/// `None` when there is none.
+fn sum_metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|l| {
             l.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(None, |sum, v| Some(sum.unwrap_or(0.0) + v))
 }
 
 /// Parses "N packets transmitted, M received" from ping's summary.
@@ -1580,9 +1592,11 @@ mod tests {
     fn metric_samples_are_summed() {
         let text = "# HELP x_total X.\nx_total{kind=\"a\"} 2\nx_total{kind=\"b\"} 3\n\
                     x_total_more 100\ny 7\n";
-        assert_eq!(sum_metric(text, "x_total"), 5.0);
-        assert_eq!(sum_metric(text, "y"), 7.0);
-        assert_eq!(sum_metric(text, "z"), 0.0);
+        assert_eq!(sum_metric(text, "x_total"), Some(5.0));
+        assert_eq!(sum_metric(text, "y"), Some(7.0));
+        assert_eq!(sum_metric(text, "x_total{kind=\"b\"}"), Some(3.0));
+        assert_eq!(sum_metric(text, "z"), None, "absent is not 0");
+        assert_eq!(sum_metric("", "y"), None, "unreachable is not 0");
     }
 
     #[test]

@@ -123,8 +123,8 @@ mod scenarios {
         c.stop_etcd();
         assert!(
             eventually(Duration::from_secs(15), || c
-                .metric_sum("h1", "margay_datastore_connected")
-                == 0.0),
+                .metric("h1", "margay_datastore_connected")
+                == Some(0.0)),
             "agent still claims a datastore connection"
         );
         assert!(c.agent_running("h1"), "agent exited without etcd");
@@ -142,12 +142,13 @@ mod scenarios {
     /// its watch cannot resume, it must resync, and end in the new state.
     pub fn etcd_compacted_while_cut_off(dp: Dataplane) {
         let mut c = three_workloads(dp, &[]);
-        let resyncs_before = c.metric_sum("h1", "margay_datastore_resyncs_total");
+        let compacted_before = c.metric_sum("h1", COMPACTED_RESYNCS);
+        let reconnect_resyncs_before = c.metric_sum("h1", RECONNECT_RESYNCS);
         c.cut_etcd();
         assert!(
             eventually(Duration::from_secs(15), || c
-                .metric_sum("h1", "margay_datastore_connected")
-                == 0.0),
+                .metric("h1", "margay_datastore_connected")
+                == Some(0.0)),
             "agent did not notice it was cut off"
         );
         c.delete(&c.endpoint_key("b"));
@@ -176,10 +177,26 @@ mod scenarios {
             deny("a", "b", 80),
             deny("a", "z", 80),
         ]);
-        assert!(
-            c.metric_sum("h1", "margay_datastore_resyncs_total") > resyncs_before,
-            "no resync counted:\n{}",
+        // The resumed watch was told "compacted": exactly one resync, for
+        // that reason, and the agent says so in its log.
+        assert_eq!(
+            c.metric_sum("h1", COMPACTED_RESYNCS),
+            compacted_before + 1.0,
+            "no compacted resync counted:\n{}",
             c.metrics("h1")
         );
+        assert_eq!(
+            c.metric_sum("h1", RECONNECT_RESYNCS),
+            reconnect_resyncs_before
+        );
+        assert!(
+            c.agent_log("h1")
+                .contains("etcd watch fell behind a compaction"),
+            "{}",
+            c.agent_log_tail("h1", 30)
+        );
     }
+
+    const COMPACTED_RESYNCS: &str = "margay_datastore_resyncs_total{reason=\"compacted\"}";
+    const RECONNECT_RESYNCS: &str = "margay_datastore_resyncs_total{reason=\"reconnect\"}";
 }

@@ -577,8 +577,9 @@ fn metrics_parse_and_move_with_applies_and_bad_keys() {
         r#"{"inbound_rules": []}"#,
     );
     wait_for(&mut agent, "the invalid gauge to drop", || {
-        fx.scrape()
-            .filter(|s| s.sum("margay_invalid_objects") == 0.0)
+        fx.scrape().filter(|s| {
+            s.has_sample("margay_invalid_objects") && s.sum("margay_invalid_objects") == 0.0
+        })
     });
     let (_, _) = agent.stop();
 }

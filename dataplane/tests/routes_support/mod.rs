@@ -155,15 +155,46 @@ pub async fn pump_until(
     writes
 }
 
-/// Feeds whatever events are queued now (after a short settle) to the dataplane.
+/// Every event caused before now: adds and deletes a foreign marker route
+/// (a blackhole in `ns`) and collects events up to the marker's deletion.
+/// Netlink delivers in order, so whatever earlier change would be reported
+/// has arrived by then; no fixed sleep decides that "nothing came".
+/// `inspect` sees each event as it arrives.
+pub async fn events_until_marker(
+    ns: &TestNetns,
+    events: &mut mpsc::Receiver<DataplaneEvent>,
+    mut inspect: impl FnMut(&DataplaneEvent),
+) -> Vec<DataplaneEvent> {
+    static MARKERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = MARKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let marker = format!("192.0.2.{}/32", n % 250 + 1);
+    ns.exec_ok(&["ip", "route", "add", "blackhole", &marker]);
+    ns.exec_ok(&["ip", "route", "del", "blackhole", &marker]);
+    let marker = net(&marker);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the marker route {marker} never came back as an event"))
+            .expect("event channel open");
+        inspect(&ev);
+        let done =
+            matches!(&ev, DataplaneEvent::Route { route, removed: true } if route.dst == marker);
+        seen.push(ev);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// Feeds every event caused before now (see [`events_until_marker`]) to
+/// the dataplane; returns the host writes that caused.
 pub async fn pump_pending(
+    ns: &TestNetns,
     dp: &mut Dataplane,
     events: &mut mpsc::Receiver<DataplaneEvent>,
 ) -> usize {
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut batch = Vec::new();
-    while let Ok(ev) = events.try_recv() {
-        batch.push(ev);
-    }
+    let batch = events_until_marker(ns, events, |_| {}).await;
     host_writes(&dp.handle_events(batch).await.expect("events handled"))
 }
