@@ -38,6 +38,8 @@ use serde_json::{json, Value};
 use crate::etcd::ETCD_BIN;
 use crate::netns::{attach_workload, veth_pair, TestNetns};
 
+mod v6;
+
 /// The etcd server's address on the fabric.
 pub const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 /// The hosts' default router (in the outside namespace).
@@ -500,6 +502,8 @@ pub struct Workload {
     name: String,
     host: String,
     ip: Ipv4Addr,
+    /// Set by [`Cluster::add_workload_v6`].
+    ip6: Option<std::net::Ipv6Addr>,
     iface: String,
     mac: String,
     ns: TestNetns,
@@ -1157,6 +1161,7 @@ impl Cluster {
                 name: name.to_owned(),
                 host: host.to_owned(),
                 ip,
+                ip6: None,
                 iface,
                 mac,
                 ns,
@@ -1190,7 +1195,7 @@ impl Cluster {
             "mac": w.mac,
             "profile_ids": profiles,
             "ipv4_nets": [format!("{}/32", w.ip)],
-            "ipv6_nets": [],
+            "ipv6_nets": w.ip6.map(|a| format!("{a}/128")).into_iter().collect::<Vec<_>>(),
             "labels": labels,
         })
     }
