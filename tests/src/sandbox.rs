@@ -38,6 +38,7 @@ use serde_json::{json, Value};
 use crate::etcd::ETCD_BIN;
 use crate::netns::{attach_workload, veth_pair, TestNetns};
 
+mod to_host;
 mod v6;
 
 /// The etcd server's address on the fabric.
