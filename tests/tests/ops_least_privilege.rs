@@ -250,4 +250,51 @@ fn least_privilege_run(dp: Dataplane, variant: Option<Variant>) {
         "apply failures:\n{}",
         c.agent_log_tail("h1", 30)
     );
+    // Last: holding the lock makes applies wait (and may time one out).
+    if variant == Some(Variant::Legacy) {
+        lock_is_shared_with_root_holders(&c, &root.lock());
+    }
+}
+
+/// The agent (as user margay) waits on the same `/run/xtables.lock` that
+/// root iptables users (Docker, ...) take: while the test holds it, a
+/// change does not go in and the agent's restore sits waiting; once it is
+/// released the change is applied.
+fn lock_is_shared_with_root_holders(c: &Cluster, lock: &Path) {
+    let agent = c.agent_pid("h1").expect("agent pid");
+    let file = std::fs::File::open(lock).expect("open lock");
+    let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("flock {}: {e}", lock.display()));
+    c.put_profile_rules(
+        "WEB",
+        &json!({"inbound_rules": [{"action": "allow", "protocol": "tcp", "dst_ports": [443]}],
+                "outbound_rules": [{"action": "allow"}]}),
+    );
+    // The positive event: the agent's restore is running and blocked.
+    wait_for(
+        "a blocked iptables-legacy-restore",
+        CONVERGE_TIMEOUT,
+        || restore_child_of(agent),
+    );
+    c.assert_matrix(&[allow("cl", "web", 80), deny("cl", "web", 443)]);
+    drop(held);
+    c.assert_matrix(&[deny("cl", "web", 80), allow("cl", "web", 443)]);
+}
+
+/// True when a child of `pid` runs `iptables-legacy-restore`.
+fn restore_child_of(pid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.filter_map(Result::ok).any(|e| {
+        let path = e.path();
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read(path.join("cmdline")).unwrap_or_default();
+        ppid == Some(pid) && String::from_utf8_lossy(&cmdline).contains("iptables-legacy-restore")
+    })
 }
