@@ -38,6 +38,9 @@ use serde_json::{json, Value};
 use crate::etcd::ETCD_BIN;
 use crate::netns::{attach_workload, veth_pair, TestNetns};
 
+mod to_host;
+mod v6;
+
 /// The etcd server's address on the fabric.
 pub const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 /// The hosts' default router (in the outside namespace).
@@ -500,6 +503,8 @@ pub struct Workload {
     name: String,
     host: String,
     ip: Ipv4Addr,
+    /// Set by [`Cluster::add_workload_v6`].
+    ip6: Option<std::net::Ipv6Addr>,
     iface: String,
     mac: String,
     ns: TestNetns,
@@ -572,6 +577,7 @@ pub struct ClusterBuilder {
     ready: bool,
     start_agents: bool,
     agent_args: Vec<String>,
+    agent_wrapper: Vec<String>,
 }
 
 impl ClusterBuilder {
@@ -602,6 +608,12 @@ impl ClusterBuilder {
         self.agent_args.push(arg.to_owned());
         self
     }
+    /// A command (with its arguments) every `margay run` is started under,
+    /// e.g. `setpriv ... ` to drop privileges; empty by default.
+    pub fn agent_wrapper(mut self, wrapper: &[&str]) -> Self {
+        self.agent_wrapper = wrapper.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
 
     /// Creates the namespaces, starts etcd and (by default) the agents, and
     /// waits until each agent reports ready.
@@ -614,6 +626,7 @@ impl ClusterBuilder {
 pub struct Cluster {
     dataplane: Dataplane,
     agent_args: Vec<String>,
+    agent_wrapper: Vec<String>,
     dir: PathBuf,
     // Field order is drop order: clients and threads first, then processes,
     // then namespaces (TestNetns kills anything left inside).
@@ -647,6 +660,7 @@ impl Cluster {
             ready: true,
             start_agents: true,
             agent_args: Vec::new(),
+            agent_wrapper: Vec::new(),
         }
     }
 
@@ -680,6 +694,7 @@ impl Cluster {
         let mut cluster = Cluster {
             dataplane: b.dataplane,
             agent_args: b.agent_args.clone(),
+            agent_wrapper: b.agent_wrapper.clone(),
             dir,
             client,
             listeners,
@@ -970,6 +985,7 @@ impl Cluster {
         let config = self.dir.join("margay.toml");
         let dataplane = self.dataplane.as_str();
         let extra = self.agent_args.clone();
+        let wrapper = self.agent_wrapper.clone();
         let h = self.host_mut(host);
         assert!(h.agent.is_none(), "agent on {host} already running");
         let log = File::options()
@@ -984,8 +1000,9 @@ impl Cluster {
         let config = config.to_string_lossy().into_owned();
         let etcd = format!("http://{ETCD_IP}:2379");
         let metrics = format!("127.0.0.1:{METRICS_PORT}");
-        let mut args: Vec<&str> = vec![
-            &bin,
+        let mut args: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        args.extend([
+            bin.as_str(),
             "run",
             "--config",
             &config,
@@ -999,7 +1016,7 @@ impl Cluster {
             &metrics,
             "--log-format",
             "json",
-        ];
+        ]);
         args.extend(extra.iter().map(String::as_str));
         let mut cmd = h.ns.command(&args);
         for (key, _) in std::env::vars_os() {
@@ -1156,6 +1173,7 @@ impl Cluster {
                 name: name.to_owned(),
                 host: host.to_owned(),
                 ip,
+                ip6: None,
                 iface,
                 mac,
                 ns,
@@ -1189,7 +1207,7 @@ impl Cluster {
             "mac": w.mac,
             "profile_ids": profiles,
             "ipv4_nets": [format!("{}/32", w.ip)],
-            "ipv6_nets": [],
+            "ipv6_nets": w.ip6.map(|a| format!("{a}/128")).into_iter().collect::<Vec<_>>(),
             "labels": labels,
         })
     }

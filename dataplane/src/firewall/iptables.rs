@@ -32,6 +32,7 @@
 //! rules of a family change together or not at all. After a failure our
 //! knowledge of the kernel is dropped and re-read before the next apply.
 
+mod dump;
 mod exec;
 pub mod forward_accept;
 pub mod ipset;
@@ -256,7 +257,7 @@ impl IptablesBackend {
     /// One family's `iptables-save`, all tables (one process; only filter
     /// and nat are looked at).
     fn save(&self, family: IpVersion) -> Result<save::FamilyDump, FirewallError> {
-        let text = exec::run(&self.netns, self.variant.save_bin(family), &[], None)?;
+        let text = dump::save(&self.netns, self.variant, family)?;
         Ok(save::parse(&text))
     }
 }

@@ -99,8 +99,17 @@ pub fn describe_failure(stderr: &str, stdin: Option<&str>) -> String {
     if let Some(object) = at.and_then(|i| object_before(stdin?, i)) {
         msg.push_str(&format!(" [object: {object}]"));
     }
+    if stderr.contains("can't open lock file") {
+        msg.push_str(LOCK_HINT);
+    }
     msg
 }
+
+/// Appended when iptables-legacy cannot open `/run/xtables.lock`: as an
+/// unprivileged user margay may only read it if the shipped tmpfiles entry
+/// made it group-readable.
+const LOCK_HINT: &str = " [hint: margay runs unprivileged? install deploy/tmpfiles.d/margay.conf \
+     and run `systemd-tmpfiles --create margay.conf` so group margay may read the lock]";
 
 /// The chain or set that input line `idx` (0-based) writes; for a line
 /// naming none (`COMMIT`), the nearest one above it that does.
@@ -145,6 +154,22 @@ pub fn failing_line(stderr: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_lock_gets_the_tmpfiles_hint() {
+        let msg = describe_failure(
+            "Fatal: can't open lock file /run/xtables.lock: Permission denied\n",
+            Some("*filter\nCOMMIT\n"),
+        );
+        assert!(msg.starts_with(
+            "Fatal: can't open lock file /run/xtables.lock: Permission denied [hint: "
+        ));
+        assert!(
+            msg.contains("systemd-tmpfiles --create margay.conf"),
+            "{msg}"
+        );
+        assert!(!describe_failure("iptables-restore: line 2 failed", None).contains("hint"));
+    }
 
     #[test]
     fn failure_names_the_input_line() {

@@ -8,7 +8,7 @@
 
 use margay_policy::desired::IpVersion;
 
-use super::exec;
+use super::{dump, exec};
 use crate::firewall::FirewallError;
 use crate::netns::NetnsTarget;
 
@@ -78,7 +78,7 @@ pub fn choose(legacy_rules: usize, nft_rules: usize, iptables_version: &str) -> 
 fn count_rules(netns: &NetnsTarget, variant: Variant) -> usize {
     [IpVersion::V4, IpVersion::V6]
         .into_iter()
-        .filter_map(|f| exec::run(netns, variant.save_bin(f), &[], None).ok())
+        .filter_map(|f| dump::save(netns, variant, f).ok())
         .map(|text| text.lines().filter(|l| l.starts_with("-A ")).count())
         .sum()
 }
