@@ -174,7 +174,12 @@ fn proc_status(pid: u32, field: &str) -> String {
 }
 
 fn least_privilege_run(dp: Dataplane, variant: Option<Variant>) {
-    let root = ScratchRoot::new(dp.as_str());
+    // One scratch root per test: the two iptables tests run side by side.
+    let tag = match variant {
+        Some(v) => v.iptables(),
+        None => dp.as_str(),
+    };
+    let root = ScratchRoot::new(tag);
     let lock_mode = std::os::unix::fs::MetadataExt::mode(
         &std::fs::metadata(root.lock()).expect("lock metadata"),
     );
