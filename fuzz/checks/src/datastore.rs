@@ -39,8 +39,15 @@ fn check(key: &str, value: Option<&str>, named: &Result<Option<ResourceKey>, Str
             assert_eq!(value.is_none(), u.value.is_none(), "deletion mismatch");
         }
         (Ok(Some(r)), Err(e)) => {
-            assert_eq!(e.resource.as_ref(), Some(r), "invalid value of another resource");
-            assert!(value.is_some(), "a deletion of a well-formed key failed: {e}");
+            assert_eq!(
+                e.resource.as_ref(),
+                Some(r),
+                "invalid value of another resource"
+            );
+            assert!(
+                value.is_some(),
+                "a deletion of a well-formed key failed: {e}"
+            );
         }
         _ => panic!("parse_key {named:?} but parse_update {got:?}"),
     }

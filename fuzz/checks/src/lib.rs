@@ -17,8 +17,11 @@ pub use nft::nft_roundtrip;
 pub use selector::selector;
 pub use settings::settings;
 
+/// A target's check: panics when a property fails.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets, by name (the `fuzz/corpus/<name>/` directories).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("datastore_update", datastore_update),
     ("selector", selector),
     ("settings", settings),

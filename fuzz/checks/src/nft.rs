@@ -74,7 +74,12 @@ impl Model {
             4 => self.add(u)?,
             5 => self.remove(u)?,
             _ => FirewallOp::AttachHook {
-                hook: *u.choose(&[Hook::Forward, Hook::Input, Hook::Output, Hook::NatPostrouting])?,
+                hook: *u.choose(&[
+                    Hook::Forward,
+                    Hook::Input,
+                    Hook::Output,
+                    Hook::NatPostrouting,
+                ])?,
                 chain: name(u)?,
             },
         })
@@ -89,7 +94,11 @@ impl Model {
         let mut members = BTreeSet::new();
         for _ in 0..u.arbitrary_len::<[u8; 5]>()? {
             // Mostly the set's family; now and then the other one.
-            let f = if u.ratio(1u8, 16)? { flip(family) } else { family };
+            let f = if u.ratio(1u8, 16)? {
+                flip(family)
+            } else {
+                family
+            };
             let n = net(u, f)?;
             let held = self.sets.get(&set).map(|s| &s.members);
             let clash = |m: &IpNet| m.contains(&n) || n.contains(m);
@@ -100,12 +109,20 @@ impl Model {
         if let Some(s) = self.sets.get_mut(&set) {
             s.members.extend(members.iter().copied());
         }
-        Ok(FirewallOp::AddMembers { set, family, members })
+        Ok(FirewallOp::AddMembers {
+            set,
+            family,
+            members,
+        })
     }
 
     fn remove(&mut self, u: &mut Unstructured) -> Result<FirewallOp> {
         let names: Vec<ObjectName> = self.sets.keys().cloned().collect();
-        let Some(set) = (!names.is_empty()).then(|| u.choose(&names)).transpose()?.cloned() else {
+        let Some(set) = (!names.is_empty())
+            .then(|| u.choose(&names))
+            .transpose()?
+            .cloned()
+        else {
             return Ok(FirewallOp::DeleteChain { name: name(u)? });
         };
         let s = self.sets.get_mut(&set).expect("chosen from the keys");
@@ -116,7 +133,11 @@ impl Model {
                 members.insert(m);
             }
         }
-        Ok(FirewallOp::RemoveMembers { set, family: s.family, members })
+        Ok(FirewallOp::RemoveMembers {
+            set,
+            family: s.family,
+            members,
+        })
     }
 
     /// The table after `ops`: the encoder applies chain deletions last.
@@ -128,7 +149,10 @@ impl Model {
         for op in ops {
             match op {
                 FirewallOp::ReplaceChain { name, rules } => {
-                    out.chains.insert(name.clone(), rules.iter().map(GenericRule::fingerprint).collect());
+                    out.chains.insert(
+                        name.clone(),
+                        rules.iter().map(GenericRule::fingerprint).collect(),
+                    );
                 }
                 FirewallOp::AttachHook { hook, chain } => {
                     out.hooks.insert(*hook, chain.clone());
@@ -153,7 +177,11 @@ fn flip(f: IpVersion) -> IpVersion {
 }
 
 fn version(u: &mut Unstructured) -> Result<IpVersion> {
-    Ok(if u.arbitrary()? { IpVersion::V4 } else { IpVersion::V6 })
+    Ok(if u.arbitrary()? {
+        IpVersion::V4
+    } else {
+        IpVersion::V6
+    })
 }
 
 /// A generated object name (few distinct ones, so ops meet each other).
@@ -198,7 +226,12 @@ fn word(u: &mut Unstructured, max: usize) -> Result<String> {
 
 fn ports(u: &mut Unstructured) -> Result<Vec<PortRange>> {
     (0..u.arbitrary_len::<[u16; 2]>()?)
-        .map(|_| Ok(PortRange { lo: u.arbitrary()?, hi: u.arbitrary()? }))
+        .map(|_| {
+            Ok(PortRange {
+                lo: u.arbitrary()?,
+                hi: u.arbitrary()?,
+            })
+        })
         .collect()
 }
 
@@ -206,27 +239,60 @@ fn rule(u: &mut Unstructured) -> Result<GenericRule> {
     let matches = (0..u.arbitrary_len::<u8>()?)
         .map(|_| matcher(u))
         .collect::<Result<_>>()?;
-    Ok(GenericRule { matches, action: action(u)? })
+    Ok(GenericRule {
+        matches,
+        action: action(u)?,
+    })
 }
 
 fn matcher(u: &mut Unstructured) -> Result<Match> {
     Ok(match u.int_in_range(0..=13u8)? {
         0 => Match::Family(version(u)?),
-        1 => Match::InInterface { name: word(u, 17)?, prefix: u.arbitrary()? },
-        2 => Match::OutInterface { name: word(u, 17)?, prefix: u.arbitrary()? },
-        3 => Match::Protocol { proto: u.arbitrary()?, negated: u.arbitrary()? },
-        4 => Match::SrcNet { net: any_net(u)?, negated: u.arbitrary()? },
-        5 => Match::DstNet { net: any_net(u)?, negated: u.arbitrary()? },
-        6 => Match::SrcSet { set: name(u)?, negated: u.arbitrary()? },
-        7 => Match::DstSet { set: name(u)?, negated: u.arbitrary()? },
-        8 => Match::SrcPorts { ports: ports(u)?, negated: u.arbitrary()? },
-        9 => Match::DstPorts { ports: ports(u)?, negated: u.arbitrary()? },
+        1 => Match::InInterface {
+            name: word(u, 17)?,
+            prefix: u.arbitrary()?,
+        },
+        2 => Match::OutInterface {
+            name: word(u, 17)?,
+            prefix: u.arbitrary()?,
+        },
+        3 => Match::Protocol {
+            proto: u.arbitrary()?,
+            negated: u.arbitrary()?,
+        },
+        4 => Match::SrcNet {
+            net: any_net(u)?,
+            negated: u.arbitrary()?,
+        },
+        5 => Match::DstNet {
+            net: any_net(u)?,
+            negated: u.arbitrary()?,
+        },
+        6 => Match::SrcSet {
+            set: name(u)?,
+            negated: u.arbitrary()?,
+        },
+        7 => Match::DstSet {
+            set: name(u)?,
+            negated: u.arbitrary()?,
+        },
+        8 => Match::SrcPorts {
+            ports: ports(u)?,
+            negated: u.arbitrary()?,
+        },
+        9 => Match::DstPorts {
+            ports: ports(u)?,
+            negated: u.arbitrary()?,
+        },
         10 => Match::Icmp {
             icmp_type: u.arbitrary()?,
             code: u.arbitrary()?,
             negated: u.arbitrary()?,
         },
-        11 => Match::Mark { value: u.arbitrary()?, mask: u.arbitrary()? },
+        11 => Match::Mark {
+            value: u.arbitrary()?,
+            mask: u.arbitrary()?,
+        },
         12 => Match::ConnState(CtState::EstablishedRelated),
         _ => Match::ConnState(CtState::Invalid),
     })
@@ -239,8 +305,13 @@ fn action(u: &mut Unstructured) -> Result<Action> {
         2 => Action::Return,
         3 => Action::Jump(name(u)?),
         4 => Action::Goto(name(u)?),
-        5 => Action::Log { prefix: word(u, 66)? },
-        6 => Action::SetMark { value: u.arbitrary()?, mask: u.arbitrary()? },
+        5 => Action::Log {
+            prefix: word(u, 66)?,
+        },
+        6 => Action::SetMark {
+            value: u.arbitrary()?,
+            mask: u.arbitrary()?,
+        },
         7 => Action::Masquerade,
         _ => Action::Continue,
     })
@@ -252,7 +323,10 @@ fn well_formed(buf: &[u8]) {
     let mut at = 0;
     while at < buf.len() {
         let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
-        assert!(len >= 20 && at + len <= buf.len(), "message length {len} at {at}");
+        assert!(
+            len >= 20 && at + len <= buf.len(),
+            "message length {len} at {at}"
+        );
         attrs_tile(&buf[at + 20..at + len], 0);
         at += (len + 3) & !3;
     }
@@ -266,7 +340,11 @@ fn attrs_tile(buf: &[u8], depth: usize) {
         assert!(at + 4 <= buf.len(), "attribute header cut at {at}");
         let len = usize::from(u16::from_ne_bytes([buf[at], buf[at + 1]]));
         let ty = u16::from_ne_bytes([buf[at + 2], buf[at + 3]]);
-        assert!(len >= 4 && at + len <= buf.len(), "attribute length {len} at {at} of {}", buf.len());
+        assert!(
+            len >= 4 && at + len <= buf.len(),
+            "attribute length {len} at {at} of {}",
+            buf.len()
+        );
         if ty & 0x8000 != 0 {
             attrs_tile(&buf[at + 4..at + len], depth + 1);
         }

@@ -19,7 +19,10 @@ pub fn selector(data: &[u8]) {
     assert_eq!(s.to_string(), canonical, "Display differs from canonical");
     let again = Selector::parse(&canonical)
         .unwrap_or_else(|e| panic!("canonical {canonical:?} of {text:?} does not parse: {e}"));
-    assert_eq!(again, s, "canonical {canonical:?} of {text:?} parses differently");
+    assert_eq!(
+        again, s,
+        "canonical {canonical:?} of {text:?} parses differently"
+    );
     assert_eq!(again.canonical(), canonical, "canonical text is not stable");
     let labels = labels_from(&text);
     assert_eq!(

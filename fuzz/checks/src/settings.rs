@@ -9,7 +9,6 @@
 //! accepts renders (`Settings::text`) to text that sets the same value
 //! again; a successful resolution re-renders to itself the same way.
 
-
 use margay_config::{Inputs, Setting, Settings};
 
 /// The fuzz target `settings`.

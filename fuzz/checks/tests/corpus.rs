@@ -19,7 +19,11 @@ fn every_corpus_file_passes_its_target() {
             .map(|e| e.expect("directory entry").path())
             .collect();
         files.sort();
-        assert!(files.len() >= 3, "{target}: only {} corpus files", files.len());
+        assert!(
+            files.len() >= 3,
+            "{target}: only {} corpus files",
+            files.len()
+        );
         for file in files {
             let data = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             let outcome = std::panic::catch_unwind(|| check(&data));

@@ -490,6 +490,10 @@ pub fn encode_batch(ops: &[FirewallOp]) -> Result<Vec<u8>, FirewallError> {
     Ok(b.finish()?.0)
 }
 
+/// An encoded batch: its bytes, each message's (seq, description) for
+/// error reports, and the last sequence number used.
+type Batch = (Vec<u8>, Vec<(u32, String)>, u32);
+
 /// Encodes ops as one nfnetlink batch.
 struct BatchWriter {
     b: Builder,
@@ -520,7 +524,7 @@ impl BatchWriter {
     /// Closes the batch. Err when some length did not fit its field (for
     /// example one rule whose expressions exceed 64 KiB): such a buffer
     /// would be misread by the kernel and is never sent.
-    fn finish(mut self) -> Result<(Vec<u8>, Vec<(u32, String)>, u32), FirewallError> {
+    fn finish(mut self) -> Result<Batch, FirewallError> {
         let seq = self.seq + 1;
         let m = self.b.msg(
             NFNL_MSG_BATCH_END,

@@ -190,16 +190,22 @@ pub fn intervals_to_nets(
     Ok(out)
 }
 
+/// Interval elements held per set, with the set's family.
+type SetKeys = BTreeMap<ObjectName, (IpVersion, Vec<(u128, bool)>)>;
+
 /// What our table holds after the kernel applied `batch` (an encoded write
 /// batch, as [`encode_batch`](super::encode_batch) makes) to an empty table,
 /// read through the read-back decoders. Anonymous sets are skipped, as
 /// read-back skips them. Err when a set element does not decode.
 pub fn observe_batch(batch: &[u8]) -> Result<ObservedRuleset, FirewallError> {
     let mut out = ObservedRuleset::default();
-    let mut keys: BTreeMap<ObjectName, (IpVersion, Vec<(u128, bool)>)> = BTreeMap::new();
+    let mut keys: SetKeys = BTreeMap::new();
     for m in messages(batch) {
         let p = m.payload.get(4..).unwrap_or(&[]);
-        let Some(op) = m.ty.checked_sub(nft_type(0)).and_then(|t| u8::try_from(t).ok()) else {
+        let Some(op) =
+            m.ty.checked_sub(nft_type(0))
+                .and_then(|t| u8::try_from(t).ok())
+        else {
             continue;
         };
         match op {
@@ -251,7 +257,8 @@ fn flush(out: &mut ObservedRuleset, p: &[u8]) {
     };
     if let Some(hook) = hook_of_chain(chain) {
         out.hooks.remove(&hook);
-    } else if let Some(rules) = ObjectName::from_kernel(chain).and_then(|n| out.chains.get_mut(&n)) {
+    } else if let Some(rules) = ObjectName::from_kernel(chain).and_then(|n| out.chains.get_mut(&n))
+    {
         rules.clear();
     }
 }
@@ -263,7 +270,7 @@ fn named_set(p: &[u8]) -> Option<(ObjectName, ())> {
 }
 
 fn apply_elements(
-    keys: &mut BTreeMap<ObjectName, (IpVersion, Vec<(u128, bool)>)>,
+    keys: &mut SetKeys,
     p: &[u8],
     op: u8,
 ) -> Result<(), FirewallError> {
