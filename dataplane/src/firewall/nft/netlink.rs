@@ -592,11 +592,19 @@ impl BatchWriter {
                 self.b.put_str(NFTA_SET_NAME, name.as_str());
                 self.b.end_msg(m);
             }
-            FirewallOp::AddMembers { set, members, .. } => {
-                self.elements(MSG_NEWSETELEM, set, members)?;
+            FirewallOp::AddMembers {
+                set,
+                family,
+                members,
+            } => {
+                self.elements(MSG_NEWSETELEM, set, *family, members)?;
             }
-            FirewallOp::RemoveMembers { set, members, .. } => {
-                self.elements(MSG_DELSETELEM, set, members)?;
+            FirewallOp::RemoveMembers {
+                set,
+                family,
+                members,
+            } => {
+                self.elements(MSG_DELSETELEM, set, *family, members)?;
             }
             FirewallOp::ReplaceChain { name, rules } => {
                 self.flush(name.as_str());
@@ -675,15 +683,23 @@ impl BatchWriter {
         &mut self,
         ty: u8,
         set: &ObjectName,
+        family: IpVersion,
         members: &BTreeSet<IpNet>,
     ) -> Result<(), FirewallError> {
+        // A member of the other family would be a key of the wrong length:
+        // refuse it here, naming it, rather than send what the kernel rejects.
+        if let Some(m) = members.iter().find(|n| net_family(n) != family) {
+            return Err(FirewallError::Invalid {
+                what: "set member",
+                value: format!("{m} in the {family:?} set {set}"),
+            });
+        }
         let all: Vec<&IpNet> = members.iter().collect();
         // A nested attribute holds at most 64 KiB: about 56 bytes per v4
         // member and 80 per v6 member (start and end elements).
-        let per_msg = if all.first().is_some_and(|n| matches!(n, IpNet::V6(_))) {
-            256
-        } else {
-            768
+        let per_msg = match family {
+            IpVersion::V6 => 256,
+            IpVersion::V4 => 768,
         };
         for chunk in all.chunks(per_msg) {
             let verb = if ty == MSG_NEWSETELEM {
@@ -812,6 +828,13 @@ fn check_ports(ports: &[PortRange]) -> Result<(), FirewallError> {
         });
     }
     Ok(())
+}
+
+fn net_family(net: &IpNet) -> IpVersion {
+    match net {
+        IpNet::V4(_) => IpVersion::V4,
+        IpNet::V6(_) => IpVersion::V6,
+    }
 }
 
 /// Start key and (exclusive) end key of a net, big endian.

@@ -269,11 +269,7 @@ fn named_set(p: &[u8]) -> Option<(ObjectName, ())> {
     ObjectName::from_kernel(name).map(|n| (n, ()))
 }
 
-fn apply_elements(
-    keys: &mut SetKeys,
-    p: &[u8],
-    op: u8,
-) -> Result<(), FirewallError> {
+fn apply_elements(keys: &mut SetKeys, p: &[u8], op: u8) -> Result<(), FirewallError> {
     let Some(name) = elements_set(p).and_then(ObjectName::from_kernel) else {
         return Ok(());
     };
@@ -289,4 +285,91 @@ fn apply_elements(
         held.retain(|k| !got.contains(k));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::encode_batch;
+    use super::*;
+    use crate::firewall::model::{Action, GenericRule, Match};
+    use crate::firewall::FirewallOp;
+
+    fn name(s: &str) -> ObjectName {
+        ObjectName::from_kernel(s).expect("our name")
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("net")
+    }
+
+    #[test]
+    fn a_batch_reads_back_as_what_its_ops_mean() {
+        let rule = GenericRule {
+            matches: vec![Match::Family(IpVersion::V4)],
+            action: Action::Accept,
+        };
+        let members: BTreeSet<IpNet> = [
+            net("10.0.0.0/25"),
+            net("10.0.0.128/25"),
+            net("255.255.255.0/24"),
+        ]
+        .into();
+        let ops = vec![
+            FirewallOp::CreateSet {
+                name: name("margay-s"),
+                family: IpVersion::V4,
+            },
+            FirewallOp::AddMembers {
+                set: name("margay-s"),
+                family: IpVersion::V4,
+                members: members.clone(),
+            },
+            FirewallOp::ReplaceChain {
+                name: name("margay-c"),
+                rules: vec![rule.clone(), rule.clone()],
+            },
+            FirewallOp::AttachHook {
+                hook: Hook::Forward,
+                chain: name("margay-c"),
+            },
+        ];
+        let got = observe_batch(&encode_batch(&ops).expect("encodes")).expect("decodes");
+        let mut want = ObservedRuleset::default();
+        want.chains
+            .insert(name("margay-c"), vec![rule.fingerprint(); 2]);
+        want.sets.insert(
+            name("margay-s"),
+            AddressSet {
+                family: IpVersion::V4,
+                members,
+            },
+        );
+        want.hooks.insert(Hook::Forward, name("margay-c"));
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_member_of_the_other_family_is_refused_by_name() {
+        let ops = [FirewallOp::AddMembers {
+            set: name("margay-s"),
+            family: IpVersion::V4,
+            members: [net("10.0.0.1/32"), net("fd00::1/128")].into(),
+        }];
+        let e = encode_batch(&ops).expect_err("mixed families");
+        assert!(e.to_string().contains("fd00::1/128"), "{e}");
+    }
+
+    #[test]
+    fn a_rule_too_large_for_one_attribute_is_an_error_not_a_garbled_batch() {
+        let rule = GenericRule {
+            matches: vec![Match::Family(IpVersion::V4); 2000],
+            action: Action::Accept,
+        };
+        let ops = [FirewallOp::ReplaceChain {
+            name: name("margay-c"),
+            rules: vec![rule],
+        }];
+        let e = encode_batch(&ops).expect_err("expressions over 64 KiB");
+        assert!(e.to_string().contains("64 KiB"), "{e}");
+    }
 }
