@@ -2,7 +2,7 @@
 //! environment, command line, host and global datastore settings) and each
 //! setting's value parser.
 //!
-//! Input: lines. A line `g:Name=value` is a global datastore setting,
+//! Input: lines (or one bare value, tried on every setting). A line `g:Name=value` is a global datastore setting,
 //! `h:Name=value` one of this host, `e:VAR=value` an environment variable,
 //! `c:key=value` a command-line option; all other lines form the config
 //! file's TOML text. Properties: no panic; a value that `Settings::set`
@@ -19,7 +19,11 @@ pub fn settings(data: &[u8]) {
         ..Inputs::default()
     };
     let mut file = String::new();
-    let mut values = vec![text.to_string()];
+    // Values to try on their own: (the setting a line names, if any; value).
+    let mut values: Vec<(Option<Setting>, String)> = Vec::new();
+    if !text.contains('\n') {
+        values.push((None, text.to_string()));
+    }
     for line in text.lines() {
         let map = match line.get(..2) {
             Some("g:") => &mut inputs.global_config,
@@ -34,7 +38,7 @@ pub fn settings(data: &[u8]) {
         };
         if let Some((k, v)) = line[2..].split_once('=') {
             map.insert(k.to_owned(), v.to_owned());
-            values.push(v.to_owned());
+            values.push((named(k), v.to_owned()));
         }
     }
     if !file.trim().is_empty() {
@@ -43,11 +47,20 @@ pub fn settings(data: &[u8]) {
     if let Ok(resolved) = Settings::resolve(&inputs) {
         re_render(&resolved.settings);
     }
-    for value in &values {
-        for setting in Setting::all() {
-            set_and_render(setting, value);
+    let base = Settings::defaults("fuzz-host");
+    for (setting, value) in &values {
+        match setting {
+            Some(one) => set_and_render(&base, *one, value),
+            None => Setting::all().for_each(|s| set_and_render(&base, s, value)),
         }
     }
+}
+
+/// The setting a key names in any layer's spelling.
+fn named(key: &str) -> Option<Setting> {
+    Setting::from_key(key)
+        .or_else(|| Setting::from_datastore_name(key))
+        .or_else(|| Setting::from_env_var(key))
 }
 
 /// Every setting's text sets the value it came from.
@@ -61,13 +74,13 @@ fn re_render(s: &Settings) {
     assert_eq!(&copy, s, "re-rendered settings differ");
 }
 
-fn set_and_render(setting: Setting, value: &str) {
-    let mut s = Settings::defaults("fuzz-host");
+fn set_and_render(base: &Settings, setting: Setting, value: &str) {
+    let mut s = base.clone();
     if s.set(setting, value).is_err() {
         return;
     }
     let t = s.text(setting);
-    let mut again = Settings::defaults("fuzz-host");
+    let mut again = base.clone();
     again
         .set(setting, &t)
         .unwrap_or_else(|e| panic!("{setting:?}: {value:?} renders as {t:?}, rejected: {e}"));
