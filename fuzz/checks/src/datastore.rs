@@ -36,7 +36,14 @@ fn check(key: &str, value: Option<&str>, named: &Result<Option<ResourceKey>, Str
         (Ok(None), Ok(None)) => {}
         (Ok(Some(r)), Ok(Some(u))) => {
             assert_eq!(&u.key, r, "parse_update names another resource");
-            assert_eq!(value.is_none(), u.value.is_none(), "deletion mismatch");
+            // A deletion reads as one; a value reads as one too, except an
+            // empty `bird_ip`, which DATAMODEL makes a deletion.
+            let empty_bird_ip = matches!(r, ResourceKey::HostIp(_)) && value == Some("");
+            assert_eq!(
+                value.is_none() || empty_bird_ip,
+                u.value.is_none(),
+                "deletion mismatch"
+            );
         }
         (Ok(Some(r)), Err(e)) => {
             assert_eq!(
