@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test deps build lint unit bench clean-sandbox
+.PHONY: demo test deps build lint unit bench clean-sandbox fuzz fuzz-ci
 
 ## demo: a 2-host sandbox in network namespaces with a local etcd; prints the
 ## connectivity matrix before and after a live policy change, then cleans up.
@@ -39,3 +39,25 @@ unit:
 
 bench:
 	$(CARGO) bench -p margay-benches
+
+## fuzz: every cargo-fuzz target (fuzz/fuzz_targets) for FUZZ_SECONDS each
+## (nightly, AddressSanitizer). Starts from the checked-in corpus
+## fuzz/corpus/<target> and writes new inputs to fuzz/target/corpus/<target>
+## only; a crash stops it with the input in fuzz/artifacts/<target>/ (fix
+## the library, then copy the input into fuzz/corpus/<target>/).
+## `make fuzz FUZZ_SECONDS=3600 FUZZ_TARGETS=selector` for a long run.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= datastore_update selector settings nft_roundtrip
+FUZZ_FLAGS ?= -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+fuzz: deps
+	cd fuzz && $(CARGO) +nightly fuzz build --target-dir target
+	set -e; cd fuzz && for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+		mkdir -p target/corpus/$$t; \
+		$(CARGO) +nightly fuzz run --target-dir target $$t target/corpus/$$t corpus/$$t \
+			-- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS); \
+	done
+
+## fuzz-ci: the bounded run CI does (45 s a target).
+fuzz-ci:
+	$(MAKE) fuzz FUZZ_SECONDS=45

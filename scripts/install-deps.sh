@@ -2,8 +2,9 @@
 # Installs what margay's build, tests and demo need on a fresh Debian machine:
 # etcd (server + etcdctl), protoc (for etcd-client), nftables, iptables, ipset,
 # iproute2, conntrack, ping, nc, promtool, systemd-analyze, openssl (TLS test
-# certificates), a C toolchain (crates that build C) and the rustfmt and clippy
-# components. Skips apt when everything is already there.
+# certificates), a C and C++ toolchain (crates that build C, libFuzzer), the
+# rustfmt and clippy components, and for `make fuzz` a nightly toolchain and
+# cargo-fuzz. Skips apt when everything is already there.
 set -euo pipefail
 
 need=()
@@ -25,6 +26,8 @@ check make make
 check curl curl
 check openssl openssl
 check cc gcc
+# libFuzzer (built by the fuzz crate) is C++.
+check c++ g++
 check ld binutils
 # The metrics end-to-end test parses /metrics with the reference OpenMetrics parser.
 /usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1 \
@@ -39,18 +42,28 @@ for component in rustfmt clippy; do
   fi
 done
 
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # gcc without recommends lacks the C library headers.
+  if printf '%s\n' "${need[@]}" | grep -qx gcc; then
+    apt-get install -y -qq --no-install-recommends libc6-dev >/dev/null
+  fi
 fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "missing packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2
-  exit 1
+
+# `make fuzz` runs cargo-fuzz on a nightly toolchain (the fuzz crate is not
+# part of the stable build). Pinned so CI fuzzes with a known version.
+CARGO_FUZZ_VERSION=0.13.1
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  command -v rustup >/dev/null 2>&1 || { echo "no nightly toolchain and no rustup to add it" >&2; exit 1; }
+  rustup toolchain install nightly --profile minimal
 fi
-echo "installing: ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# gcc without recommends lacks the C library headers.
-if printf '%s\n' "${need[@]}" | grep -qx gcc; then
-  apt-get install -y -qq --no-install-recommends libc6-dev >/dev/null
+if [ "$(cargo +nightly fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 fi

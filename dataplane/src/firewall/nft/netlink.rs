@@ -13,22 +13,25 @@
 //! rule text (see `nft --debug=netlink`), so `nft list table inet margay`
 //! shows our rules readably.
 
+mod decode;
 mod wire;
 
+pub use decode::{intervals_to_nets, observe_batch};
+
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use margay_policy::desired::{IpVersion, PortRange};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
-use super::{hook_chain, hook_of_chain, json::range_to_nets, render, TABLE};
+use super::{hook_chain, render, TABLE};
 use crate::firewall::model::{
     Action, AddressSet, CtState, GenericRule, Hook, Match, ObjectName, ObservedRuleset,
 };
 use crate::firewall::{FirewallError, FirewallOp};
 use crate::netns::NetnsTarget;
-use wire::{attrs, be32, find, messages, nested, Builder};
+use decode::RuleSeen;
+use wire::{attrs, be32, find, messages, Builder};
 
 // nfnetlink / nf_tables constants (uapi).
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -203,7 +206,7 @@ impl Session {
         let start = self.next_seq();
         let mut b = BatchWriter::new(start);
         b.ops(ops)?;
-        let (buf, descs, last) = b.finish();
+        let (buf, descs, last) = b.finish()?;
         self.seq = last;
         self.grow_buffers(buf.len() + (64 << 10))?;
         self.send(&buf, "batch")?;
@@ -353,7 +356,7 @@ impl Session {
         let m = b.msg(MSG_DELTABLE, 0, || format!("delete table {TABLE}"));
         b.b.put_str(NFTA_TABLE_NAME, TABLE);
         b.b.end_msg(m);
-        let (buf, _, last) = b.finish();
+        let (buf, _, last) = b.finish()?;
         self.seq = last;
         self.send(&buf, "batch")?;
         match self.sync()?.first() {
@@ -377,18 +380,14 @@ impl Session {
             MSG_GETCHAIN,
             |_| {},
             |p| {
-                let a = attrs(p);
-                if find(&a, NFTA_CHAIN_TABLE).and_then(cstr) != Some(TABLE) {
-                    return;
-                }
-                let Some(name) = find(&a, NFTA_CHAIN_NAME).and_then(cstr) else {
+                let Some(c) = decode::chain(p) else {
                     return;
                 };
-                chains.push(name.to_owned());
-                if find(&a, NFTA_CHAIN_HOOK).is_some() {
+                chains.push(c.name.to_owned());
+                if c.base {
                     return;
                 }
-                if let Some(n) = ObjectName::from_kernel(name) {
+                if let Some(n) = ObjectName::from_kernel(c.name) {
                     out.chains.insert(n, Vec::new());
                 }
             },
@@ -403,24 +402,7 @@ impl Session {
         self.dump(
             MSG_GETSET,
             |b| b.put_str(NFTA_SET_TABLE, TABLE),
-            |p| {
-                let a = attrs(p);
-                let flags = find(&a, NFTA_SET_FLAGS).map_or(0, be32);
-                if flags & NFT_SET_ANONYMOUS != 0 {
-                    return;
-                }
-                let family = match find(&a, NFTA_SET_KEY_LEN).map(be32) {
-                    Some(4) => IpVersion::V4,
-                    Some(16) => IpVersion::V6,
-                    _ => return,
-                };
-                if let Some(n) = find(&a, NFTA_SET_NAME)
-                    .and_then(cstr)
-                    .and_then(ObjectName::from_kernel)
-                {
-                    sets.push((n, family));
-                }
-            },
+            |p| sets.extend(decode::set(p)),
         )?;
         for (name, family) in sets {
             let members = self.observe_members(&name, family)?;
@@ -442,27 +424,13 @@ impl Session {
                 b.put_str(NFTA_RULE_TABLE, TABLE);
                 b.put_str(NFTA_RULE_CHAIN, chain);
             },
-            |p| {
-                let a = attrs(p);
-                let Some(chain) = find(&a, NFTA_RULE_CHAIN).and_then(cstr) else {
-                    return;
-                };
-                if let Some(hook) = hook_of_chain(chain) {
-                    match jump_target(&a) {
-                        Some(t) => {
-                            out.hooks.insert(hook, t);
-                        }
-                        None => parse_err = Some(chain.to_owned()),
-                    }
-                    return;
+            |p| match decode::rule(p) {
+                Some(RuleSeen::Hook(hook, Some(t), _)) => {
+                    out.hooks.insert(hook, t);
                 }
-                let Some(name) = ObjectName::from_kernel(chain) else {
-                    return;
-                };
-                let fp = find(&a, NFTA_RULE_USERDATA)
-                    .and_then(comment)
-                    .map_or(0, |c| super::json::fingerprint_of(Some(c)));
-                out.chains.entry(name).or_default().push(fp);
+                Some(RuleSeen::Hook(_, None, chain)) => parse_err = Some(chain),
+                Some(RuleSeen::Ours(name, fp)) => out.chains.entry(name).or_default().push(fp),
+                None => {}
             },
         )?;
         if let Some(chain) = parse_err {
@@ -485,22 +453,8 @@ impl Session {
                 b.put_str(NFTA_SET_ELEM_LIST_SET, set.as_str());
             },
             |p| {
-                let a = attrs(p);
-                let Some(list) = find(&a, NFTA_SET_ELEM_LIST_ELEMENTS) else {
-                    return;
-                };
-                for (_, elem) in attrs(list) {
-                    let e = attrs(elem);
-                    let key = find(&e, NFTA_SET_ELEM_KEY)
-                        .and_then(|k| nested(k, NFTA_DATA_VALUE))
-                        .and_then(|v| key_value(v, family));
-                    let end = find(&e, NFTA_SET_ELEM_FLAGS).map_or(0, be32)
-                        & NFT_SET_ELEM_INTERVAL_END
-                        != 0;
-                    match key {
-                        Some(k) => keys.push((k, end)),
-                        None => bad = Some(set.to_string()),
-                    }
+                if decode::elements(p, family, &mut keys).is_err() {
+                    bad = Some(set.to_string());
                 }
             },
         )?;
@@ -528,81 +482,17 @@ fn error_code(payload: &[u8]) -> i32 {
         .map_or(0, |b: [u8; 4]| -i32::from_ne_bytes(b))
 }
 
-fn cstr(b: &[u8]) -> Option<&str> {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    std::str::from_utf8(&b[..end]).ok()
+/// The nfnetlink batch that [`Session::write`] sends for `ops` (sequence
+/// numbers from 1); [`observe_batch`] reads it back.
+pub fn encode_batch(ops: &[FirewallOp]) -> Result<Vec<u8>, FirewallError> {
+    let mut b = BatchWriter::new(1);
+    b.ops(ops)?;
+    Ok(b.finish()?.0)
 }
 
-/// The comment in rule userdata (TLV type 0).
-fn comment(ud: &[u8]) -> Option<&str> {
-    let mut i = 0;
-    while i + 2 <= ud.len() {
-        let (ty, len) = (ud[i], usize::from(ud[i + 1]));
-        let val = ud.get(i + 2..i + 2 + len)?;
-        if ty == 0 {
-            return cstr(val);
-        }
-        i += 2 + len;
-    }
-    None
-}
-
-/// The chain a hook chain's rule jumps to.
-fn jump_target(rule: &[(u16, &[u8])]) -> Option<ObjectName> {
-    let exprs = find(rule, NFTA_RULE_EXPRESSIONS)?;
-    for (_, e) in attrs(exprs) {
-        let a = attrs(e);
-        if find(&a, NFTA_EXPR_NAME).and_then(cstr) != Some("immediate") {
-            continue;
-        }
-        let data = find(&a, NFTA_EXPR_DATA)?;
-        let verdict = nested(data, 2).and_then(|d| nested(d, NFTA_DATA_VERDICT))?;
-        let chain = nested(verdict, NFTA_VERDICT_CHAIN).and_then(cstr)?;
-        return ObjectName::from_kernel(chain);
-    }
-    None
-}
-
-fn key_value(v: &[u8], family: IpVersion) -> Option<u128> {
-    match (family, v.len()) {
-        (IpVersion::V4, 4) => Some(u128::from(u32::from_be_bytes(v.try_into().ok()?))),
-        (IpVersion::V6, 16) => Some(u128::from_be_bytes(v.try_into().ok()?)),
-        _ => None,
-    }
-}
-
-fn addr_of(k: u128, family: IpVersion) -> IpAddr {
-    match family {
-        IpVersion::V4 => IpAddr::V4(Ipv4Addr::from(u32::try_from(k).unwrap_or(u32::MAX))),
-        IpVersion::V6 => IpAddr::V6(Ipv6Addr::from(k)),
-    }
-}
-
-/// Rebuilds members from interval elements: each start runs to the next
-/// end element (exclusive) or, without one, to the top of the family.
-pub fn intervals_to_nets(
-    mut keys: Vec<(u128, bool)>,
-    family: IpVersion,
-) -> Result<BTreeSet<IpNet>, FirewallError> {
-    // Ends sort before starts at the same key (adjacent intervals).
-    keys.sort_by_key(|&(k, end)| (k, !end));
-    let top: u128 = match family {
-        IpVersion::V4 => u128::from(u32::MAX),
-        IpVersion::V6 => u128::MAX,
-    };
-    let mut out = BTreeSet::new();
-    for (i, &(k, end)) in keys.iter().enumerate() {
-        if end {
-            continue;
-        }
-        let hi = match keys.get(i + 1) {
-            Some(&(e, true)) if e > k => e - 1,
-            _ => top,
-        };
-        out.extend(range_to_nets(addr_of(k, family), addr_of(hi, family))?);
-    }
-    Ok(out)
-}
+/// An encoded batch: its bytes, each message's (seq, description) for
+/// error reports, and the last sequence number used.
+type Batch = (Vec<u8>, Vec<(u32, String)>, u32);
 
 /// Encodes ops as one nfnetlink batch.
 struct BatchWriter {
@@ -631,7 +521,10 @@ impl BatchWriter {
         w
     }
 
-    fn finish(mut self) -> (Vec<u8>, Vec<(u32, String)>, u32) {
+    /// Closes the batch. Err when some length did not fit its field (for
+    /// example one rule whose expressions exceed 64 KiB): such a buffer
+    /// would be misread by the kernel and is never sent.
+    fn finish(mut self) -> Result<Batch, FirewallError> {
         let seq = self.seq + 1;
         let m = self.b.msg(
             NFNL_MSG_BATCH_END,
@@ -641,7 +534,13 @@ impl BatchWriter {
             NFNL_SUBSYS_NFTABLES,
         );
         self.b.end_msg(m);
-        (self.b.buf, self.descs, seq)
+        if self.b.overflow {
+            return Err(FirewallError::Invalid {
+                what: "nftables batch",
+                value: "an object too large for one netlink attribute (64 KiB)".to_owned(),
+            });
+        }
+        Ok((self.b.buf, self.descs, seq))
     }
 
     /// Starts a message of the batch; `desc` names it in error reports.
@@ -693,11 +592,19 @@ impl BatchWriter {
                 self.b.put_str(NFTA_SET_NAME, name.as_str());
                 self.b.end_msg(m);
             }
-            FirewallOp::AddMembers { set, members, .. } => {
-                self.elements(MSG_NEWSETELEM, set, members)?;
+            FirewallOp::AddMembers {
+                set,
+                family,
+                members,
+            } => {
+                self.elements(MSG_NEWSETELEM, set, *family, members)?;
             }
-            FirewallOp::RemoveMembers { set, members, .. } => {
-                self.elements(MSG_DELSETELEM, set, members)?;
+            FirewallOp::RemoveMembers {
+                set,
+                family,
+                members,
+            } => {
+                self.elements(MSG_DELSETELEM, set, *family, members)?;
             }
             FirewallOp::ReplaceChain { name, rules } => {
                 self.flush(name.as_str());
@@ -776,15 +683,23 @@ impl BatchWriter {
         &mut self,
         ty: u8,
         set: &ObjectName,
+        family: IpVersion,
         members: &BTreeSet<IpNet>,
     ) -> Result<(), FirewallError> {
+        // A member of the other family would be a key of the wrong length:
+        // refuse it here, naming it, rather than send what the kernel rejects.
+        if let Some(m) = members.iter().find(|n| net_family(n) != family) {
+            return Err(FirewallError::Invalid {
+                what: "set member",
+                value: format!("{m} in the {family:?} set {set}"),
+            });
+        }
         let all: Vec<&IpNet> = members.iter().collect();
         // A nested attribute holds at most 64 KiB: about 56 bytes per v4
         // member and 80 per v6 member (start and end elements).
-        let per_msg = if all.first().is_some_and(|n| matches!(n, IpNet::V6(_))) {
-            256
-        } else {
-            768
+        let per_msg = match family {
+            IpVersion::V6 => 256,
+            IpVersion::V4 => 768,
         };
         for chunk in all.chunks(per_msg) {
             let verb = if ty == MSG_NEWSETELEM {
@@ -913,6 +828,13 @@ fn check_ports(ports: &[PortRange]) -> Result<(), FirewallError> {
         });
     }
     Ok(())
+}
+
+fn net_family(net: &IpNet) -> IpVersion {
+    match net {
+        IpNet::V4(_) => IpVersion::V4,
+        IpNet::V6(_) => IpVersion::V6,
+    }
 }
 
 /// Start key and (exclusive) end key of a net, big endian.

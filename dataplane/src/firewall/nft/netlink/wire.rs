@@ -20,6 +20,10 @@ fn align4(n: usize) -> usize {
 pub struct Builder {
     /// The encoded bytes.
     pub buf: Vec<u8>,
+    /// Set when a length did not fit its header field (an attribute or
+    /// nest over 64 KiB, a message over 4 GiB): the buffer is then garbage
+    /// and must not be sent.
+    pub overflow: bool,
 }
 
 impl Builder {
@@ -39,13 +43,19 @@ impl Builder {
 
     /// Finishes the message started at `start`.
     pub fn end_msg(&mut self, start: usize) {
-        let len = u32::try_from(self.buf.len() - start).unwrap_or(u32::MAX);
+        let len = u32::try_from(self.buf.len() - start).unwrap_or_else(|_| {
+            self.overflow = true;
+            u32::MAX
+        });
         self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
     }
 
     /// Appends an attribute with raw payload.
     pub fn put(&mut self, ty: u16, data: &[u8]) {
-        let len = u16::try_from(4 + data.len()).unwrap_or(u16::MAX);
+        let len = u16::try_from(4 + data.len()).unwrap_or_else(|_| {
+            self.overflow = true;
+            u16::MAX
+        });
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
         self.buf.extend_from_slice(data);
@@ -76,8 +86,12 @@ impl Builder {
 
     /// Closes the nested attribute opened at `at`.
     pub fn end_nest(&mut self, at: usize) {
-        // Nested lengths above 64 KiB cannot be expressed; callers chunk.
-        let len = u16::try_from(self.buf.len() - at).unwrap_or(u16::MAX);
+        // Nested lengths above 64 KiB cannot be expressed; callers chunk,
+        // and what still does not fit marks the buffer as overflowed.
+        let len = u16::try_from(self.buf.len() - at).unwrap_or_else(|_| {
+            self.overflow = true;
+            u16::MAX
+        });
         self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
     }
 }
