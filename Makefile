@@ -18,7 +18,7 @@ clean-sandbox:
 	bash deploy/sandbox/sandbox.sh down --all
 
 ## test: everything CI runs: lint, unit, integration and end-to-end tests.
-test: deps lint unit
+test: deps lint unit fuzz-ci
 
 deps:
 	bash scripts/install-deps.sh
