@@ -1,8 +1,9 @@
 //! Shared fixtures for margay's integration and end-to-end tests: a real etcd
 //! server on a free loopback port, throw-away network namespaces, and the
-//! multi-host sandbox.
+//! multi-host sandbox and the soak harness.
 
 pub mod contract;
 pub mod etcd;
 pub mod netns;
 pub mod sandbox;
+pub mod soak;
