@@ -69,10 +69,10 @@ impl SoakConfig {
     /// The test-sized soak CI runs (about a minute per backend).
     pub fn ci(dataplane: Dataplane) -> Self {
         SoakConfig {
-            updates: 30_000,
+            updates: 40_000,
             dataplane,
             round: 1_000,
-            warmup_rounds: 10,
+            warmup_rounds: 12,
             compact_every: 3,
             restart_every: 5,
             sighup_every: 2,
@@ -148,6 +148,13 @@ pub struct Figures {
     pub warm: Option<Sample>,
     /// At the last barrier.
     pub end: Option<Sample>,
+    /// Most open fds at any barrier up to the end of the warm-up: the
+    /// count moves within this range as connections to etcd drop and come
+    /// back; growth is a count above it.
+    pub fds_warm_max: usize,
+    /// What the fds were at that reading, and at the end (`/proc/<pid>/fd`
+    /// link targets), to name a leak.
+    pub fd_targets: (Vec<String>, Vec<String>),
     /// Largest RSS seen at any barrier, KiB.
     pub rss_peak_kib: u64,
     /// etcd restarts done.
@@ -185,11 +192,13 @@ impl Figures {
             Some(_) => {}
             None => self.problems.push("no RSS readings".to_owned()),
         }
-        if let (Some(warm), Some(end)) = (self.warm, self.end) {
-            if end.fds > warm.fds {
+        if let Some(end) = self.end {
+            if end.fds > self.fds_warm_max {
+                let (warm, now) = &self.fd_targets;
+                let new: Vec<&String> = now.iter().filter(|t| !warm.contains(t)).collect();
                 self.problems.push(format!(
-                    "open fds grew from {} after the warm-up to {} at the end",
-                    warm.fds, end.fds
+                    "open fds grew from at most {} during the warm-up to {} at the end (new: {new:?})",
+                    self.fds_warm_max, end.fds
                 ));
             }
         }
@@ -228,7 +237,11 @@ fn fds(s: Option<Sample>) -> String {
 impl fmt::Display for Figures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.duration.as_secs_f64();
-        writeln!(f, "soak figures ({} backend, agent pid {})", self.dataplane, self.pid)?;
+        writeln!(
+            f,
+            "soak figures ({} backend, agent pid {})",
+            self.dataplane, self.pid
+        )?;
         writeln!(
             f,
             "  updates written:          {} in {} rounds",
@@ -256,9 +269,10 @@ impl fmt::Display for Figures {
         )?;
         writeln!(
             f,
-            "  fds start / after warm-up / end: {} / {} / {}",
+            "  fds start / after warm-up (most during warm-up) / end: {} / {} ({}) / {}",
             fds(self.start),
             fds(self.warm),
+            self.fds_warm_max,
             fds(self.end)
         )?;
         writeln!(
@@ -276,7 +290,11 @@ impl fmt::Display for Figures {
         if self.problems.is_empty() {
             write!(f, "  result: PASS (kernel == plan, no restart, no leak)")
         } else {
-            write!(f, "  result: FAIL\n    - {}", self.problems.join("\n    - "))
+            write!(
+                f,
+                "  result: FAIL\n    - {}",
+                self.problems.join("\n    - ")
+            )
         }
     }
 }
@@ -312,15 +330,17 @@ impl<'a> Soak<'a> {
         for i in 0..cfg.shape.local {
             let iface = Churn::local_iface(i);
             let peer = format!("sk{i}");
-            host.exec_ok(&["ip", "link", "add", &iface, "type", "veth", "peer", "name", &peer]);
+            host.exec_ok(&[
+                "ip", "link", "add", &iface, "type", "veth", "peer", "name", &peer,
+            ]);
             host.exec_ok(&["ip", "link", "set", &iface, "up"]);
             host.exec_ok(&["ip", "link", "set", &peer, "up"]);
         }
         let pid = cluster
             .agent_pid(HOST)
             .unwrap_or_else(|| panic!("no agent on {HOST}"));
-        let start_ticks = process::start_ticks(pid)
-            .unwrap_or_else(|| panic!("cannot read /proc/{pid}/stat"));
+        let start_ticks =
+            process::start_ticks(pid).unwrap_or_else(|| panic!("cannot read /proc/{pid}/stat"));
         let mut soak = Soak {
             cfg,
             churn: Churn::new(cfg.seed, cfg.shape),
@@ -338,7 +358,9 @@ impl<'a> Soak<'a> {
         for chunk in seed.chunks(100) {
             soak.write(chunk);
         }
-        soak.figures.start = Some(soak.barrier());
+        let start = soak.barrier();
+        soak.figures.start = Some(start);
+        soak.note_warmup_fds(start);
         soak
     }
 
@@ -364,7 +386,10 @@ impl<'a> Soak<'a> {
             self.write_updates(budget / 2);
             self.disrupt(round);
             self.write_updates(budget - budget / 2);
-            let sample = self.barrier();
+            let mut sample = self.barrier();
+            if round <= self.cfg.warmup_rounds {
+                sample = self.note_warmup_fds(sample);
+            }
             if round == self.cfg.warmup_rounds {
                 self.figures.warm = Some(sample);
             }
@@ -382,10 +407,27 @@ impl<'a> Soak<'a> {
         self.figures.rounds = round;
     }
 
+    /// Raises the warm-up fd range to a reading, once it has settled
+    /// (for up to a second) towards the count at the start, which only a
+    /// connection being re-established at this moment can exceed.
+    fn note_warmup_fds(&mut self, sample: Sample) -> Sample {
+        let start = self.figures.start.map_or(sample.fds, |s| s.fds);
+        let sample = process::settled_sample(self.figures.pid, start, Duration::from_secs(1))
+            .unwrap_or(sample);
+        if sample.fds >= self.figures.fds_warm_max {
+            self.figures.fds_warm_max = sample.fds;
+            self.figures.fd_targets.0 = process::fd_targets(self.figures.pid);
+        }
+        sample
+    }
+
     fn write_updates(&mut self, n: u64) {
         let mut left = n;
         while left > 0 {
-            let max = self.cfg.max_batch.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let max = self
+                .cfg
+                .max_batch
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
             let ops = self.churn.batch(max);
             self.write(&ops);
             left -= ops.len() as u64;
@@ -455,8 +497,7 @@ impl<'a> Soak<'a> {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let before = self.figures.warm.map_or(usize::MAX, |w| w.fds);
-        let sample = process::settled_sample(self.figures.pid, before, Duration::from_secs(5))
+        let sample = process::sample(self.figures.pid)
             .unwrap_or_else(|| panic!("agent pid {} is gone", self.figures.pid));
         self.figures.rss_peak_kib = self.figures.rss_peak_kib.max(sample.rss_kib);
         sample
@@ -490,8 +531,13 @@ impl<'a> Soak<'a> {
     /// The end checks: plan vs kernel, process readings, metrics.
     fn finish(mut self) -> Figures {
         let end = self.barrier();
-        let before = self.figures.warm.map_or(end.fds, |w| w.fds);
-        self.figures.end = process::settled_sample(self.figures.pid, before, Duration::from_secs(10));
+        self.figures.end = process::settled_sample(
+            self.figures.pid,
+            self.figures.fds_warm_max,
+            Duration::from_secs(10),
+        )
+        .or(Some(end));
+        self.figures.fd_targets.1 = process::fd_targets(self.figures.pid);
         self.read_metrics();
         self.figures.routes = self.our_routes();
         self.check_plan();
@@ -509,9 +555,7 @@ impl<'a> Soak<'a> {
         self.figures.pending = sum("margay_pending_updates");
         for reason in ["startup", "reconnect", "compacted", "refresh"] {
             let series = format!("margay_datastore_resyncs_total{{reason=\"{reason}\"}}");
-            self.figures
-                .resyncs
-                .insert(reason.to_owned(), sum(&series));
+            self.figures.resyncs.insert(reason.to_owned(), sum(&series));
         }
     }
 
@@ -536,7 +580,9 @@ impl<'a> Soak<'a> {
             ));
         }
         if plan["ready"] != json!(true) {
-            self.figures.problems.push(format!("plan: not ready: {plan}"));
+            self.figures
+                .problems
+                .push(format!("plan: not ready: {plan}"));
         }
         if plan["invalid"].as_array().is_none_or(|a| !a.is_empty()) {
             self.figures.problems.push(format!(
@@ -614,13 +660,23 @@ mod tests {
     #[test]
     fn growth_and_fd_checks_fail_when_they_should() {
         let mut f = Figures {
-            warm: Some(Sample { rss_kib: 1000, fds: 20 }),
-            end: Some(Sample { rss_kib: 1049, fds: 20 }),
+            fds_warm_max: 20,
+            warm: Some(Sample {
+                rss_kib: 1000,
+                fds: 19,
+            }),
+            end: Some(Sample {
+                rss_kib: 1049,
+                fds: 20,
+            }),
             ..Figures::default()
         };
         f.check_process();
         assert!(f.problems.is_empty(), "{:?}", f.problems);
-        f.end = Some(Sample { rss_kib: 1050, fds: 21 });
+        f.end = Some(Sample {
+            rss_kib: 1050,
+            fds: 21,
+        });
         f.check_process();
         assert_eq!(f.problems.len(), 2, "{:?}", f.problems);
     }

@@ -244,7 +244,10 @@ impl Churn {
 
     fn profile_labels(&mut self, p: usize) -> Op {
         let key = format!("{PREFIX}/policy/profile/P{p}/labels");
-        Op::Put(key, json!({"zone": format!("z{}", self.below(3))}).to_string())
+        Op::Put(
+            key,
+            json!({"zone": format!("z{}", self.below(3))}).to_string(),
+        )
     }
 
     fn tier(&mut self, tier: &str) -> Op {
@@ -289,7 +292,9 @@ impl Churn {
             }
             3 => json!({"action": action, "src_selector": self.selector()}),
             4 => json!({"action": action, "dst_net": format!("10.66.{}.0/24", self.below(4))}),
-            _ => json!({"action": action, "protocol": "icmp", "!src_tag": format!("T{}", self.below(4))}),
+            _ => {
+                json!({"action": action, "protocol": "icmp", "!src_tag": format!("T{}", self.below(4))})
+            }
         }
     }
 
@@ -317,7 +322,8 @@ mod tests {
     #[test]
     fn batches_have_distinct_keys_and_deletes_hit_existing_keys() {
         let mut churn = Churn::new(7, SHAPE);
-        let mut present: HashSet<String> = churn.seed().iter().map(|o| o.key().to_owned()).collect();
+        let mut present: HashSet<String> =
+            churn.seed().iter().map(|o| o.key().to_owned()).collect();
         let mut deletes = 0;
         for _ in 0..500 {
             let batch = churn.batch(20);

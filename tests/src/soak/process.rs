@@ -58,6 +58,20 @@ pub fn fd_count(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
+/// Where each of `pid`'s fds points (`socket:[…]`, `anon_inode:[…]`, a
+/// path), sorted; empty when it is gone.
+pub fn fd_targets(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut targets: Vec<String> = dir
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.display().to_string())
+        .collect();
+    targets.sort();
+    targets
+}
+
 /// The process start time (field 22 of `/proc/<pid>/stat`, clock ticks
 /// since boot): a restarted process under the same pid would differ.
 pub fn start_ticks(pid: u32) -> Option<u64> {
