@@ -194,8 +194,7 @@ impl Figures {
         }
         if let Some(end) = self.end {
             if end.fds > self.fds_warm_max {
-                let (warm, now) = &self.fd_targets;
-                let new: Vec<&String> = now.iter().filter(|t| !warm.contains(t)).collect();
+                let new = added_targets(&self.fd_targets.0, &self.fd_targets.1);
                 self.problems.push(format!(
                     "open fds grew from at most {} during the warm-up to {} at the end (new: {new:?})",
                     self.fds_warm_max, end.fds
@@ -224,6 +223,21 @@ impl Figures {
                 .push("no routes of ours in the kernel at the end".to_owned());
         }
     }
+}
+
+/// The fd targets in `now` beyond those in `before` (counting duplicates).
+fn added_targets(before: &[String], now: &[String]) -> Vec<String> {
+    let mut left: Vec<&String> = before.iter().collect();
+    now.iter()
+        .filter(|t| match left.iter().position(|b| b == t) {
+            Some(i) => {
+                left.swap_remove(i);
+                false
+            }
+            None => true,
+        })
+        .cloned()
+        .collect()
 }
 
 fn kib(s: Option<Sample>) -> String {
@@ -393,7 +407,7 @@ impl<'a> Soak<'a> {
             if round == self.cfg.warmup_rounds {
                 self.figures.warm = Some(sample);
             }
-            if round % 50 == 0 {
+            if round.is_multiple_of(50) {
                 eprintln!(
                     "soak: round {round}, {} updates, {:.0} s, RSS {} KiB, fds {}",
                     self.figures.written,
@@ -436,16 +450,16 @@ impl<'a> Soak<'a> {
     }
 
     fn disrupt(&mut self, round: u64) {
-        if round % self.cfg.compact_every == 0 {
+        if round.is_multiple_of(self.cfg.compact_every) {
             self.cluster.compact();
             self.figures.compactions += 1;
         }
-        if round % self.cfg.restart_every == 0 {
+        if round.is_multiple_of(self.cfg.restart_every) {
             self.cluster.stop_etcd();
             self.cluster.start_etcd();
             self.figures.etcd_restarts += 1;
         }
-        if round % self.cfg.sighup_every == 0 {
+        if round.is_multiple_of(self.cfg.sighup_every) {
             self.sighup();
         }
     }
@@ -655,6 +669,17 @@ mod tests {
         assert_eq!(sum_series(text, "margay_b"), 1.5);
         let missing = std::panic::catch_unwind(|| sum_series(text, "margay_c"));
         assert!(missing.is_err());
+    }
+
+    #[test]
+    fn added_fd_targets_count_duplicates() {
+        let v = |xs: &[&str]| xs.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        let before = v(&["/dev/null", "socket:[1]"]);
+        let now = v(&["/dev/null", "/dev/null", "socket:[1]", "socket:[2]"]);
+        assert_eq!(
+            added_targets(&before, &now),
+            v(&["/dev/null", "socket:[2]"])
+        );
     }
 
     #[test]
