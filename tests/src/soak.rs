@@ -37,6 +37,10 @@ use process::Sample;
 pub const MAX_RSS_GROWTH: f64 = 0.05;
 /// How long one barrier may take before the run fails.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Updates per round of the long soak.
+const LONG_ROUND: u64 = 2_000;
+/// The long soak prints a progress line every this many rounds.
+const PROGRESS_EVERY: u64 = 25;
 /// The host whose agent is soaked.
 const HOST: &str = "h1";
 
@@ -89,7 +93,9 @@ impl SoakConfig {
 
     /// The long soak (`make soak`): `SOAK_UPDATES` (default 1,000,000) on
     /// `SOAK_DATAPLANE` (default nftables), disruptions spaced so a
-    /// million updates see hundreds of each.
+    /// million updates see hundreds of each. The warm-up is the first tenth
+    /// of the run (at least 20 rounds, 40,000 updates; `SOAK_WARMUP_ROUNDS`
+    /// sets it).
     pub fn long_from_env() -> Self {
         let updates = env_number("SOAK_UPDATES").unwrap_or(1_000_000);
         let dataplane = match std::env::var("SOAK_DATAPLANE").as_deref() {
@@ -100,8 +106,9 @@ impl SoakConfig {
         SoakConfig {
             updates,
             dataplane,
-            round: 2_000,
-            warmup_rounds: env_number("SOAK_WARMUP_ROUNDS").unwrap_or(20),
+            round: LONG_ROUND,
+            warmup_rounds: env_number("SOAK_WARMUP_ROUNDS")
+                .unwrap_or((updates / LONG_ROUND / 10).max(20)),
             compact_every: 2,
             restart_every: 10,
             sighup_every: 3,
@@ -241,7 +248,9 @@ fn added_targets(before: &[String], now: &[String]) -> Vec<String> {
 }
 
 fn kib(s: Option<Sample>) -> String {
-    s.map_or("-".to_owned(), |s| format!("{} KiB", s.rss_kib))
+    s.map_or("-".to_owned(), |s| {
+        format!("{} KiB (anon {} KiB)", s.rss_kib, s.anon_kib)
+    })
 }
 
 fn fds(s: Option<Sample>) -> String {
@@ -407,12 +416,13 @@ impl<'a> Soak<'a> {
             if round == self.cfg.warmup_rounds {
                 self.figures.warm = Some(sample);
             }
-            if round.is_multiple_of(50) {
+            if round.is_multiple_of(PROGRESS_EVERY) {
                 eprintln!(
-                    "soak: round {round}, {} updates, {:.0} s, RSS {} KiB, fds {}",
+                    "soak: round {round}, {} updates, {:.0} s, RSS {} KiB (anon {} KiB), fds {}",
                     self.figures.written,
                     started.elapsed().as_secs_f64(),
                     sample.rss_kib,
+                    sample.anon_kib,
                     sample.fds
                 );
             }
@@ -688,10 +698,12 @@ mod tests {
             fds_warm_max: 20,
             warm: Some(Sample {
                 rss_kib: 1000,
+                anon_kib: 500,
                 fds: 19,
             }),
             end: Some(Sample {
                 rss_kib: 1049,
+                anon_kib: 500,
                 fds: 20,
             }),
             ..Figures::default()
@@ -700,6 +712,7 @@ mod tests {
         assert!(f.problems.is_empty(), "{:?}", f.problems);
         f.end = Some(Sample {
             rss_kib: 1050,
+            anon_kib: 500,
             fds: 21,
         });
         f.check_process();

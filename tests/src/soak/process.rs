@@ -9,14 +9,19 @@ use std::time::Duration;
 pub struct Sample {
     /// Resident set size, KiB.
     pub rss_kib: u64,
+    /// Its anonymous part (`RssAnon`: heap and stacks, not the binary's
+    /// pages), KiB.
+    pub anon_kib: u64,
     /// Open file descriptors.
     pub fds: usize,
 }
 
 /// Reads `pid` now; `None` when it is gone.
 pub fn sample(pid: u32) -> Option<Sample> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     Some(Sample {
-        rss_kib: rss_kib(pid)?,
+        rss_kib: status_kib(&status, "VmRSS")?,
+        anon_kib: status_kib(&status, "RssAnon")?,
         fds: fd_count(pid)?,
     })
 }
@@ -37,16 +42,11 @@ pub fn settled_sample(pid: u32, fds_before: usize, settle: Duration) -> Option<S
     Some(best)
 }
 
-/// `VmRSS` of `pid` in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_vm_rss(&status)
-}
-
-fn parse_vm_rss(status: &str) -> Option<u64> {
+/// A `<field>:   <n> kB` line of `/proc/<pid>/status`, in KiB.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
         .split_whitespace()
         .next()?
         .parse()
@@ -95,9 +95,10 @@ mod tests {
     }
 
     #[test]
-    fn parses_vm_rss() {
-        let status = "Name:\tmargay\nVmPeak:\t  9000 kB\nVmRSS:\t   12345 kB\nThreads:\t4\n";
-        assert_eq!(parse_vm_rss(status), Some(12345));
-        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    fn parses_status_fields() {
+        let status = "Name:\tmargay\nVmPeak:\t  9000 kB\nVmRSS:\t   12345 kB\nRssAnon:\t 2000 kB\nThreads:\t4\n";
+        assert_eq!(status_kib(status, "VmRSS"), Some(12345));
+        assert_eq!(status_kib(status, "RssAnon"), Some(2000));
+        assert_eq!(status_kib("Name:\tx\n", "VmRSS"), None);
     }
 }
