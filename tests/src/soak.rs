@@ -37,7 +37,7 @@ use process::Sample;
 pub const MAX_RSS_GROWTH: f64 = 0.05;
 /// How long one barrier may take before the run fails.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(60);
-/// Updates per round of the long soak.
+/// Updates per round of the long soak (`SOAK_ROUND` changes it).
 const LONG_ROUND: u64 = 2_000;
 /// The long soak prints a progress line every this many rounds.
 const PROGRESS_EVERY: u64 = 25;
@@ -95,7 +95,9 @@ impl SoakConfig {
     /// `SOAK_DATAPLANE` (default nftables), disruptions spaced so a
     /// million updates see hundreds of each. The warm-up is the first tenth
     /// of the run (at least 20 rounds, 40,000 updates; `SOAK_WARMUP_ROUNDS`
-    /// sets it).
+    /// sets it). `SOAK_COMPACT_EVERY`, `SOAK_RESTART_EVERY` and
+    /// `SOAK_SIGHUP_EVERY` space the disruptions (in rounds of 2,000
+    /// updates), e.g. to tell which one costs memory.
     pub fn long_from_env() -> Self {
         let updates = env_number("SOAK_UPDATES").unwrap_or(1_000_000);
         let dataplane = match std::env::var("SOAK_DATAPLANE").as_deref() {
@@ -103,15 +105,16 @@ impl SoakConfig {
             Ok("nftables") | Err(_) => Dataplane::Nftables,
             Ok(other) => panic!("SOAK_DATAPLANE={other}: nftables or iptables"),
         };
+        let round = env_number("SOAK_ROUND").unwrap_or(LONG_ROUND).max(1);
         SoakConfig {
             updates,
             dataplane,
-            round: LONG_ROUND,
+            round,
             warmup_rounds: env_number("SOAK_WARMUP_ROUNDS")
-                .unwrap_or((updates / LONG_ROUND / 10).max(20)),
-            compact_every: 2,
-            restart_every: 10,
-            sighup_every: 3,
+                .unwrap_or((updates / round / 10).max(20)),
+            compact_every: env_number("SOAK_COMPACT_EVERY").unwrap_or(2),
+            restart_every: env_number("SOAK_RESTART_EVERY").unwrap_or(10),
+            sighup_every: env_number("SOAK_SIGHUP_EVERY").unwrap_or(3),
             max_batch: 50,
             shape: Shape {
                 local: 16,
