@@ -165,6 +165,8 @@ pub struct Figures {
     /// What the fds were at that reading, and at the end (`/proc/<pid>/fd`
     /// link targets), to name a leak.
     pub fd_targets: (Vec<String>, Vec<String>),
+    /// The agent's sockets at the end (`ss -anp`), to name a leak.
+    pub sockets: Vec<String>,
     /// Largest RSS seen at any barrier, KiB.
     pub rss_peak_kib: u64,
     /// etcd restarts done.
@@ -206,8 +208,8 @@ impl Figures {
             if end.fds > self.fds_warm_max {
                 let new = added_targets(&self.fd_targets.0, &self.fd_targets.1);
                 self.problems.push(format!(
-                    "open fds grew from at most {} during the warm-up to {} at the end (new: {new:?})",
-                    self.fds_warm_max, end.fds
+                    "open fds grew from at most {} during the warm-up to {} at the end (new: {new:?}; sockets now:\n{})",
+                    self.fds_warm_max, end.fds, self.sockets.join("\n")
                 ));
             }
         }
@@ -380,6 +382,11 @@ impl<'a> Soak<'a> {
             marker: 0,
             log_debug: false,
         };
+        // Status reports every 2 s: the reporter's own etcd connection comes
+        // back within seconds of each etcd restart, so the warm-up sees it
+        // both ways, and the reporter is soaked too.
+        soak.cluster
+            .put(&format!("{PREFIX}/config/ReportingIntervalSecs"), "2");
         let seed = soak.churn.seed();
         for chunk in seed.chunks(100) {
             soak.write(chunk);
@@ -565,6 +572,15 @@ impl<'a> Soak<'a> {
         )
         .or(Some(end));
         self.figures.fd_targets.1 = process::fd_targets(self.figures.pid);
+        self.figures.sockets = self
+            .cluster
+            .host(HOST)
+            .ns()
+            .exec_ok(&["ss", "-anp"])
+            .lines()
+            .filter(|l| l.contains(&format!("pid={},", self.figures.pid)))
+            .map(str::to_owned)
+            .collect();
         self.read_metrics();
         self.figures.routes = self.our_routes();
         self.check_plan();
