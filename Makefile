@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test deps build lint unit bench clean-sandbox fuzz fuzz-ci
+.PHONY: demo test deps build lint unit bench soak clean-sandbox fuzz fuzz-ci
 
 ## demo: a 2-host sandbox in network namespaces with a local etcd; prints the
 ## connectivity matrix before and after a live policy change, then cleans up.
@@ -61,3 +61,18 @@ fuzz: deps
 ## fuzz-ci: the bounded run CI does (45 s a target).
 fuzz-ci:
 	$(MAKE) fuzz FUZZ_SECONDS=45
+
+## soak: the long soak, by hand (root): the release `margay run` against a
+## real etcd under SOAK_UPDATES endpoint/profile/policy updates with etcd
+## compactions, etcd restarts and SIGHUPs; then checks kernel == `margay plan`,
+## RSS growth after warm-up < 5 %, no fd growth, no restart, and prints the
+## figures. The agent gets MALLOC_ARENA_MAX=2, as deploy/margay.service sets it.
+## `make soak SOAK_UPDATES=100000 SOAK_DATAPLANE=iptables`.
+SOAK_UPDATES ?= 1000000
+SOAK_DATAPLANE ?= nftables
+soak:
+	$(CARGO) build --release -p margay-agent
+	MARGAY_BIN="$$(realpath $${CARGO_TARGET_DIR:-target})/release/margay" MARGAY_REQUIRE_ROOT=1 \
+		MALLOC_ARENA_MAX=2 \
+		SOAK_UPDATES=$(SOAK_UPDATES) SOAK_DATAPLANE=$(SOAK_DATAPLANE) \
+		$(CARGO) test -p margay-tests --test soak -- --ignored --exact long_soak --nocapture

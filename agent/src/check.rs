@@ -736,7 +736,12 @@ mod tests {
         let err = probe_etcd(&s).await.expect_err("nothing listens there");
         let text = format!("{err:#}");
         assert!(text.contains("connect"), "{text}");
-        assert_eq!(text.matches("connect error").count(), 1, "repeated: {text}");
+        // At most once: another process may take the port in the meantime
+        // (then it is "connection reset"), but no error is ever said twice.
+        assert!(
+            text.matches("connect error").count() <= 1,
+            "repeated: {text}"
+        );
         assert!(!text.contains("MetadataMap"), "debug dump leaked: {text}");
     }
 

@@ -47,6 +47,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_dataplane_writes_total",
     "margay_update_latency_seconds",
     "margay_pending_updates",
+    "margay_updates_applied_total",
     "margay_last_apply_timestamp_seconds",
     "margay_drift_repairs_total",
     "margay_routes_refused_total",
@@ -326,6 +327,7 @@ pub struct Metrics {
     dataplane_writes: Family<ObjectLabel, Counter>,
     update_latency: Histogram,
     pending_updates: Gauge,
+    updates_applied: Counter,
     last_apply: FloatGauge,
     drift_repairs: Family<ObjectLabel, Counter>,
     routes_refused: Family<ReasonLabel, Counter>,
@@ -386,6 +388,7 @@ impl Metrics {
             dataplane_writes: Family::default(),
             update_latency: latency_histogram(),
             pending_updates: Gauge::default(),
+            updates_applied: Counter::default(),
             last_apply: FloatGauge::default(),
             drift_repairs: Family::default(),
             routes_refused: Family::default(),
@@ -511,6 +514,11 @@ impl Metrics {
             "margay_pending_updates",
             "Datastore updates received but not yet applied to the kernel",
             self.pending_updates.clone(),
+        );
+        registry.register(
+            "margay_updates_applied",
+            "Datastore updates applied: in the kernel, or found to need no kernel change",
+            self.updates_applied.clone(),
         );
         registry.register_with_unit(
             "margay_last_apply_timestamp",
@@ -640,6 +648,11 @@ impl Metrics {
     /// Sets the number of received but not yet applied updates.
     pub fn set_pending_updates(&self, pending: u64) {
         self.pending_updates.set(saturating_i64(pending));
+    }
+
+    /// Counts `n` datastore updates as applied.
+    pub fn updates_applied(&self, n: u64) {
+        self.updates_applied.inc_by(n);
     }
 
     /// Counts `count` objects of type `object` that had drifted and were repaired.

@@ -705,6 +705,7 @@ impl<D: Driver> Agent<D> {
         self.waiting_logged = false;
         if self.applied_once && self.pending.is_empty() {
             // Updates without effect: nothing waits any more.
+            self.out.metrics.updates_applied(self.pending_updates);
             self.pending_updates = 0;
             self.oldest_pending = None;
             self.out.metrics.set_pending_updates(0);
@@ -752,6 +753,7 @@ impl<D: Driver> Agent<D> {
             self.out.metrics.observe_update_latency(oldest.elapsed());
         }
         self.pending = Changes::default();
+        self.out.metrics.updates_applied(self.pending_updates);
         self.pending_updates = 0;
         self.out.metrics.set_pending_updates(0);
         record_writes(&self.out.metrics, &report);

@@ -18,6 +18,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_dataplane_writes_total",
     "margay_update_latency_seconds",
     "margay_pending_updates",
+    "margay_updates_applied_total",
     "margay_last_apply_timestamp_seconds",
     "margay_drift_repairs_total",
     "margay_routes_refused_total",

@@ -1,6 +1,6 @@
 //! Shared fixtures for margay's integration and end-to-end tests: a real etcd
 //! server on a free loopback port, throw-away network namespaces, and the
-//! multi-host sandbox.
+//! multi-host sandbox and the soak harness.
 
 pub mod certs;
 pub mod contract;
@@ -9,3 +9,4 @@ pub mod etcd;
 pub mod etcd_cluster;
 pub mod netns;
 pub mod sandbox;
+pub mod soak;

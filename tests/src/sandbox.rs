@@ -756,6 +756,12 @@ impl Cluster {
 
     // --- accessors -------------------------------------------------------
 
+    /// The config file every agent is started with (`--config`), empty at
+    /// first; write it and send SIGHUP to reload.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("margay.toml")
+    }
+
     /// The backend the agents use.
     pub fn dataplane(&self) -> Dataplane {
         self.dataplane
@@ -900,6 +906,26 @@ impl Cluster {
                 })
                 .unwrap_or_else(|e| panic!("etcd txn: {e}"));
         }
+    }
+
+    /// Writes `puts` and deletes `deletes` in one transaction (one etcd
+    /// revision; the keys must all differ).
+    pub fn txn(&self, puts: &[(String, String)], deletes: &[String]) {
+        let (puts, deletes) = (puts.to_vec(), deletes.to_vec());
+        self.client
+            .run(move |mut c| {
+                let ops: Vec<etcd_client::TxnOp> = puts
+                    .iter()
+                    .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.as_str(), None))
+                    .chain(
+                        deletes
+                            .iter()
+                            .map(|k| etcd_client::TxnOp::delete(k.as_str(), None)),
+                    )
+                    .collect();
+                async move { c.txn(etcd_client::Txn::new().and_then(ops)).await }
+            })
+            .unwrap_or_else(|e| panic!("etcd txn: {e}"));
     }
 
     /// Deletes `key`.
