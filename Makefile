@@ -58,9 +58,9 @@ fuzz: deps
 			-- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS); \
 	done
 
-## fuzz-ci: the bounded run CI does (45 s a target).
+## fuzz-ci: the bounded run CI does (30 s a target).
 fuzz-ci:
-	$(MAKE) fuzz FUZZ_SECONDS=45
+	$(MAKE) fuzz FUZZ_SECONDS=30
 
 ## soak: the long soak, by hand (root): the release `margay run` against a
 ## real etcd under SOAK_UPDATES endpoint/profile/policy updates with etcd
