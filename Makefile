@@ -66,13 +66,14 @@ fuzz-ci:
 ## real etcd under SOAK_UPDATES endpoint/profile/policy updates with etcd
 ## compactions, etcd restarts and SIGHUPs; then checks kernel == `margay plan`,
 ## RSS growth after warm-up < 5 %, no fd growth, no restart, and prints the
-## figures. The agent gets MALLOC_ARENA_MAX=2, as deploy/margay.service sets it.
+## figures. The agent gets MALLOC_ARENA_MAX=2 and MALLOC_MMAP_THRESHOLD_=131072,
+## as deploy/margay.service sets them.
 ## `make soak SOAK_UPDATES=100000 SOAK_DATAPLANE=iptables`.
 SOAK_UPDATES ?= 1000000
 SOAK_DATAPLANE ?= nftables
 soak:
 	$(CARGO) build --release -p margay-agent
 	MARGAY_BIN="$$(realpath $${CARGO_TARGET_DIR:-target})/release/margay" MARGAY_REQUIRE_ROOT=1 \
-		MALLOC_ARENA_MAX=2 \
+		MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072 \
 		SOAK_UPDATES=$(SOAK_UPDATES) SOAK_DATAPLANE=$(SOAK_DATAPLANE) \
 		$(CARGO) test -p margay-tests --test soak -- --ignored --exact long_soak --nocapture
