@@ -55,12 +55,14 @@ fuzz: deps
 		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
 		mkdir -p target/corpus/$$t; \
 		$(CARGO) +nightly fuzz run --target-dir target $$t target/corpus/$$t corpus/$$t \
-			-- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS); \
+			-- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) $(if $(FUZZ_SEED),-seed=$(FUZZ_SEED)); \
 	done
 
-## fuzz-ci: the bounded run CI does (30 s a target).
+## fuzz-ci: the bounded run CI does: 30 s a target from a fixed seed, so a
+## run is repeatable and CI does not turn red by luck; `make fuzz` (random
+## seeds) is where new inputs are found.
 fuzz-ci:
-	$(MAKE) fuzz FUZZ_SECONDS=30
+	$(MAKE) fuzz FUZZ_SECONDS=30 FUZZ_SEED=1
 
 ## soak: the long soak, by hand (root): the release `margay run` against a
 ## real etcd under SOAK_UPDATES endpoint/profile/policy updates with etcd

@@ -348,7 +348,9 @@ pub fn parse_prefix(text: &str) -> Result<String, Reason> {
     if !trimmed.starts_with('/') || trimmed.len() < 2 {
         return Err("must start with '/' and name at least one segment, e.g. /calico".into());
     }
-    if trimmed.contains("//") {
+    // `/calico//` keeps a trailing `/` after the one dropped: an empty
+    // last segment, and keys like `/calico//v1`.
+    if trimmed.contains("//") || trimmed.ends_with('/') {
         return Err("must not contain empty segments".into());
     }
     if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -533,6 +535,8 @@ mod tests {
         assert!(parse_prefix("calico").is_err());
         assert!(parse_prefix("/").is_err());
         assert!(parse_prefix("/a//b").is_err());
+        // One trailing `/` is dropped; a second would leave an empty segment.
+        assert!(parse_prefix("/calico//").is_err());
         assert!(parse_hostname("a/b").is_err());
         assert!(parse_hostname(" ").is_err());
         assert_eq!(parse_hostname(" h1 ").as_deref(), Ok("h1"));
