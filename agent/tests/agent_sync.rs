@@ -43,6 +43,9 @@ struct View {
     disconnects: usize,
     /// Revisions the watch resumed from after an outage.
     resumes: Vec<i64>,
+    /// List pages received (a list's keys arrive in pages before its
+    /// closing snapshot).
+    pages: usize,
 }
 
 impl View {
@@ -58,9 +61,11 @@ impl View {
                 self.endpoint = endpoint;
                 self.apply_changes(changes);
             }
-            SyncEvent::SnapshotPart { changes } | SyncEvent::Updates { changes, .. } => {
+            SyncEvent::SnapshotPart { changes } => {
+                self.pages += 1;
                 self.apply_changes(changes)
             }
+            SyncEvent::Updates { changes, .. } => self.apply_changes(changes),
             SyncEvent::Disconnected { .. } => self.disconnects += 1,
             SyncEvent::Resumed { revision, endpoint } => {
                 self.resumes.push(revision);
@@ -591,6 +596,7 @@ async fn a_transaction_of_large_values_arrives_by_the_watch() {
     let mut view = View::default();
     view.until(&mut rx, "the first snapshot", |v| !v.snapshots.is_empty())
         .await;
+    let pages_listed = view.pages;
 
     let key = |k: usize| format!("/calico/v1/policy/profile/big{k}/rules");
     let ops: Vec<etcd_client::TxnOp> = (0..6)
@@ -604,6 +610,12 @@ async fn a_transaction_of_large_values_arrives_by_the_watch() {
         (0..6).all(|k| v.keys.get(&key(k)).is_some_and(|x| x.len() > 1_000_000))
     })
     .await;
+    // By the watch: a re-list would have sent them in list pages (which
+    // come before its closing snapshot).
+    assert_eq!(
+        view.pages, pages_listed,
+        "no list page after the first list"
+    );
     assert_eq!(view.snapshots, vec![ResyncReason::Startup], "no re-list");
     assert_eq!(view.disconnects, 0, "the watch never failed");
     task.abort();
