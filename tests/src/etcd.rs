@@ -252,15 +252,7 @@ impl EtcdServer {
 
     /// Runs `etcdctl` and panics unless it succeeds; returns its stdout.
     pub fn etcdctl_ok(&self, args: &[&str]) -> String {
-        let out = self.etcdctl(args);
-        if !out.status.success() {
-            panic!(
-                "etcdctl {args:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        etcdctl_stdout(args, self.etcdctl(args))
     }
 
     /// `program`, run inside this server's namespace when it has one.
@@ -628,6 +620,19 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     let _ = std::io::copy(&mut from, &mut to);
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// The stdout of a finished `etcdctl args` run; panics with its stderr
+/// unless it succeeded.
+pub(crate) fn etcdctl_stdout(args: &[&str], out: std::process::Output) -> String {
+    if !out.status.success() {
+        panic!(
+            "etcdctl {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[cfg(test)]

@@ -253,15 +253,7 @@ impl EtcdCluster {
 
     /// Runs `etcdctl` and panics unless it succeeds; returns its stdout.
     pub fn etcdctl_ok(&self, args: &[&str]) -> String {
-        let out = self.etcdctl(args);
-        if !out.status.success() {
-            panic!(
-                "etcdctl {args:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::etcd::etcdctl_stdout(args, self.etcdctl(args))
     }
 }
 
