@@ -1,0 +1,153 @@
+//! The base chains the hooks call: `margay-forward`, `margay-input`,
+//! `margay-wl-to-host` and `margay-nat-post`.
+
+use margay_policy::desired::{Direction, IpSetId, IpVersion, PortRange};
+
+use super::dispatch::iface_match;
+use super::names::{
+    set_name, CHAIN_DISPATCH_FROM, CHAIN_DISPATCH_TO, CHAIN_FORWARD, CHAIN_INPUT, CHAIN_NAT_POST,
+    CHAIN_WL_TO_HOST, FAMILIES,
+};
+use super::settings::EndpointToHostAction;
+use super::{rule, Lowerer};
+use crate::firewall::model::{Action, CtState, GenericRule, Hook, Match, ObjectName};
+
+impl Lowerer {
+    pub(super) fn lower_base_chains(&mut self, to_host: EndpointToHostAction) {
+        let chains = &mut self.ruleset.chains;
+        chains.insert(
+            ObjectName::fixed(CHAIN_FORWARD),
+            forward_chain(&self.prefixes),
+        );
+        chains.insert(ObjectName::fixed(CHAIN_INPUT), input_chain(&self.prefixes));
+        chains.insert(
+            ObjectName::fixed(CHAIN_WL_TO_HOST),
+            wl_to_host_chain(to_host),
+        );
+        chains.insert(ObjectName::fixed(CHAIN_NAT_POST), nat_chain());
+        let hooks = &mut self.ruleset.hooks;
+        hooks.insert(Hook::Forward, ObjectName::fixed(CHAIN_FORWARD));
+        hooks.insert(Hook::Input, ObjectName::fixed(CHAIN_INPUT));
+        hooks.insert(Hook::NatPostrouting, ObjectName::fixed(CHAIN_NAT_POST));
+    }
+}
+
+fn forward_chain(prefixes: &[String]) -> Vec<GenericRule> {
+    let mut rules = vec![rule(
+        vec![Match::ConnState(CtState::EstablishedRelated)],
+        Action::Accept,
+    )];
+    let dirs = [Direction::Outbound, Direction::Inbound];
+    for d in dirs {
+        for p in prefixes {
+            let m = vec![iface_match(d, p, true), Match::ConnState(CtState::Invalid)];
+            rules.push(rule(m, Action::Drop));
+        }
+    }
+    for (d, top) in [
+        (Direction::Outbound, CHAIN_DISPATCH_FROM),
+        (Direction::Inbound, CHAIN_DISPATCH_TO),
+    ] {
+        for p in prefixes {
+            let m = vec![iface_match(d, p, true)];
+            rules.push(rule(m, Action::Jump(ObjectName::fixed(top))));
+        }
+    }
+    for d in dirs {
+        for p in prefixes {
+            rules.push(rule(vec![iface_match(d, p, true)], Action::Accept));
+        }
+    }
+    rules
+}
+
+fn input_chain(prefixes: &[String]) -> Vec<GenericRule> {
+    prefixes
+        .iter()
+        .map(|p| {
+            let m = vec![Match::InInterface {
+                name: p.clone(),
+                prefix: true,
+            }];
+            rule(m, Action::Goto(ObjectName::fixed(CHAIN_WL_TO_HOST)))
+        })
+        .collect()
+}
+
+fn udp_ports(family: IpVersion, sport: u16, dport: u16) -> Vec<Match> {
+    let one = |p| vec![PortRange { lo: p, hi: p }];
+    vec![
+        Match::Family(family),
+        Match::Protocol {
+            proto: 17,
+            negated: false,
+        },
+        Match::SrcPorts {
+            ports: one(sport),
+            negated: false,
+        },
+        Match::DstPorts {
+            ports: one(dport),
+            negated: false,
+        },
+    ]
+}
+
+fn wl_to_host_chain(action: EndpointToHostAction) -> Vec<GenericRule> {
+    let mut rules = vec![
+        rule(
+            vec![Match::ConnState(CtState::EstablishedRelated)],
+            Action::Accept,
+        ),
+        rule(vec![Match::ConnState(CtState::Invalid)], Action::Drop),
+    ];
+    for t in [130u8, 131, 132, 133, 135, 136] {
+        let m = vec![
+            Match::Family(IpVersion::V6),
+            Match::Protocol {
+                proto: 58,
+                negated: false,
+            },
+            Match::Icmp {
+                icmp_type: t,
+                code: None,
+                negated: false,
+            },
+        ];
+        rules.push(rule(m, Action::Accept));
+    }
+    rules.push(rule(udp_ports(IpVersion::V4, 68, 67), Action::Accept));
+    rules.push(rule(udp_ports(IpVersion::V6, 546, 547), Action::Accept));
+    let dispatch = || rule(vec![], Action::Jump(ObjectName::fixed(CHAIN_DISPATCH_FROM)));
+    match action {
+        EndpointToHostAction::Drop => rules.push(rule(vec![], Action::Drop)),
+        // The dispatch drops or returns; a return leaves our chains and the
+        // host's own rules decide.
+        EndpointToHostAction::Return => rules.push(dispatch()),
+        EndpointToHostAction::Accept => {
+            rules.push(dispatch());
+            rules.push(rule(vec![], Action::Accept));
+        }
+    }
+    rules
+}
+
+fn nat_chain() -> Vec<GenericRule> {
+    FAMILIES
+        .iter()
+        .map(|&f| {
+            let m = vec![
+                Match::Family(f),
+                Match::SrcSet {
+                    set: set_name(&IpSetId::MasqueradePools, f),
+                    negated: false,
+                },
+                Match::DstSet {
+                    set: set_name(&IpSetId::AllPools, f),
+                    negated: true,
+                },
+            ];
+            rule(m, Action::Masquerade)
+        })
+        .collect()
+}
