@@ -12,6 +12,10 @@ use std::fmt;
 use ipnet::IpNet;
 use margay_policy::desired::{IpVersion, PortRange};
 
+pub mod fingerprint;
+
+use fingerprint::{ByteSink as _, Fnv1a};
+
 /// Longest chain or set name we ever generate (fits iptables' 28 and ipset's 31).
 pub const MAX_NAME_LEN: usize = 28;
 
@@ -102,12 +106,9 @@ pub fn name_digest(detail: &str) -> String {
 /// FNV-1a, 64 bit: a stable, fast hash for fingerprints (not for names that
 /// datastore content could steer into each other; see [`name_digest`]).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    let mut h = Fnv1a::new();
+    h.put(bytes);
+    h.finish()
 }
 
 /// Connection-tracking states we match on.
@@ -196,9 +197,11 @@ pub struct GenericRule {
 impl GenericRule {
     /// A stable fingerprint of the rule, stored in the kernel next to it (nft
     /// rule comment, iptables `--comment`) so read-back can compare rules
-    /// without parsing the kernel's rendering of them.
+    /// without parsing the kernel's rendering of them: FNV-1a of the rule's
+    /// explicit, versioned encoding ([`fingerprint::canonical_bytes`]), so
+    /// renaming a field or variant in this file changes no fingerprint.
     pub fn fingerprint(&self) -> u64 {
-        fnv1a64(format!("{self:?}").as_bytes())
+        fingerprint::fingerprint(self)
     }
 }
 

@@ -22,6 +22,13 @@ impl NoopBackend {
         Self::default()
     }
 
+    /// A backend that reads back `state` as if it had written it (for tests
+    /// that start from what another program, or release, left).
+    #[cfg(test)]
+    pub(crate) fn holding(state: ObservedRuleset) -> Self {
+        NoopBackend { state, writes: 0 }
+    }
+
     /// How many non-empty writes it took (for tests).
     pub fn writes(&self) -> usize {
         self.writes
