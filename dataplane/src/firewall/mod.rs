@@ -129,6 +129,7 @@ pub mod manager;
 pub mod nft;
 pub mod noop;
 pub mod readback;
+#[cfg(any(test, feature = "test-support"))]
 pub mod scenario;
 #[cfg(test)]
 mod sim;
