@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::firewall::model::Match;
+use ipnet::IpNet;
 
 fn name(s: &'static str) -> ObjectName {
     ObjectName::fixed(s)
