@@ -264,8 +264,9 @@ fn deleted_chains_are_all_flushed_before_any_is_deleted() {
     }
 }
 
-#[test]
-fn set_type_changes_swap_or_recreate() {
+/// Sets a (other maxelem), b (other family) and c (deleted first) known,
+/// and the ops that re-create them as the lowering now wants them.
+fn set_type_change_ops() -> (Known, Vec<FirewallOp>) {
     let mut known = Known::default();
     let mut small = SetHeader::ours(IpVersion::V4);
     small.maxelem = Some(65536);
@@ -304,6 +305,12 @@ fn set_type_changes_swap_or_recreate() {
             family: IpVersion::V4,
         },
     ];
+    (known, ops)
+}
+
+#[test]
+fn set_type_changes_swap_or_recreate() {
+    let (known, ops) = set_type_change_ops();
     let p = plan(&ops, &known).expect("plan");
     let tmp = ObjectName::generate("tmp", "margay-a");
     let tmp_c = ObjectName::generate("tmp", "margay-c");

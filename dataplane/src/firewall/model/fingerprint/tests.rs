@@ -126,99 +126,121 @@ fn fingerprints_are_pinned() {
 fn neighbours() -> Vec<GenericRule> {
     let base = busy_rule();
     let mut out = vec![base.clone()];
-    let mut with = |i: usize, m: Match| {
+    for (i, m) in header_changes().into_iter().chain(address_changes()) {
         let mut r = base.clone();
         r.matches[i] = m;
         out.push(r);
-    };
-    with(0, Match::Family(IpVersion::V6));
-    with(
-        1,
-        Match::InInterface {
-            name: "cali".into(),
-            prefix: false,
-        },
-    );
-    with(
-        1,
-        Match::OutInterface {
-            name: "cali".into(),
-            prefix: true,
-        },
-    );
-    with(
-        1,
-        Match::InInterface {
-            name: "calj".into(),
-            prefix: true,
-        },
-    );
-    with(
-        2,
-        Match::Protocol {
-            proto: 6,
-            negated: true,
-        },
-    );
-    with(
-        2,
-        Match::Protocol {
-            proto: 17,
-            negated: false,
-        },
-    );
-    with(
-        3,
-        Match::SrcNet {
-            net: net("10.0.0.0/9"),
-            negated: true,
-        },
-    );
-    with(
-        3,
-        Match::DstNet {
-            net: net("10.0.0.0/8"),
-            negated: true,
-        },
-    );
-    with(
-        4,
-        Match::SrcSet {
-            set: ObjectName::fixed("margay-t4-web"),
-            negated: false,
-        },
-    );
-    with(
-        5,
-        Match::SrcPorts {
-            ports: vec![
-                PortRange { lo: 80, hi: 80 },
-                PortRange { lo: 8000, hi: 8080 },
-            ],
-            negated: false,
-        },
-    );
-    with(
-        5,
-        Match::DstPorts {
-            ports: vec![PortRange { lo: 80, hi: 8080 }],
-            negated: false,
-        },
-    );
-    with(
-        6,
-        Match::Mark {
-            value: 0x0100_0000,
-            mask: 0x0300_0000,
-        },
-    );
+    }
     let mut swapped = base.clone();
     swapped.matches.swap(0, 2);
     out.push(swapped);
     let mut fewer = base.clone();
     fewer.matches.pop();
     out.push(fewer);
-    for action in [
+    for action in other_actions() {
+        let mut r = base.clone();
+        r.action = action;
+        out.push(r);
+    }
+    out
+}
+
+/// Changes to `busy_rule`'s family, interface and protocol matches (by index).
+fn header_changes() -> Vec<(usize, Match)> {
+    vec![
+        (0, Match::Family(IpVersion::V6)),
+        (
+            1,
+            Match::InInterface {
+                name: "cali".into(),
+                prefix: false,
+            },
+        ),
+        (
+            1,
+            Match::OutInterface {
+                name: "cali".into(),
+                prefix: true,
+            },
+        ),
+        (
+            1,
+            Match::InInterface {
+                name: "calj".into(),
+                prefix: true,
+            },
+        ),
+        (
+            2,
+            Match::Protocol {
+                proto: 6,
+                negated: true,
+            },
+        ),
+        (
+            2,
+            Match::Protocol {
+                proto: 17,
+                negated: false,
+            },
+        ),
+    ]
+}
+
+/// Changes to `busy_rule`'s net, set, port and mark matches (by index).
+fn address_changes() -> Vec<(usize, Match)> {
+    vec![
+        (
+            3,
+            Match::SrcNet {
+                net: net("10.0.0.0/9"),
+                negated: true,
+            },
+        ),
+        (
+            3,
+            Match::DstNet {
+                net: net("10.0.0.0/8"),
+                negated: true,
+            },
+        ),
+        (
+            4,
+            Match::SrcSet {
+                set: ObjectName::fixed("margay-t4-web"),
+                negated: false,
+            },
+        ),
+        (
+            5,
+            Match::SrcPorts {
+                ports: vec![
+                    PortRange { lo: 80, hi: 80 },
+                    PortRange { lo: 8000, hi: 8080 },
+                ],
+                negated: false,
+            },
+        ),
+        (
+            5,
+            Match::DstPorts {
+                ports: vec![PortRange { lo: 80, hi: 8080 }],
+                negated: false,
+            },
+        ),
+        (
+            6,
+            Match::Mark {
+                value: 0x0100_0000,
+                mask: 0x0300_0000,
+            },
+        ),
+    ]
+}
+
+/// Every action `busy_rule` does not have.
+fn other_actions() -> Vec<Action> {
+    vec![
         Action::Goto(ObjectName::fixed("margay-pi-web")),
         Action::Jump(ObjectName::fixed("margay-pi-wed")),
         Action::Accept,
@@ -231,12 +253,7 @@ fn neighbours() -> Vec<GenericRule> {
         },
         Action::SetMark { value: 1, mask: 1 },
         Action::SetMark { value: 1, mask: 3 },
-    ] {
-        let mut r = base.clone();
-        r.action = action;
-        out.push(r);
-    }
-    out
+    ]
 }
 
 #[test]
