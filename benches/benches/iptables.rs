@@ -353,6 +353,37 @@ fn is_root() -> bool {
     })
 }
 
+/// The CPU count and load average, so runs on a busy host can be told apart.
+fn print_machine() {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "cpus: {}, load average at start: {}",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}
+
+/// Writes the texts of the full program and of the change both ways into
+/// `dir`, for running the tools by hand.
+fn dump_texts(
+    dir: std::path::PathBuf,
+    full: &[FirewallOp],
+    fwd: &[FirewallOp],
+    back: &[FirewallOp],
+) {
+    let p = plan::plan(full, &Known::default()).expect("plan");
+    let f = plan::plan(fwd, p.known_after()).expect("plan");
+    let b = plan::plan(back, f.known_after()).expect("plan");
+    for (prefix, p) in [("full", &p), ("fwd", &f), ("back", &b)] {
+        for (part, text) in [("ipset", &p.ipset_pre), ("v4", &p.v4), ("v6", &p.v6)] {
+            std::fs::write(dir.join(format!("{prefix}.{part}")), text).expect("write dump");
+        }
+    }
+}
+
 fn main() {
     if !is_root() {
         println!("iptables bench skipped: needs root (network namespaces)");
@@ -368,15 +399,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5)
         .max(1);
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "cpus: {}, load average at start: {}",
-        std::thread::available_parallelism().map_or(0, usize::from),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    print_machine();
     let settings = FirewallSettings::default();
     let t = Instant::now();
     let s0 = lower(&scenario(false), &settings);
@@ -409,17 +432,7 @@ fn main() {
         ms(median(pure))
     );
     if let Some(dir) = std::env::var_os("MARGAY_BENCH_DUMP") {
-        // The texts of the full program and of the change both ways, for
-        // running the tools by hand.
-        let p = plan::plan(&full, &Known::default()).expect("plan");
-        let f = plan::plan(&fwd, p.known_after()).expect("plan");
-        let b = plan::plan(&back, f.known_after()).expect("plan");
-        let dir = std::path::PathBuf::from(dir);
-        for (prefix, p) in [("full", &p), ("fwd", &f), ("back", &b)] {
-            for (part, text) in [("ipset", &p.ipset_pre), ("v4", &p.v4), ("v6", &p.v6)] {
-                std::fs::write(dir.join(format!("{prefix}.{part}")), text).expect("write dump");
-            }
-        }
+        dump_texts(std::path::PathBuf::from(dir), &full, &fwd, &back);
         return;
     }
     if std::env::var_os("MARGAY_BENCH_PLAN_ONLY").is_some() {
