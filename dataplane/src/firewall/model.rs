@@ -111,6 +111,14 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// The family of an address or net (every backend and the lowering need it).
+pub fn net_family(net: &IpNet) -> IpVersion {
+    match net {
+        IpNet::V4(_) => IpVersion::V4,
+        IpNet::V6(_) => IpVersion::V6,
+    }
+}
+
 /// Connection-tracking states we match on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CtState {

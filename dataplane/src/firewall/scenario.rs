@@ -5,6 +5,10 @@
 //! instead, with [`changes_between`] deriving the [`Changes`] the
 //! calculation would have reported. Panics on invalid literals: callers pass
 //! constants.
+//!
+//! Built only for unit tests and with the `test-support` feature (which the
+//! dataplane's integration tests and the benchmarks turn on), never into
+//! the agent.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -2,11 +2,12 @@
 //! the chains and sets named after endpoints, rule sets and address sets
 //! (validated or hashed by [`ObjectName::generate`]).
 
-use ipnet::IpNet;
 use margay_policy::desired::{Direction, IpSetId, IpVersion, RuleSetId, RuleSetOwner};
 use margay_policy::names::InterfaceName;
 
 use crate::firewall::model::ObjectName;
+
+pub use crate::firewall::model::net_family;
 
 /// Chain the forward hook calls.
 pub const CHAIN_FORWARD: &str = "margay-forward";
@@ -61,14 +62,6 @@ pub fn set_name(id: &IpSetId, family: IpVersion) -> ObjectName {
             IpVersion::V4 => "margay-masq4",
             IpVersion::V6 => "margay-masq6",
         }),
-    }
-}
-
-/// The family of an address.
-pub fn net_family(net: &IpNet) -> IpVersion {
-    match net {
-        IpNet::V4(_) => IpVersion::V4,
-        IpNet::V6(_) => IpVersion::V6,
     }
 }
 

@@ -4,10 +4,11 @@
 
 use std::fmt::Write as _;
 
-use ipnet::IpNet;
 use margay_policy::desired::IpVersion;
 
 use crate::firewall::model::{GenericRule, Match, ObjectName};
+
+pub use crate::firewall::model::net_family;
 
 /// Which families' chains hold a rule (the third field of the comment tag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,14 +58,6 @@ impl FamTag {
     /// True when the rule's lines carry real matches (not a placeholder).
     pub(super) fn matches_in(self, family: IpVersion) -> bool {
         self != FamTag::Neither && self.present_in(family)
-    }
-}
-
-/// The family of a net.
-pub fn net_family(net: &IpNet) -> IpVersion {
-    match net {
-        IpNet::V4(_) => IpVersion::V4,
-        IpNet::V6(_) => IpVersion::V6,
     }
 }
 
