@@ -17,10 +17,10 @@ use std::ops::RangeInclusive;
 use margay_policy::desired::LocalEndpoint;
 use margay_policy::names::InterfaceName;
 
+use super::links::LinkCache;
+use super::report::{FlushReport, WriteFailure, WriteKind};
+use super::tracker::{DeltaTracker, Op};
 use crate::netns::{NetnsError, NetnsTarget};
-use crate::routes::links::LinkCache;
-use crate::routes::manager::{FlushReport, WriteFailure, WriteKind};
-use crate::routes::tracker::{DeltaTracker, Op};
 
 /// One sysctl of one interface.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -220,7 +220,7 @@ impl SysctlManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::links::Link;
+    use crate::hostnet::links::Link;
     use margay_policy::desired::WorkloadEndpointKey;
     use margay_policy::names::Id;
 

@@ -22,10 +22,10 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::route::{RouteProtocol, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::routes::links::LinkCache;
-use crate::routes::manager::{FlushReport, WriteFailure, WriteKind};
-use crate::routes::netlink::{BatchWriter, NetlinkError, WriteResult};
-use crate::routes::tracker::{DeltaTracker, Op};
+use super::links::LinkCache;
+use super::netlink::{BatchWriter, NetlinkError, WriteResult};
+use super::report::{FlushReport, WriteFailure, WriteKind};
+use super::tracker::{DeltaTracker, Op};
 
 const ENOENT: i32 = 2;
 
@@ -319,7 +319,7 @@ impl NeighManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::links::Link;
+    use crate::hostnet::links::Link;
     use margay_policy::desired::WorkloadEndpointKey;
     use margay_policy::names::Id;
     use netlink_packet_core::NetlinkPayload;
