@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use futures::TryStreamExt;
 use margay_policy::names::InterfaceName;
-use netlink_packet_route::link::{LinkAttribute, LinkFlag, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 
 use super::netlink::NetlinkError;
 
@@ -27,7 +27,7 @@ impl Link {
             LinkAttribute::IfName(n) => Some(n.clone()),
             _ => None,
         })?;
-        let up = msg.header.flags.contains(&LinkFlag::Up);
+        let up = msg.header.flags.contains(LinkFlags::Up);
         Some((msg.header.index, Link { name, up }))
     }
 }

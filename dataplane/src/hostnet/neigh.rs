@@ -101,7 +101,7 @@ pub fn new_neigh(
     let mut m = neigh_message(ifindex, ip);
     m.header.state = NeighbourState::Permanent;
     m.attributes
-        .push(NeighbourAttribute::LinkLocalAddress(mac.0.to_vec()));
+        .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
     m.attributes
         .push(NeighbourAttribute::Protocol(RouteProtocol::from(protocol)));
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(m));
@@ -135,7 +135,7 @@ pub fn parse_ours(
             NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
                 ip = Some(IpAddr::V6(*v6))
             }
-            NeighbourAttribute::LinkLocalAddress(b) => mac = <[u8; 6]>::try_from(b.as_slice()).ok(),
+            NeighbourAttribute::LinkLayerAddress(b) => mac = <[u8; 6]>::try_from(b.as_slice()).ok(),
             NeighbourAttribute::Protocol(p) => proto = Some(u8::from(*p)),
             _ => {}
         }

@@ -17,12 +17,8 @@ pub async fn dump_routes(
     protocol: u8,
 ) -> Result<Vec<RawRoute>, NetlinkError> {
     let mut out = Vec::new();
-    for (v6, version) in [
-        (false, rtnetlink::IpVersion::V4),
-        (true, rtnetlink::IpVersion::V6),
-    ] {
-        let mut req = handle.route().get(version);
-        *req.message_mut() = model::dump_request(v6, protocol);
+    for v6 in [false, true] {
+        let req = handle.route().get(model::dump_request(v6, protocol));
         let msgs: Vec<_> =
             req.execute()
                 .try_collect()
