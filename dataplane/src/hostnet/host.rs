@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use super::links::{self, LinkCache, LinkChange};
 use super::neigh::NeighManager;
 use super::netlink::{self, BatchWriter, NetlinkError};
-use super::report::{FlushReport, WriteKind};
+use super::report::{FlushReport, ObjectKind, WriteKind};
 use super::routes::model::{KernelRoute, RawRoute};
 use super::routes::protect::{HostFacts, Protected, RefusedRoute};
 use super::routes::{dumps, facts, RouteManager};
@@ -174,7 +174,7 @@ impl HostNetwork {
             self.routes
                 .record(r.dst, WriteKind::Delete, result, &mut report);
         }
-        report.log_refusals("route");
+        report.log_refusals(ObjectKind::Route);
         Ok(found)
     }
 

@@ -5,13 +5,15 @@
 //! Layering (imports only point down this list):
 //! - [`host`]: [`HostNetwork`], the facade owning the sockets, the interface
 //!   cache and the three managers; applies desired state and watcher events.
-//! - [`routes`], [`neigh`], [`sysctl`]: one manager per kind of object.
+//! - [`routes`], [`neigh`], [`sysctl`]: one manager per kind of object,
+//!   each over the generic per-interface manager [`iface_objects`].
 //! - [`watch`]: link/address/route notifications as [`DataplaneEvent`]s.
 //! - shared pieces: [`tracker`] (desired vs observed, pure), [`links`]
 //!   (interface cache), [`netlink`] (sockets, the batch writer) and
 //!   [`report`] (what a flush did, typed write failures).
 
 pub mod host;
+pub mod iface_objects;
 pub mod links;
 pub mod neigh;
 pub mod netlink;
@@ -22,6 +24,6 @@ pub mod tracker;
 pub mod watch;
 
 pub use host::{HostNetError, HostNetwork, HostReport};
-pub use report::{FlushReport, WriteFailure, WriteKind};
+pub use report::{FlushReport, ObjectKind, WriteFailure, WriteKind};
 pub use routes::{HostFacts, KernelRoute, ProtectReason, RefusedRoute, RouteManager};
 pub use watch::DataplaneEvent;

@@ -1,8 +1,43 @@
 //! What a flush of host-network objects reports: how many writes took
 //! effect, how many wait or are blocked, and each write the kernel refused
 //! as a [`WriteFailure`]. Shared by the route, neighbour and sysctl managers.
+//!
+//! A failure is typed: the [`ObjectKind`], and the interface and workload
+//! address the object belongs to, so the agent can tell which endpoint it
+//! concerns without reading the text (which is only for logs).
 
 use std::fmt;
+use std::net::IpAddr;
+
+use margay_policy::names::InterfaceName;
+
+/// The kinds of host-network objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKind {
+    /// A route of ours.
+    Route,
+    /// A static neighbour entry.
+    Neighbour,
+    /// A per-interface sysctl.
+    Sysctl,
+}
+
+impl ObjectKind {
+    /// The log value (`route`, `neighbour`, `sysctl`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Route => "route",
+            ObjectKind::Neighbour => "neighbour",
+            ObjectKind::Sysctl => "sysctl",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Whether a write created/replaced or deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,17 +51,25 @@ pub enum WriteKind {
 /// A write the kernel refused (logged, counted, retried later).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteFailure {
-    /// The object, as text (`10.0.0.1/32`, `cali1 10.0.0.1`, a sysctl path).
+    /// What kind of object.
+    pub kind: ObjectKind,
+    /// The object, as text for logs (`10.0.0.1/32`, `10.0.0.1 dev cali1`,
+    /// a sysctl path).
     pub object: String,
+    /// The interface the object belongs to (neighbour entries, sysctls).
+    pub iface: Option<InterfaceName>,
+    /// The workload address the object is for (a route's destination
+    /// address, a neighbour entry's address).
+    pub addr: Option<IpAddr>,
     /// What we tried.
-    pub kind: WriteKind,
+    pub op: WriteKind,
     /// The errno, or `None` when the reply was lost.
     pub errno: Option<i32>,
 }
 
 impl fmt::Display for WriteFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.kind {
+        let what = match self.op {
             WriteKind::Upsert => "write",
             WriteKind::Delete => "delete",
         };
@@ -62,10 +105,10 @@ pub struct FlushReport {
 pub const REFUSALS_LOGGED_PER_FLUSH: usize = 5;
 
 impl FlushReport {
-    /// Logs this flush's refusals of `what` (`route`, `neighbour`,
-    /// `sysctl`): the first [`REFUSALS_LOGGED_PER_FLUSH`] one per line, then
-    /// a count of the others.
-    pub fn log_refusals(&self, what: &str) {
+    /// Logs this flush's refusals of objects of kind `what`: the first
+    /// [`REFUSALS_LOGGED_PER_FLUSH`] one per line, then a count of the others.
+    pub fn log_refusals(&self, what: ObjectKind) {
+        let what = what.as_str();
         for f in self.failures.iter().take(REFUSALS_LOGGED_PER_FLUSH) {
             tracing::warn!(kind = what, object = %f.object, failure = %f, "kernel refused a write; will retry");
         }

@@ -27,24 +27,50 @@ use netlink_packet_route::RouteNetlinkMessage;
 
 use super::model::{self, KernelRoute, Nexthop, Overwrite, RawRoute};
 use super::protect::{Protected, RefusedRoute};
+use crate::hostnet::iface_objects::{
+    DeletePolicy, IfaceObject, IfaceObjects, LinkNeed, Outcome, Step,
+};
 use crate::hostnet::links::LinkCache;
 use crate::hostnet::netlink::{BatchWriter, NetlinkError, WriteResult};
-use crate::hostnet::report::{FlushReport, WriteFailure, WriteKind};
+use crate::hostnet::report::{FlushReport, ObjectKind, WriteFailure, WriteKind};
 use crate::hostnet::tracker::{self, DeltaTracker, Op};
+use margay_policy::names::InterfaceName;
+
+pub use crate::hostnet::iface_objects::Blocked;
 
 const EEXIST: i32 = 17;
 const ESRCH: i32 = 3;
 const ENOENT: i32 = 2;
 
-/// Why an out-of-sync route is not being retried right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Blocked {
-    /// A route that is not ours holds the destination; retried when a route
-    /// for it is deleted, or at the next full repair.
-    Conflict,
-    /// The kernel refused it with this errno (e.g. gateway not directly
-    /// reachable); retried on link or address changes and full repairs.
-    Rejected(i32),
+/// Routes as per-interface objects: a device route needs its interface
+/// up, a gateway route none; deletes go by destination, so always out.
+#[derive(Debug, Clone, Copy)]
+pub struct OurRoute;
+
+impl IfaceObject for OurRoute {
+    type Key = IpNet;
+    type Value = KernelRoute;
+    const KIND: ObjectKind = ObjectKind::Route;
+    const NEEDS: LinkNeed = LinkNeed::Up;
+    const DELETE: DeletePolicy = DeletePolicy::Send;
+
+    fn iface<'a>(_: &'a IpNet, route: &'a KernelRoute) -> Option<&'a InterfaceName> {
+        match route {
+            KernelRoute::Dev(iface) => Some(iface),
+            KernelRoute::Via(_) | KernelRoute::Unrecognised => None,
+        }
+    }
+
+    fn failure(dst: &IpNet, op: WriteKind, errno: Option<i32>) -> WriteFailure {
+        WriteFailure {
+            kind: ObjectKind::Route,
+            object: dst.to_string(),
+            iface: None,
+            addr: Some(dst.addr()),
+            op,
+            errno,
+        }
+    }
 }
 
 /// One request to send, with what it is about.
@@ -73,8 +99,7 @@ pub struct Planned {
 #[derive(Debug, Clone)]
 pub struct RouteManager {
     protocol: u8,
-    tracker: DeltaTracker<IpNet, KernelRoute>,
-    blocked: BTreeMap<IpNet, Blocked>,
+    objects: IfaceObjects<OurRoute>,
     needs_resync: bool,
     protected: Protected,
     /// Desired routes set aside because they cover a protected address.
@@ -88,8 +113,7 @@ impl RouteManager {
     pub fn new(protocol: u8) -> Self {
         RouteManager {
             protocol,
-            tracker: DeltaTracker::new(),
-            blocked: BTreeMap::new(),
+            objects: IfaceObjects::default(),
             needs_resync: false,
             protected: Protected::default(),
             refused: BTreeMap::new(),
@@ -104,12 +128,12 @@ impl RouteManager {
 
     /// The tracker (for stats and tests).
     pub fn tracker(&self) -> &DeltaTracker<IpNet, KernelRoute> {
-        &self.tracker
+        self.objects.tracker()
     }
 
     /// Routes blocked after a refusal.
     pub fn blocked(&self) -> &BTreeMap<IpNet, Blocked> {
-        &self.blocked
+        self.objects.blocked()
     }
 
     /// True when a refusal or a lost reply calls for re-reading our routes.
@@ -129,7 +153,8 @@ impl RouteManager {
             .map(|(dst, t)| (*dst, KernelRoute::from(t)))
             .collect();
         self.set_all(all);
-        self.blocked.retain(|dst, _| routes.contains_key(dst));
+        self.objects
+            .retain_blocked(|dst, _| routes.contains_key(dst));
     }
 
     /// Takes the desired state of the `dirty` destinations from `routes`.
@@ -139,11 +164,11 @@ impl RouteManager {
         dirty: &BTreeSet<IpNet>,
     ) {
         for dst in dirty {
-            self.blocked.remove(dst);
+            self.objects.unblock(dst);
             let before = self.refused.remove(dst);
             match routes.get(dst) {
                 Some(t) => self.set_one(*dst, KernelRoute::from(t), before),
-                None => self.tracker.remove_desired(dst),
+                None => self.objects.tracker_mut().remove_desired(dst),
             }
         }
     }
@@ -155,7 +180,7 @@ impl RouteManager {
             return;
         }
         self.protected = protected;
-        let mut all = self.tracker.desired().clone();
+        let mut all = self.objects.tracker().desired().clone();
         all.extend(self.refused.iter().map(|(dst, r)| (*dst, r.route.clone())));
         self.set_all(all);
     }
@@ -176,16 +201,16 @@ impl RouteManager {
                 }
             }
         }
-        self.tracker.replace_desired(allowed);
+        self.objects.tracker_mut().replace_desired(allowed);
     }
 
     fn set_one(&mut self, dst: IpNet, route: KernelRoute, before: Option<RefusedRoute>) {
         match self.refusal(dst, &route) {
             Some(r) => {
-                self.tracker.remove_desired(&dst);
+                self.objects.tracker_mut().remove_desired(&dst);
                 self.refuse(r, before);
             }
-            None => self.tracker.set_desired(dst, route),
+            None => self.objects.tracker_mut().set_desired(dst, route),
         }
     }
 
@@ -215,7 +240,8 @@ impl RouteManager {
     /// Our routes in the kernel that cover a protected address, as
     /// refusals (what start-up deletes before connecting to etcd). Pure.
     pub fn observed_covering_protected(&self) -> Vec<RefusedRoute> {
-        self.tracker
+        self.objects
+            .tracker()
             .observed()
             .iter()
             .filter_map(|(dst, route)| self.refusal(*dst, route))
@@ -228,20 +254,22 @@ impl RouteManager {
     }
 
     /// Turns every out-of-sync, unblocked route whose interface is usable
-    /// into a request. Pure.
-    pub fn plan_writes(&self, links: &LinkCache) -> Planned {
-        let mut planned = Planned::default();
-        for op in self.tracker.pending() {
-            if self.blocked.contains_key(op.key()) {
-                planned.blocked += 1;
-                continue;
-            }
-            match op {
-                Op::Upsert {
+    /// into a request.
+    pub fn plan_writes(&mut self, links: &LinkCache) -> Planned {
+        let plan = self.objects.plan(links);
+        let mut planned = Planned {
+            writes: Vec::with_capacity(plan.steps.len()),
+            waiting: plan.waiting,
+            blocked: plan.blocked,
+        };
+        for step in plan.steps {
+            match step {
+                Step::Upsert {
                     key,
                     value,
                     existing,
-                } => match self.nexthop(&key, &value, links) {
+                    ifindex,
+                } => match nexthop(&key, &value, ifindex) {
                     Some(hop) => {
                         let overwrite = if existing.is_some() {
                             Overwrite::Replace
@@ -256,7 +284,7 @@ impl RouteManager {
                     }
                     None => planned.waiting += 1,
                 },
-                Op::Delete { key, .. } => planned.writes.push(PlannedWrite {
+                Step::Delete { key, .. } => planned.writes.push(PlannedWrite {
                     dst: key,
                     kind: WriteKind::Delete,
                     msg: model::del_route(key, self.protocol),
@@ -264,15 +292,6 @@ impl RouteManager {
             }
         }
         planned
-    }
-
-    fn nexthop(&self, dst: &IpNet, route: &KernelRoute, links: &LinkCache) -> Option<Nexthop> {
-        match route {
-            KernelRoute::Dev(iface) => links.usable(iface).map(Nexthop::Dev),
-            KernelRoute::Via(gw) if gw.is_ipv4() == dst.addr().is_ipv4() => Some(Nexthop::Via(*gw)),
-            // A gateway of the other family would need RTA_VIA; never desired today.
-            KernelRoute::Via(_) | KernelRoute::Unrecognised => None,
-        }
     }
 
     /// Records the kernel's answer to one planned write.
@@ -283,33 +302,30 @@ impl RouteManager {
         result: WriteResult,
         report: &mut FlushReport,
     ) {
-        match (kind, result) {
-            (WriteKind::Upsert, WriteResult::Ok) => {
-                self.tracker.mark_upserted(&dst);
-                report.upserts += 1;
-            }
-            (WriteKind::Delete, WriteResult::Ok) => {
-                self.tracker.mark_deleted(&dst);
-                report.deletes += 1;
-            }
-            (WriteKind::Delete, WriteResult::Errno(ESRCH | ENOENT)) => {
-                self.tracker.mark_deleted(&dst)
-            }
+        let outcome = match (kind, result) {
+            (_, WriteResult::Ok) => Outcome::Done,
+            (WriteKind::Delete, WriteResult::Errno(ESRCH | ENOENT)) => Outcome::AlreadyGone,
             (WriteKind::Upsert, WriteResult::Errno(EEXIST)) => {
                 // Most likely a route that is not ours; a re-read tells.
-                self.blocked.insert(dst, Blocked::Conflict);
                 self.needs_resync = true;
-                report.failures.push(failure(dst, kind, Some(EEXIST)));
+                Outcome::Failed {
+                    errno: Some(EEXIST),
+                    block: Some(Blocked::Conflict),
+                }
             }
-            (_, WriteResult::Errno(e)) => {
-                self.blocked.insert(dst, Blocked::Rejected(e));
-                report.failures.push(failure(dst, kind, Some(e)));
-            }
+            (_, WriteResult::Errno(e)) => Outcome::Failed {
+                errno: Some(e),
+                block: Some(Blocked::Rejected(Some(e))),
+            },
             (_, WriteResult::Unknown) => {
                 self.needs_resync = true;
-                report.failures.push(failure(dst, kind, None));
+                Outcome::Failed {
+                    errno: None,
+                    block: None,
+                }
             }
-        }
+        };
+        self.objects.record(dst, kind, outcome, report);
     }
 
     /// Sends every pending write in one pipelined batch.
@@ -336,8 +352,7 @@ impl RouteManager {
         for ((dst, kind), result) in keys.into_iter().zip(results) {
             self.record(dst, kind, result, &mut report);
         }
-        report.blocked += report.failures.len();
-        report.log_refusals("route");
+        report.log_refusals(ObjectKind::Route);
         Ok(report)
     }
 
@@ -352,12 +367,12 @@ impl RouteManager {
     ) -> Result<(), NetlinkError> {
         let observed = super::dumps::dump_ours(handle, self.protocol, links).await?;
         if clear_blocked {
-            self.blocked.clear();
+            self.objects.unblock_all();
         } else {
-            self.blocked
-                .retain(|dst, b| !(*b == Blocked::Conflict && observed.contains_key(dst)));
+            self.objects
+                .retain_blocked(|dst, b| !(*b == Blocked::Conflict && observed.contains_key(dst)));
         }
-        self.tracker.replace_observed(observed);
+        self.objects.replace_observed(observed);
         self.needs_resync = false;
         Ok(())
     }
@@ -368,17 +383,17 @@ impl RouteManager {
         let dst = route.dst;
         if route.is_ours(self.protocol) {
             if removed {
-                self.tracker.remove_observed(&dst);
+                self.objects.tracker_mut().remove_observed(&dst);
             } else {
                 let seen = route.to_kernel_route(|i| links.name_of(i));
-                self.tracker.set_observed(dst, seen);
+                self.objects.tracker_mut().set_observed(dst, seen);
             }
             return true;
         }
         if removed {
-            return self.blocked.remove(&dst).is_some();
+            return self.objects.unblock(&dst);
         }
-        if self.tracker.observed().contains_key(&dst) {
+        if self.objects.tracker().observed().contains_key(&dst) {
             // Someone may have replaced our route: re-read to know.
             self.needs_resync = true;
             return true;
@@ -389,10 +404,10 @@ impl RouteManager {
     /// The kernel dropped the routes of interface `name` (gone or down).
     /// Returns true when a gateway route may have gone with it.
     pub fn on_link_vanished(&mut self, name: &str) -> bool {
-        self.tracker
-            .forget_observed(|_, r| matches!(r, KernelRoute::Dev(i) if i.as_str() == name));
+        self.objects.forget_iface(name);
         let via = self
-            .tracker
+            .objects
+            .tracker()
             .observed()
             .values()
             .any(|r| matches!(r, KernelRoute::Via(_)));
@@ -404,7 +419,7 @@ impl RouteManager {
 
     /// Gives every refused (not conflicting) route another chance.
     pub fn unblock_rejected(&mut self) {
-        self.blocked.retain(|_, b| *b == Blocked::Conflict);
+        self.objects.retain_blocked(|_, b| *b == Blocked::Conflict);
     }
 
     /// The pure diff between `desired` and a fresh `observed` (for plans).
@@ -420,11 +435,14 @@ impl RouteManager {
     }
 }
 
-fn failure(dst: IpNet, kind: WriteKind, errno: Option<i32>) -> WriteFailure {
-    WriteFailure {
-        object: dst.to_string(),
-        kind,
-        errno,
+/// The next hop of an upsert: a device route out of its (up) interface,
+/// or a gateway of the destination's family; `None` waits.
+fn nexthop(dst: &IpNet, route: &KernelRoute, ifindex: Option<u32>) -> Option<Nexthop> {
+    match route {
+        KernelRoute::Dev(_) => ifindex.map(Nexthop::Dev),
+        KernelRoute::Via(gw) if gw.is_ipv4() == dst.addr().is_ipv4() => Some(Nexthop::Via(*gw)),
+        // A gateway of the other family would need RTA_VIA; never desired today.
+        KernelRoute::Via(_) | KernelRoute::Unrecognised => None,
     }
 }
 

@@ -84,7 +84,8 @@ fn new_routes_never_overwrite_and_known_ones_are_replaced() {
         w.msg.header.flags & netlink_packet_core::NLM_F_EXCL,
         netlink_packet_core::NLM_F_EXCL
     );
-    m.tracker
+    m.objects
+        .tracker_mut()
         .set_observed(net("10.0.0.1/32"), KernelRoute::Unrecognised);
     let w = &m.plan_writes(&links()).writes[0];
     assert_eq!(
@@ -131,7 +132,8 @@ fn refusals_block_until_their_trigger() {
 #[test]
 fn deletes_of_missing_routes_count_as_done_and_others_route_events_apply() {
     let mut m = RouteManager::new(80);
-    m.tracker
+    m.objects
+        .tracker_mut()
         .set_observed(net("10.9.9.9/32"), KernelRoute::Dev(iface("cali1")));
     let mut r = FlushReport::default();
     m.record(
@@ -193,7 +195,7 @@ fn routes_covering_protected_addresses_are_never_written_and_ours_are_deleted() 
     let mut m = RouteManager::new(80);
     m.set_protected(protecting(&["10.0.0.3"], &["10.0.1.0"]));
     // One of ours already covers the etcd address (a previous run wrote it).
-    m.tracker.set_observed(
+    m.objects.tracker_mut().set_observed(
         net("10.0.1.0/32"),
         KernelRoute::Via("192.168.0.2".parse().expect("ip")),
     );
@@ -253,9 +255,11 @@ fn routes_covering_protected_addresses_are_never_written_and_ours_are_deleted() 
 #[test]
 fn start_up_finds_our_routes_covering_protected_addresses() {
     let mut m = RouteManager::new(80);
-    m.tracker
+    m.objects
+        .tracker_mut()
         .set_observed(net("198.19.0.2/32"), KernelRoute::Dev(iface("caliw3")));
-    m.tracker
+    m.objects
+        .tracker_mut()
         .set_observed(net("10.0.0.1/32"), KernelRoute::Dev(iface("cali1")));
     assert!(m.observed_covering_protected().is_empty());
     m.set_protected(protecting(&[], &["198.19.0.2"]));
@@ -308,7 +312,7 @@ mod props {
         ) {
             let links = all_up();
             let mut m = RouteManager::new(80);
-            m.tracker.replace_observed(seen.clone());
+            m.objects.tracker_mut().replace_observed(seen.clone());
             m.set_desired_all(&desired);
             let want = RouteManager::diff(&desired, &seen);
             let planned = m.plan_writes(&links);
