@@ -1,5 +1,6 @@
-//! Per-interface sysctls of local workloads (`rp_filter`, `proxy_arp`,
-//! `proxy_delay`, `route_localnet`, `proxy_ndp`).
+//! Per-interface sysctls of local workloads: the desired state's
+//! [`InterfaceSetting`]s made Linux sysctls by [`sysctl_for`] (`rp_filter`,
+//! `proxy_arp`, `proxy_delay`, `route_localnet`, `proxy_ndp`).
 //!
 //! An [`IfaceObjects`] of (interface, path) → value. The observed side is
 //! learnt by reading: a pending sysctl is read first and written only when it
@@ -14,7 +15,7 @@ use std::fmt;
 use std::io;
 use std::ops::RangeInclusive;
 
-use margay_policy::desired::LocalEndpoint;
+use margay_policy::desired::{InterfaceSetting, LocalEndpoint};
 use margay_policy::names::InterfaceName;
 
 use super::iface_objects::{
@@ -52,17 +53,30 @@ fn keys_of(iface: &InterfaceName) -> RangeInclusive<SysctlKey> {
     lo..=hi
 }
 
+/// The sysctl (path under `/proc/sys`, value) that makes `setting` so on `iface`.
+pub fn sysctl_for(iface: &InterfaceName, setting: InterfaceSetting) -> (String, &'static str) {
+    let i = iface.as_str();
+    match setting {
+        InterfaceSetting::StrictReversePathFilter => (format!("net/ipv4/conf/{i}/rp_filter"), "1"),
+        InterfaceSetting::RouteLocalnet => (format!("net/ipv4/conf/{i}/route_localnet"), "1"),
+        InterfaceSetting::ProxyArp => (format!("net/ipv4/conf/{i}/proxy_arp"), "1"),
+        InterfaceSetting::ProxyArpWithoutDelay => (format!("net/ipv4/neigh/{i}/proxy_delay"), "0"),
+        InterfaceSetting::ProxyNdp => (format!("net/ipv6/conf/{i}/proxy_ndp"), "1"),
+    }
+}
+
 /// The sysctls an endpoint needs.
 pub fn desired_for(ep: &LocalEndpoint) -> Vec<(SysctlKey, String)> {
-    ep.sysctls()
+    ep.interface_settings()
         .into_iter()
-        .map(|(path, v)| {
+        .map(|setting| {
+            let (path, value) = sysctl_for(&ep.iface, setting);
             (
                 SysctlKey {
                     iface: ep.iface.clone(),
                     path,
                 },
-                v.to_owned(),
+                value.to_owned(),
             )
         })
         .collect()
@@ -297,6 +311,28 @@ mod tests {
         let (todo, _, _) = s.plan(&LinkCache::default());
         assert!(todo.is_empty());
         assert!(s.tracker().in_sync());
+    }
+
+    #[test]
+    fn settings_become_the_same_sysctls() {
+        let ep = endpoint("cali1", true);
+        let paths: Vec<_> = desired_for(&ep)
+            .into_iter()
+            .map(|(k, v)| format!("{}={v}", k.path))
+            .collect();
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            vec![
+                "net/ipv4/conf/cali1/proxy_arp=1",
+                "net/ipv4/conf/cali1/route_localnet=1",
+                "net/ipv4/conf/cali1/rp_filter=1",
+                "net/ipv4/neigh/cali1/proxy_delay=0",
+                "net/ipv6/conf/cali1/proxy_ndp=1",
+            ]
+        );
+        assert_eq!(desired_for(&endpoint("cali1", false)).len(), 4);
     }
 
     #[test]
