@@ -1,7 +1,9 @@
 //! The route manager: desired routes in, pipelined netlink writes out.
 //!
-//! State is a [`DeltaTracker`] of destination → [`KernelRoute`]. Planning is
-//! pure ([`RouteManager::plan_writes`]): each out-of-sync route becomes one
+//! State is an [`IfaceObjects`] of destination → [`KernelRoute`] (the
+//! generic per-interface manager, with [`OurRoute`] saying what is
+//! route-specific). Planning does no I/O
+//! ([`RouteManager::plan_writes`]): each out-of-sync route becomes one
 //! request, or waits (its interface is missing or down), or stays blocked
 //! (the kernel refused it; see [`Blocked`]). [`RouteManager::flush`] sends
 //! the requests in one pipelined batch and records every result; one bad
@@ -22,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 use margay_policy::desired::RouteTarget;
+use margay_policy::names::InterfaceName;
 use netlink_packet_core::NetlinkMessage;
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -34,7 +37,6 @@ use crate::hostnet::links::LinkCache;
 use crate::hostnet::netlink::{BatchWriter, NetlinkError, WriteResult};
 use crate::hostnet::report::{FlushReport, ObjectKind, WriteFailure, WriteKind};
 use crate::hostnet::tracker::{self, DeltaTracker, Op};
-use margay_policy::names::InterfaceName;
 
 pub use crate::hostnet::iface_objects::Blocked;
 
