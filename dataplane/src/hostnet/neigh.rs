@@ -403,6 +403,19 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_entry_is_reported_with_its_interface_and_address() {
+        let key = NeighKey {
+            iface: InterfaceName::new("cali1").expect("iface"),
+            ip: "10.0.0.1".parse().expect("ip"),
+        };
+        let f = NeighEntry::failure(&key, WriteKind::Upsert, Some(22));
+        assert_eq!(f.kind, ObjectKind::Neighbour);
+        assert_eq!(f.object, "10.0.0.1 dev cali1");
+        assert_eq!(f.iface, Some(key.iface.clone()));
+        assert_eq!(f.addr, Some(key.ip));
+    }
+
+    #[test]
     fn changing_an_endpoint_replaces_only_its_entries() {
         let mut n = NeighManager::new(80);
         let a = endpoint(

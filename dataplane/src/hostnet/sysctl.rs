@@ -333,6 +333,11 @@ mod tests {
             ]
         );
         assert_eq!(desired_for(&endpoint("cali1", false)).len(), 4);
+        let (key, _) = desired_for(&ep).remove(0);
+        let f = InterfaceSysctl::failure(&key, WriteKind::Upsert, Some(13));
+        assert_eq!(f.kind, ObjectKind::Sysctl);
+        assert_eq!(f.object, key.path);
+        assert_eq!((f.iface, f.addr), (Some(ep.iface.clone()), None));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::hostnet::links::Link;
+use crate::hostnet::report::ObjectKind;
 use margay_policy::names::InterfaceName;
 
 fn iface(s: &str) -> InterfaceName {
@@ -112,6 +113,11 @@ fn refusals_block_until_their_trigger() {
         &mut r,
     );
     assert_eq!(r.failures.len(), 2);
+    let first = &r.failures[0];
+    assert_eq!(first.kind, ObjectKind::Route);
+    assert_eq!(first.object, "10.0.0.1/32");
+    assert_eq!(first.addr, Some("10.0.0.1".parse().expect("ip")));
+    assert_eq!(first.iface, None);
     assert!(m.needs_resync());
     assert!(m.plan_writes(&links()).writes.is_empty());
     m.unblock_rejected();
