@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use margay_config::{Settings, SettingsError};
-use margay_dataplane::routes::{KernelRoute, RefusedRoute};
+use margay_dataplane::hostnet::{KernelRoute, RefusedRoute};
 use margay_dataplane::Dataplane;
 use margay_policy::desired::DesiredState;
 
@@ -260,7 +260,9 @@ pub fn prefix_check(
 /// and checks every value in force or waiting there.
 pub async fn gather_prefix_check(settings: &Settings) -> crate::check::CheckResult {
     let etcd = resolve_etcd_addresses(&settings.etcd_endpoints).await;
-    let facts = margay_dataplane::routes::facts::read_current(&etcd, settings.route_protocol).await;
+    let facts =
+        margay_dataplane::hostnet::routes::facts::read_current(&etcd, settings.route_protocol)
+            .await;
     let uplinks = match facts {
         Ok(f) => f.uplinks,
         Err(e) => {

@@ -974,12 +974,7 @@ pub fn endpoint_statuses(calc: &CalcEngine, report: &ApplyReport) -> EndpointSta
     calc.local_endpoint_keys()
         .map(|key| {
             let status = match plumbed.get(key) {
-                Some(ep)
-                    if report
-                        .failures
-                        .iter()
-                        .any(|f| failure_touches(ep, &f.object)) =>
-                {
+                Some(ep) if report.failures.iter().any(|f| failure_touches(ep, f)) => {
                     EndpointStatus::Error
                 }
                 Some(_) => EndpointStatus::Up,
@@ -990,14 +985,15 @@ pub fn endpoint_statuses(calc: &CalcEngine, report: &ApplyReport) -> EndpointSta
         .collect()
 }
 
-/// True when a failed write's object text names the endpoint's interface or address.
-fn failure_touches(ep: &LocalEndpoint, object: &str) -> bool {
-    let iface = ep.iface.as_str();
-    object.split([' ', '/']).any(|token| {
-        token == iface
-            || ep.ipv4.iter().any(|n| n.addr().to_string() == token)
-            || ep.ipv6.iter().any(|n| n.addr().to_string() == token)
-    })
+/// True when a failed write belongs to the endpoint's interface or is for
+/// one of its addresses.
+fn failure_touches(ep: &LocalEndpoint, failure: &margay_dataplane::hostnet::WriteFailure) -> bool {
+    use std::net::IpAddr;
+    failure.iface.as_ref() == Some(&ep.iface)
+        || failure.addr.is_some_and(|addr| match addr {
+            IpAddr::V4(v4) => ep.ipv4.iter().any(|n| n.addr() == v4),
+            IpAddr::V6(v6) => ep.ipv6.iter().any(|n| n.addr() == v6),
+        })
 }
 
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {

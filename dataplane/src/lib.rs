@@ -6,7 +6,7 @@
 //! do I/O.
 //!
 //! [`Dataplane`] is the facade the agent drives: host networking
-//! ([`routes::HostNetwork`]: routes, neighbours, sysctls over netlink) plus
+//! ([`hostnet::HostNetwork`]: routes, neighbours, sysctls over netlink) plus
 //! the firewall ([`firewall::manager::FirewallManager`]). The firewall
 //! manager is synchronous (it runs `nft`/`iptables-restore`); on a
 //! multi-threaded runtime it is called through `block_in_place`, otherwise
@@ -21,10 +21,8 @@
 //! on a timer as a safety net.
 
 pub mod firewall;
-pub mod neigh;
+pub mod hostnet;
 pub mod netns;
-pub mod routes;
-pub mod sysctl;
 
 use std::fmt;
 
@@ -40,13 +38,13 @@ use firewall::manager::{DriftReport, FirewallApplyStats, FirewallManager};
 use firewall::readback::ReadbackStart;
 pub use firewall::readback::{Readback, ReadbackStats};
 use firewall::{BackendKind, FirewallError, FirewallOp};
-use netns::{NetnsError, NetnsTarget};
-use routes::tracker::Op;
-use routes::{
+use hostnet::tracker::Op;
+use hostnet::{
     HostFacts, HostNetError, HostNetwork, HostReport, KernelRoute, RefusedRoute, WriteFailure,
 };
+use netns::{NetnsError, NetnsTarget};
 
-pub use routes::DataplaneEvent;
+pub use hostnet::DataplaneEvent;
 
 /// Route protocol numbers we refuse: unspec, redirect, kernel, boot, static
 /// (routes made by the kernel, by `ip route` and by network scripts).
@@ -116,7 +114,7 @@ impl ApplyReport {
         failures.extend(host.neighbours.failures);
         failures.extend(host.sysctls.failures);
         ApplyReport {
-            refused_routes: host.routes.refused,
+            refused_routes: host.refused_routes,
             routes: host.routes.upserts + host.routes.deletes,
             neighbours: host.neighbours.upserts + host.neighbours.deletes,
             sysctls: host.sysctls.upserts,

@@ -5,7 +5,7 @@
 
 mod routes_support;
 
-use margay_dataplane::routes::ProtectReason;
+use margay_dataplane::hostnet::ProtectReason;
 use margay_dataplane::{Dataplane, DataplaneEvent};
 use margay_policy::desired::{DesiredState, RouteTarget};
 use margay_tests::netns::{require_root, TestNetns};

@@ -61,18 +61,37 @@ pub struct LocalEndpoint {
     pub ipv6: Vec<Ipv6Net>,
 }
 
+/// A per-interface setting the host side of a local endpoint needs, said
+/// in what it does; the dataplane decides how (on Linux: a sysctl each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InterfaceSetting {
+    /// Strict reverse-path filtering: drop IPv4 packets from the workload
+    /// whose source would not be routed back out of its interface.
+    StrictReversePathFilter,
+    /// Let IPv4 packets to and from loopback addresses be routed over the
+    /// interface (the workload reaches host services on 127.0.0.0/8).
+    RouteLocalnet,
+    /// Answer the workload's ARP requests with the host's MAC (proxy ARP),
+    /// so its default gateway can be any address.
+    ProxyArp,
+    /// Answer proxy ARP at once instead of after a random delay.
+    ProxyArpWithoutDelay,
+    /// Answer the workload's IPv6 neighbour solicitations (proxy NDP).
+    ProxyNdp,
+}
+
 impl LocalEndpoint {
-    /// Per-interface sysctls this endpoint needs, as (path under /proc/sys, value).
-    pub fn sysctls(&self) -> Vec<(String, &'static str)> {
-        let i = self.iface.as_str();
+    /// The interface settings this endpoint needs: the IPv4 ones always,
+    /// proxy NDP when it has IPv6 addresses.
+    pub fn interface_settings(&self) -> Vec<InterfaceSetting> {
         let mut v = vec![
-            (format!("net/ipv4/conf/{i}/rp_filter"), "1"),
-            (format!("net/ipv4/conf/{i}/route_localnet"), "1"),
-            (format!("net/ipv4/conf/{i}/proxy_arp"), "1"),
-            (format!("net/ipv4/neigh/{i}/proxy_delay"), "0"),
+            InterfaceSetting::StrictReversePathFilter,
+            InterfaceSetting::RouteLocalnet,
+            InterfaceSetting::ProxyArp,
+            InterfaceSetting::ProxyArpWithoutDelay,
         ];
         if !self.ipv6.is_empty() {
-            v.push((format!("net/ipv6/conf/{i}/proxy_ndp"), "1"));
+            v.push(InterfaceSetting::ProxyNdp);
         }
         v
     }

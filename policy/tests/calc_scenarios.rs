@@ -6,7 +6,9 @@
 mod calc_support;
 
 use calc_support::*;
-use margay_policy::desired::{Changes, Direction, IpSetId, RouteTarget, RuleAction, TierProgram};
+use margay_policy::desired::{
+    Changes, Direction, InterfaceSetting, IpSetId, RouteTarget, RuleAction, TierProgram,
+};
 use margay_policy::model::{Order, ResourceKey, Update};
 
 use Direction::{Inbound, Outbound};
@@ -31,8 +33,8 @@ fn local_endpoint_is_plumbed_with_route_sysctls_and_program() {
     assert_eq!(le.key, ep_key(ME, "w1"));
     assert_eq!(le.ipv4, vec!["10.0.0.1/32".parse().unwrap()]);
     assert!(le
-        .sysctls()
-        .contains(&("net/ipv4/conf/cali1/proxy_arp".into(), "1")));
+        .interface_settings()
+        .contains(&InterfaceSetting::ProxyArp));
     assert_eq!(
         s.routes.get(&net("10.0.0.1/32")),
         Some(&RouteTarget::Interface(iface("cali1")))

@@ -5,8 +5,11 @@
 
 use std::collections::HashMap;
 
+use futures::TryStreamExt;
 use margay_policy::names::InterfaceName;
-use netlink_packet_route::link::{LinkAttribute, LinkFlag, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+
+use super::netlink::NetlinkError;
 
 /// One interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +27,7 @@ impl Link {
             LinkAttribute::IfName(n) => Some(n.clone()),
             _ => None,
         })?;
-        let up = msg.header.flags.contains(&LinkFlag::Up);
+        let up = msg.header.flags.contains(LinkFlags::Up);
         Some((msg.header.index, Link { name, up }))
     }
 }
@@ -133,6 +136,21 @@ impl LinkCache {
     pub fn is_empty(&self) -> bool {
         self.by_index.is_empty()
     }
+}
+
+/// Every link of the namespace, as a name/index cache.
+pub async fn dump_links(handle: &rtnetlink::Handle) -> Result<LinkCache, NetlinkError> {
+    let msgs: Vec<_> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|source| NetlinkError::Dump {
+            what: "links",
+            source,
+        })?;
+    Ok(LinkCache::from_links(msgs.iter().filter_map(Link::parse)))
 }
 
 #[cfg(test)]

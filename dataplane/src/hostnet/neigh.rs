@@ -3,11 +3,11 @@
 //! For each address of an endpoint with a `mac`, a permanent entry
 //! `<ip> lladdr <mac> dev <iface>`, stamped with our protocol number
 //! (`NDA_PROTOCOL`) so a dump tells ours from everything else. Same shape as
-//! the route manager: a [`DeltaTracker`], a pure plan, one pipelined batch
-//! per flush, per-entry failures that never block the rest, and entries
-//! that wait for their interface.
+//! the route manager: an [`IfaceObjects`] of [`NeighEntry`]s, a pure plan,
+//! one pipelined batch per flush, per-entry failures that never block the
+//! rest, and entries that wait for their interface.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
@@ -22,10 +22,13 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::route::{RouteProtocol, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::routes::links::LinkCache;
-use crate::routes::manager::{FlushReport, WriteFailure, WriteKind};
-use crate::routes::netlink::{BatchWriter, NetlinkError, WriteResult};
-use crate::routes::tracker::{DeltaTracker, Op};
+use super::iface_objects::{
+    Blocked, DeletePolicy, IfaceObject, IfaceObjects, KeyedByIface, LinkNeed, Outcome, Step,
+};
+use super::links::LinkCache;
+use super::netlink::{BatchWriter, NetlinkError, WriteResult};
+use super::report::{FlushReport, ObjectKind, WriteFailure, WriteKind};
+use super::tracker::DeltaTracker;
 
 const ENOENT: i32 = 2;
 
@@ -101,7 +104,7 @@ pub fn new_neigh(
     let mut m = neigh_message(ifindex, ip);
     m.header.state = NeighbourState::Permanent;
     m.attributes
-        .push(NeighbourAttribute::LinkLocalAddress(mac.0.to_vec()));
+        .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
     m.attributes
         .push(NeighbourAttribute::Protocol(RouteProtocol::from(protocol)));
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(m));
@@ -135,7 +138,7 @@ pub fn parse_ours(
             NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
                 ip = Some(IpAddr::V6(*v6))
             }
-            NeighbourAttribute::LinkLocalAddress(b) => mac = <[u8; 6]>::try_from(b.as_slice()).ok(),
+            NeighbourAttribute::LinkLayerAddress(b) => mac = <[u8; 6]>::try_from(b.as_slice()).ok(),
             NeighbourAttribute::Protocol(p) => proto = Some(u8::from(*p)),
             _ => {}
         }
@@ -147,17 +150,51 @@ pub fn parse_ours(
     Some((NeighKey { iface, ip: ip? }, MacAddr(mac?)))
 }
 
+/// Neighbour entries as per-interface objects: they need their interface
+/// up, and go with it.
+#[derive(Debug, Clone, Copy)]
+pub struct NeighEntry;
+
+impl IfaceObject for NeighEntry {
+    type Key = NeighKey;
+    type Value = MacAddr;
+    const KIND: ObjectKind = ObjectKind::Neighbour;
+    const NEEDS: LinkNeed = LinkNeed::Up;
+    const DELETE: DeletePolicy = DeletePolicy::SendWhileUp;
+
+    fn iface<'a>(key: &'a NeighKey, _: &'a MacAddr) -> Option<&'a InterfaceName> {
+        Some(&key.iface)
+    }
+
+    fn failure(key: &NeighKey, op: WriteKind, errno: Option<i32>) -> WriteFailure {
+        WriteFailure {
+            kind: ObjectKind::Neighbour,
+            object: key.to_string(),
+            iface: Some(key.iface.clone()),
+            addr: Some(key.ip),
+            op,
+            errno,
+        }
+    }
+}
+
+impl KeyedByIface for NeighEntry {
+    fn keys_of(iface: &InterfaceName) -> RangeInclusive<NeighKey> {
+        keys_of(iface)
+    }
+}
+
 /// Our static neighbour entries.
 #[derive(Debug, Clone)]
 pub struct NeighManager {
     protocol: u8,
-    tracker: DeltaTracker<NeighKey, MacAddr>,
-    rejected: BTreeSet<NeighKey>,
+    objects: IfaceObjects<NeighEntry>,
 }
 
-/// A planned neighbour write.
+/// Planned neighbour writes, plus how many entries wait and are blocked.
 type Planned = (
     Vec<(NeighKey, WriteKind, NetlinkMessage<RouteNetlinkMessage>)>,
+    usize,
     usize,
 );
 
@@ -166,59 +203,58 @@ impl NeighManager {
     pub fn new(protocol: u8) -> Self {
         NeighManager {
             protocol,
-            tracker: DeltaTracker::new(),
-            rejected: BTreeSet::new(),
+            objects: IfaceObjects::default(),
         }
     }
 
     /// The tracker (for stats and tests).
     pub fn tracker(&self) -> &DeltaTracker<NeighKey, MacAddr> {
-        &self.tracker
+        self.objects.tracker()
     }
 
     /// Replaces every desired entry.
     pub fn set_all(&mut self, endpoints: &BTreeMap<InterfaceName, LocalEndpoint>) {
         let desired = endpoints.values().flat_map(desired_for).collect();
-        self.tracker.replace_desired(desired);
-        self.rejected.clear();
+        self.objects.replace_desired(desired);
     }
 
     /// Takes the desired entries of one interface (`None`: endpoint gone).
     pub fn set_endpoint(&mut self, iface: &InterfaceName, ep: Option<&LocalEndpoint>) {
-        for key in self.tracker.desired_keys_in(keys_of(iface)) {
-            self.tracker.remove_desired(&key);
-            self.rejected.remove(&key);
-        }
-        for (key, mac) in ep.map(desired_for).unwrap_or_default() {
-            self.tracker.set_desired(key, mac);
-        }
+        self.objects
+            .set_iface(iface, ep.map(desired_for).unwrap_or_default());
     }
 
     /// Requests for every out-of-sync entry whose interface is up, plus the
-    /// number that wait. Entries of vanished interfaces are already gone
-    /// from the kernel, so their deletes are recorded without a request.
+    /// numbers that wait and are blocked. Entries of vanished interfaces are
+    /// already gone from the kernel, so their deletes are recorded without a
+    /// request.
     fn plan(&mut self, links: &LinkCache) -> Planned {
-        let mut writes = Vec::new();
-        let mut waiting = 0;
-        for op in self.tracker.pending() {
-            if self.rejected.contains(op.key()) {
-                continue;
-            }
-            match op {
-                Op::Upsert { key, value, .. } => match links.usable(&key.iface) {
-                    Some(i) => {
-                        let msg = new_neigh(i, key.ip, value, self.protocol);
-                        writes.push((key, WriteKind::Upsert, msg));
-                    }
-                    None => waiting += 1,
-                },
-                Op::Delete { key, .. } => match links.usable(&key.iface) {
-                    Some(i) => writes.push((key.clone(), WriteKind::Delete, del_neigh(i, key.ip))),
-                    None => self.tracker.mark_deleted(&key),
-                },
-            }
-        }
-        (writes, waiting)
+        let plan = self.objects.plan(links);
+        // Neighbour steps always carry their interface's index (they need it up).
+        let writes = plan
+            .steps
+            .into_iter()
+            .filter_map(|step| match step {
+                Step::Upsert {
+                    key,
+                    value,
+                    ifindex: Some(i),
+                    ..
+                } => {
+                    let msg = new_neigh(i, key.ip, value, self.protocol);
+                    Some((key, WriteKind::Upsert, msg))
+                }
+                Step::Delete {
+                    key,
+                    ifindex: Some(i),
+                } => {
+                    let msg = del_neigh(i, key.ip);
+                    Some((key, WriteKind::Delete, msg))
+                }
+                _ => None,
+            })
+            .collect();
+        (writes, plan.waiting, plan.blocked)
     }
 
     /// Sends every pending write in one pipelined batch.
@@ -227,10 +263,10 @@ impl NeighManager {
         nl: &mut BatchWriter,
         links: &LinkCache,
     ) -> Result<FlushReport, NetlinkError> {
-        let (writes, waiting) = self.plan(links);
+        let (writes, waiting, blocked) = self.plan(links);
         let mut report = FlushReport {
             waiting,
-            blocked: self.rejected.len(),
+            blocked,
             ..FlushReport::default()
         };
         if writes.is_empty() {
@@ -239,44 +275,12 @@ impl NeighManager {
         let (keys, msgs): (Vec<_>, Vec<_>) =
             writes.into_iter().map(|(k, w, m)| ((k, w), m)).unzip();
         let results = nl.execute(msgs).await?;
-        for ((key, kind), result) in keys.into_iter().zip(results) {
-            self.record(key, kind, result, &mut report);
+        for ((key, op), result) in keys.into_iter().zip(results) {
+            let outcome = outcome(op, result);
+            self.objects.record(key, op, outcome, &mut report);
         }
-        report.log_refusals("neighbour");
+        report.log_refusals(ObjectKind::Neighbour);
         Ok(report)
-    }
-
-    fn record(
-        &mut self,
-        key: NeighKey,
-        kind: WriteKind,
-        result: WriteResult,
-        report: &mut FlushReport,
-    ) {
-        match (kind, result) {
-            (WriteKind::Upsert, WriteResult::Ok) => {
-                self.tracker.mark_upserted(&key);
-                report.upserts += 1;
-            }
-            (WriteKind::Delete, WriteResult::Ok) => {
-                self.tracker.mark_deleted(&key);
-                report.deletes += 1;
-            }
-            (WriteKind::Delete, WriteResult::Errno(ENOENT)) => self.tracker.mark_deleted(&key),
-            (_, r) => {
-                let errno = match r {
-                    WriteResult::Errno(e) => Some(e),
-                    _ => None,
-                };
-                report.failures.push(WriteFailure {
-                    object: key.to_string(),
-                    kind,
-                    errno,
-                });
-                self.rejected.insert(key);
-                report.blocked += 1;
-            }
-        }
     }
 
     /// Re-reads our entries from the kernel and gives refused ones another chance.
@@ -299,27 +303,44 @@ impl NeighManager {
             .iter()
             .filter_map(|m| parse_ours(m, self.protocol, links))
             .collect();
-        self.tracker.replace_observed(observed);
-        self.rejected.clear();
+        self.objects.replace_observed(observed);
+        self.objects.unblock_all();
         Ok(())
     }
 
     /// The kernel flushed the entries of `name` (gone or down).
     pub fn on_link_vanished(&mut self, name: &str) {
-        self.tracker
-            .forget_observed(|k, _| k.iface.as_str() == name);
+        self.objects.forget_iface(name);
     }
 
     /// Gives refused entries another chance (on link and address changes).
     pub fn unblock(&mut self) {
-        self.rejected.clear();
+        self.objects.unblock_all();
+    }
+}
+
+/// What the kernel's answer means for one entry: a missing entry counts as
+/// deleted; any refusal blocks the entry until the next link or address
+/// change.
+fn outcome(op: WriteKind, result: WriteResult) -> Outcome {
+    match (op, result) {
+        (_, WriteResult::Ok) => Outcome::Done,
+        (WriteKind::Delete, WriteResult::Errno(ENOENT)) => Outcome::AlreadyGone,
+        (_, WriteResult::Errno(e)) => Outcome::Failed {
+            errno: Some(e),
+            block: Some(Blocked::Rejected(Some(e))),
+        },
+        (_, WriteResult::Unknown) => Outcome::Failed {
+            errno: None,
+            block: Some(Blocked::Rejected(None)),
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::links::Link;
+    use crate::hostnet::links::Link;
     use margay_policy::desired::WorkloadEndpointKey;
     use margay_policy::names::Id;
     use netlink_packet_core::NetlinkPayload;
@@ -382,6 +403,19 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_entry_is_reported_with_its_interface_and_address() {
+        let key = NeighKey {
+            iface: InterfaceName::new("cali1").expect("iface"),
+            ip: "10.0.0.1".parse().expect("ip"),
+        };
+        let f = NeighEntry::failure(&key, WriteKind::Upsert, Some(22));
+        assert_eq!(f.kind, ObjectKind::Neighbour);
+        assert_eq!(f.object, "10.0.0.1 dev cali1");
+        assert_eq!(f.iface, Some(key.iface.clone()));
+        assert_eq!(f.addr, Some(key.ip));
+    }
+
+    #[test]
     fn changing_an_endpoint_replaces_only_its_entries() {
         let mut n = NeighManager::new(80);
         let a = endpoint(
@@ -412,8 +446,8 @@ mod tests {
             iface: InterfaceName::new("cali8").expect("iface"),
             ip: "10.0.0.8".parse().expect("ip"),
         };
-        n.tracker.set_observed(stale, MacAddr([0; 6]));
-        let (writes, waiting) = n.plan(&links());
+        n.objects.tracker_mut().set_observed(stale, MacAddr([0; 6]));
+        let (writes, waiting, _) = n.plan(&links());
         assert!(writes.is_empty());
         assert_eq!(waiting, 1);
         assert_eq!(n.tracker().observed().len(), 0);

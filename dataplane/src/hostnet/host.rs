@@ -19,16 +19,17 @@ use margay_policy::desired::{Changes, DesiredState};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use super::links::{LinkCache, LinkChange};
-use super::manager::{FlushReport, RouteManager};
-use super::model::KernelRoute;
+use super::links::{self, LinkCache, LinkChange};
+use super::neigh::NeighManager;
 use super::netlink::{self, BatchWriter, NetlinkError};
-use super::protect::{HostFacts, Protected, RefusedRoute};
+use super::report::{FlushReport, ObjectKind, WriteKind};
+use super::routes::model::{KernelRoute, RawRoute};
+use super::routes::protect::{HostFacts, Protected, RefusedRoute};
+use super::routes::{dumps, facts, RouteManager};
+use super::sysctl::SysctlManager;
 use super::tracker::Op;
 use super::watch::{self, DataplaneEvent};
-use crate::neigh::NeighManager;
 use crate::netns::{NetnsError, NetnsTarget};
-use crate::sysctl::SysctlManager;
 
 /// Why host networking could not be read or written.
 #[derive(Debug, Error)]
@@ -50,6 +51,8 @@ pub struct HostReport {
     pub neighbours: FlushReport,
     /// Sysctls.
     pub sysctls: FlushReport,
+    /// Routes newly refused because they cover a protected address.
+    pub refused_routes: Vec<RefusedRoute>,
 }
 
 impl HostReport {
@@ -62,6 +65,7 @@ impl HostReport {
         self.routes.merge(other.routes);
         self.neighbours.merge(other.neighbours);
         self.sysctls.merge(other.sysctls);
+        self.refused_routes.extend(other.refused_routes);
     }
 }
 
@@ -81,7 +85,7 @@ pub struct HostNetwork {
     facts: HostFacts,
     /// What the facts are derived from (addresses, relevant routes).
     fact_addrs: Vec<IpAddr>,
-    fact_routes: Vec<super::model::RawRoute>,
+    fact_routes: Vec<RawRoute>,
 }
 
 impl Drop for HostNetwork {
@@ -127,11 +131,11 @@ impl HostNetwork {
     /// Re-reads the host's addresses and (when `routes`) the routes that
     /// matter, and hands the protected addresses to the route manager.
     async fn refresh_facts(&mut self, routes: bool) -> Result<(), HostNetError> {
-        self.fact_addrs = super::facts::addresses(&self.handle).await?;
+        self.fact_addrs = facts::addresses(&self.handle).await?;
         if routes {
-            self.fact_routes = super::facts::relevant_routes(&self.handle, &self.etcd).await?;
+            self.fact_routes = facts::relevant_routes(&self.handle, &self.etcd).await?;
         }
-        let facts = super::facts::derive(
+        let facts = facts::derive(
             &self.fact_addrs,
             &self.fact_routes,
             &self.links,
@@ -167,14 +171,10 @@ impl HostNetwork {
         let results = self.writer.execute(msgs).await?;
         let mut report = FlushReport::default();
         for (r, result) in found.iter().zip(results) {
-            self.routes.record(
-                r.dst,
-                super::manager::WriteKind::Delete,
-                result,
-                &mut report,
-            );
+            self.routes
+                .record(r.dst, WriteKind::Delete, result, &mut report);
         }
-        report.log_refusals("route");
+        report.log_refusals(ObjectKind::Route);
         Ok(found)
     }
 
@@ -253,6 +253,7 @@ impl HostNetwork {
             routes,
             neighbours,
             sysctls,
+            refused_routes: self.routes.take_newly_refused(),
         })
     }
 
@@ -274,7 +275,7 @@ impl HostNetwork {
     }
 
     async fn reload_links(&mut self) -> Result<(), HostNetError> {
-        self.links = super::dumps::dump_links(&self.handle).await?;
+        self.links = links::dump_links(&self.handle).await?;
         Ok(())
     }
 
@@ -381,7 +382,7 @@ impl HostNetwork {
     ) -> Result<Vec<Op<IpNet, KernelRoute>>, HostNetError> {
         self.reload_links().await?;
         let observed: BTreeMap<IpNet, KernelRoute> =
-            super::manager::dump(&self.handle, self.routes.protocol(), &self.links).await?;
+            dumps::dump_ours(&self.handle, self.routes.protocol(), &self.links).await?;
         let protected = self.routes.protected();
         let mut allowed = desired.routes.clone();
         allowed.retain(|dst, _| protected.covering(dst).is_none());
@@ -396,7 +397,7 @@ fn changes_facts(event: &DataplaneEvent, our_protocol: u8, etcd: &[IpAddr]) -> O
     match event {
         DataplaneEvent::AddressChanged { .. } => Some(false),
         DataplaneEvent::Route { route, .. }
-            if !route.is_ours(our_protocol) && super::facts::is_relevant(&route.dst, etcd) =>
+            if !route.is_ours(our_protocol) && facts::is_relevant(&route.dst, etcd) =>
         {
             Some(true)
         }

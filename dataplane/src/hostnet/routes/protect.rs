@@ -200,7 +200,7 @@ impl fmt::Display for RefusedRoute {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::model::MAIN_TABLE;
+    use crate::hostnet::routes::model::MAIN_TABLE;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")

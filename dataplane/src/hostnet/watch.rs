@@ -14,8 +14,8 @@ use netlink_sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 use tokio::sync::mpsc;
 
 use super::links::Link;
-use super::model::{RawRoute, MAIN_TABLE};
 use super::netlink::{header_at, NetlinkError};
+use super::routes::model::{RawRoute, MAIN_TABLE};
 
 const RTNLGRP_LINK: u32 = 1;
 const RTNLGRP_IPV4_IFADDR: u32 = 5;
@@ -163,7 +163,7 @@ fn route_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::model::{del_route, new_route, Nexthop, Overwrite};
+    use crate::hostnet::routes::model::{del_route, new_route, Nexthop, Overwrite};
 
     fn wire(mut m: NetlinkMessage<RouteNetlinkMessage>, port: u32) -> Vec<u8> {
         m.header.port_number = port;

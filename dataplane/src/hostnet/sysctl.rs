@@ -1,7 +1,8 @@
-//! Per-interface sysctls of local workloads (`rp_filter`, `proxy_arp`,
-//! `proxy_delay`, `route_localnet`, `proxy_ndp`).
+//! Per-interface sysctls of local workloads: the desired state's
+//! [`InterfaceSetting`]s made Linux sysctls by [`sysctl_for`] (`rp_filter`,
+//! `proxy_arp`, `proxy_delay`, `route_localnet`, `proxy_ndp`).
 //!
-//! A [`DeltaTracker`] of (interface, path) → value. The observed side is
+//! An [`IfaceObjects`] of (interface, path) → value. The observed side is
 //! learnt by reading: a pending sysctl is read first and written only when it
 //! differs, so a restarted agent writes nothing when all is in place. Files
 //! under `/proc/sys/net` belong to the namespace of whoever opens them, so
@@ -14,13 +15,16 @@ use std::fmt;
 use std::io;
 use std::ops::RangeInclusive;
 
-use margay_policy::desired::LocalEndpoint;
+use margay_policy::desired::{InterfaceSetting, LocalEndpoint};
 use margay_policy::names::InterfaceName;
 
+use super::iface_objects::{
+    Blocked, DeletePolicy, IfaceObject, IfaceObjects, KeyedByIface, LinkNeed, Outcome, Step,
+};
+use super::links::LinkCache;
+use super::report::{FlushReport, ObjectKind, WriteFailure, WriteKind};
+use super::tracker::DeltaTracker;
 use crate::netns::{NetnsError, NetnsTarget};
-use crate::routes::links::LinkCache;
-use crate::routes::manager::{FlushReport, WriteFailure, WriteKind};
-use crate::routes::tracker::{DeltaTracker, Op};
 
 /// One sysctl of one interface.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,32 +53,37 @@ fn keys_of(iface: &InterfaceName) -> RangeInclusive<SysctlKey> {
     lo..=hi
 }
 
+/// The sysctl (path under `/proc/sys`, value) that makes `setting` so on `iface`.
+pub fn sysctl_for(iface: &InterfaceName, setting: InterfaceSetting) -> (String, &'static str) {
+    let i = iface.as_str();
+    match setting {
+        InterfaceSetting::StrictReversePathFilter => (format!("net/ipv4/conf/{i}/rp_filter"), "1"),
+        InterfaceSetting::RouteLocalnet => (format!("net/ipv4/conf/{i}/route_localnet"), "1"),
+        InterfaceSetting::ProxyArp => (format!("net/ipv4/conf/{i}/proxy_arp"), "1"),
+        InterfaceSetting::ProxyArpWithoutDelay => (format!("net/ipv4/neigh/{i}/proxy_delay"), "0"),
+        InterfaceSetting::ProxyNdp => (format!("net/ipv6/conf/{i}/proxy_ndp"), "1"),
+    }
+}
+
 /// The sysctls an endpoint needs.
 pub fn desired_for(ep: &LocalEndpoint) -> Vec<(SysctlKey, String)> {
-    ep.sysctls()
+    ep.interface_settings()
         .into_iter()
-        .map(|(path, v)| {
+        .map(|setting| {
+            let (path, value) = sysctl_for(&ep.iface, setting);
             (
                 SysctlKey {
                     iface: ep.iface.clone(),
                     path,
                 },
-                v.to_owned(),
+                value.to_owned(),
             )
         })
         .collect()
 }
 
-/// What happened to one sysctl.
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    /// It already had the value.
-    Unchanged,
-    /// We wrote it.
-    Written,
-}
-
-/// Reads `/proc/sys/<path>` and writes `value` if it differs.
+/// Reads `/proc/sys/<path>` and writes `value` if it differs:
+/// [`Outcome::Unchanged`] or [`Outcome::Done`].
 fn ensure(path: &str, value: &str) -> io::Result<Outcome> {
     if path.split('/').any(|seg| seg.is_empty() || seg == "..") {
         return Err(io::Error::new(
@@ -87,14 +96,47 @@ fn ensure(path: &str, value: &str) -> io::Result<Outcome> {
         return Ok(Outcome::Unchanged);
     }
     std::fs::write(&full, value)?;
-    Ok(Outcome::Written)
+    Ok(Outcome::Done)
+}
+
+/// Sysctls as per-interface objects: they need their interface to exist
+/// (up or not) and are never reverted.
+#[derive(Debug, Clone, Copy)]
+pub struct InterfaceSysctl;
+
+impl IfaceObject for InterfaceSysctl {
+    type Key = SysctlKey;
+    type Value = String;
+    const KIND: ObjectKind = ObjectKind::Sysctl;
+    const NEEDS: LinkNeed = LinkNeed::Exists;
+    const DELETE: DeletePolicy = DeletePolicy::Forget;
+
+    fn iface<'a>(key: &'a SysctlKey, _: &'a String) -> Option<&'a InterfaceName> {
+        Some(&key.iface)
+    }
+
+    fn failure(key: &SysctlKey, op: WriteKind, errno: Option<i32>) -> WriteFailure {
+        WriteFailure {
+            kind: ObjectKind::Sysctl,
+            object: key.to_string(),
+            iface: Some(key.iface.clone()),
+            addr: None,
+            op,
+            errno,
+        }
+    }
+}
+
+impl KeyedByIface for InterfaceSysctl {
+    fn keys_of(iface: &InterfaceName) -> RangeInclusive<SysctlKey> {
+        keys_of(iface)
+    }
 }
 
 /// Our per-interface sysctls.
 #[derive(Debug, Clone, Default)]
 pub struct SysctlManager {
-    tracker: DeltaTracker<SysctlKey, String>,
-    refused: BTreeMap<SysctlKey, String>,
+    objects: IfaceObjects<InterfaceSysctl>,
 }
 
 impl SysctlManager {
@@ -105,43 +147,35 @@ impl SysctlManager {
 
     /// The tracker (for stats and tests).
     pub fn tracker(&self) -> &DeltaTracker<SysctlKey, String> {
-        &self.tracker
+        self.objects.tracker()
     }
 
     /// Replaces every desired sysctl.
     pub fn set_all(&mut self, endpoints: &BTreeMap<InterfaceName, LocalEndpoint>) {
         let desired = endpoints.values().flat_map(desired_for).collect();
-        self.tracker.replace_desired(desired);
-        self.refused.clear();
+        self.objects.replace_desired(desired);
     }
 
     /// Takes the sysctls of one interface (`None`: endpoint gone).
     pub fn set_endpoint(&mut self, iface: &InterfaceName, ep: Option<&LocalEndpoint>) {
-        for key in self.tracker.desired_keys_in(keys_of(iface)) {
-            self.tracker.remove_desired(&key);
-            self.refused.remove(&key);
-        }
-        for (key, value) in ep.map(desired_for).unwrap_or_default() {
-            self.tracker.set_desired(key, value);
-        }
+        self.objects
+            .set_iface(iface, ep.map(desired_for).unwrap_or_default());
     }
 
-    /// Pending sysctls whose interface exists; forgets those no longer wanted.
-    fn plan(&mut self, links: &LinkCache) -> (Vec<(SysctlKey, String)>, usize) {
-        let mut todo = Vec::new();
-        let mut waiting = 0;
-        for op in self.tracker.pending() {
-            match op {
-                Op::Upsert { key, .. } if self.refused.contains_key(&key) => {}
-                Op::Upsert { key, value, .. } if links.exists(key.iface.as_str()) => {
-                    todo.push((key, value))
-                }
-                Op::Upsert { .. } => waiting += 1,
-                // We never revert a sysctl; we just stop tracking it.
-                Op::Delete { key, .. } => self.tracker.mark_deleted(&key),
-            }
-        }
-        (todo, waiting)
+    /// Pending sysctls whose interface exists, and how many wait and are
+    /// blocked; forgets those no longer wanted.
+    fn plan(&mut self, links: &LinkCache) -> (Vec<(SysctlKey, String)>, usize, usize) {
+        let plan = self.objects.plan(links);
+        let todo = plan
+            .steps
+            .into_iter()
+            .filter_map(|step| match step {
+                Step::Upsert { key, value, .. } => Some((key, value)),
+                // Never planned: sysctls are forgotten, not reverted.
+                Step::Delete { .. } => None,
+            })
+            .collect();
+        (todo, plan.waiting, plan.blocked)
     }
 
     /// Reads, and writes where different, every pending sysctl.
@@ -150,10 +184,10 @@ impl SysctlManager {
         target: &NetnsTarget,
         links: &LinkCache,
     ) -> Result<FlushReport, NetnsError> {
-        let (todo, waiting) = self.plan(links);
+        let (todo, waiting, blocked) = self.plan(links);
         let mut report = FlushReport {
             waiting,
-            blocked: self.refused.len(),
+            blocked,
             ..FlushReport::default()
         };
         if todo.is_empty() {
@@ -164,63 +198,48 @@ impl SysctlManager {
                 .map(|(key, value)| ensure(&key.path, value))
                 .collect()
         })?;
-        for ((key, value), result) in todo.into_iter().zip(results) {
-            self.record(key, value, result, &mut report);
+        for ((key, _), result) in todo.into_iter().zip(results) {
+            self.record(key, result, &mut report);
         }
-        report.log_refusals("sysctl");
+        report.log_refusals(ObjectKind::Sysctl);
         Ok(report)
     }
 
-    fn record(
-        &mut self,
-        key: SysctlKey,
-        value: String,
-        result: io::Result<Outcome>,
-        report: &mut FlushReport,
-    ) {
-        match result {
-            Ok(outcome) => {
-                if outcome == Outcome::Written {
-                    report.upserts += 1;
-                }
-                self.tracker.mark_upserted(&key);
-            }
+    fn record(&mut self, key: SysctlKey, result: io::Result<Outcome>, report: &mut FlushReport) {
+        let outcome = match result {
+            Ok(outcome) => outcome,
             // The interface went away under us: wait for it again.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => report.waiting += 1,
-            Err(e) => {
-                report.failures.push(WriteFailure {
-                    object: key.to_string(),
-                    kind: WriteKind::Upsert,
-                    errno: e.raw_os_error(),
-                });
-                report.blocked += 1;
-                self.refused.insert(key, value);
-            }
-        }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Outcome::Waiting,
+            Err(e) => Outcome::Failed {
+                errno: e.raw_os_error(),
+                block: Some(Blocked::Rejected(e.raw_os_error())),
+            },
+        };
+        self.objects.record(key, WriteKind::Upsert, outcome, report);
     }
 
     /// A re-created interface has default sysctls: forget what we knew.
     pub fn on_link_vanished(&mut self, name: &str) {
-        self.tracker
-            .forget_observed(|k, _| k.iface.as_str() == name);
+        self.objects.forget_iface(name);
     }
 
     /// Forgets everything observed, so the next flush re-reads every sysctl.
     pub fn resync(&mut self) {
-        self.tracker.replace_observed(BTreeMap::new());
-        self.refused.clear();
+        self.objects.replace_observed(BTreeMap::new());
+        self.objects.unblock_all();
     }
 
     /// Gives refused sysctls another chance.
     pub fn unblock(&mut self) {
-        self.refused.clear();
+        self.objects.unblock_all();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::links::Link;
+    use crate::hostnet::links::Link;
+    use crate::hostnet::tracker::Op;
     use margay_policy::desired::WorkloadEndpointKey;
     use margay_policy::names::Id;
 
@@ -249,7 +268,7 @@ mod tests {
         let ep = endpoint("cali1", true);
         s.set_endpoint(&ep.iface, Some(&ep));
         assert_eq!(s.tracker().desired().len(), 5);
-        let (todo, waiting) = s.plan(&LinkCache::default());
+        let (todo, waiting, _) = s.plan(&LinkCache::default());
         assert!(todo.is_empty());
         assert_eq!(waiting, 5);
         let links = LinkCache::from_links([(
@@ -259,7 +278,7 @@ mod tests {
                 up: false,
             },
         )]);
-        let (todo, _) = s.plan(&links);
+        let (todo, _, _) = s.plan(&links);
         assert_eq!(todo.len(), 5);
         assert!(todo
             .iter()
@@ -274,24 +293,51 @@ mod tests {
         let mut report = FlushReport::default();
         let pending: Vec<_> = s.tracker().pending();
         for (i, op) in pending.into_iter().enumerate() {
-            let Op::Upsert { key, value, .. } = op else {
+            let Op::Upsert { key, .. } = op else {
                 panic!("only upserts");
             };
             let r = if i == 0 {
-                Ok(Outcome::Written)
+                Ok(Outcome::Done)
             } else {
                 Ok(Outcome::Unchanged)
             };
-            s.record(key, value, r, &mut report);
+            s.record(key, r, &mut report);
         }
         assert_eq!(report.upserts, 1);
         assert!(s.tracker().in_sync());
         s.on_link_vanished("cali1");
         assert_eq!(s.tracker().pending_len(), 4);
         s.set_endpoint(&ep.iface, None);
-        let (todo, _) = s.plan(&LinkCache::default());
+        let (todo, _, _) = s.plan(&LinkCache::default());
         assert!(todo.is_empty());
         assert!(s.tracker().in_sync());
+    }
+
+    #[test]
+    fn settings_become_the_same_sysctls() {
+        let ep = endpoint("cali1", true);
+        let paths: Vec<_> = desired_for(&ep)
+            .into_iter()
+            .map(|(k, v)| format!("{}={v}", k.path))
+            .collect();
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            vec![
+                "net/ipv4/conf/cali1/proxy_arp=1",
+                "net/ipv4/conf/cali1/route_localnet=1",
+                "net/ipv4/conf/cali1/rp_filter=1",
+                "net/ipv4/neigh/cali1/proxy_delay=0",
+                "net/ipv6/conf/cali1/proxy_ndp=1",
+            ]
+        );
+        assert_eq!(desired_for(&endpoint("cali1", false)).len(), 4);
+        let (key, _) = desired_for(&ep).remove(0);
+        let f = InterfaceSysctl::failure(&key, WriteKind::Upsert, Some(13));
+        assert_eq!(f.kind, ObjectKind::Sysctl);
+        assert_eq!(f.object, key.path);
+        assert_eq!((f.iface, f.addr), (Some(ep.iface.clone()), None));
     }
 
     #[test]

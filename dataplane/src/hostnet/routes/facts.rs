@@ -9,10 +9,10 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 
-use super::links::LinkCache;
 use super::model::{self, RawRoute};
-use super::netlink::NetlinkError;
 use super::protect::HostFacts;
+use crate::hostnet::links::{self, LinkCache};
+use crate::hostnet::netlink::{self, NetlinkError};
 
 /// Reads addresses and main-table routes and derives the facts.
 pub async fn read(
@@ -87,7 +87,7 @@ async fn main_routes(handle: &rtnetlink::Handle) -> Result<Vec<RawRoute>, Netlin
 /// Reads the facts of the namespace we run in, from scratch (for `margay
 /// check`, which runs no dataplane). `etcd` are the etcd endpoints' addresses.
 pub async fn read_current(etcd: &[IpAddr], our_protocol: u8) -> Result<HostFacts, NetlinkError> {
-    let socks = super::netlink::open(&crate::netns::NetnsTarget::current())?;
-    let links = super::dumps::dump_links(&socks.handle).await?;
+    let socks = netlink::open(&crate::netns::NetnsTarget::current())?;
+    let links = links::dump_links(&socks.handle).await?;
     read(&socks.handle, &links, etcd, our_protocol).await
 }
