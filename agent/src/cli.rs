@@ -177,14 +177,14 @@ async fn dispatch(name: &str, loader: SettingsLoader, resolved: Resolved, json: 
         tracing::warn!(%warning, "setting ignored or questionable");
     }
     let result = match name {
-        "run" => crate::run::run_agent(loader, resolved, log).await,
-        "check" => crate::check::run_check(&settings)
+        "run" => crate::cmd::run::run_agent(loader, resolved, log).await,
+        "check" => crate::cmd::check::run_check(&settings)
             .await
             .map(|ok| ok.then_some(())),
-        "plan" => crate::plan::run_plan(loader, &settings, json)
+        "plan" => crate::cmd::plan::run_plan(loader, &settings, json)
             .await
             .map(Some),
-        "status" => crate::status_cmd::run_status(&settings).await.map(Some),
+        "status" => crate::cmd::status::run_status(&settings).await.map(Some),
         _ => return ExitCode::from(EXIT_USAGE),
     };
     match result {

@@ -5,14 +5,13 @@
 //! - [`sync`]: etcd list + watch with resync; [`heartbeat`]: status reports.
 //! - [`run`]: the event loop joining sync, calculation and dataplane;
 //!   [`host_guard`]: what keeps data from cutting the host off.
-//! - [`plan`]: `margay plan`.
+//! - [`cmd`]: the subcommands `run`, `check`, `plan`, `status`.
 //! - [`conflicts`]: endpoint conflicts into log lines and a gauge.
-//! - [`metrics`], [`http`], [`logging`], [`notify`], [`check`],
-//!   [`status_cmd`]: observability and the other subcommands.
+//! - [`metrics`], [`http`], [`logging`], [`notify`]: observability.
 #![forbid(unsafe_code)]
 
-pub mod check;
 pub mod cli;
+pub mod cmd;
 pub mod conflicts;
 pub mod foreign_drop;
 pub mod heartbeat;
@@ -21,8 +20,9 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
-pub mod plan;
 pub mod run;
 pub mod settings;
-pub mod status_cmd;
 pub mod sync;
+
+// Older path of `margay check`'s helpers, still used by a few modules.
+use cmd::check;
