@@ -1362,7 +1362,7 @@ mod tests {
                 .await
                 .expect("send");
             settle().await;
-            let ready = crate::http::respond("GET /readyz HTTP/1.1", &h.metrics);
+            let ready = crate::http::readyz(&h.metrics);
             assert_eq!(ready.status, 200, "first apply succeeded");
             // Every later apply fails (and is retried).
             h.sync.send(updates(vec![endpoint(7)])).await.expect("send");
@@ -1377,7 +1377,7 @@ mod tests {
             failed >= crate::http::NOT_READY_AFTER_FAILED_APPLIES,
             "{failed}"
         );
-        let readyz = crate::http::respond("GET /readyz HTTP/1.1", &h.metrics);
+        let readyz = crate::http::readyz(&h.metrics);
         assert_eq!(readyz.status, 503, "{}", readyz.body);
     }
 
