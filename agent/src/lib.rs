@@ -4,6 +4,7 @@
 //! - [`cli`], [`settings`]: command line and layered settings loading.
 //! - [`sync`]: etcd list + watch with resync; [`heartbeat`]: status reports.
 //! - [`run`]: the event loop joining sync, calculation and dataplane;
+//!   [`dataplane_setup`]: settings into dataplane configuration;
 //!   [`host_guard`]: what keeps data from cutting the host off.
 //! - [`cmd`]: the subcommands `run`, `check`, `plan`, `status`.
 //! - [`conflicts`]: endpoint conflicts into log lines and a gauge.
@@ -13,6 +14,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod conflicts;
+pub mod dataplane_setup;
 pub mod foreign_drop;
 pub mod heartbeat;
 pub mod host_guard;

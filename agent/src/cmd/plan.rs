@@ -16,11 +16,11 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use margay_config::{DataplaneKind, Settings};
-use margay_dataplane::Dataplane;
 use margay_policy::calc::CalcEngine;
 use serde_json::json;
 
-use crate::run::{dataplane_config, firewall_settings, DatastoreConfig};
+use crate::dataplane_setup::{firewall_settings, open_dataplane};
+use crate::run::DatastoreConfig;
 use crate::settings::SettingsLoader;
 use crate::sync::{connect_any, list_all, EtcdConfig, DEFAULT_PAGE_SIZE};
 
@@ -98,9 +98,7 @@ pub async fn run_plan(
 ) -> anyhow::Result<()> {
     let computed = compute(settings, Some(&mut loader)).await?;
     let effective = computed.settings.clone();
-    let mut dp = Dataplane::new(dataplane_config(&effective))
-        .await
-        .context("cannot open the dataplane")?;
+    let mut dp = open_dataplane(&effective).await?;
     dp.start_read_only()
         .await
         .context("cannot read the dataplane")?;

@@ -3,14 +3,14 @@
 
 use anyhow::Context as _;
 use margay_config::Resolved;
-use margay_dataplane::Dataplane;
 use tokio::sync::{mpsc, watch};
 
+use crate::dataplane_setup::open_dataplane;
 use crate::heartbeat::{EndpointStatuses, ReportConfig};
 use crate::logging::LogHandle;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::run::{dataplane_config, Agent, Control, LoopInputs, Outputs};
+use crate::run::{Agent, Control, LoopInputs, Outputs};
 use crate::settings::SettingsLoader;
 use crate::sync::{BackoffConfig, SyncConfig, Syncer};
 
@@ -57,9 +57,7 @@ pub async fn run_agent(
     tracing::info!(addr = %server.local_addr(), "serving /metrics, /livez and /readyz");
     let http = tokio::spawn(server.serve());
 
-    let mut dp = Dataplane::new(dataplane_config(&settings))
-        .await
-        .context("cannot open the dataplane")?;
+    let mut dp = open_dataplane(&settings).await?;
     dp.set_etcd_addresses(
         crate::host_guard::resolve_etcd_addresses(&settings.etcd_endpoints).await,
     );
