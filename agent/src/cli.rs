@@ -25,9 +25,7 @@ use margay_config::setting::SPECS;
 use margay_config::{Resolved, Setting};
 
 use crate::settings::SettingsLoader;
-
-/// This binary's version.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+use crate::VERSION;
 
 /// Exit code for bad usage or settings.
 pub const EXIT_USAGE: u8 = 2;
@@ -112,18 +110,6 @@ pub fn option_map(matches: &ArgMatches) -> BTreeMap<String, String> {
 }
 
 /// Entry point of the binary.
-/// Writes a command's report to stdout. A reader that has gone away (`margay
-/// plan | head`) is not an error: the rest of the report is simply dropped,
-/// as with any Unix filter.
-pub fn print_report(text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
-    }
-}
-
 pub fn main() -> ExitCode {
     let matches = command().get_matches();
     let Some((name, sub)) = matches.subcommand() else {

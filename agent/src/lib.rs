@@ -8,7 +8,8 @@
 //!   [`host_guard`]: what keeps data from cutting the host off.
 //! - [`cmd`]: the subcommands `run`, `check`, `plan`, `status`.
 //! - [`conflicts`]: endpoint conflicts into log lines and a gauge.
-//! - [`metrics`], [`http`], [`logging`], [`notify`]: observability.
+//! - [`metrics`], [`http`], [`logging`], [`notify`]: observability;
+//!   [`preflight`]: what `margay check` is made of.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -22,9 +23,14 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod preflight;
 pub mod run;
 pub mod settings;
 pub mod sync;
 
-// Older path of `margay check`'s helpers, still used by a few modules.
+/// This binary's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+// The old path of the etcd connect helpers in `margay check`, for the calls
+// that move to the datastore layer (helper "ds"); remove with them.
 use cmd::check;

@@ -122,7 +122,7 @@ pub async fn run_plan(
             "problems": problems,
             "plan": plan.to_json(),
         });
-        crate::cli::print_report(&format!("{doc}\n")).context("writing the plan")?;
+        super::print_report(&format!("{doc}\n")).context("writing the plan")?;
         return Ok(());
     }
     let mut text = format!(
@@ -145,5 +145,5 @@ pub async fn run_plan(
         text.push_str(&format!("problem: {}\n", crate::logging::sanitize(p)));
     }
     text.push_str(&plan.to_string());
-    crate::cli::print_report(&text).context("writing the plan")
+    super::print_report(&text).context("writing the plan")
 }

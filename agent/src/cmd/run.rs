@@ -46,11 +46,11 @@ pub async fn run_agent(
     let control = spawn_signal_forwarder()?;
     let settings = resolved.settings.clone();
     crate::logging::log_startup(
-        crate::cli::VERSION,
+        crate::VERSION,
         &settings.dataplane.to_string(),
         &settings.entries(),
     );
-    let metrics = Metrics::new(crate::cli::VERSION, &settings.dataplane.to_string());
+    let metrics = Metrics::new(crate::VERSION, &settings.dataplane.to_string());
     let server = crate::http::MetricsServer::bind(settings.metrics_addr, metrics.clone())
         .await
         .context("cannot serve metrics")?;
