@@ -19,6 +19,10 @@ use margay_config::{DataplaneKind, Settings};
 use margay_policy::calc::CalcEngine;
 use serde_json::json;
 
+mod render;
+
+use render::{plan_json, plan_text};
+
 use crate::dataplane_setup::{firewall_settings, open_dataplane};
 use crate::run::DatastoreConfig;
 use crate::settings::SettingsLoader;
@@ -120,7 +124,7 @@ pub async fn run_plan(
             "ready": computed.calc.ready(),
             "invalid": computed.invalid.iter().map(|(k, r)| json!({"key": k, "reason": r})).collect::<Vec<_>>(),
             "problems": problems,
-            "plan": plan.to_json(),
+            "plan": plan_json(&plan),
         });
         super::print_report(&format!("{doc}\n")).context("writing the plan")?;
         return Ok(());
@@ -144,6 +148,6 @@ pub async fn run_plan(
     for p in &problems {
         text.push_str(&format!("problem: {}\n", crate::logging::sanitize(p)));
     }
-    text.push_str(&plan.to_string());
+    text.push_str(&plan_text(&plan));
     super::print_report(&text).context("writing the plan")
 }
