@@ -25,9 +25,7 @@ use margay_config::setting::SPECS;
 use margay_config::{Resolved, Setting};
 
 use crate::settings::SettingsLoader;
-
-/// This binary's version.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+use crate::VERSION;
 
 /// Exit code for bad usage or settings.
 pub const EXIT_USAGE: u8 = 2;
@@ -112,18 +110,6 @@ pub fn option_map(matches: &ArgMatches) -> BTreeMap<String, String> {
 }
 
 /// Entry point of the binary.
-/// Writes a command's report to stdout. A reader that has gone away (`margay
-/// plan | head`) is not an error: the rest of the report is simply dropped,
-/// as with any Unix filter.
-pub fn print_report(text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
-    }
-}
-
 pub fn main() -> ExitCode {
     let matches = command().get_matches();
     let Some((name, sub)) = matches.subcommand() else {
@@ -177,14 +163,14 @@ async fn dispatch(name: &str, loader: SettingsLoader, resolved: Resolved, json: 
         tracing::warn!(%warning, "setting ignored or questionable");
     }
     let result = match name {
-        "run" => crate::run::run_agent(loader, resolved, log).await,
-        "check" => crate::check::run_check(&settings)
+        "run" => crate::cmd::run::run_agent(loader, resolved, log).await,
+        "check" => crate::cmd::check::run_check(&settings)
             .await
             .map(|ok| ok.then_some(())),
-        "plan" => crate::plan::run_plan(loader, &settings, json)
+        "plan" => crate::cmd::plan::run_plan(loader, &settings, json)
             .await
             .map(Some),
-        "status" => crate::status_cmd::run_status(&settings).await.map(Some),
+        "status" => crate::cmd::status::run_status(&settings).await.map(Some),
         _ => return ExitCode::from(EXIT_USAGE),
     };
     match result {

@@ -21,7 +21,7 @@ use margay_dataplane::firewall::iptables::variant::{self, Variant};
 use margay_dataplane::netns::NetnsTarget;
 use margay_policy::desired::IpVersion;
 
-use crate::check::{find_tool, CheckResult};
+use crate::preflight::{find_tool, CheckResult};
 
 const NAME: &str = "foreign forward drop";
 

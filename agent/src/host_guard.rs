@@ -220,7 +220,7 @@ pub fn uplink_conflicts(prefixes: &[String], uplinks: &BTreeSet<String>) -> Vec<
 pub fn prefix_check(
     candidates: &[(String, String)],
     uplinks: &BTreeSet<String>,
-) -> crate::check::CheckResult {
+) -> crate::preflight::CheckResult {
     const NAME: &str = "interface prefix";
     let mut problems = Vec::new();
     for (source, value) in candidates {
@@ -241,12 +241,12 @@ pub fn prefix_check(
             .iter()
             .map(|(s, v)| format!("{s} = {:?}", sanitize(v)))
             .collect();
-        return crate::check::CheckResult::ok(
+        return crate::preflight::CheckResult::ok(
             NAME,
             format!("{}; uplinks: {uplinks}", values.join(", ")),
         );
     }
-    crate::check::CheckResult::problem(
+    crate::preflight::CheckResult::problem(
         NAME,
         problems.join("; "),
         format!(
@@ -258,7 +258,7 @@ pub fn prefix_check(
 
 /// Reads this host's uplinks and the datastore's `InterfacePrefix` keys
 /// and checks every value in force or waiting there.
-pub async fn gather_prefix_check(settings: &Settings) -> crate::check::CheckResult {
+pub async fn gather_prefix_check(settings: &Settings) -> crate::preflight::CheckResult {
     let etcd = resolve_etcd_addresses(&settings.etcd_endpoints).await;
     let facts =
         margay_dataplane::hostnet::routes::facts::read_current(&etcd, settings.route_protocol)
@@ -266,7 +266,7 @@ pub async fn gather_prefix_check(settings: &Settings) -> crate::check::CheckResu
     let uplinks = match facts {
         Ok(f) => f.uplinks,
         Err(e) => {
-            return crate::check::CheckResult::problem(
+            return crate::preflight::CheckResult::problem(
                 "interface prefix",
                 format!("cannot read this host's routes: {e}"),
                 "run as root (or with CAP_NET_ADMIN) in the host's network namespace",

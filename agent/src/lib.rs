@@ -4,16 +4,18 @@
 //! - [`cli`], [`settings`]: command line and layered settings loading.
 //! - [`sync`]: etcd list + watch with resync; [`heartbeat`]: status reports.
 //! - [`run`]: the event loop joining sync, calculation and dataplane;
+//!   [`dataplane_setup`]: settings into dataplane configuration;
 //!   [`host_guard`]: what keeps data from cutting the host off.
-//! - [`plan`]: `margay plan`.
+//! - [`cmd`]: the subcommands `run`, `check`, `plan`, `status`.
 //! - [`conflicts`]: endpoint conflicts into log lines and a gauge.
-//! - [`metrics`], [`http`], [`logging`], [`notify`], [`check`],
-//!   [`status_cmd`]: observability and the other subcommands.
+//! - [`metrics`], [`http`], [`logging`], [`notify`]: observability;
+//!   [`preflight`]: what `margay check` is made of.
 #![forbid(unsafe_code)]
 
-pub mod check;
 pub mod cli;
+pub mod cmd;
 pub mod conflicts;
+pub mod dataplane_setup;
 pub mod foreign_drop;
 pub mod heartbeat;
 pub mod host_guard;
@@ -21,8 +23,14 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
-pub mod plan;
+pub mod preflight;
 pub mod run;
 pub mod settings;
-pub mod status_cmd;
 pub mod sync;
+
+/// This binary's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+// The old path of the etcd connect helpers in `margay check`, for the calls
+// that move to the datastore layer (helper "ds"); remove with them.
+use cmd::check;

@@ -30,10 +30,9 @@ impl Notifier {
     /// environment (the variables are left in place).
     pub fn from_env() -> Self {
         let enabled = std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty());
-        let mut usec = 0u64;
-        let watchdog = (enabled && sd_notify::watchdog_enabled(false, &mut usec))
-            .then(|| watchdog_ping_interval(usec))
-            .flatten();
+        let watchdog = sd_notify::watchdog_enabled()
+            .filter(|_| enabled)
+            .and_then(watchdog_ping_interval);
         Notifier { enabled, watchdog }
     }
 
@@ -83,15 +82,16 @@ impl Notifier {
         if !self.enabled {
             return;
         }
-        if let Err(error) = sd_notify::notify(false, states) {
+        if let Err(error) = sd_notify::notify(states) {
             tracing::debug!(%error, "cannot notify systemd");
         }
     }
 }
 
-/// `WATCHDOG_USEC` halved, as systemd recommends; `None` for 0.
-fn watchdog_ping_interval(usec: u64) -> Option<Duration> {
-    (usec > 0).then(|| Duration::from_micros(usec / 2))
+/// The watchdog timeout (`WATCHDOG_USEC`) halved, as systemd recommends;
+/// `None` for 0.
+fn watchdog_ping_interval(timeout: Duration) -> Option<Duration> {
+    (!timeout.is_zero()).then(|| timeout / 2)
 }
 
 /// Status text must be one line (the protocol is newline-separated).
@@ -179,10 +179,10 @@ mod tests {
     #[test]
     fn watchdog_interval_is_half_the_timeout() {
         assert_eq!(
-            watchdog_ping_interval(30_000_000),
+            watchdog_ping_interval(Duration::from_secs(30)),
             Some(Duration::from_secs(15))
         );
-        assert_eq!(watchdog_ping_interval(0), None);
+        assert_eq!(watchdog_ping_interval(Duration::ZERO), None);
     }
 
     #[test]

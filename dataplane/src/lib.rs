@@ -24,11 +24,8 @@ pub mod firewall;
 pub mod hostnet;
 pub mod netns;
 
-use std::fmt;
-
 use ipnet::IpNet;
 use margay_policy::desired::{Changes, DesiredState};
-use serde_json::json;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -200,17 +197,8 @@ impl From<Op<IpNet, KernelRoute>> for RoutePlan {
     }
 }
 
-impl fmt::Display for RoutePlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RoutePlan::Add { dst, route } => write!(f, "+ route {dst} {route}"),
-            RoutePlan::Replace { dst, from, to } => write!(f, "~ route {dst} {from} -> {to}"),
-            RoutePlan::Delete { dst, route } => write!(f, "- route {dst} {route}"),
-        }
-    }
-}
-
-/// What a full sync would write now (nothing is written to make it).
+/// What a full sync would write now (nothing is written to make it); plain
+/// data, shown by the agent's `margay plan`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Route changes, by destination.
@@ -223,104 +211,6 @@ impl Plan {
     /// True when the kernel already matches.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty() && self.firewall.is_empty()
-    }
-
-    /// The plan as JSON: `{"routes": [{"op", "dst", "route", "from"?}],
-    /// "firewall": [{"op", ...}]}`.
-    pub fn to_json(&self) -> serde_json::Value {
-        let routes: Vec<_> = self.routes.iter().map(route_json).collect();
-        let fw: Vec<_> = self.firewall.iter().map(firewall_op_json).collect();
-        json!({ "routes": routes, "firewall": fw })
-    }
-}
-
-fn route_json(r: &RoutePlan) -> serde_json::Value {
-    match r {
-        RoutePlan::Add { dst, route } => {
-            json!({"op": "add", "dst": dst.to_string(), "route": route.to_string()})
-        }
-        RoutePlan::Replace { dst, from, to } => json!({
-            "op": "replace", "dst": dst.to_string(), "from": from.to_string(), "route": to.to_string()
-        }),
-        RoutePlan::Delete { dst, route } => {
-            json!({"op": "delete", "dst": dst.to_string(), "route": route.to_string()})
-        }
-    }
-}
-
-fn family(v: margay_policy::desired::IpVersion) -> &'static str {
-    match v {
-        margay_policy::desired::IpVersion::V4 => "ipv4",
-        margay_policy::desired::IpVersion::V6 => "ipv6",
-    }
-}
-
-fn firewall_op_json(op: &FirewallOp) -> serde_json::Value {
-    let members =
-        |m: &std::collections::BTreeSet<IpNet>| m.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-    match op {
-        FirewallOp::CreateSet { name, family: f } => {
-            json!({"op": "create_set", "name": name.as_str(), "family": family(*f)})
-        }
-        FirewallOp::DeleteSet { name } => json!({"op": "delete_set", "name": name.as_str()}),
-        FirewallOp::AddMembers {
-            set, members: m, ..
-        } => {
-            json!({"op": "add_members", "set": set.as_str(), "members": members(m)})
-        }
-        FirewallOp::RemoveMembers {
-            set, members: m, ..
-        } => {
-            json!({"op": "remove_members", "set": set.as_str(), "members": members(m)})
-        }
-        FirewallOp::ReplaceChain { name, rules } => {
-            json!({"op": "replace_chain", "name": name.as_str(), "rules": rules.len()})
-        }
-        FirewallOp::DeleteChain { name } => json!({"op": "delete_chain", "name": name.as_str()}),
-        FirewallOp::AttachHook { hook, chain } => {
-            json!({"op": "attach_hook", "hook": format!("{hook:?}"), "chain": chain.as_str()})
-        }
-    }
-}
-
-fn fmt_firewall_op(op: &FirewallOp, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    match op {
-        FirewallOp::CreateSet { name, family: v } => {
-            write!(f, "+ set {} ({})", name.as_str(), family(*v))
-        }
-        FirewallOp::DeleteSet { name } => write!(f, "- set {}", name.as_str()),
-        FirewallOp::AddMembers { set, members, .. } => {
-            write!(f, "+ {} member(s) in set {}", members.len(), set.as_str())
-        }
-        FirewallOp::RemoveMembers { set, members, .. } => {
-            write!(f, "- {} member(s) from set {}", members.len(), set.as_str())
-        }
-        FirewallOp::ReplaceChain { name, rules } => {
-            write!(f, "~ chain {} ({} rules)", name.as_str(), rules.len())
-        }
-        FirewallOp::DeleteChain { name } => write!(f, "- chain {}", name.as_str()),
-        FirewallOp::AttachHook { hook, chain } => {
-            write!(f, "~ hook {hook:?} -> {}", chain.as_str())
-        }
-    }
-}
-
-impl fmt::Display for Plan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            return writeln!(f, "nothing to do: the kernel matches the desired state");
-        }
-        writeln!(f, "routes: {} change(s)", self.routes.len())?;
-        for r in &self.routes {
-            writeln!(f, "  {r}")?;
-        }
-        writeln!(f, "firewall: {} op(s)", self.firewall.len())?;
-        for op in &self.firewall {
-            f.write_str("  ")?;
-            fmt_firewall_op(op, f)?;
-            writeln!(f)?;
-        }
-        Ok(())
     }
 }
 
@@ -552,37 +442,6 @@ impl Dataplane {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use margay_policy::names::InterfaceName;
-
-    #[test]
-    fn plans_print_and_serialise() {
-        let plan = Plan {
-            routes: vec![
-                RoutePlan::Add {
-                    dst: "10.0.0.1/32".parse().expect("net"),
-                    route: KernelRoute::Dev(InterfaceName::new("cali1").expect("iface")),
-                },
-                RoutePlan::Delete {
-                    dst: "10.0.0.9/32".parse().expect("net"),
-                    route: KernelRoute::Via("192.168.0.2".parse().expect("ip")),
-                },
-            ],
-            firewall: vec![],
-        };
-        let text = plan.to_string();
-        assert!(
-            text.contains("+ route 10.0.0.1/32 dev cali1 scope link"),
-            "{text}"
-        );
-        assert!(
-            text.contains("- route 10.0.0.9/32 via 192.168.0.2"),
-            "{text}"
-        );
-        let j = plan.to_json();
-        assert_eq!(j["routes"][0]["op"], "add");
-        assert_eq!(j["routes"][1]["route"], "via 192.168.0.2");
-        assert!(Plan::default().to_string().contains("nothing to do"));
-    }
 
     #[tokio::test]
     async fn reserved_protocols_are_refused() {

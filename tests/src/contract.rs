@@ -2,7 +2,7 @@
 //! for every test that checks them.
 
 /// The metric sample names margay exports (issue 5; see
-/// agent/src/metrics.rs). Histograms also have `_bucket`, `_sum`, `_count`.
+/// agent/src/metrics/names.rs). Histograms also have `_bucket`, `_sum`, `_count`.
 pub const METRIC_NAMES: &[&str] = &[
     "margay_build_info",
     "margay_datastore_connected",

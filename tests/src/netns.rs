@@ -77,7 +77,7 @@ impl TestNetns {
     }
 
     /// `GET path` from `127.0.0.1:port` inside the namespace, through `nc`:
-    /// the whole HTTP/1.0 response, empty when nothing answered.
+    /// the whole HTTP/1.1 response, empty when nothing answered.
     pub fn http_get(&self, port: u16, path: &str) -> String {
         use std::io::Write as _;
         let port = port.to_string();
@@ -89,7 +89,10 @@ impl TestNetns {
             .spawn()
             .expect("nc starts");
         if let Some(mut stdin) = child.stdin.take() {
-            let _ = write!(stdin, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+            let _ = write!(
+                stdin,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
         }
         let out = child.wait_with_output().expect("nc runs");
         String::from_utf8_lossy(&out.stdout).into_owned()

@@ -16,11 +16,15 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use margay_config::{DataplaneKind, Settings};
-use margay_dataplane::Dataplane;
 use margay_policy::calc::CalcEngine;
 use serde_json::json;
 
-use crate::run::{dataplane_config, firewall_settings, DatastoreConfig};
+mod render;
+
+use render::{plan_json, plan_text};
+
+use crate::dataplane_setup::{firewall_settings, open_dataplane};
+use crate::run::DatastoreConfig;
 use crate::settings::SettingsLoader;
 use crate::sync::{connect_any, list_all, EtcdConfig, DEFAULT_PAGE_SIZE};
 
@@ -98,9 +102,7 @@ pub async fn run_plan(
 ) -> anyhow::Result<()> {
     let computed = compute(settings, Some(&mut loader)).await?;
     let effective = computed.settings.clone();
-    let mut dp = Dataplane::new(dataplane_config(&effective))
-        .await
-        .context("cannot open the dataplane")?;
+    let mut dp = open_dataplane(&effective).await?;
     dp.start_read_only()
         .await
         .context("cannot read the dataplane")?;
@@ -122,9 +124,9 @@ pub async fn run_plan(
             "ready": computed.calc.ready(),
             "invalid": computed.invalid.iter().map(|(k, r)| json!({"key": k, "reason": r})).collect::<Vec<_>>(),
             "problems": problems,
-            "plan": plan.to_json(),
+            "plan": plan_json(&plan),
         });
-        crate::cli::print_report(&format!("{doc}\n")).context("writing the plan")?;
+        super::print_report(&format!("{doc}\n")).context("writing the plan")?;
         return Ok(());
     }
     let mut text = format!(
@@ -146,6 +148,6 @@ pub async fn run_plan(
     for p in &problems {
         text.push_str(&format!("problem: {}\n", crate::logging::sanitize(p)));
     }
-    text.push_str(&plan.to_string());
-    crate::cli::print_report(&text).context("writing the plan")
+    text.push_str(&plan_text(&plan));
+    super::print_report(&text).context("writing the plan")
 }

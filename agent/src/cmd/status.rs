@@ -367,7 +367,7 @@ pub async fn run_status(settings: &Settings) -> anyhow::Result<()> {
         .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
         .collect();
     let hosts = collect_hosts(&status_prefix, &status_kvs, &data_prefix, &data_keys);
-    crate::cli::print_report(&render_table(&hosts, unix_now())).context("writing the status table")
+    super::print_report(&render_table(&hosts, unix_now())).context("writing the status table")
 }
 
 fn unix_now() -> i64 {

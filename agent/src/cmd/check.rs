@@ -18,12 +18,13 @@
 //! a few etcd `get`s; nothing is changed.
 //! [`connect_etcd`] is shared with `margay status`.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use margay_config::{DataplaneKind, Settings};
+
+use crate::preflight::{find_tool, CheckResult};
 
 /// How long one external command or the etcd probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,66 +32,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Linux capability numbers (include/uapi/linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_NET_RAW: u32 = 13;
-
-/// Where tools are looked up in addition to `$PATH` (systemd's default
-/// PATH has them, an interactive user's may not).
-const SBIN_DIRS: &[&str] = &["/usr/local/sbin", "/usr/sbin", "/sbin"];
-
-/// The outcome of one check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckResult {
-    /// What was checked, e.g. `etcd reachable`.
-    pub name: String,
-    /// True when fine.
-    pub ok: bool,
-    /// What was found (shown in parentheses when ok, after `:` otherwise).
-    pub detail: String,
-    /// What to do about a problem (empty when ok).
-    pub hint: String,
-}
-
-impl CheckResult {
-    /// A passed check.
-    pub fn ok(name: &str, detail: impl Into<String>) -> Self {
-        CheckResult {
-            name: name.to_string(),
-            ok: true,
-            detail: detail.into(),
-            hint: String::new(),
-        }
-    }
-
-    /// A failed check with a hint.
-    pub fn problem(name: &str, detail: impl Into<String>, hint: impl Into<String>) -> Self {
-        CheckResult {
-            name: name.to_string(),
-            ok: false,
-            detail: detail.into(),
-            hint: hint.into(),
-        }
-    }
-}
-
-impl fmt::Display for CheckResult {
-    /// `ok       name (detail)` or `PROBLEM  name: detail — hint: hint`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.ok {
-            write!(f, "{:<9}{}", "ok", self.name)?;
-            if !self.detail.is_empty() {
-                write!(f, " ({})", self.detail)?;
-            }
-            return Ok(());
-        }
-        write!(f, "{:<9}{}", "PROBLEM", self.name)?;
-        if !self.detail.is_empty() {
-            write!(f, ": {}", self.detail)?;
-        }
-        if !self.hint.is_empty() {
-            write!(f, " — hint: {}", self.hint)?;
-        }
-        Ok(())
-    }
-}
 
 /// Runs every check for `settings`, prints one line per check to stdout and
 /// a last summary line, and returns `Ok(true)` when everything is fine.
@@ -106,7 +47,7 @@ pub async fn run_check(settings: &Settings) -> anyhow::Result<bool> {
             results.len()
         ));
     }
-    crate::cli::print_report(&text).context("writing the check report")?;
+    super::print_report(&text).context("writing the check report")?;
     Ok(problems == 0)
 }
 
@@ -195,21 +136,6 @@ pub fn check_rp_filter(value: Option<&str>) -> CheckResult {
             hint,
         ),
     }
-}
-
-/// Finds an executable `name` in `$PATH` and the sbin directories.
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .chain(SBIN_DIRS.iter().copied())
-        .map(|dir| Path::new(dir).join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// A tool must be installed.
@@ -561,6 +487,8 @@ pub fn etcd_results(settings: &Settings, probe: &Result<EtcdProbe, String>) -> V
 
 #[cfg(test)]
 mod tests {
+    use std::fmt;
+
     use super::*;
 
     fn settings() -> Settings {

@@ -1,0 +1,220 @@
+//! Live settings, invalid keys, repairs, netlink events and endpoint
+//! statuses.
+
+use super::*;
+
+#[tokio::test(start_paused = true)]
+async fn prefixes_matching_an_uplink_or_lo_are_rejected_and_counted_once() {
+    let (mut agent, inputs, h) = agent_with(&[], Fake::new());
+    let driver = async {
+        h.sync
+            .send(snapshot(vec![put("Ready", "true"), profile()]))
+            .await
+            .expect("send");
+        settle().await;
+        for change in [
+            put("config/InterfacePrefix", "eth"),
+            // Another settings change re-resolves: no second count.
+            put("config/ReportingIntervalSecs", "5"),
+            put("host/h1/config/InterfacePrefix", "cali,lo"),
+        ] {
+            h.sync.send(updates(vec![change])).await.expect("send");
+            settle().await;
+        }
+        h.control.send(Control::Stop).await.expect("stop");
+    };
+    let (result, ()) = tokio::join!(agent.run(inputs), driver);
+    result.expect("clean stop");
+    assert_eq!(agent.settings().interface_prefixes, vec!["cali"]);
+    let line = |reason: &str| {
+        metric_line(
+            &h.metrics,
+            &format!(
+                "margay_settings_rejected_total{{setting=\"interface_prefix\",reason=\"{reason}\"}}"
+            ),
+        )
+    };
+    assert!(
+        line("host_interface").ends_with(" 1"),
+        "{}",
+        h.metrics.render()
+    );
+    assert!(line("invalid").ends_with(" 1"), "{}", h.metrics.render());
+    assert!(agent
+        .driver()
+        .applies
+        .iter()
+        .all(|a| a.1.interface_prefixes == vec!["cali"]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn datastore_settings_apply_live_below_local_layers() {
+    // The environment pins the log level; the datastore sets the rest.
+    let (mut agent, inputs, mut h) = agent_with(&[("MARGAY_LOG_LEVEL", "warn")], Fake::new());
+    let driver = async {
+        h.sync
+            .send(snapshot(vec![
+                put("Ready", "true"),
+                profile(),
+                put(
+                    "host/h1/workload/k8s/pod9/endpoint/eth0",
+                    r#"{"state":"active","name":"tap9","profile_ids":["p1"],"ipv4_nets":["10.0.9.9/32"]}"#,
+                ),
+            ]))
+            .await
+            .expect("send");
+        settle().await;
+        h.sync
+            .send(updates(vec![
+                put("config/InterfacePrefix", "tap"),
+                put("config/LogSeverityScreen", "DEBUG"),
+                put("config/ReportingIntervalSecs", "5"),
+                put("host/h1/config/DefaultEndpointToHostAction", "ACCEPT"),
+                // Another host's setting must not apply here.
+                put("host/h2/config/ReportingTTLSecs", "7"),
+            ]))
+            .await
+            .expect("send");
+        settle().await;
+        assert!(h.report.has_changed().expect("open"));
+        h.control.send(Control::Stop).await.expect("stop");
+    };
+    let (result, ()) = tokio::join!(agent.run(inputs), driver);
+    result.expect("clean stop");
+    let s = agent.settings();
+    assert_eq!(s.interface_prefixes, vec!["tap"]);
+    assert_eq!(s.log_level, margay_config::LogLevel::Warn);
+    assert_eq!(s.reporting_ttl_secs, 90);
+    assert_eq!(
+        h.report.borrow_and_update().interval,
+        Some(Duration::from_secs(5))
+    );
+    let applies = &agent.driver().applies;
+    let last = applies.last().expect("applied");
+    assert_eq!(last.1.interface_prefixes, vec!["tap"]);
+    assert_eq!(last.1.endpoint_to_host, EndpointToHostAction::Accept);
+    assert!(last.0.settings, "the apply is told settings changed");
+    assert_eq!(last.2, vec!["tap9"], "the tap endpoint is plumbed now");
+
+    // Deleting the setting falls back to the default.
+    let mut dc = DatastoreConfig::new("/calico/v1", "h1");
+    assert!(dc.observe("/calico/v1/config/InterfacePrefix", Some("tap")));
+    assert!(!dc.observe("/calico/v1/config/InterfacePrefix", Some("tap")));
+    assert!(dc.observe("/calico/v1/config/InterfacePrefix", None));
+    assert!(!dc.observe("/calico/v1/config/a/b", Some("x")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_keys_are_counted_and_never_fatal() {
+    let (mut agent, inputs, h) = agent_with(&[], Fake::new());
+    let driver = async {
+        h.sync
+            .send(snapshot(vec![
+                put("Ready", "true"),
+                put("policy/profile/p1/rules", "{not json"),
+                endpoint(3),
+            ]))
+            .await
+            .expect("send");
+        settle().await;
+        assert!(
+            metric_line(&h.metrics, "margay_invalid_objects{kind=\"profile_rules\"}")
+                .ends_with(" 1")
+        );
+        // Fixed live.
+        h.sync.send(updates(vec![profile()])).await.expect("send");
+        settle().await;
+        h.control.send(Control::Stop).await.expect("stop");
+    };
+    let (result, ()) = tokio::join!(agent.run(inputs), driver);
+    result.expect("clean stop");
+    assert!(metric_line(
+        &h.metrics,
+        "margay_invalid_updates_total{kind=\"profile_rules\"}"
+    )
+    .ends_with(" 1"));
+    assert!(
+        metric_line(&h.metrics, "margay_invalid_objects{kind=\"profile_rules\"}").ends_with(" 0")
+    );
+    let applies = &agent.driver().applies;
+    assert_eq!(
+        applies.len(),
+        2,
+        "the endpoint was programmed (failing closed) and then fixed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_repairs_and_netlink_events_go_to_the_dataplane() {
+    let (mut agent, inputs, h) = agent_with(&[("MARGAY_REFRESH_INTERVAL", "10")], Fake::new());
+    let driver = async {
+        // Before the first apply, events are left to the full apply.
+        h.dp_events
+            .send(DataplaneEvent::LinkGone { index: 1 })
+            .await
+            .expect("send");
+        settle().await;
+        h.sync
+            .send(snapshot(vec![put("Ready", "true"), profile(), endpoint(1)]))
+            .await
+            .expect("send");
+        settle().await;
+        h.dp_events
+            .send(DataplaneEvent::AddressChanged { index: 2 })
+            .await
+            .expect("send");
+        settle().await;
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        h.control.send(Control::Stop).await.expect("stop");
+    };
+    let (result, ()) = tokio::join!(agent.run(inputs), driver);
+    result.expect("clean stop");
+    let fake = agent.driver();
+    assert_eq!(fake.events.len(), 1);
+    assert!(matches!(
+        fake.events[0],
+        DataplaneEvent::AddressChanged { index: 2 }
+    ));
+    assert_eq!(fake.firewall_repairs, 2, "every 10 s");
+    assert_eq!(fake.route_repairs, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoint_statuses_follow_the_applied_state() {
+    let (mut agent, inputs, mut h) = agent_with(&[], Fake::new());
+    let driver = async {
+        h.sync
+            .send(snapshot(vec![
+                put("Ready", "true"),
+                profile(),
+                endpoint(1),
+                put(
+                    "host/h1/workload/k8s/idle/endpoint/eth0",
+                    r#"{"state":"inactive","name":"cali2","profile_ids":["p1"],"ipv4_nets":[]}"#,
+                ),
+            ]))
+            .await
+            .expect("send");
+        settle().await;
+        h.sync
+            .send(updates(vec![del(
+                "host/h1/workload/k8s/pod1/endpoint/eth0",
+            )]))
+            .await
+            .expect("send");
+        settle().await;
+        h.control.send(Control::Stop).await.expect("stop");
+    };
+    let (result, ()) = tokio::join!(agent.run(inputs), driver);
+    result.expect("clean stop");
+    let statuses = h.statuses.borrow_and_update().clone();
+    let by_workload: BTreeMap<_, _> = statuses
+        .iter()
+        .map(|(k, v)| (k.workload.clone(), *v))
+        .collect();
+    assert_eq!(
+        by_workload,
+        BTreeMap::from([("idle".to_owned(), EndpointStatus::Down)]),
+        "pod1 went away; idle is inactive"
+    );
+}
