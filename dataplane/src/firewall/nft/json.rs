@@ -7,11 +7,11 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
+use ipnet::IpNet;
 use margay_policy::desired::IpVersion;
 use serde_json::Value;
 
-use super::hook_of_chain;
+use super::common::{fingerprint_of, hook_of_chain, range_to_nets};
 use crate::firewall::model::{AddressSet, ObjectName, ObservedRuleset};
 use crate::firewall::FirewallError;
 
@@ -20,14 +20,6 @@ fn parse_err(detail: impl Into<String>) -> FirewallError {
         what: "nft json".to_owned(),
         detail: detail.into(),
     }
-}
-
-/// Reads a rule comment as our fingerprint (0 when it is not one).
-pub fn fingerprint_of(comment: Option<&str>) -> u64 {
-    comment
-        .filter(|c| c.len() == 16)
-        .and_then(|c| u64::from_str_radix(c, 16).ok())
-        .unwrap_or(0)
 }
 
 /// Parses the JSON listing of our table.
@@ -141,15 +133,6 @@ fn element(e: &Value, members: &mut BTreeSet<IpNet>) -> Result<(), FirewallError
     }
     members.insert(IpNet::from(addr(e)?));
     Ok(())
-}
-
-/// The CIDRs covering `lo..=hi` exactly.
-pub fn range_to_nets(lo: IpAddr, hi: IpAddr) -> Result<Vec<IpNet>, FirewallError> {
-    match (lo, hi) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => Ok(Ipv4Subnets::new(a, b, 0).map(IpNet::V4).collect()),
-        (IpAddr::V6(a), IpAddr::V6(b)) => Ok(Ipv6Subnets::new(a, b, 0).map(IpNet::V6).collect()),
-        _ => Err(parse_err(format!("mixed-family range {lo}-{hi}"))),
-    }
 }
 
 #[cfg(test)]

@@ -14,10 +14,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use margay_policy::desired::IpVersion;
 
-use super::super::{hook_of_chain, json::fingerprint_of, json::range_to_nets, TABLE};
+use super::nl_err;
+use super::uapi::*;
 use super::wire::{attrs, be32, find, messages, nested};
-use super::*;
 use crate::firewall::model::{AddressSet, Hook, ObjectName, ObservedRuleset};
+use crate::firewall::nft::common::{fingerprint_of, hook_of_chain, range_to_nets, TABLE};
 use crate::firewall::FirewallError;
 
 /// A chain message: its name, and whether it is a base chain (has a hook).
@@ -119,13 +120,13 @@ pub(super) fn cstr(b: &[u8]) -> Option<&str> {
     std::str::from_utf8(&b[..end]).ok()
 }
 
-/// The comment in rule userdata (TLV type 0).
+/// The comment in rule userdata (TLV entry of type comment).
 fn comment(ud: &[u8]) -> Option<&str> {
     let mut i = 0;
     while i + 2 <= ud.len() {
         let (ty, len) = (ud[i], usize::from(ud[i + 1]));
         let val = ud.get(i + 2..i + 2 + len)?;
-        if ty == 0 {
+        if ty == UDATA_RULE_COMMENT {
             return cstr(val);
         }
         i += 2 + len;
@@ -142,7 +143,8 @@ fn jump_target(rule: &[(u16, &[u8])]) -> Option<ObjectName> {
             continue;
         }
         let data = find(&a, NFTA_EXPR_DATA)?;
-        let verdict = nested(data, 2).and_then(|d| nested(d, NFTA_DATA_VERDICT))?;
+        let verdict =
+            nested(data, NFTA_IMMEDIATE_DATA).and_then(|d| nested(d, NFTA_DATA_VERDICT))?;
         let chain = nested(verdict, NFTA_VERDICT_CHAIN).and_then(cstr)?;
         return ObjectName::from_kernel(chain);
     }
@@ -202,10 +204,7 @@ pub fn observe_batch(batch: &[u8]) -> Result<ObservedRuleset, FirewallError> {
     let mut keys: SetKeys = BTreeMap::new();
     for m in messages(batch) {
         let p = m.payload.get(4..).unwrap_or(&[]);
-        let Some(op) =
-            m.ty.checked_sub(nft_type(0))
-                .and_then(|t| u8::try_from(t).ok())
-        else {
+        let Some(op) = nft_msg(m.ty) else {
             continue;
         };
         match op {

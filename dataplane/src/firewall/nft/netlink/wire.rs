@@ -4,6 +4,13 @@
 //! attribute is `nlattr` (len, type) + payload padded to 4 bytes. nf_tables
 //! integers inside attributes are big endian.
 
+pub const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_CREATE: u16 = 0x400;
+pub const NLM_F_APPEND: u16 = 0x800;
+pub const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_DONE: u16 = 3;
+
 /// Size of `struct nlmsghdr`.
 const NLMSG_HDRLEN: usize = 16;
 /// Nested-attribute flag (set as nft does; the kernel masks it off).
