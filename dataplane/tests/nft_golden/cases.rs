@@ -40,6 +40,13 @@ fn tcp() -> Match {
 
 /// The golden rules, in chain order.
 pub fn rules() -> Vec<GenericRule> {
+    let mut all = verdict_and_set_rules();
+    all.extend(more_rules());
+    all
+}
+
+/// Plain verdicts, set lookups, ports, conntrack state and interfaces.
+fn verdict_and_set_rules() -> Vec<GenericRule> {
     let set = |s: &str, negated| Match::SrcSet {
         set: name(s),
         negated,
@@ -79,6 +86,12 @@ pub fn rules() -> Vec<GenericRule> {
             vec![iface("eth0", false)],
             Action::Goto(name("margay-target")),
         ),
+    ]
+}
+
+/// Address, ICMP and mark rules, and the actions that do not end a rule.
+fn more_rules() -> Vec<GenericRule> {
+    vec![
         rule(
             vec![Match::SrcNet {
                 net: "10.1.2.3/32".parse().expect("net"),

@@ -14,7 +14,8 @@ use super::decode::{self, intervals_to_nets, RuleSeen};
 use super::nl_err;
 use super::uapi::*;
 use super::wire::{
-    attrs, be32, find, messages, Builder, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST,
+    attrs, be32, error_code, find, messages, Builder, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP,
+    NLM_F_REQUEST,
 };
 use crate::firewall::model::{AddressSet, ObjectName, ObservedRuleset};
 use crate::firewall::nft::common::TABLE;
@@ -342,11 +343,4 @@ impl Session {
 enum DumpEnd {
     Done,
     NoSuchObject,
-}
-
-fn error_code(payload: &[u8]) -> i32 {
-    payload
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, |b: [u8; 4]| -i32::from_ne_bytes(b))
 }
