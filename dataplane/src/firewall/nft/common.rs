@@ -4,7 +4,8 @@
 //! ([`super::render`]) or as netlink attributes ([`super::netlink`]).
 //!
 //! Read-back helpers used by both readers (the JSON listing of `nft -j` and
-//! the netlink dump) live here too: reading a fingerprint back out of a
+//! the netlink dump) live here too: what a chain or a rule of our table
+//! means for the observed ruleset, reading a fingerprint back out of a
 //! comment, and turning an address range back into prefixes.
 
 use std::net::IpAddr;
@@ -12,7 +13,7 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
 use margay_policy::desired::{IpVersion, PortRange};
 
-use crate::firewall::model::Hook;
+use crate::firewall::model::{Hook, ObjectName, ObservedRuleset};
 use crate::firewall::FirewallError;
 
 /// Our table (family inet).
@@ -99,6 +100,56 @@ pub fn fingerprint_of(comment: Option<&str>) -> u64 {
         .filter(|c| c.len() == 16)
         .and_then(|c| u64::from_str_radix(c, 16).ok())
         .unwrap_or(0)
+}
+
+/// Records a chain of our table seen on read-back: a regular chain of ours
+/// is observed (with no rules yet); base chains and foreign names are not.
+pub fn record_chain(name: &str, base: bool, out: &mut ObservedRuleset) {
+    if base {
+        return;
+    }
+    if let Some(n) = ObjectName::from_kernel(name) {
+        out.chains.entry(n).or_default();
+    }
+}
+
+/// What one rule of our table says on read-back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleSeen {
+    /// A rule of a base chain, with the chain it jumps to (None: no jump).
+    Hook(Hook, Option<ObjectName>),
+    /// A rule of one of our regular chains, with its fingerprint (0: none).
+    Ours(ObjectName, u64),
+}
+
+impl RuleSeen {
+    /// Reads a rule of `chain`: `jump` finds the chain it jumps to (only
+    /// asked for base chains), `comment` is its comment. None for rules of
+    /// chains that are not ours.
+    pub fn of(
+        chain: &str,
+        jump: impl FnOnce() -> Option<ObjectName>,
+        comment: Option<&str>,
+    ) -> Option<Self> {
+        if let Some(hook) = hook_of_chain(chain) {
+            return Some(RuleSeen::Hook(hook, jump()));
+        }
+        let name = ObjectName::from_kernel(chain)?;
+        Some(RuleSeen::Ours(name, fingerprint_of(comment)))
+    }
+
+    /// Adds the rule to `out`: a hook's jump, or a fingerprint appended to
+    /// its chain. False for a base chain rule without a jump (nothing added).
+    pub fn record(self, out: &mut ObservedRuleset) -> bool {
+        match self {
+            RuleSeen::Hook(hook, Some(target)) => {
+                out.hooks.insert(hook, target);
+            }
+            RuleSeen::Hook(_, None) => return false,
+            RuleSeen::Ours(name, fp) => out.chains.entry(name).or_default().push(fp),
+        }
+        true
+    }
 }
 
 /// The CIDRs covering `lo..=hi` exactly.
@@ -218,6 +269,24 @@ mod tests {
         assert_eq!(fingerprint_of(Some(&c)), 0x0123_4567_89ab_cdef);
         assert_eq!(fingerprint_of(Some("not ours")), 0);
         assert_eq!(fingerprint_of(None), 0);
+    }
+
+    #[test]
+    fn rules_read_back_as_hook_jumps_or_fingerprints() {
+        let a = ObjectName::fixed("margay-a");
+        let mut out = ObservedRuleset::default();
+        let hook = RuleSeen::of("hook-forward", || Some(a.clone()), None);
+        assert_eq!(hook, Some(RuleSeen::Hook(Hook::Forward, Some(a.clone()))));
+        assert!(hook.is_some_and(|r| r.record(&mut out)));
+        let ours = RuleSeen::of("margay-a", || None, Some("0000000000000007"));
+        assert!(ours.is_some_and(|r| r.record(&mut out)));
+        assert!(!RuleSeen::Hook(Hook::Input, None).record(&mut out));
+        assert_eq!(RuleSeen::of("docker-x", || None, None), None);
+        record_chain("hook-input", true, &mut out);
+        record_chain("margay-b", false, &mut out);
+        assert_eq!(out.hooks.get(&Hook::Forward), Some(&a));
+        assert_eq!(out.chains.get(&a), Some(&vec![7]));
+        assert_eq!(out.chains.len(), 2);
     }
 
     #[test]

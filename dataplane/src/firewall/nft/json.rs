@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use margay_policy::desired::IpVersion;
 use serde_json::Value;
 
-use super::common::{fingerprint_of, hook_of_chain, range_to_nets};
+use super::common::{range_to_nets, record_chain, RuleSeen};
 use crate::firewall::model::{AddressSet, ObjectName, ObservedRuleset};
 use crate::firewall::FirewallError;
 
@@ -43,14 +43,8 @@ pub fn parse_table(json: &str) -> Result<ObservedRuleset, FirewallError> {
 }
 
 fn chain(c: &Value, out: &mut ObservedRuleset) {
-    let Some(name) = c.get("name").and_then(Value::as_str) else {
-        return;
-    };
-    if c.get("hook").is_some() {
-        return;
-    }
-    if let Some(n) = ObjectName::from_kernel(name) {
-        out.chains.entry(n).or_default();
+    if let Some(name) = c.get("name").and_then(Value::as_str) {
+        record_chain(name, c.get("hook").is_some(), out);
     }
 }
 
@@ -58,25 +52,19 @@ fn rule(r: &Value, out: &mut ObservedRuleset) {
     let Some(chain) = r.get("chain").and_then(Value::as_str) else {
         return;
     };
-    if let Some(hook) = hook_of_chain(chain) {
-        let target = r
-            .get("expr")
+    let jump = || {
+        r.get("expr")
             .and_then(Value::as_array)
             .and_then(|e| {
                 e.iter()
                     .find_map(|x| x.get("jump")?.get("target")?.as_str())
             })
-            .and_then(ObjectName::from_kernel);
-        if let Some(t) = target {
-            out.hooks.insert(hook, t);
-        }
-        return;
-    }
-    let Some(name) = ObjectName::from_kernel(chain) else {
-        return;
+            .and_then(ObjectName::from_kernel)
     };
-    let fp = fingerprint_of(r.get("comment").and_then(Value::as_str));
-    out.chains.entry(name).or_default().push(fp);
+    let comment = r.get("comment").and_then(Value::as_str);
+    if let Some(seen) = RuleSeen::of(chain, jump, comment) {
+        seen.record(out);
+    }
 }
 
 fn set(s: &Value, out: &mut ObservedRuleset) -> Result<(), FirewallError> {

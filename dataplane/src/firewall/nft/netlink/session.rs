@@ -10,7 +10,7 @@ use margay_policy::desired::IpVersion;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 use super::batch::BatchWriter;
-use super::decode::{self, intervals_to_nets, RuleSeen};
+use super::decode::{self, intervals_to_nets};
 use super::nl_err;
 use super::uapi::*;
 use super::wire::{
@@ -18,7 +18,7 @@ use super::wire::{
     NLM_F_REQUEST,
 };
 use crate::firewall::model::{AddressSet, ObjectName, ObservedRuleset};
-use crate::firewall::nft::common::TABLE;
+use crate::firewall::nft::common::{record_chain, TABLE};
 use crate::firewall::{FirewallError, FirewallOp};
 use crate::netns::NetnsTarget;
 
@@ -258,12 +258,7 @@ impl Session {
                     return;
                 };
                 chains.push(c.name.to_owned());
-                if c.base {
-                    return;
-                }
-                if let Some(n) = ObjectName::from_kernel(c.name) {
-                    out.chains.insert(n, Vec::new());
-                }
+                record_chain(c.name, c.base, &mut out);
             },
         )?;
         if end == DumpEnd::NoSuchObject {
@@ -291,23 +286,20 @@ impl Session {
         chain: &str,
         out: &mut ObservedRuleset,
     ) -> Result<(), FirewallError> {
-        let mut parse_err = None;
+        let mut jumpless = false;
         self.dump(
             MSG_GETRULE,
             |b| {
                 b.put_str(NFTA_RULE_TABLE, TABLE);
                 b.put_str(NFTA_RULE_CHAIN, chain);
             },
-            |p| match decode::rule(p) {
-                Some(RuleSeen::Hook(hook, Some(t), _)) => {
-                    out.hooks.insert(hook, t);
+            |p| {
+                if let Some(seen) = decode::rule(p) {
+                    jumpless |= !seen.record(out);
                 }
-                Some(RuleSeen::Hook(_, None, chain)) => parse_err = Some(chain),
-                Some(RuleSeen::Ours(name, fp)) => out.chains.entry(name).or_default().push(fp),
-                None => {}
             },
         )?;
-        if let Some(chain) = parse_err {
+        if jumpless {
             tracing::debug!(chain, "hook chain without a jump");
         }
         Ok(())
