@@ -6,7 +6,7 @@
 //! * `wire`: netlink message and attribute framing;
 //! * [`Session`] (`session`): one `NETLINK_NETFILTER` socket opened inside
 //!   the target namespace; sends batches, waits for their acks, answers the
-//!   ruleset generation and reads our table back;
+//!   ruleset generation; `readback` reads our table back over it;
 //! * `batch`: turns [`FirewallOp`]s into one nfnetlink batch (one kernel
 //!   transaction: all or nothing) — table, chains, sets, elements, rules;
 //! * `expr`: turns one rule into its nf_tables expressions;
@@ -26,6 +26,7 @@
 mod batch;
 mod decode;
 mod expr;
+mod readback;
 mod session;
 pub mod uapi;
 mod wire;

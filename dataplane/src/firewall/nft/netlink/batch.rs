@@ -33,7 +33,7 @@ pub(super) type Batch = (Vec<u8>, Vec<(u32, String)>, u32);
 
 /// Encodes ops as one nfnetlink batch.
 pub(super) struct BatchWriter {
-    pub(super) b: Builder,
+    b: Builder,
     seq: u32,
     descs: Vec<(u32, String)>,
     anon_id: u32,
@@ -81,7 +81,7 @@ impl BatchWriter {
     }
 
     /// Starts a message of the batch; `desc` names it in error reports.
-    pub(super) fn msg(&mut self, ty: u8, flags: u16, desc: impl FnOnce() -> String) -> usize {
+    fn msg(&mut self, ty: u8, flags: u16, desc: impl FnOnce() -> String) -> usize {
         self.seq += 1;
         self.descs.push((self.seq, desc()));
         self.b.msg(
@@ -93,6 +93,14 @@ impl BatchWriter {
         )
     }
 
+    /// Adds the deletion of our table and everything in it.
+    pub(super) fn delete_table(&mut self) {
+        let m = self.msg(MSG_DELTABLE, 0, || format!("delete table {TABLE}"));
+        self.b.put_str(NFTA_TABLE_NAME, TABLE);
+        self.b.end_msg(m);
+    }
+
+    /// Adds `ops`: our table, then every op in an order the kernel accepts.
     pub(super) fn ops(&mut self, ops: &[FirewallOp]) -> Result<(), FirewallError> {
         let m = self.msg(MSG_NEWTABLE, NLM_F_CREATE, || format!("table {TABLE}"));
         self.b.put_str(NFTA_TABLE_NAME, TABLE);

@@ -1,24 +1,17 @@
 //! The nf_tables socket: one `NETLINK_NETFILTER` socket opened inside the
 //! target namespace and kept for the backend's life. It sends write batches
-//! and waits for their acks, answers the ruleset generation, and dumps our
-//! table back (chains, rules, sets and their elements).
+//! and waits for their acks, answers the ruleset generation, and runs dump
+//! requests (which `readback` uses to read our table back).
 
-use std::collections::BTreeSet;
-
-use ipnet::IpNet;
-use margay_policy::desired::IpVersion;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 use super::batch::BatchWriter;
-use super::decode::{self, intervals_to_nets};
 use super::nl_err;
 use super::uapi::*;
 use super::wire::{
     attrs, be32, error_code, find, messages, Builder, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP,
     NLM_F_REQUEST,
 };
-use crate::firewall::model::{AddressSet, ObjectName, ObservedRuleset};
-use crate::firewall::nft::common::{record_chain, TABLE};
 use crate::firewall::{FirewallError, FirewallOp};
 use crate::netns::NetnsTarget;
 
@@ -172,7 +165,7 @@ impl Session {
     }
 
     /// Runs a dump request and hands every answer message's attributes to `f`.
-    fn dump(
+    pub(super) fn dump(
         &mut self,
         msg: u8,
         build: impl FnOnce(&mut Builder),
@@ -227,9 +220,7 @@ impl Session {
     pub fn delete_table(&mut self) -> Result<bool, FirewallError> {
         let start = self.next_seq();
         let mut b = BatchWriter::new(start);
-        let m = b.msg(MSG_DELTABLE, 0, || format!("delete table {TABLE}"));
-        b.b.put_str(NFTA_TABLE_NAME, TABLE);
-        b.b.end_msg(m);
+        b.delete_table();
         let (buf, _, last) = b.finish()?;
         self.seq = last;
         self.send(&buf, "batch")?;
@@ -242,97 +233,11 @@ impl Session {
             )),
         }
     }
-
-    /// Reads back everything in our table. Rules are dumped chain by chain:
-    /// the kernel resumes a dump by counting rules from the start of what it
-    /// covers, so one dump of the whole table costs the square of the
-    /// table's rules, and a dump per chain only the sum of each chain's square.
-    pub fn observe(&mut self) -> Result<ObservedRuleset, FirewallError> {
-        let mut out = ObservedRuleset::default();
-        let mut chains: Vec<String> = Vec::new();
-        let end = self.dump(
-            MSG_GETCHAIN,
-            |_| {},
-            |p| {
-                let Some(c) = decode::chain(p) else {
-                    return;
-                };
-                chains.push(c.name.to_owned());
-                record_chain(c.name, c.base, &mut out);
-            },
-        )?;
-        if end == DumpEnd::NoSuchObject {
-            return Ok(out);
-        }
-        for chain in &chains {
-            self.observe_rules(chain, &mut out)?;
-        }
-        let mut sets: Vec<(ObjectName, IpVersion)> = Vec::new();
-        self.dump(
-            MSG_GETSET,
-            |b| b.put_str(NFTA_SET_TABLE, TABLE),
-            |p| sets.extend(decode::set(p)),
-        )?;
-        for (name, family) in sets {
-            let members = self.observe_members(&name, family)?;
-            out.sets.insert(name, AddressSet { family, members });
-        }
-        Ok(out)
-    }
-
-    /// Reads the rules of one chain of our table into `out`.
-    fn observe_rules(
-        &mut self,
-        chain: &str,
-        out: &mut ObservedRuleset,
-    ) -> Result<(), FirewallError> {
-        let mut jumpless = false;
-        self.dump(
-            MSG_GETRULE,
-            |b| {
-                b.put_str(NFTA_RULE_TABLE, TABLE);
-                b.put_str(NFTA_RULE_CHAIN, chain);
-            },
-            |p| {
-                if let Some(seen) = decode::rule(p) {
-                    jumpless |= !seen.record(out);
-                }
-            },
-        )?;
-        if jumpless {
-            tracing::debug!(chain, "hook chain without a jump");
-        }
-        Ok(())
-    }
-
-    fn observe_members(
-        &mut self,
-        set: &ObjectName,
-        family: IpVersion,
-    ) -> Result<BTreeSet<IpNet>, FirewallError> {
-        let mut keys: Vec<(u128, bool)> = Vec::new();
-        let mut bad = None;
-        self.dump(
-            MSG_GETSETELEM,
-            |b| {
-                b.put_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-                b.put_str(NFTA_SET_ELEM_LIST_SET, set.as_str());
-            },
-            |p| {
-                if decode::elements(p, family, &mut keys).is_err() {
-                    bad = Some(set.to_string());
-                }
-            },
-        )?;
-        if let Some(s) = bad {
-            return Err(nl_err("set elements", format!("bad key in {s}")));
-        }
-        intervals_to_nets(keys, family)
-    }
 }
 
+/// How a dump ended.
 #[derive(Debug, PartialEq, Eq)]
-enum DumpEnd {
+pub(super) enum DumpEnd {
     Done,
     NoSuchObject,
 }
