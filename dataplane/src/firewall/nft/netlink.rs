@@ -19,9 +19,9 @@
 //! expressions are never parsed.
 //!
 //! The expressions emitted are the ones `nft` itself emits for the same
-//! rule text (see `nft --debug=netlink`), up to the differences the golden
-//! tests (`golden_tests`) list, so `nft list table inet margay` shows our
-//! rules readably.
+//! rule text (see `nft --debug=netlink`), up to two equivalent forms that
+//! `dataplane/tests/nft_golden.rs` compares against a captured listing and
+//! names, so `nft list table inet margay` shows our rules readably.
 
 mod batch;
 mod decode;

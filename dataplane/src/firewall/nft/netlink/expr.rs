@@ -1,7 +1,9 @@
 //! The expression encoder: one [`GenericRule`] as the list of nf_tables
 //! expressions (meta, payload, bitwise, cmp, range, lookup, ct, immediate,
-//! log, masq, counter) the kernel evaluates, the same ones `nft` emits for
-//! the rule's text.
+//! log, masq, counter) the kernel evaluates: the ones `nft` emits for the
+//! rule's text, except a single port range (one `range` where nft 1.0.6
+//! emits two `cmp`s) and a prefix (the whole address masked where nft loads
+//! only the prefix's bytes); see `dataplane/tests/nft_golden.rs`.
 
 use ipnet::IpNet;
 use margay_policy::desired::{IpVersion, PortRange};
