@@ -20,6 +20,7 @@
 //!   dump of our table's chains, rule comments and set elements for
 //!   read-back. No process per change.
 
+pub mod common;
 mod json;
 pub mod netlink;
 pub mod render;
@@ -27,47 +28,13 @@ pub mod render;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use super::model::{Hook, ObservedRuleset};
+use super::model::ObservedRuleset;
 use super::{FirewallBackend, FirewallError, FirewallOp};
 use crate::netns::NetnsTarget;
 
+pub use common::{hook_chain, hook_of_chain, hook_spec, TABLE};
 pub use json::parse_table;
 pub use render::render_batch;
-
-/// Our table (family inet).
-pub const TABLE: &str = "margay";
-
-/// The base chain that attaches to `hook`.
-pub fn hook_chain(hook: Hook) -> &'static str {
-    match hook {
-        Hook::Forward => "hook-forward",
-        Hook::Input => "hook-input",
-        Hook::Output => "hook-output",
-        Hook::NatPostrouting => "hook-nat-post",
-    }
-}
-
-/// The hook whose base chain is `name`, if it is one of ours.
-pub fn hook_of_chain(name: &str) -> Option<Hook> {
-    [
-        Hook::Forward,
-        Hook::Input,
-        Hook::Output,
-        Hook::NatPostrouting,
-    ]
-    .into_iter()
-    .find(|h| hook_chain(*h) == name)
-}
-
-/// The nft chain spec of `hook`'s base chain.
-pub fn hook_spec(hook: Hook) -> &'static str {
-    match hook {
-        Hook::Forward => "type filter hook forward priority filter; policy accept",
-        Hook::Input => "type filter hook input priority filter; policy accept",
-        Hook::Output => "type filter hook output priority filter; policy accept",
-        Hook::NatPostrouting => "type nat hook postrouting priority srcnat; policy accept",
-    }
-}
 
 /// How the backend talks to the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

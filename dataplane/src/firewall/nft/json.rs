@@ -7,11 +7,11 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
+use ipnet::IpNet;
 use margay_policy::desired::IpVersion;
 use serde_json::Value;
 
-use super::hook_of_chain;
+use super::common::{range_to_nets, record_chain, RuleSeen};
 use crate::firewall::model::{AddressSet, ObjectName, ObservedRuleset};
 use crate::firewall::FirewallError;
 
@@ -20,14 +20,6 @@ fn parse_err(detail: impl Into<String>) -> FirewallError {
         what: "nft json".to_owned(),
         detail: detail.into(),
     }
-}
-
-/// Reads a rule comment as our fingerprint (0 when it is not one).
-pub fn fingerprint_of(comment: Option<&str>) -> u64 {
-    comment
-        .filter(|c| c.len() == 16)
-        .and_then(|c| u64::from_str_radix(c, 16).ok())
-        .unwrap_or(0)
 }
 
 /// Parses the JSON listing of our table.
@@ -51,14 +43,8 @@ pub fn parse_table(json: &str) -> Result<ObservedRuleset, FirewallError> {
 }
 
 fn chain(c: &Value, out: &mut ObservedRuleset) {
-    let Some(name) = c.get("name").and_then(Value::as_str) else {
-        return;
-    };
-    if c.get("hook").is_some() {
-        return;
-    }
-    if let Some(n) = ObjectName::from_kernel(name) {
-        out.chains.entry(n).or_default();
+    if let Some(name) = c.get("name").and_then(Value::as_str) {
+        record_chain(name, c.get("hook").is_some(), out);
     }
 }
 
@@ -66,25 +52,19 @@ fn rule(r: &Value, out: &mut ObservedRuleset) {
     let Some(chain) = r.get("chain").and_then(Value::as_str) else {
         return;
     };
-    if let Some(hook) = hook_of_chain(chain) {
-        let target = r
-            .get("expr")
+    let jump = || {
+        r.get("expr")
             .and_then(Value::as_array)
             .and_then(|e| {
                 e.iter()
                     .find_map(|x| x.get("jump")?.get("target")?.as_str())
             })
-            .and_then(ObjectName::from_kernel);
-        if let Some(t) = target {
-            out.hooks.insert(hook, t);
-        }
-        return;
-    }
-    let Some(name) = ObjectName::from_kernel(chain) else {
-        return;
+            .and_then(ObjectName::from_kernel)
     };
-    let fp = fingerprint_of(r.get("comment").and_then(Value::as_str));
-    out.chains.entry(name).or_default().push(fp);
+    let comment = r.get("comment").and_then(Value::as_str);
+    if let Some(seen) = RuleSeen::of(chain, jump, comment) {
+        seen.record(out);
+    }
 }
 
 fn set(s: &Value, out: &mut ObservedRuleset) -> Result<(), FirewallError> {
@@ -141,15 +121,6 @@ fn element(e: &Value, members: &mut BTreeSet<IpNet>) -> Result<(), FirewallError
     }
     members.insert(IpNet::from(addr(e)?));
     Ok(())
-}
-
-/// The CIDRs covering `lo..=hi` exactly.
-pub fn range_to_nets(lo: IpAddr, hi: IpAddr) -> Result<Vec<IpNet>, FirewallError> {
-    match (lo, hi) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => Ok(Ipv4Subnets::new(a, b, 0).map(IpNet::V4).collect()),
-        (IpAddr::V6(a), IpAddr::V6(b)) => Ok(Ipv6Subnets::new(a, b, 0).map(IpNet::V6).collect()),
-        _ => Err(parse_err(format!("mixed-family range {lo}-{hi}"))),
-    }
 }
 
 #[cfg(test)]

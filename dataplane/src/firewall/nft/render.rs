@@ -10,7 +10,10 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 use margay_policy::desired::{IpVersion, PortRange};
 
-use super::{hook_chain, hook_spec, TABLE};
+use super::common::{
+    check_iface, check_log_prefix, check_ports, fingerprint_comment, hook_chain, hook_spec,
+    merge_ports, need_family, net_family, TABLE,
+};
 use crate::firewall::model::{Action, CtState, GenericRule, Match};
 use crate::firewall::{FirewallError, FirewallOp};
 
@@ -126,7 +129,7 @@ pub fn render_rule(r: &GenericRule) -> Result<String, FirewallError> {
         s.push(' ');
     }
     render_action(&r.action, &mut s)?;
-    let _ = write!(s, " comment \"{:016x}\"", r.fingerprint());
+    let _ = write!(s, " comment \"{}\"", fingerprint_comment(r.fingerprint()));
     Ok(s)
 }
 
@@ -142,52 +145,6 @@ fn ip_kw(family: IpVersion) -> &'static str {
     match family {
         IpVersion::V4 => "ip",
         IpVersion::V6 => "ip6",
-    }
-}
-
-fn net_family(net: &IpNet) -> IpVersion {
-    match net {
-        IpNet::V4(_) => IpVersion::V4,
-        IpNet::V6(_) => IpVersion::V6,
-    }
-}
-
-fn need_family(family: Option<IpVersion>, what: &'static str) -> Result<IpVersion, FirewallError> {
-    family.ok_or(FirewallError::Invalid {
-        what,
-        value: "match without a family".to_owned(),
-    })
-}
-
-/// Interface names and prefixes: the Linux charset, at most 15 bytes.
-pub fn check_iface(name: &str) -> Result<(), FirewallError> {
-    let ok = (1..=15).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(FirewallError::Invalid {
-            what: "interface name",
-            value: name.to_owned(),
-        })
-    }
-}
-
-/// Log prefixes: the charset the policy crate validates, bounded.
-pub fn check_log_prefix(prefix: &str) -> Result<(), FirewallError> {
-    let ok = prefix.len() <= 64
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'_' | b'.' | b':' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(FirewallError::Invalid {
-            what: "log prefix",
-            value: prefix.to_owned(),
-        })
     }
 }
 
@@ -293,12 +250,7 @@ fn push_ports(ports: &[PortRange], s: &mut String) -> Result<(), FirewallError> 
             format!("{}-{}", p.lo, p.hi)
         }
     };
-    if ports.iter().any(|p| p.lo > p.hi) || ports.is_empty() {
-        return Err(FirewallError::Invalid {
-            what: "port list",
-            value: format!("{ports:?}"),
-        });
-    }
+    check_ports(ports)?;
     if ports.len() == 1 {
         s.push_str(&one(&ports[0]));
     } else {
@@ -306,22 +258,6 @@ fn push_ports(ports: &[PortRange], s: &mut String) -> Result<(), FirewallError> 
         let _ = write!(s, "{{ {} }}", items.join(", "));
     }
     Ok(())
-}
-
-/// Ports as disjoint sorted ranges (an anonymous interval set must not overlap).
-pub fn merge_ports(ports: &[PortRange]) -> Vec<PortRange> {
-    let mut v: Vec<PortRange> = ports.to_vec();
-    v.sort();
-    let mut out: Vec<PortRange> = Vec::with_capacity(v.len());
-    for p in v {
-        match out.last_mut() {
-            Some(last) if u32::from(p.lo) <= u32::from(last.hi) + 1 => {
-                last.hi = last.hi.max(p.hi);
-            }
-            _ => out.push(p),
-        }
-    }
-    out
 }
 
 fn render_action(a: &Action, s: &mut String) -> Result<(), FirewallError> {

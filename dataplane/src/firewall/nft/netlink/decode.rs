@@ -14,10 +14,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use margay_policy::desired::IpVersion;
 
-use super::super::{hook_of_chain, json::fingerprint_of, json::range_to_nets, TABLE};
+use super::nl_err;
+use super::uapi::*;
 use super::wire::{attrs, be32, find, messages, nested};
-use super::*;
-use crate::firewall::model::{AddressSet, Hook, ObjectName, ObservedRuleset};
+use crate::firewall::model::{AddressSet, ObjectName, ObservedRuleset};
+use crate::firewall::nft::common::{hook_of_chain, range_to_nets, record_chain, RuleSeen, TABLE};
 use crate::firewall::FirewallError;
 
 /// A chain message: its name, and whether it is a base chain (has a hook).
@@ -39,26 +40,12 @@ pub(super) fn chain(payload: &[u8]) -> Option<ChainSeen<'_>> {
     })
 }
 
-/// What one rule message says.
-pub(super) enum RuleSeen {
-    /// A rule of a base chain, with the chain it jumps to (None: no jump).
-    Hook(Hook, Option<ObjectName>, String),
-    /// A rule of one of our regular chains, with its fingerprint (0: none).
-    Ours(ObjectName, u64),
-}
-
 /// Decodes a rule message; `None` for rules of chains that are not ours.
 pub(super) fn rule(payload: &[u8]) -> Option<RuleSeen> {
     let a = attrs(payload);
     let chain = find(&a, NFTA_RULE_CHAIN).and_then(cstr)?;
-    if let Some(hook) = hook_of_chain(chain) {
-        return Some(RuleSeen::Hook(hook, jump_target(&a), chain.to_owned()));
-    }
-    let name = ObjectName::from_kernel(chain)?;
-    let fp = find(&a, NFTA_RULE_USERDATA)
-        .and_then(comment)
-        .map_or(0, |c| fingerprint_of(Some(c)));
-    Some(RuleSeen::Ours(name, fp))
+    let text = find(&a, NFTA_RULE_USERDATA).and_then(comment);
+    RuleSeen::of(chain, || jump_target(&a), text)
 }
 
 /// A named (not anonymous) address set of ours, with its family.
@@ -119,13 +106,13 @@ pub(super) fn cstr(b: &[u8]) -> Option<&str> {
     std::str::from_utf8(&b[..end]).ok()
 }
 
-/// The comment in rule userdata (TLV type 0).
+/// The comment in rule userdata (TLV entry of type comment).
 fn comment(ud: &[u8]) -> Option<&str> {
     let mut i = 0;
     while i + 2 <= ud.len() {
         let (ty, len) = (ud[i], usize::from(ud[i + 1]));
         let val = ud.get(i + 2..i + 2 + len)?;
-        if ty == 0 {
+        if ty == UDATA_RULE_COMMENT {
             return cstr(val);
         }
         i += 2 + len;
@@ -142,7 +129,8 @@ fn jump_target(rule: &[(u16, &[u8])]) -> Option<ObjectName> {
             continue;
         }
         let data = find(&a, NFTA_EXPR_DATA)?;
-        let verdict = nested(data, 2).and_then(|d| nested(d, NFTA_DATA_VERDICT))?;
+        let verdict =
+            nested(data, NFTA_IMMEDIATE_DATA).and_then(|d| nested(d, NFTA_DATA_VERDICT))?;
         let chain = nested(verdict, NFTA_VERDICT_CHAIN).and_then(cstr)?;
         return ObjectName::from_kernel(chain);
     }
@@ -202,18 +190,13 @@ pub fn observe_batch(batch: &[u8]) -> Result<ObservedRuleset, FirewallError> {
     let mut keys: SetKeys = BTreeMap::new();
     for m in messages(batch) {
         let p = m.payload.get(4..).unwrap_or(&[]);
-        let Some(op) =
-            m.ty.checked_sub(nft_type(0))
-                .and_then(|t| u8::try_from(t).ok())
-        else {
+        let Some(op) = nft_msg(m.ty) else {
             continue;
         };
         match op {
             MSG_NEWCHAIN => {
-                if let Some(c) = chain(p).filter(|c| !c.base) {
-                    if let Some(n) = ObjectName::from_kernel(c.name) {
-                        out.chains.entry(n).or_default();
-                    }
+                if let Some(c) = chain(p) {
+                    record_chain(c.name, c.base, &mut out);
                 }
             }
             MSG_DELCHAIN => {
@@ -222,13 +205,11 @@ pub fn observe_batch(batch: &[u8]) -> Result<ObservedRuleset, FirewallError> {
                 }
             }
             MSG_DELRULE => flush(&mut out, p),
-            MSG_NEWRULE => match rule(p) {
-                Some(RuleSeen::Hook(h, Some(t), _)) => {
-                    out.hooks.insert(h, t);
+            MSG_NEWRULE => {
+                if let Some(seen) = rule(p) {
+                    seen.record(&mut out);
                 }
-                Some(RuleSeen::Ours(n, fp)) => out.chains.entry(n).or_default().push(fp),
-                _ => {}
-            },
+            }
             MSG_NEWSET => {
                 if let Some((n, f)) = set(p) {
                     keys.entry(n).or_insert((f, Vec::new()));
@@ -291,7 +272,7 @@ fn apply_elements(keys: &mut SetKeys, p: &[u8], op: u8) -> Result<(), FirewallEr
 mod tests {
     use super::super::encode_batch;
     use super::*;
-    use crate::firewall::model::{Action, GenericRule, Match};
+    use crate::firewall::model::{Action, GenericRule, Hook, Match};
     use crate::firewall::FirewallOp;
 
     fn name(s: &str) -> ObjectName {

@@ -1,18 +1,62 @@
-//! Netlink message and attribute encoding/decoding (just what nf_tables needs).
+//! Netlink framing for nf_tables: messages (`nlmsghdr` + `nfgenmsg` +
+//! attributes) and attributes (`nlattr` + payload padded to 4 bytes).
+//! nf_tables integers inside attributes are big endian.
 //!
-//! Messages are `nlmsghdr` (native endian) + `nfgenmsg` + attributes; every
-//! attribute is `nlattr` (len, type) + payload padded to 4 bytes. nf_tables
-//! integers inside attributes are big endian.
+//! The generic parts come from `netlink-packet-core`: the message header
+//! ([`NetlinkHeader`], [`NetlinkBuffer`]), attribute headers and padding
+//! ([`Nla`], [`NlaBuffer`], [`NlasIterator`]), error messages
+//! ([`ErrorBuffer`]) and the `NLM_F_*` / `NLMSG_*` numbers. Written by hand,
+//! because the crate has no equivalent:
+//! * the 4-byte `nfgenmsg` after the header (netfilter's own; the
+//!   `netlink-packet-netfilter` crate has it, but only together with typed
+//!   message trees that lack expressions margay emits: ct, range, log, masq,
+//!   counter);
+//! * nested attributes whose length is known only when they close: the
+//!   crate's [`Nla`] needs each value's length before emitting, that is a
+//!   tree of values per rule; a batch of thousands of rules is instead
+//!   streamed into one buffer and each nest's header patched when it closes
+//!   (as the kernel's `nla_nest_start`/`nla_nest_end` do);
+//! * length overflow: the crate truncates lengths that do not fit 16 bits
+//!   silently; [`Builder`] records it so such a buffer is never sent.
+
+// The nft transport uses netlink-packet-core at the version of
+// netlink-packet-route 0.34 / rtnetlink 0.24 (see the root Cargo.toml).
+use netlink_packet_core as core;
+
+pub use core::{NLMSG_DONE, NLMSG_ERROR, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST};
+
+use core::{
+    Emitable, ErrorBuffer, NetlinkBuffer, NetlinkHeader, Nla, NlaBuffer, NlasIterator, NLA_ALIGNTO,
+    NLA_HEADER_SIZE,
+};
 
 /// Size of `struct nlmsghdr`.
 const NLMSG_HDRLEN: usize = 16;
-/// Nested-attribute flag (set as nft does; the kernel masks it off).
-const NLA_F_NESTED: u16 = 0x8000;
-/// Type bits of an attribute header.
-const NLA_TYPE_MASK: u16 = 0x3fff;
+/// nfgenmsg version (`NFNETLINK_V0`).
+const NFNETLINK_V0: u8 = 0;
 
 fn align4(n: usize) -> usize {
-    (n + 3) & !3
+    (n + NLA_ALIGNTO - 1) & !(NLA_ALIGNTO - 1)
+}
+
+/// An attribute with a borrowed payload, emitted by the crate.
+struct Attr<'a> {
+    kind: u16,
+    value: &'a [u8],
+}
+
+impl Nla for Attr<'_> {
+    fn value_len(&self) -> usize {
+        self.value.len()
+    }
+
+    fn kind(&self) -> u16 {
+        self.kind
+    }
+
+    fn emit_value(&self, buffer: &mut [u8]) {
+        buffer.copy_from_slice(self.value);
+    }
 }
 
 /// Appends netlink messages to one buffer.
@@ -30,13 +74,15 @@ impl Builder {
     /// Starts a message with an nfgenmsg header; returns its offset for [`Builder::end_msg`].
     pub fn msg(&mut self, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> usize {
         let start = self.buf.len();
-        self.buf.extend_from_slice(&0u32.to_ne_bytes()); // length, fixed in end_msg
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(&flags.to_ne_bytes());
-        self.buf.extend_from_slice(&seq.to_ne_bytes());
-        self.buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
+        let mut header = NetlinkHeader::default();
+        header.message_type = ty;
+        header.flags = flags;
+        header.sequence_number = seq;
+        // Length: fixed in end_msg. Port id 0: the kernel fills it.
+        self.buf.resize(start + header.buffer_len(), 0);
+        header.emit(&mut self.buf[start..]);
         self.buf.push(family);
-        self.buf.push(0); // NFNETLINK_V0
+        self.buf.push(NFNETLINK_V0);
         self.buf.extend_from_slice(&res_id.to_be_bytes());
         start
     }
@@ -47,19 +93,23 @@ impl Builder {
             self.overflow = true;
             u32::MAX
         });
-        self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+        NetlinkBuffer::new(&mut self.buf[start..]).set_length(len);
     }
 
     /// Appends an attribute with raw payload.
     pub fn put(&mut self, ty: u16, data: &[u8]) {
-        let len = u16::try_from(4 + data.len()).unwrap_or_else(|_| {
+        if u16::try_from(NLA_HEADER_SIZE + data.len()).is_err() {
+            // The buffer is garbage from here on and never sent.
             self.overflow = true;
-            u16::MAX
-        });
-        self.buf.extend_from_slice(&len.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(data);
-        self.buf.resize(align4(self.buf.len()), 0);
+            return;
+        }
+        let attr = Attr {
+            kind: ty,
+            value: data,
+        };
+        let at = self.buf.len();
+        self.buf.resize(at + attr.buffer_len(), 0);
+        attr.emit(&mut self.buf[at..]);
     }
 
     /// Appends a NUL-terminated string attribute.
@@ -78,9 +128,11 @@ impl Builder {
     /// Opens a nested attribute; returns its offset for [`Builder::end_nest`].
     pub fn nest(&mut self, ty: u16) -> usize {
         let at = self.buf.len();
-        self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf
-            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        self.buf.resize(at + NLA_HEADER_SIZE, 0);
+        let mut header = NlaBuffer::new(&mut self.buf[at..]);
+        header.set_kind(ty);
+        // Set as nft does; the kernel masks it off.
+        header.set_nested_flag();
         at
     }
 
@@ -92,7 +144,7 @@ impl Builder {
             self.overflow = true;
             u16::MAX
         });
-        self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+        NlaBuffer::new(&mut self.buf[at..]).set_length(len);
     }
 }
 
@@ -106,54 +158,46 @@ pub struct Msg<'a> {
     pub payload: &'a [u8],
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// The messages in a received datagram (stops at the first malformed one).
 pub fn messages(buf: &[u8]) -> Vec<Msg<'_>> {
     let mut out = Vec::new();
     let mut at = 0;
-    while at + NLMSG_HDRLEN <= buf.len() {
-        let Some(len) = u32_at(buf, at).and_then(|l| usize::try_from(l).ok()) else {
+    while let Some(rest) = buf.get(at..).filter(|r| r.len() >= NLMSG_HDRLEN) {
+        let Ok(m) = NetlinkBuffer::new_checked(rest) else {
             break;
         };
-        if len < NLMSG_HDRLEN || at + len > buf.len() {
-            break;
-        }
-        let (Some(ty), Some(seq)) = (u16_at(buf, at + 4), u32_at(buf, at + 8)) else {
+        let Ok(len) = usize::try_from(m.length()) else {
             break;
         };
         out.push(Msg {
-            ty,
-            seq,
-            payload: &buf[at + NLMSG_HDRLEN..at + len],
+            ty: m.message_type(),
+            seq: m.sequence_number(),
+            payload: m.payload(),
         });
         at += align4(len);
     }
     out
 }
 
+/// The errno an `NLMSG_ERROR` payload reports (0: an ack; 0 too when the
+/// payload is too short to hold a code).
+pub fn error_code(payload: &[u8]) -> i32 {
+    ErrorBuffer::new_checked(payload)
+        .ok()
+        .and_then(|e| e.code())
+        .map_or(0, |c| -c.get())
+}
+
 /// The attributes in `buf`, as (type without flags, payload).
 pub fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 4 <= buf.len() {
-        let (Some(len), Some(ty)) = (u16_at(buf, at), u16_at(buf, at + 2)) else {
-            break;
-        };
-        let len = usize::from(len);
-        if len < 4 || at + len > buf.len() {
-            break;
-        }
-        out.push((ty & NLA_TYPE_MASK, &buf[at + 4..at + len]));
-        at += align4(len);
-    }
-    out
+    NlasIterator::new(buf)
+        .map_while(Result::ok)
+        .filter_map(|a| {
+            // `NlaBuffer::value` borrows the NlaBuffer; slice the input instead.
+            let (kind, len) = (a.kind(), usize::from(a.length()));
+            Some((kind, a.into_inner().get(NLA_HEADER_SIZE..len)?))
+        })
+        .collect()
 }
 
 /// The payload of the first attribute of type `ty`.
@@ -195,6 +239,48 @@ mod tests {
         let inner = find(&a, 4).expect("nested");
         assert_eq!(nested(inner, 2).map(be32), Some(0xdead_beef));
         assert_eq!(nested(inner, 3), Some(&[1u8, 2, 3][..]));
+    }
+
+    #[test]
+    fn the_bytes_are_the_kernels_layout() {
+        let mut b = Builder::default();
+        let m = b.msg(0x0a10, NLM_F_REQUEST, 0x0102_0304, 1, 10);
+        let n = b.nest(2);
+        b.put(1, &[0xab]);
+        b.end_nest(n);
+        b.end_msg(m);
+        let mut want: Vec<u8> = Vec::new();
+        want.extend_from_slice(&32u32.to_ne_bytes());
+        want.extend_from_slice(&0x0a10u16.to_ne_bytes());
+        want.extend_from_slice(&1u16.to_ne_bytes());
+        want.extend_from_slice(&0x0102_0304u32.to_ne_bytes());
+        want.extend_from_slice(&[0; 4]);
+        want.extend_from_slice(&[1, 0, 0, 10]);
+        want.extend_from_slice(&12u16.to_ne_bytes());
+        want.extend_from_slice(&(2u16 | 0x8000).to_ne_bytes());
+        want.extend_from_slice(&5u16.to_ne_bytes());
+        want.extend_from_slice(&1u16.to_ne_bytes());
+        want.extend_from_slice(&[0xab, 0, 0, 0]);
+        assert_eq!(b.buf, want);
+        assert!(!b.overflow);
+    }
+
+    #[test]
+    fn lengths_that_do_not_fit_are_flagged() {
+        let mut b = Builder::default();
+        b.put(1, &vec![0; 70_000]);
+        assert!(b.overflow);
+    }
+
+    #[test]
+    fn errors_and_acks_read_as_errno() {
+        let mut nack = (-libc::ENOENT).to_ne_bytes().to_vec();
+        nack.extend_from_slice(&[0; 16]);
+        assert_eq!(error_code(&nack), libc::ENOENT);
+        let mut ack = 0i32.to_ne_bytes().to_vec();
+        ack.extend_from_slice(&[0; 16]);
+        assert_eq!(error_code(&ack), 0);
+        assert_eq!(error_code(&[1, 2]), 0);
     }
 
     #[test]
