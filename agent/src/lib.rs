@@ -2,7 +2,8 @@
 //! wrapper around [`cli::main`], and integration tests drive the same modules.
 //!
 //! - [`cli`], [`settings`]: command line and layered settings loading.
-//! - [`sync`]: etcd list + watch with resync; [`heartbeat`]: status reports.
+//! - etcd (connecting, sync, status reports, datastore settings) lives in
+//!   the `margay_datastore` crate.
 //! - [`run`]: the event loop joining sync, calculation and dataplane;
 //!   [`host_guard`]: what keeps data from cutting the host off.
 //! - [`plan`]: `margay plan`.
@@ -15,7 +16,6 @@ pub mod check;
 pub mod cli;
 pub mod conflicts;
 pub mod foreign_drop;
-pub mod heartbeat;
 pub mod host_guard;
 pub mod http;
 pub mod logging;
@@ -25,4 +25,3 @@ pub mod plan;
 pub mod run;
 pub mod settings;
 pub mod status_cmd;
-pub mod sync;

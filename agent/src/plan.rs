@@ -17,12 +17,14 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use margay_config::{DataplaneKind, Settings};
 use margay_dataplane::Dataplane;
+use margay_datastore::connect::{connect, EtcdConfig};
+use margay_datastore::settings::DatastoreSettings;
+use margay_datastore::sync::{list_all, DEFAULT_PAGE_SIZE};
 use margay_policy::calc::CalcEngine;
 use serde_json::json;
 
-use crate::run::{dataplane_config, firewall_settings, DatastoreConfig};
+use crate::run::{dataplane_config, firewall_settings};
 use crate::settings::SettingsLoader;
-use crate::sync::{connect_any, list_all, EtcdConfig, DEFAULT_PAGE_SIZE};
 
 /// What the datastore says this host should look like.
 #[derive(Debug)]
@@ -46,8 +48,7 @@ pub async fn compute(
 ) -> anyhow::Result<Computed> {
     let etcd = EtcdConfig::from_settings(settings);
     let prefix = settings.data_prefix();
-    let mut start = 0;
-    let mut conn = connect_any(&etcd, &mut start, &format!("{prefix}/Ready"))
+    let mut conn = connect(&etcd, &format!("{prefix}/Ready"))
         .await
         .context("cannot reach etcd")?;
     let (revision, listed) = list_all(
@@ -59,14 +60,14 @@ pub async fn compute(
     .await
     .context("cannot list the datastore")?;
 
-    let mut datastore = DatastoreConfig::new(&prefix, &settings.hostname);
+    let mut datastore = DatastoreSettings::new(&prefix, &settings.hostname);
     for kv in &listed {
         datastore.observe(&kv.key, Some(&kv.value));
     }
     let settings = match loader {
         Some(loader) => {
             loader
-                .resolve_with_datastore(datastore.global.clone(), datastore.host.clone())?
+                .resolve_with_datastore(datastore.global().clone(), datastore.host().clone())?
                 .settings
         }
         None => settings.clone(),

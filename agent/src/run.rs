@@ -36,16 +36,18 @@ use margay_dataplane::{
     ApplyReport, Dataplane, DataplaneConfig, DataplaneError, DataplaneEvent, DataplaneStats,
     Readback,
 };
+use margay_datastore::backoff::{Backoff, BackoffConfig};
+use margay_datastore::settings::DatastoreSettings;
+use margay_datastore::status::{EndpointStatus, EndpointStatuses, ReportConfig};
+use margay_datastore::sync::{KvChange, SyncConfig, SyncEvent, Syncer};
 use margay_policy::calc::CalcEngine;
 use margay_policy::desired::{Changes, DesiredState, LocalEndpoint};
 use tokio::sync::{mpsc, watch};
 
-use crate::heartbeat::{EndpointStatus, EndpointStatuses, ReportConfig};
 use crate::logging::{LogHandle, LogLimiter};
 use crate::metrics::{key_kind, Metrics, ObjectCounts};
 use crate::notify::{Notifier, StatusSummary};
 use crate::settings::{merge_reload, SettingsLoader};
-use crate::sync::{Backoff, BackoffConfig, KvChange, SyncConfig, SyncEvent, Syncer};
 
 /// Most queued events folded into one apply, so a flood cannot postpone
 /// applying (and metrics, and signals) indefinitely.
@@ -220,47 +222,6 @@ pub fn dataplane_config(s: &Settings) -> DataplaneConfig {
     }
 }
 
-/// The raw datastore settings of this host, kept from the key stream:
-/// `<prefix>/config/<Name>` and `<prefix>/host/<host>/config/<Name>`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DatastoreConfig {
-    global_dir: String,
-    host_dir: String,
-    /// Global settings by name.
-    pub global: BTreeMap<String, String>,
-    /// This host's settings by name.
-    pub host: BTreeMap<String, String>,
-}
-
-impl DatastoreConfig {
-    /// For data prefix `prefix` (e.g. `/calico/v1`) and `hostname`.
-    pub fn new(prefix: &str, hostname: &str) -> Self {
-        DatastoreConfig {
-            global_dir: format!("{prefix}/config/"),
-            host_dir: format!("{prefix}/host/{hostname}/config/"),
-            ..Default::default()
-        }
-    }
-
-    /// Records one change; true when it touched a setting.
-    pub fn observe(&mut self, key: &str, value: Option<&str>) -> bool {
-        let (map, name) = if let Some(name) = key.strip_prefix(&self.global_dir) {
-            (&mut self.global, name)
-        } else if let Some(name) = key.strip_prefix(&self.host_dir) {
-            (&mut self.host, name)
-        } else {
-            return false;
-        };
-        if name.is_empty() || name.contains('/') {
-            return false;
-        }
-        match value {
-            Some(v) => map.insert(name.to_owned(), v.to_owned()).as_deref() != Some(v),
-            None => map.remove(name).is_some(),
-        }
-    }
-}
-
 /// The inputs of the loop.
 pub struct LoopInputs {
     /// Datastore events.
@@ -302,7 +263,7 @@ pub struct Agent<D: Driver> {
     loader: SettingsLoader,
     calc: CalcEngine,
     data_prefix: String,
-    datastore: DatastoreConfig,
+    datastore: DatastoreSettings,
     firewall: FirewallSettings,
     dp: D,
     out: Outputs,
@@ -342,7 +303,7 @@ impl<D: Driver> Agent<D> {
         let mut calc = CalcEngine::new(settings.hostname.clone());
         calc.set_interface_prefixes(settings.interface_prefixes.clone());
         Agent {
-            datastore: DatastoreConfig::new(&data_prefix, &settings.hostname),
+            datastore: DatastoreSettings::new(&data_prefix, &settings.hostname),
             firewall: firewall_settings(&settings),
             data_prefix,
             calc,
@@ -522,7 +483,10 @@ impl<D: Driver> Agent<D> {
         let mut settings_touched = false;
         for change in &changes {
             self.count_event(&change.key);
-            settings_touched |= self.datastore.observe(&change.key, change.value.as_deref());
+            settings_touched |= self
+                .datastore
+                .observe(&change.key, change.value.as_deref())
+                .is_some();
             let result =
                 self.calc
                     .apply_raw(&self.data_prefix, &change.key, change.value.as_deref());
@@ -592,8 +556,8 @@ impl<D: Driver> Agent<D> {
 
     /// Re-resolves settings with the datastore layers and applies them live.
     fn refresh_datastore_settings(&mut self) {
-        let global = self.datastore.global.clone();
-        let host = self.datastore.host.clone();
+        let global = self.datastore.global().clone();
+        let host = self.datastore.host().clone();
         match self.loader.resolve_with_datastore(global, host) {
             Ok(resolved) => self.adopt(resolved, "datastore"),
             // Only local layers can fail, and they resolved before.
@@ -1078,16 +1042,16 @@ pub async fn run_agent(
     crate::host_guard::guard_start(&mut dp, &settings, &metrics).await?;
     let dataplane_events = dp.take_events();
 
-    let etcd = crate::sync::EtcdConfig::from_settings(&settings);
+    let etcd = margay_datastore::connect::EtcdConfig::from_settings(&settings);
     let (sync, sync_task) = Syncer::spawn(SyncConfig {
         etcd: etcd.clone(),
         prefix: settings.data_prefix(),
-        page_size: crate::sync::DEFAULT_PAGE_SIZE,
+        page_size: margay_datastore::sync::DEFAULT_PAGE_SIZE,
         backoff: BackoffConfig::default(),
     });
     let (report_config, report_rx) = watch::channel(ReportConfig::from_settings(&settings));
     let (endpoint_status, status_rx) = watch::channel(EndpointStatuses::new());
-    let reporter = crate::heartbeat::spawn(
+    let reporter = margay_datastore::status::spawn(
         etcd,
         &settings.status_prefix(),
         &settings.hostname,
@@ -1125,7 +1089,7 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::sync::ResyncReason;
+    use margay_datastore::sync::ResyncReason;
 
     /// A dataplane that records what it is asked to do.
     struct Fake {
@@ -1649,13 +1613,6 @@ mod tests {
         assert_eq!(last.1.endpoint_to_host, EndpointToHostAction::Accept);
         assert!(last.0.settings, "the apply is told settings changed");
         assert_eq!(last.2, vec!["tap9"], "the tap endpoint is plumbed now");
-
-        // Deleting the setting falls back to the default.
-        let mut dc = DatastoreConfig::new("/calico/v1", "h1");
-        assert!(dc.observe("/calico/v1/config/InterfacePrefix", Some("tap")));
-        assert!(!dc.observe("/calico/v1/config/InterfacePrefix", Some("tap")));
-        assert!(dc.observe("/calico/v1/config/InterfacePrefix", None));
-        assert!(!dc.observe("/calico/v1/config/a/b", Some("x")));
     }
 
     #[tokio::test(start_paused = true)]

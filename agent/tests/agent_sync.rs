@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use margay_agent::sync::{
-    list_all, open_watch, BackoffConfig, EtcdConfig, ResyncReason, SyncConfig, SyncEvent, Syncer,
-    TlsFiles, DEFAULT_PAGE_SIZE,
+use margay_datastore::backoff::BackoffConfig;
+use margay_datastore::connect::{EtcdConfig, TlsFiles};
+use margay_datastore::sync::{
+    list_all, open_watch, ResyncReason, SyncConfig, SyncEvent, Syncer, DEFAULT_PAGE_SIZE,
 };
 use margay_tests::etcd::{CutoffProxy, EtcdServer};
 use margay_tests::etcd_cluster::EtcdCluster;
@@ -74,7 +75,7 @@ impl View {
         }
     }
 
-    fn apply_changes(&mut self, changes: Vec<margay_agent::sync::KvChange>) {
+    fn apply_changes(&mut self, changes: Vec<margay_datastore::sync::KvChange>) {
         for c in changes {
             match c.value {
                 Some(v) => {

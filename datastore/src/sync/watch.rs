@@ -12,7 +12,8 @@
 
 use etcd_client::{Client, WatchOptions, WatchStream, Watcher};
 
-use super::{prefix_range_end, ResyncReason, SessionEnd, MAX_RECEIVE_BYTES};
+use super::{prefix_range_end, ResyncReason, SessionEnd};
+use crate::connect::MAX_RECEIVE_BYTES;
 
 /// Watches every key under `dir` (which ends with `/`) from `start_revision`,
 /// accepting responses up to [`MAX_RECEIVE_BYTES`]. Keep the [`Watcher`]
