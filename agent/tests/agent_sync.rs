@@ -640,7 +640,7 @@ async fn a_watch_started_behind_receives_batched_large_revisions() {
         let key = format!("/calico/v1/policy/profile/big{k}/rules");
         put(&mut client, &key, &big_value(1_000_000)).await;
     }
-    let (_watcher, mut stream) = open_watch(&client, "/calico/v1/", start + 1)
+    let mut stream = open_watch(&client, "/calico/v1/", start + 1)
         .await
         .expect("watch");
     let mut events = 0;

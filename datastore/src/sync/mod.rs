@@ -223,8 +223,8 @@ impl Syncer {
             open_watch(&conn.client, &self.dir(), revision + 1),
         )
         .await;
-        let (_watcher, mut stream) = match created {
-            Ok(pair) => pair,
+        let mut stream = match created {
+            Ok(stream) => stream,
             Err(e) => return SessionEnd::Reconnect(e),
         };
         if resumed {
@@ -237,7 +237,6 @@ impl Syncer {
                 return SessionEnd::Reconnect(EtcdError::Closed);
             }
         }
-        // `_watcher` must stay alive: dropping it closes the request side.
         self.pump(&mut stream).await
     }
 
