@@ -8,7 +8,7 @@
 //! of a probe key proves the endpoint serves requests; its response header
 //! gives the cluster id and the store's revision. Client certificates
 //! outside their validity period and the usual server-side TLS mistakes are
-//! explained in words ([`tls_check`]).
+//! explained in words ([`check_client_cert`], [`explain_tls_error`]).
 
 use std::path::PathBuf;
 use std::time::Duration;

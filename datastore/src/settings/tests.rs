@@ -1,3 +1,5 @@
+//! Tests of the datastore settings owner.
+
 use super::*;
 
 fn changed(layer: SettingLayer, name: &str) -> Option<ChangedSetting> {

@@ -3,7 +3,7 @@
 use super::BackoffConfig;
 use crate::connect::EtcdConfig;
 
-/// Everything a [`Syncer`] needs.
+/// Everything a [`Syncer`](super::Syncer) needs.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     /// Connection settings.
