@@ -38,10 +38,10 @@ use margay_dataplane::{
 };
 use margay_datastore::backoff::{Backoff, BackoffConfig};
 use margay_datastore::settings::DatastoreSettings;
-use margay_datastore::status::{EndpointStatus, EndpointStatuses, ReportConfig};
+use margay_datastore::status::{EndpointName, EndpointStatus, EndpointStatuses, ReportConfig};
 use margay_datastore::sync::{KvChange, SyncConfig, SyncEvent, Syncer};
 use margay_policy::calc::CalcEngine;
-use margay_policy::desired::{Changes, DesiredState, LocalEndpoint};
+use margay_policy::desired::{Changes, DesiredState, LocalEndpoint, WorkloadEndpointKey};
 use tokio::sync::{mpsc, watch};
 
 use crate::logging::{LogHandle, LogLimiter};
@@ -949,9 +949,18 @@ pub fn endpoint_statuses(calc: &CalcEngine, report: &ApplyReport) -> EndpointSta
                 Some(_) => EndpointStatus::Up,
                 None => EndpointStatus::Down,
             };
-            (key.clone(), status)
+            (status_name(key), status)
         })
         .collect()
+}
+
+/// How the status writer names a local endpoint.
+fn status_name(key: &WorkloadEndpointKey) -> EndpointName {
+    EndpointName {
+        orchestrator: key.orchestrator.clone(),
+        workload: key.workload.clone(),
+        endpoint: key.endpoint.to_string(),
+    }
 }
 
 /// True when a failed write's object text names the endpoint's interface or address.

@@ -4,9 +4,7 @@
 use std::time::{Duration, Instant};
 
 use margay_datastore::connect::{EtcdConfig, TlsFiles};
-use margay_datastore::status::{EndpointStatus, EndpointStatuses, ReportConfig};
-use margay_policy::desired::WorkloadEndpointKey;
-use margay_policy::names::Id;
+use margay_datastore::status::{EndpointName, EndpointStatus, EndpointStatuses, ReportConfig};
 use margay_tests::etcd::EtcdServer;
 use tokio::sync::watch;
 
@@ -21,12 +19,11 @@ fn etcd_config(url: String) -> EtcdConfig {
     }
 }
 
-fn ep(workload: &str) -> WorkloadEndpointKey {
-    WorkloadEndpointKey {
-        host: "h1".into(),
+fn ep(workload: &str) -> EndpointName {
+    EndpointName {
         orchestrator: "k8s".into(),
         workload: workload.into(),
-        endpoint: Id::new("eth0").expect("id"),
+        endpoint: "eth0".into(),
     }
 }
 

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use margay_policy::desired::WorkloadEndpointKey;
 use serde_json::json;
 
 use crate::time::format_rfc3339;
@@ -53,8 +52,20 @@ impl EndpointStatus {
     }
 }
 
+/// A local workload endpoint as its status key names it:
+/// `.../workload/<orchestrator>/<workload>/endpoint/<endpoint>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointName {
+    /// Orchestrator segment, e.g. `k8s`.
+    pub orchestrator: String,
+    /// Workload segment.
+    pub workload: String,
+    /// Endpoint id.
+    pub endpoint: String,
+}
+
 /// Endpoint statuses by endpoint.
-pub type EndpointStatuses = BTreeMap<WorkloadEndpointKey, EndpointStatus>;
+pub type EndpointStatuses = BTreeMap<EndpointName, EndpointStatus>;
 
 /// Where this host's status keys live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +97,7 @@ impl StatusKeys {
     }
 
     /// `.../host/<host>/workload/<orch>/<wl>/endpoint/<id>`.
-    pub fn endpoint(&self, key: &WorkloadEndpointKey) -> String {
+    pub fn endpoint(&self, key: &EndpointName) -> String {
         format!(
             "{}/workload/{}/{}/endpoint/{}",
             self.host_dir, key.orchestrator, key.workload, key.endpoint
@@ -129,8 +140,6 @@ mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
 
-    use margay_policy::names::Id;
-
     #[test]
     fn documents_have_the_felix_fields() {
         let doc: serde_json::Value = serde_json::from_str(&status_document(
@@ -156,11 +165,10 @@ mod tests {
             keys.last_reported(),
             "/calico/felix/v1/host/h1/last_reported_status"
         );
-        let ep = WorkloadEndpointKey {
-            host: "h1".into(),
+        let ep = EndpointName {
             orchestrator: "k8s".into(),
             workload: "ns.pod".into(),
-            endpoint: Id::new("eth0").expect("id"),
+            endpoint: "eth0".into(),
         };
         assert_eq!(
             keys.endpoint(&ep),

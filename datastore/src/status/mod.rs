@@ -28,8 +28,8 @@ use crate::sync::{list_all, DEFAULT_PAGE_SIZE};
 mod documents;
 
 pub use documents::{
-    desired_endpoint_docs, endpoint_document, status_document, EndpointStatus, EndpointStatuses,
-    ReportConfig, StatusKeys,
+    desired_endpoint_docs, endpoint_document, status_document, EndpointName, EndpointStatus,
+    EndpointStatuses, ReportConfig, StatusKeys,
 };
 
 /// The reporter task's state.
