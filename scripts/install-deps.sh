@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what margay's build, tests and demo need on a fresh Debian machine:
-# etcd (server + etcdctl), protoc (for etcd-client), nftables, iptables, ipset,
+# etcd (server + etcdctl), protoc and protobuf's .proto includes (for
+# etcd-client), nftables, iptables, ipset,
 # iproute2, conntrack, ping, nc, promtool, systemd-analyze, openssl (TLS test
 # certificates), a C and C++ toolchain (crates that build C, libFuzzer), the
 # rustfmt and clippy components, and for `make fuzz` a nightly toolchain and
@@ -12,6 +13,8 @@ check() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
 check etcd etcd-server
 check etcdctl etcd-client
 check protoc protobuf-compiler
+# etcd-client's protos import protobuf's well-known types (descriptor.proto).
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 check nft nftables
 check iptables iptables
 check ipset ipset

@@ -22,6 +22,7 @@ use anyhow::Context as _;
 use margay_config::{Settings, SettingsError};
 use margay_dataplane::hostnet::{KernelRoute, RefusedRoute};
 use margay_dataplane::Dataplane;
+use margay_datastore::connect::{connect, Connection, EtcdConfig};
 use margay_policy::desired::DesiredState;
 
 use crate::logging::{sanitize, LogLimiter, Verdict};
@@ -284,10 +285,11 @@ pub async fn gather_prefix_check(settings: &Settings) -> crate::preflight::Check
 /// `InterfacePrefix` values in the datastore (global, this host's), as
 /// `(key, value)`; none when etcd cannot be read (the etcd check says why).
 async fn datastore_prefixes(settings: &Settings) -> Vec<(String, String)> {
-    let Ok(mut client) = crate::check::connect_etcd(settings, RESOLVE_TIMEOUT).await else {
+    let etcd = EtcdConfig::from_settings(settings).with_timeout(RESOLVE_TIMEOUT);
+    let prefix = settings.data_prefix();
+    let Ok(Connection { mut client, .. }) = connect(&etcd, &format!("{prefix}/Ready")).await else {
         return Vec::new();
     };
-    let prefix = settings.data_prefix();
     let keys = [
         format!("{prefix}/config/InterfacePrefix"),
         format!("{prefix}/host/{}/config/InterfacePrefix", settings.hostname),

@@ -2,7 +2,8 @@
 //! wrapper around [`cli::main`], and integration tests drive the same modules.
 //!
 //! - [`cli`], [`settings`]: command line and layered settings loading.
-//! - [`sync`]: etcd list + watch with resync; [`heartbeat`]: status reports.
+//! - etcd (connecting, sync, status reports, datastore settings) lives in
+//!   the `margay_datastore` crate.
 //! - [`run`]: the event loop joining sync, calculation and dataplane;
 //!   [`dataplane_setup`]: settings into dataplane configuration;
 //!   [`host_guard`]: what keeps data from cutting the host off.
@@ -17,7 +18,6 @@ pub mod cmd;
 pub mod conflicts;
 pub mod dataplane_setup;
 pub mod foreign_drop;
-pub mod heartbeat;
 pub mod host_guard;
 pub mod http;
 pub mod logging;
@@ -26,11 +26,6 @@ pub mod notify;
 pub mod preflight;
 pub mod run;
 pub mod settings;
-pub mod sync;
 
 /// This binary's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-// The old path of the etcd connect helpers in `margay check`, for the calls
-// that move to the datastore layer (helper "ds"); remove with them.
-use cmd::check;

@@ -5,7 +5,7 @@
 //!   `message`, `target` and the event's fields such as `endpoint`, `key`,
 //!   `duration_ms`). The level comes from `--log-level`/settings unless
 //!   `MARGAY_LOG` is set: then it is an `EnvFilter` directive string (e.g.
-//!   `info,margay_agent::sync=debug`) that wins, also over live level changes.
+//!   `info,margay_datastore::sync=debug`) that wins, also over live level changes.
 //! - [`LogHandle::set_level`] changes the level live (datastore
 //!   `LogSeverityScreen`).
 //! - [`RateLimiter`] / [`LogLimiter`]: lines that datastore content can

@@ -31,22 +31,24 @@
 //! `repair` (netlink events, drift, refresh), [`driver`] and
 //! [`endpoint_status`] (kernel write failures into endpoint statuses).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use margay_config::Settings;
 use margay_dataplane::firewall::lower::FirewallSettings;
 use margay_dataplane::DataplaneEvent;
+use margay_datastore::backoff::Backoff;
+use margay_datastore::settings::DatastoreSettings;
+use margay_datastore::status::{EndpointStatuses, ReportConfig};
+use margay_datastore::sync::SyncEvent;
 use margay_policy::calc::CalcEngine;
 use margay_policy::desired::Changes;
 use tokio::sync::{mpsc, watch};
 
-use crate::heartbeat::{EndpointStatuses, ReportConfig};
 use crate::logging::{LogHandle, LogLimiter};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::settings::SettingsLoader;
-use crate::sync::{Backoff, SyncEvent};
 
 mod apply;
 pub mod driver;
@@ -68,47 +70,6 @@ pub enum Control {
     Stop,
     /// Re-read the config file.
     Reload,
-}
-
-/// The raw datastore settings of this host, kept from the key stream:
-/// `<prefix>/config/<Name>` and `<prefix>/host/<host>/config/<Name>`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DatastoreConfig {
-    global_dir: String,
-    host_dir: String,
-    /// Global settings by name.
-    pub global: BTreeMap<String, String>,
-    /// This host's settings by name.
-    pub host: BTreeMap<String, String>,
-}
-
-impl DatastoreConfig {
-    /// For data prefix `prefix` (e.g. `/calico/v1`) and `hostname`.
-    pub fn new(prefix: &str, hostname: &str) -> Self {
-        DatastoreConfig {
-            global_dir: format!("{prefix}/config/"),
-            host_dir: format!("{prefix}/host/{hostname}/config/"),
-            ..Default::default()
-        }
-    }
-
-    /// Records one change; true when it touched a setting.
-    pub fn observe(&mut self, key: &str, value: Option<&str>) -> bool {
-        let (map, name) = if let Some(name) = key.strip_prefix(&self.global_dir) {
-            (&mut self.global, name)
-        } else if let Some(name) = key.strip_prefix(&self.host_dir) {
-            (&mut self.host, name)
-        } else {
-            return false;
-        };
-        if name.is_empty() || name.contains('/') {
-            return false;
-        }
-        match value {
-            Some(v) => map.insert(name.to_owned(), v.to_owned()).as_deref() != Some(v),
-            None => map.remove(name).is_some(),
-        }
-    }
 }
 
 /// The inputs of the loop.
@@ -141,7 +102,7 @@ pub struct Agent<D: Driver> {
     loader: SettingsLoader,
     calc: CalcEngine,
     data_prefix: String,
-    datastore: DatastoreConfig,
+    datastore: DatastoreSettings,
     firewall: FirewallSettings,
     dp: D,
     out: Outputs,

@@ -3,10 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use margay_agent::heartbeat::{self, EndpointStatus, EndpointStatuses, ReportConfig};
-use margay_agent::sync::{EtcdConfig, TlsFiles};
-use margay_policy::desired::WorkloadEndpointKey;
-use margay_policy::names::Id;
+use margay_datastore::connect::{EtcdConfig, TlsFiles};
+use margay_datastore::status::{EndpointName, EndpointStatus, EndpointStatuses, ReportConfig};
 use margay_tests::etcd::EtcdServer;
 use tokio::sync::watch;
 
@@ -21,12 +19,11 @@ fn etcd_config(url: String) -> EtcdConfig {
     }
 }
 
-fn ep(workload: &str) -> WorkloadEndpointKey {
-    WorkloadEndpointKey {
-        host: "h1".into(),
+fn ep(workload: &str) -> EndpointName {
+    EndpointName {
         orchestrator: "k8s".into(),
         workload: workload.into(),
-        endpoint: Id::new("eth0").expect("id"),
+        endpoint: "eth0".into(),
     }
 }
 
@@ -92,7 +89,7 @@ async fn heartbeat_is_leased_and_endpoint_status_follows_endpoints() {
         (ep("a"), EndpointStatus::Up),
         (ep("b"), EndpointStatus::Down),
     ]));
-    let task = heartbeat::spawn(
+    let task = margay_datastore::status::spawn(
         etcd_config(etcd.client_url()),
         "/calico/felix/v1",
         "h1",
@@ -204,7 +201,7 @@ async fn reporting_can_be_disabled() {
         endpoints_enabled: false,
     });
     let (_ep_tx, ep_rx) = watch::channel(EndpointStatuses::new());
-    let task = heartbeat::spawn(
+    let task = margay_datastore::status::spawn(
         etcd_config(etcd.client_url()),
         "/calico/felix/v1",
         "h1",
@@ -237,7 +234,7 @@ async fn leftovers_are_removed_even_with_reporting_disabled() {
         endpoints_enabled: false,
     });
     let (_ep_tx, ep_rx) = watch::channel(EndpointStatuses::new());
-    let task = heartbeat::spawn(
+    let task = margay_datastore::status::spawn(
         etcd_config(etcd.client_url()),
         "/calico/felix/v1",
         "h1",

@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use margay_agent::sync::{
-    list_all, open_watch, BackoffConfig, EtcdConfig, ResyncReason, SyncConfig, SyncEvent, Syncer,
-    TlsFiles, DEFAULT_PAGE_SIZE,
+use margay_datastore::backoff::BackoffConfig;
+use margay_datastore::connect::{EtcdConfig, TlsFiles};
+use margay_datastore::sync::{
+    list_all, open_watch, ResyncReason, SyncConfig, SyncEvent, Syncer, DEFAULT_PAGE_SIZE,
 };
 use margay_tests::etcd::{CutoffProxy, EtcdServer};
 use margay_tests::etcd_cluster::EtcdCluster;
@@ -74,7 +75,7 @@ impl View {
         }
     }
 
-    fn apply_changes(&mut self, changes: Vec<margay_agent::sync::KvChange>) {
+    fn apply_changes(&mut self, changes: Vec<margay_datastore::sync::KvChange>) {
         for c in changes {
             match c.value {
                 Some(v) => {
@@ -639,7 +640,7 @@ async fn a_watch_started_behind_receives_batched_large_revisions() {
         let key = format!("/calico/v1/policy/profile/big{k}/rules");
         put(&mut client, &key, &big_value(1_000_000)).await;
     }
-    let (_watcher, mut stream) = open_watch(&client, "/calico/v1/", start + 1)
+    let mut stream = open_watch(&client, "/calico/v1/", start + 1)
         .await
         .expect("watch");
     let mut events = 0;

@@ -304,7 +304,9 @@ pub struct Changes {
     pub ip_set_members: BTreeMap<IpSetId, BTreeSet<IpNet>>,
     /// Routes added, changed or removed.
     pub routes: BTreeSet<IpNet>,
-    /// The effective datastore settings changed.
+    /// The firewall settings changed: set by the agent when the resolved
+    /// firewall settings differ, never by the calculation (a datastore
+    /// setting such as `LogSeverityScreen` must not re-lower the firewall).
     pub settings: bool,
 }
 

@@ -11,8 +11,6 @@
 
 mod calc_support;
 
-use std::collections::BTreeMap;
-
 use calc_support::*;
 use margay_policy::calc::CalcEngine;
 use margay_policy::desired::{DesiredState, IpVersion, RuleAction, WorkloadEndpointKey};
@@ -380,23 +378,6 @@ fn canonical(world: &World) -> CalcEngine {
     e
 }
 
-fn final_settings(world: &World) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (k, v) in world {
-        if let (ResourceKey::GlobalConfig(n), Value::Config(v)) = (k, v) {
-            out.insert(n.clone(), v.clone());
-        }
-    }
-    for (k, v) in world {
-        if let (ResourceKey::HostConfig { host, name }, Value::Config(v)) = (k, v) {
-            if host == ME {
-                out.insert(name.clone(), v.clone());
-            }
-        }
-    }
-    out
-}
-
 proptest! {
     // 256 cases unless PROPTEST_CASES says otherwise.
     #![proptest_config(ProptestConfig {
@@ -412,7 +393,6 @@ proptest! {
         let reference = reference_state(&world, ME, &prefixes);
         prop_assert_eq!(e.state(), &reference);
         prop_assert_eq!(e.conflicts(), reference_conflicts(&world, ME, &prefixes));
-        prop_assert_eq!(e.datastore_settings(), final_settings(&world));
         prop_assert_eq!(e.ready(), world.get(&ResourceKey::Ready) == Some(&Value::Ready(true)));
     }
 
@@ -431,7 +411,6 @@ proptest! {
         prop_assert_eq!(e.state(), expected.state());
         prop_assert_eq!(&mirror, expected.state());
         prop_assert_eq!(e.conflicts(), expected.conflicts());
-        prop_assert_eq!(e.datastore_settings(), expected.datastore_settings());
         prop_assert_eq!(e.ready(), expected.ready());
         prop_assert_eq!(e.stats(), expected.stats());
     }

@@ -66,7 +66,6 @@ fn raw_documents_build_the_state() {
         s.programs[&iface("cali1")].inbound.profiles,
         vec![rs_profile("web", Direction::Inbound)]
     );
-    assert_eq!(e.datastore_settings()["LogSeverityScreen"], "INFO");
     assert_eq!(e.stats().pools, 1);
 }
 

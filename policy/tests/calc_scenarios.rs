@@ -1,6 +1,7 @@
 //! Calculation scenarios with explicit expected pieces of the desired state:
 //! plumbing, programs (tiers, ordering, verdicts, fail-closed), label
-//! inheritance, tag/selector sets across hosts, routes, pools, settings, and
+//! inheritance, tag/selector sets across hosts, routes, pools, settings keys
+//! (which change nothing here: the datastore layer owns the settings), and
 //! the exactness of the reported changes.
 
 mod calc_support;
@@ -594,7 +595,11 @@ fn pool_sets_cover_both_families_and_masquerade() {
 }
 
 #[test]
-fn settings_overlay_global_by_host_keys_and_flag_changes() {
+fn settings_keys_change_nothing_in_the_calculation() {
+    // Settings belong to the datastore layer (margay_datastore::settings);
+    // the agent resolves them and calls the calculation's setters. A
+    // settings key alone must not report a change: it would make the
+    // firewall re-lower for e.g. a new LogSeverityScreen.
     let mut e = margay_policy::calc::CalcEngine::new(ME);
     let first = e.take_changes();
     assert_eq!(
@@ -602,20 +607,19 @@ fn settings_overlay_global_by_host_keys_and_flag_changes() {
         [IpSetId::AllPools, IpSetId::MasqueradePools].into(),
         "the first take creates the pool sets"
     );
+    let before = e.state().clone();
     e.apply(u_config(None, "LogSeverityScreen", Some("INFO")));
-    e.apply(u_config(None, "InterfacePrefix", Some("cali")));
-    e.apply(u_config(Some(ME), "LogSeverityScreen", Some("DEBUG")));
+    e.apply(u_config(None, "InterfacePrefix", Some("tap")));
+    e.apply(u_config(
+        Some(ME),
+        "DefaultEndpointToHostAction",
+        Some("ACCEPT"),
+    ));
     e.apply(u_config(Some("other"), "InterfacePrefix", Some("tap")));
-    assert!(e.take_changes().settings);
-    let s = e.datastore_settings();
-    assert_eq!(s["LogSeverityScreen"], "DEBUG");
-    assert_eq!(s["InterfacePrefix"], "cali");
-    // Hidden by the host key: no effective change.
-    e.apply(u_config(None, "LogSeverityScreen", Some("WARNING")));
-    assert!(!e.take_changes().settings);
     e.apply(u_config(Some(ME), "LogSeverityScreen", None));
-    assert!(e.take_changes().settings);
-    assert_eq!(e.datastore_settings()["LogSeverityScreen"], "WARNING");
+    assert!(e.take_changes().is_empty());
+    assert_eq!(e.state(), &before);
+    assert_eq!(e.interface_prefixes(), ["cali"], "only the agent sets them");
 }
 
 #[test]

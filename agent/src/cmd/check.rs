@@ -15,14 +15,15 @@
 //! (and, looking for foreign drops, `nft -j list chains` and both variants'
 //! `-save`: [`crate::foreign_drop`]),
 //! `ipset list -n`, read `/proc` and this host's addresses and routes, and do
-//! a few etcd `get`s; nothing is changed.
-//! [`connect_etcd`] is shared with `margay status`.
+//! a few etcd `get`s; nothing is changed. etcd is reached the way `margay
+//! run` reaches it ([`margay_datastore::connect`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use margay_config::{DataplaneKind, Settings};
+use margay_datastore::connect::{connect, timed, EtcdConfig, SYSTEM_CA_BUNDLE};
 
 use crate::preflight::{find_tool, CheckResult};
 
@@ -274,7 +275,7 @@ pub fn check_tls_files(settings: &Settings) -> Vec<CheckResult> {
         ));
     }
     if settings.etcd_uses_tls() && settings.etcd_ca_file.is_none() {
-        out.push(system_trust_check(Path::new(crate::sync::SYSTEM_CA_BUNDLE)));
+        out.push(system_trust_check(Path::new(SYSTEM_CA_BUNDLE)));
     }
     out
 }
@@ -323,75 +324,6 @@ pub fn check_pem_file(setting: &str, path: &Path) -> CheckResult {
     }
 }
 
-/// Connects an etcd client for `settings` (endpoints, TLS files), with
-/// `timeout` for connecting and for each request. Shared with `margay status`.
-pub async fn connect_etcd(
-    settings: &Settings,
-    timeout: Duration,
-) -> anyhow::Result<etcd_client::Client> {
-    let mut options = etcd_client::ConnectOptions::new()
-        .with_connect_timeout(timeout)
-        .with_timeout(timeout);
-    if settings.etcd_uses_tls() {
-        let mut tls = etcd_client::TlsOptions::new();
-        if let Some(ca) = &settings.etcd_ca_file {
-            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
-        }
-        if let (Some(cert), Some(key)) = (&settings.etcd_cert_file, &settings.etcd_key_file) {
-            let cert_pem =
-                std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
-            let key_pem =
-                std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
-            tls = tls.identity(etcd_client::Identity::from_pem(cert_pem, key_pem));
-        }
-        options = options.with_tls(tls);
-    }
-    let connect = etcd_client::Client::connect(settings.etcd_endpoints.clone(), Some(options));
-    tokio::time::timeout(timeout, connect)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {} s", timeout.as_secs()))?
-        .map_err(|e| anyhow::anyhow!(describe_etcd_error(&e)))
-}
-
-/// An etcd client error in words: for a gRPC status its message and the
-/// causes behind it (e.g. `tcp connect error: Connection refused (os error
-/// 111)`), not the status's debug dump.
-pub fn describe_etcd_error(error: &etcd_client::Error) -> String {
-    let etcd_client::Error::GRpcStatus(status) = error else {
-        return error_chain(error);
-    };
-    let message = status.message();
-    let mut deepest = None;
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        deepest = Some(e.to_string());
-        source = e.source();
-    }
-    match deepest {
-        Some(cause) if message.is_empty() => cause,
-        Some(cause) if !message.contains(&cause) => format!("{message}: {cause}"),
-        _ if message.is_empty() => format!("{:?}", status.code()),
-        _ => message.to_string(),
-    }
-}
-
-/// An error and its sources, `: `-separated (etcd's transport errors hide
-/// the useful part, e.g. "connection refused", in the source chain).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
-}
-
 /// What the etcd probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdProbe {
@@ -405,30 +337,33 @@ pub struct EtcdProbe {
 
 async fn probe_etcd(settings: &Settings) -> anyhow::Result<EtcdProbe> {
     let started = Instant::now();
-    let mut client = connect_etcd(settings, PROBE_TIMEOUT).await?;
+    let etcd = EtcdConfig::from_settings(settings).with_timeout(PROBE_TIMEOUT);
     let ready_key = format!("{}/Ready", settings.data_prefix());
-    let probe = async {
-        let ready = client.get(ready_key.as_str(), None).await?;
-        let millis = started.elapsed().as_millis();
-        let host_prefix = format!("{}/host/{}/", settings.data_prefix(), settings.hostname);
-        let options = etcd_client::GetOptions::new()
-            .with_prefix()
-            .with_count_only();
-        let host = client.get(host_prefix.as_str(), Some(options)).await?;
-        let ready = ready
-            .kvs()
-            .first()
-            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-        Ok::<_, etcd_client::Error>(EtcdProbe {
-            millis,
-            ready,
-            host_keys: host.count(),
-        })
-    };
-    tokio::time::timeout(PROBE_TIMEOUT, probe)
+    let mut conn = connect(&etcd, &ready_key)
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within {} s", PROBE_TIMEOUT.as_secs()))?
-        .map_err(|e| anyhow::anyhow!(describe_etcd_error(&e)))
+        .map_err(|e| anyhow::anyhow!(e.reason()))?;
+    let client = &mut conn.client;
+    let ready = timed(PROBE_TIMEOUT, "get", client.get(ready_key.as_str(), None)).await?;
+    let millis = started.elapsed().as_millis();
+    let host_prefix = format!("{}/host/{}/", settings.data_prefix(), settings.hostname);
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_count_only();
+    let host = timed(
+        PROBE_TIMEOUT,
+        "count",
+        client.get(host_prefix.as_str(), Some(options)),
+    )
+    .await?;
+    let ready = ready
+        .kvs()
+        .first()
+        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+    Ok(EtcdProbe {
+        millis,
+        ready,
+        host_keys: host.count(),
+    })
 }
 
 async fn etcd_checks(settings: &Settings) -> Vec<CheckResult> {
@@ -487,8 +422,6 @@ pub fn etcd_results(settings: &Settings, probe: &Result<EtcdProbe, String>) -> V
 
 #[cfg(test)]
 mod tests {
-    use std::fmt;
-
     use super::*;
 
     fn settings() -> Settings {
@@ -671,26 +604,5 @@ mod tests {
             "repeated: {text}"
         );
         assert!(!text.contains("MetadataMap"), "debug dump leaked: {text}");
-    }
-
-    #[test]
-    fn error_chain_includes_sources() {
-        #[derive(Debug)]
-        struct Outer(std::io::Error);
-        impl fmt::Display for Outer {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("transport error")
-            }
-        }
-        impl std::error::Error for Outer {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
-        let e = Outer(std::io::Error::new(
-            std::io::ErrorKind::ConnectionRefused,
-            "connection refused",
-        ));
-        assert_eq!(error_chain(&e), "transport error: connection refused");
     }
 }

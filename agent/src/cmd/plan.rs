@@ -16,6 +16,9 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use margay_config::{DataplaneKind, Settings};
+use margay_datastore::connect::{connect, EtcdConfig};
+use margay_datastore::settings::DatastoreSettings;
+use margay_datastore::sync::{list_all, DEFAULT_PAGE_SIZE};
 use margay_policy::calc::CalcEngine;
 use serde_json::json;
 
@@ -24,9 +27,7 @@ mod render;
 use render::{plan_json, plan_text};
 
 use crate::dataplane_setup::{firewall_settings, open_dataplane};
-use crate::run::DatastoreConfig;
 use crate::settings::SettingsLoader;
-use crate::sync::{connect_any, list_all, EtcdConfig, DEFAULT_PAGE_SIZE};
 
 /// What the datastore says this host should look like.
 #[derive(Debug)]
@@ -50,8 +51,7 @@ pub async fn compute(
 ) -> anyhow::Result<Computed> {
     let etcd = EtcdConfig::from_settings(settings);
     let prefix = settings.data_prefix();
-    let mut start = 0;
-    let mut conn = connect_any(&etcd, &mut start, &format!("{prefix}/Ready"))
+    let mut conn = connect(&etcd, &format!("{prefix}/Ready"))
         .await
         .context("cannot reach etcd")?;
     let (revision, listed) = list_all(
@@ -63,14 +63,14 @@ pub async fn compute(
     .await
     .context("cannot list the datastore")?;
 
-    let mut datastore = DatastoreConfig::new(&prefix, &settings.hostname);
+    let mut datastore = DatastoreSettings::new(&prefix, &settings.hostname);
     for kv in &listed {
         datastore.observe(&kv.key, Some(&kv.value));
     }
     let settings = match loader {
         Some(loader) => {
             loader
-                .resolve_with_datastore(datastore.global.clone(), datastore.host.clone())?
+                .resolve_with_datastore(datastore.global().clone(), datastore.host().clone())?
                 .settings
         }
         None => settings.clone(),

@@ -3,16 +3,17 @@
 
 use anyhow::Context as _;
 use margay_config::Resolved;
+use margay_datastore::backoff::BackoffConfig;
+use margay_datastore::status::{EndpointStatuses, ReportConfig};
+use margay_datastore::sync::{SyncConfig, Syncer};
 use tokio::sync::{mpsc, watch};
 
 use crate::dataplane_setup::open_dataplane;
-use crate::heartbeat::{EndpointStatuses, ReportConfig};
 use crate::logging::LogHandle;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::run::{Agent, Control, LoopInputs, Outputs};
 use crate::settings::SettingsLoader;
-use crate::sync::{BackoffConfig, SyncConfig, Syncer};
 
 /// Turns SIGTERM/SIGINT into [`Control::Stop`] and SIGHUP into [`Control::Reload`].
 fn spawn_signal_forwarder() -> anyhow::Result<mpsc::Receiver<Control>> {
@@ -67,16 +68,16 @@ pub async fn run_agent(
     crate::host_guard::guard_start(&mut dp, &settings, &metrics).await?;
     let dataplane_events = dp.take_events();
 
-    let etcd = crate::sync::EtcdConfig::from_settings(&settings);
+    let etcd = margay_datastore::connect::EtcdConfig::from_settings(&settings);
     let (sync, sync_task) = Syncer::spawn(SyncConfig {
         etcd: etcd.clone(),
         prefix: settings.data_prefix(),
-        page_size: crate::sync::DEFAULT_PAGE_SIZE,
+        page_size: margay_datastore::sync::DEFAULT_PAGE_SIZE,
         backoff: BackoffConfig::default(),
     });
     let (report_config, report_rx) = watch::channel(ReportConfig::from_settings(&settings));
     let (endpoint_status, status_rx) = watch::channel(EndpointStatuses::new());
-    let reporter = crate::heartbeat::spawn(
+    let reporter = margay_datastore::status::spawn(
         etcd,
         &settings.status_prefix(),
         &settings.hostname,

@@ -25,6 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use margay_config::Settings;
+use margay_datastore::connect::{connect, timed, EtcdConfig};
+use margay_datastore::time::parse_rfc3339;
 
 use crate::logging::sanitize;
 
@@ -252,105 +254,46 @@ pub fn format_age(seconds: i64) -> String {
     }
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` to Unix seconds.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |from: usize, to: usize| -> Option<i64> {
-        let s = text.get(from..to)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &text[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let hhmm = &rest[1..];
-            if hhmm.len() != 5 || hhmm.as_bytes()[2] != b':' {
-                return None;
-            }
-            let h: i64 = hhmm[..2].parse().ok()?;
-            let m: i64 = hhmm[3..].parse().ok()?;
-            sign * (h * 3600 + m * 60)
-        }
-    };
-    let days = days_from_civil(year, month, day);
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Reads the heartbeats and configured endpoints from etcd and prints the
 /// table to stdout.
 pub async fn run_status(settings: &Settings) -> anyhow::Result<()> {
-    let mut client = crate::check::connect_etcd(settings, ETCD_TIMEOUT)
+    let status_prefix = settings.status_prefix();
+    let data_prefix = settings.data_prefix();
+    let etcd = EtcdConfig::from_settings(settings).with_timeout(ETCD_TIMEOUT);
+    let mut conn = connect(&etcd, &format!("{data_prefix}/Ready"))
         .await
+        .map_err(|e| anyhow::anyhow!(e.reason()))
         .with_context(|| {
             format!(
                 "cannot connect to etcd at {}",
                 settings.etcd_endpoints.join(",")
             )
         })?;
-    let status_prefix = settings.status_prefix();
-    let data_prefix = settings.data_prefix();
-    let status = client
-        .get(
+    let client = &mut conn.client;
+    let status = timed(
+        ETCD_TIMEOUT,
+        "get",
+        client.get(
             format!("{status_prefix}/host/"),
             Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!(crate::check::describe_etcd_error(&e)))
-        .with_context(|| format!("cannot read {status_prefix}/host/"))?;
-    let data = client
-        .get(
+        ),
+    )
+    .await
+    .with_context(|| format!("cannot read {status_prefix}/host/"))?;
+    let data = timed(
+        ETCD_TIMEOUT,
+        "get",
+        client.get(
             format!("{data_prefix}/host/"),
             Some(
                 etcd_client::GetOptions::new()
                     .with_prefix()
                     .with_keys_only(),
             ),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!(crate::check::describe_etcd_error(&e)))
-        .with_context(|| format!("cannot read {data_prefix}/host/"))?;
+        ),
+    )
+    .await
+    .with_context(|| format!("cannot read {data_prefix}/host/"))?;
     let status_kvs: Vec<(String, Vec<u8>)> = status
         .kvs()
         .iter()
@@ -383,24 +326,6 @@ mod tests {
 
     fn kv(key: &str, value: &str) -> (String, Vec<u8>) {
         (key.to_string(), value.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn rfc3339_parsing() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2024-05-01T10:00:00Z"), Some(1_714_557_600));
-        assert_eq!(
-            parse_rfc3339("2024-05-01T10:00:00.123456Z"),
-            Some(1_714_557_600)
-        );
-        assert_eq!(
-            parse_rfc3339("2024-05-01T12:00:00+02:00"),
-            Some(1_714_557_600)
-        );
-        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
-        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("yesterday"), None);
-        assert_eq!(parse_rfc3339("2024-05-01T10:00:00"), None);
     }
 
     #[test]

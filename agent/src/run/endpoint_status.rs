@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use margay_dataplane::hostnet::WriteFailure;
 use margay_dataplane::ApplyReport;
 use margay_policy::calc::CalcEngine;
-use margay_policy::desired::LocalEndpoint;
+use margay_policy::desired::{LocalEndpoint, WorkloadEndpointKey};
 
-use crate::heartbeat::{EndpointStatus, EndpointStatuses};
+use margay_datastore::status::{EndpointName, EndpointStatus, EndpointStatuses};
 
 /// Status of every local endpoint: `up` when plumbed, `error` when a kernel
 /// write for its interface or addresses failed, `down` otherwise (inactive,
@@ -30,9 +30,18 @@ pub fn endpoint_statuses(calc: &CalcEngine, report: &ApplyReport) -> EndpointSta
                 Some(_) => EndpointStatus::Up,
                 None => EndpointStatus::Down,
             };
-            (key.clone(), status)
+            (status_name(key), status)
         })
         .collect()
+}
+
+/// How the status writer names a local endpoint.
+fn status_name(key: &WorkloadEndpointKey) -> EndpointName {
+    EndpointName {
+        orchestrator: key.orchestrator.clone(),
+        workload: key.workload.clone(),
+        endpoint: key.endpoint.to_string(),
+    }
 }
 
 /// True when a failed write belongs to the endpoint's interface or is for

@@ -6,15 +6,17 @@ use std::time::Duration;
 
 use margay_config::{Resolved, Settings};
 use margay_dataplane::{DataplaneEvent, Readback};
+use margay_datastore::backoff::{Backoff, BackoffConfig};
+use margay_datastore::settings::DatastoreSettings;
+use margay_datastore::sync::SyncEvent;
 use margay_policy::calc::CalcEngine;
 use margay_policy::desired::Changes;
 use tokio::sync::mpsc;
 
-use super::{Agent, Control, DatastoreConfig, Driver, LoopInputs, Outputs};
+use super::{Agent, Control, Driver, LoopInputs, Outputs};
 use crate::dataplane_setup::firewall_settings;
 use crate::logging::LogLimiter;
 use crate::settings::SettingsLoader;
-use crate::sync::{Backoff, BackoffConfig, SyncEvent};
 
 /// Most queued events folded into one apply, so a flood cannot postpone
 /// applying (and metrics, and signals) indefinitely.
@@ -45,7 +47,7 @@ impl<D: Driver> Agent<D> {
         let mut calc = CalcEngine::new(settings.hostname.clone());
         calc.set_interface_prefixes(settings.interface_prefixes.clone());
         Agent {
-            datastore: DatastoreConfig::new(&data_prefix, &settings.hostname),
+            datastore: DatastoreSettings::new(&data_prefix, &settings.hostname),
             firewall: firewall_settings(&settings),
             data_prefix,
             calc,

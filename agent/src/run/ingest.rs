@@ -1,12 +1,12 @@
 //! Datastore events into the calculation: snapshots, pages and updates,
 //! the connection state, event counts and invalid keys.
 
+use margay_datastore::sync::{KvChange, SyncEvent};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{Agent, Driver};
 use crate::metrics::key_kind;
-use crate::sync::{KvChange, SyncEvent};
 
 impl<D: Driver> Agent<D> {
     /// Handles one datastore event.
@@ -69,7 +69,10 @@ impl<D: Driver> Agent<D> {
         let mut settings_touched = false;
         for change in &changes {
             self.count_event(&change.key);
-            settings_touched |= self.datastore.observe(&change.key, change.value.as_deref());
+            settings_touched |= self
+                .datastore
+                .observe(&change.key, change.value.as_deref())
+                .is_some();
             let result =
                 self.calc
                     .apply_raw(&self.data_prefix, &change.key, change.value.as_deref());

@@ -5,17 +5,17 @@
 use std::collections::BTreeSet;
 
 use margay_config::{Resolved, Setting, Settings};
+use margay_datastore::status::ReportConfig;
 
 use super::{Agent, Driver};
 use crate::dataplane_setup::firewall_settings;
-use crate::heartbeat::ReportConfig;
 use crate::settings::merge_reload;
 
 impl<D: Driver> Agent<D> {
     /// Re-resolves settings with the datastore layers and applies them live.
     pub(super) fn refresh_datastore_settings(&mut self) {
-        let global = self.datastore.global.clone();
-        let host = self.datastore.host.clone();
+        let global = self.datastore.global().clone();
+        let host = self.datastore.host().clone();
         match self.loader.resolve_with_datastore(global, host) {
             Ok(resolved) => self.adopt(resolved, "datastore"),
             // Only local layers can fail, and they resolved before.

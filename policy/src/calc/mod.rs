@@ -52,16 +52,13 @@ mod profiles;
 mod routes;
 mod rules;
 mod sets;
-mod settings;
 mod slab;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 pub use conflicts::{ConflictSubject, EndpointConflict};
 use endpoints::{Endpoints, EpIdx};
 use hashing::FastMap;
-use settings::{Layer, Settings};
 
 use crate::desired::{Changes, DesiredState, IpSetId, WorkloadEndpointKey};
 use crate::model::{EndpointState, ResourceKey, Update, Value};
@@ -98,7 +95,6 @@ pub struct CalcEngine {
     hostname: String,
     prefixes: Vec<String>,
     ready: bool,
-    settings: Settings,
     host_ips: FastMap<String, IpAddr>,
     eps: Endpoints,
     classes: classes::Classes,
@@ -124,7 +120,6 @@ impl CalcEngine {
             hostname: hostname.into(),
             prefixes: vec![DEFAULT_INTERFACE_PREFIX.to_owned()],
             ready: false,
-            settings: Settings::default(),
             host_ips: FastMap::default(),
             eps: Endpoints::default(),
             classes: classes::Classes::default(),
@@ -167,12 +162,10 @@ impl CalcEngine {
         let Update { key, value } = update;
         match key {
             ResourceKey::Ready => self.ready = matches!(value, Some(Value::Ready(true))),
-            ResourceKey::GlobalConfig(name) => self.set_config(Layer::Global, name, value),
-            ResourceKey::HostConfig { host, name } => {
-                if host == self.hostname {
-                    self.set_config(Layer::Host, name, value);
-                }
-            }
+            // Settings are the datastore layer's (margay_datastore::settings):
+            // the agent resolves them and changes the calculation through
+            // its own setters (e.g. `set_interface_prefixes`).
+            ResourceKey::GlobalConfig(_) | ResourceKey::HostConfig { .. } => {}
             ResourceKey::HostIp(host) => {
                 let ip = match value {
                     Some(Value::HostIp(ip)) => Some(ip),
@@ -280,21 +273,6 @@ impl CalcEngine {
     /// True once `/Ready` is `true`.
     pub fn ready(&self) -> bool {
         self.ready
-    }
-
-    /// Datastore settings: global keys overlaid by this host's keys.
-    pub fn datastore_settings(&self) -> BTreeMap<String, String> {
-        self.settings.effective().clone()
-    }
-
-    fn set_config(&mut self, layer: Layer, name: String, value: Option<Value>) {
-        let value = match value {
-            Some(Value::Config(v)) => Some(v),
-            _ => None,
-        };
-        if self.settings.set(layer, name, value) {
-            self.out.changes.settings = true;
-        }
     }
 
     /// Sizes of what the engine holds.

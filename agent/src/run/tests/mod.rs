@@ -11,16 +11,16 @@ use std::time::Duration;
 use margay_dataplane::firewall::lower::{EndpointToHostAction, FirewallSettings};
 use margay_dataplane::firewall::manager::DriftReport;
 use margay_dataplane::{ApplyReport, DataplaneError, DataplaneEvent, DataplaneStats};
+use margay_datastore::status::{EndpointStatus, EndpointStatuses, ReportConfig};
+use margay_datastore::sync::{KvChange, ResyncReason, SyncEvent};
 use margay_policy::desired::{Changes, DesiredState};
 use margay_policy::names::InterfaceName;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::*;
-use crate::heartbeat::{EndpointStatus, EndpointStatuses, ReportConfig};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::settings::SettingsLoader;
-use crate::sync::{KvChange, ResyncReason, SyncEvent};
 
 /// A dataplane that records what it is asked to do.
 struct Fake {

@@ -95,13 +95,36 @@ async fn datastore_settings_apply_live_below_local_layers() {
     assert_eq!(last.1.endpoint_to_host, EndpointToHostAction::Accept);
     assert!(last.0.settings, "the apply is told settings changed");
     assert_eq!(last.2, vec!["tap9"], "the tap endpoint is plumbed now");
+}
 
-    // Deleting the setting falls back to the default.
-    let mut dc = DatastoreConfig::new("/calico/v1", "h1");
-    assert!(dc.observe("/calico/v1/config/InterfacePrefix", Some("tap")));
-    assert!(!dc.observe("/calico/v1/config/InterfacePrefix", Some("tap")));
-    assert!(dc.observe("/calico/v1/config/InterfacePrefix", None));
-    assert!(!dc.observe("/calico/v1/config/a/b", Some("x")));
+#[tokio::test(start_paused = true)]
+async fn only_firewall_settings_make_the_firewall_re_lower() {
+    let (mut agent, inputs, h) = agent_with(&[], Fake::new());
+    let driver = async {
+        let first = vec![put("Ready", "true"), profile(), endpoint(1)];
+        h.sync.send(snapshot(first)).await.expect("send");
+        settle().await;
+        let log_level = put("config/LogSeverityScreen", "DEBUG");
+        h.sync.send(updates(vec![log_level])).await.expect("send");
+        settle().await;
+        let to_host = put("host/h1/config/DefaultEndpointToHostAction", "ACCEPT");
+        h.sync.send(updates(vec![to_host])).await.expect("send");
+        settle().await;
+        h.control.send(Control::Stop).await.expect("stop");
+    };
+    let (result, ()) = tokio::join!(agent.run(inputs), driver);
+    result.expect("clean stop");
+    assert_eq!(agent.settings().log_level, margay_config::LogLevel::Debug);
+    let applies = &agent.driver().applies;
+    assert_eq!(
+        applies.len(),
+        2,
+        "the snapshot, then only the firewall setting: {:?}",
+        applies.iter().map(|a| a.0.settings).collect::<Vec<_>>()
+    );
+    assert!(!applies[0].0.settings);
+    assert!(applies[1].0.settings, "the firewall is told to re-lower");
+    assert_eq!(applies[1].1.endpoint_to_host, EndpointToHostAction::Accept);
 }
 
 #[tokio::test(start_paused = true)]

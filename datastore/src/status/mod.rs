@@ -15,147 +15,22 @@
 //! next tick; they never stop the agent.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use etcd_client::{Client, DeleteOptions, PutOptions};
-use margay_policy::desired::WorkloadEndpointKey;
-use serde_json::json;
 use tokio::sync::watch;
 
-use crate::sync::{
-    connect_any, list_all, timed, Backoff, BackoffConfig, EtcdConfig, SyncError, DEFAULT_PAGE_SIZE,
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::connect::{connect_any, timed, EtcdConfig};
+use crate::error::EtcdError;
+use crate::sync::{list_all, DEFAULT_PAGE_SIZE};
+
+mod documents;
+
+pub use documents::{
+    desired_endpoint_docs, endpoint_document, status_document, EndpointName, EndpointStatus,
+    EndpointStatuses, ReportConfig, StatusKeys,
 };
-
-/// What to report, from the live settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportConfig {
-    /// Period of status reports; `None` disables them.
-    pub interval: Option<Duration>,
-    /// Lease TTL of the `status` key, in seconds.
-    pub ttl_secs: u64,
-    /// Whether per-endpoint status is written.
-    pub endpoints_enabled: bool,
-}
-
-impl ReportConfig {
-    /// From the agent's settings.
-    pub fn from_settings(s: &margay_config::Settings) -> Self {
-        ReportConfig {
-            interval: s.reporting_period(),
-            ttl_secs: s.reporting_ttl_secs,
-            endpoints_enabled: s.endpoint_reporting_enabled,
-        }
-    }
-}
-
-/// The state of one local endpoint, as reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndpointStatus {
-    /// Programmed and active.
-    Up,
-    /// Known but inactive, or its interface is missing.
-    Down,
-    /// Programming it failed.
-    Error,
-}
-
-impl EndpointStatus {
-    /// The JSON `status` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndpointStatus::Up => "up",
-            EndpointStatus::Down => "down",
-            EndpointStatus::Error => "error",
-        }
-    }
-}
-
-/// Endpoint statuses by endpoint.
-pub type EndpointStatuses = BTreeMap<WorkloadEndpointKey, EndpointStatus>;
-
-/// Where this host's status keys live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusKeys {
-    host_dir: String,
-}
-
-impl StatusKeys {
-    /// For `hostname` under the status prefix (e.g. `/calico/felix/v1`).
-    pub fn new(status_prefix: &str, hostname: &str) -> Self {
-        StatusKeys {
-            host_dir: format!("{status_prefix}/host/{hostname}"),
-        }
-    }
-
-    /// `.../host/<host>/status` (leased).
-    pub fn status(&self) -> String {
-        format!("{}/status", self.host_dir)
-    }
-
-    /// `.../host/<host>/last_reported_status` (not leased).
-    pub fn last_reported(&self) -> String {
-        format!("{}/last_reported_status", self.host_dir)
-    }
-
-    /// `.../host/<host>/workload/` (parent of every endpoint status).
-    pub fn workload_dir(&self) -> String {
-        format!("{}/workload/", self.host_dir)
-    }
-
-    /// `.../host/<host>/workload/<orch>/<wl>/endpoint/<id>`.
-    pub fn endpoint(&self, key: &WorkloadEndpointKey) -> String {
-        format!(
-            "{}/workload/{}/{}/endpoint/{}",
-            self.host_dir, key.orchestrator, key.workload, key.endpoint
-        )
-    }
-}
-
-/// The status document.
-pub fn status_document(now: SystemTime, uptime: Duration, first_update: bool) -> String {
-    json!({
-        "time": rfc3339(now),
-        "uptime": (uptime.as_secs_f64() * 1000.0).round() / 1000.0,
-        "first_update": first_update,
-    })
-    .to_string()
-}
-
-/// The endpoint status document.
-pub fn endpoint_document(status: EndpointStatus) -> String {
-    json!({ "status": status.as_str() }).to_string()
-}
-
-/// `2006-01-02T15:04:05Z` for a UTC time (whole seconds).
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
 
 /// The reporter task's state.
 pub struct Reporter {
@@ -255,7 +130,7 @@ impl Reporter {
         }
     }
 
-    async fn client(&mut self) -> Result<Client, SyncError> {
+    async fn client(&mut self) -> Result<Client, EtcdError> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
@@ -277,13 +152,13 @@ impl Reporter {
         Ok(client)
     }
 
-    fn forget_client(&mut self, error: &SyncError) {
+    fn forget_client(&mut self, error: &EtcdError) {
         tracing::warn!(%error, "status report failed; will retry");
         self.client = None;
     }
 
     /// Writes `status` (leased) and `last_reported_status`.
-    pub async fn report_status(&mut self, ttl_secs: u64) -> Result<(), SyncError> {
+    pub async fn report_status(&mut self, ttl_secs: u64) -> Result<(), EtcdError> {
         let result = self.try_report_status(ttl_secs).await;
         if let Err(e) = &result {
             self.forget_client(e);
@@ -291,7 +166,7 @@ impl Reporter {
         result
     }
 
-    async fn try_report_status(&mut self, ttl_secs: u64) -> Result<(), SyncError> {
+    async fn try_report_status(&mut self, ttl_secs: u64) -> Result<(), EtcdError> {
         let mut client = self.client().await?;
         let timeout = self.etcd.request_timeout;
         let doc = status_document(SystemTime::now(), self.started.elapsed(), self.first_update);
@@ -324,7 +199,7 @@ impl Reporter {
     pub async fn sync_endpoints(
         &mut self,
         want: BTreeMap<String, String>,
-    ) -> Result<(), SyncError> {
+    ) -> Result<(), EtcdError> {
         let result = self.try_sync_endpoints(want).await;
         if let Err(e) = &result {
             self.forget_client(e);
@@ -335,7 +210,7 @@ impl Reporter {
     async fn try_sync_endpoints(
         &mut self,
         want: BTreeMap<String, String>,
-    ) -> Result<(), SyncError> {
+    ) -> Result<(), EtcdError> {
         if !self.listed_leftovers {
             // Connecting lists what a previous run left, into `written`.
             self.client().await?;
@@ -375,21 +250,6 @@ impl Reporter {
     }
 }
 
-/// The endpoint status keys and documents wanted now.
-pub fn desired_endpoint_docs(
-    keys: &StatusKeys,
-    statuses: &EndpointStatuses,
-    enabled: bool,
-) -> BTreeMap<String, String> {
-    if !enabled {
-        return BTreeMap::new();
-    }
-    statuses
-        .iter()
-        .map(|(ep, st)| (keys.endpoint(ep), endpoint_document(*st)))
-        .collect()
-}
-
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -407,60 +267,4 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     let reporter = Reporter::new(etcd, status_prefix, hostname);
     tokio::spawn(reporter.run(config, endpoints))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use margay_policy::names::Id;
-
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3_723); // 2000-02-29 01:02:03
-        assert_eq!(rfc3339(t), "2000-02-29T01:02:03Z");
-        let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799); // 2099-12-31 23:59:59
-        assert_eq!(rfc3339(t), "2099-12-31T23:59:59Z");
-    }
-
-    #[test]
-    fn documents_have_the_felix_fields() {
-        let doc: serde_json::Value = serde_json::from_str(&status_document(
-            UNIX_EPOCH,
-            Duration::from_millis(1500),
-            true,
-        ))
-        .expect("json");
-        assert_eq!(doc["time"], "1970-01-01T00:00:00Z");
-        assert_eq!(doc["uptime"], 1.5);
-        assert_eq!(doc["first_update"], true);
-        assert_eq!(
-            endpoint_document(EndpointStatus::Error),
-            r#"{"status":"error"}"#
-        );
-    }
-
-    #[test]
-    fn keys_follow_the_datamodel() {
-        let keys = StatusKeys::new("/calico/felix/v1", "h1");
-        assert_eq!(keys.status(), "/calico/felix/v1/host/h1/status");
-        assert_eq!(
-            keys.last_reported(),
-            "/calico/felix/v1/host/h1/last_reported_status"
-        );
-        let ep = WorkloadEndpointKey {
-            host: "h1".into(),
-            orchestrator: "k8s".into(),
-            workload: "ns.pod".into(),
-            endpoint: Id::new("eth0").expect("id"),
-        };
-        assert_eq!(
-            keys.endpoint(&ep),
-            "/calico/felix/v1/host/h1/workload/k8s/ns.pod/endpoint/eth0"
-        );
-        let mut statuses = EndpointStatuses::new();
-        statuses.insert(ep, EndpointStatus::Up);
-        assert_eq!(desired_endpoint_docs(&keys, &statuses, true).len(), 1);
-        assert!(desired_endpoint_docs(&keys, &statuses, false).is_empty());
-    }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use etcd_client::{Client, GetOptions};
 
-use super::{timed, SyncError, MAX_RECEIVE_BYTES};
+use crate::connect::{timed, MAX_RECEIVE_BYTES};
+use crate::error::EtcdError;
 
 /// The end of the key range holding every key that starts with `prefix`.
 pub fn prefix_range_end(prefix: &str) -> Vec<u8> {
@@ -91,8 +92,8 @@ impl PageSizer {
 
 /// True when etcd's answer was refused for being larger than the client's
 /// receive limit.
-pub(crate) fn too_large(e: &SyncError) -> bool {
-    matches!(e, SyncError::Request { source, .. } if is_out_of_range(source))
+pub(crate) fn too_large(e: &EtcdError) -> bool {
+    matches!(e, EtcdError::Request { error, .. } if is_out_of_range(error))
 }
 
 /// True for the client's "decoded message length too large" status.
@@ -137,7 +138,7 @@ impl Lister {
     /// Keys that are not UTF-8 are skipped (they cannot name any Calico
     /// object). A single value larger than the client accepts is an error
     /// naming its key.
-    pub async fn next_page(&mut self, client: &Client) -> Result<Option<Vec<ListedKv>>, SyncError> {
+    pub async fn next_page(&mut self, client: &Client) -> Result<Option<Vec<ListedKv>>, EtcdError> {
         if self.done {
             return Ok(None);
         }
@@ -173,7 +174,7 @@ impl Lister {
         client: &Client,
         limit: i64,
         keys_only: bool,
-    ) -> Result<etcd_client::GetResponse, SyncError> {
+    ) -> Result<etcd_client::GetResponse, EtcdError> {
         let mut opts = GetOptions::new()
             .with_range(self.end.clone())
             .with_limit(limit);
@@ -190,9 +191,9 @@ impl Lister {
     }
 
     /// The error for a page of one key that is still too large, naming the key.
-    async fn value_too_large(&self, client: &Client) -> SyncError {
+    async fn value_too_large(&self, client: &Client) -> EtcdError {
         match self.request(client, 1, true).await {
-            Ok(resp) => SyncError::ValueTooLarge {
+            Ok(resp) => EtcdError::ValueTooLarge {
                 key: resp.kvs().first().map_or_else(
                     || String::from_utf8_lossy(&self.start).into_owned(),
                     |kv| String::from_utf8_lossy(kv.key()).into_owned(),
@@ -213,7 +214,7 @@ pub async fn list_all(
     dir: &str,
     page_size: i64,
     timeout: Duration,
-) -> Result<(i64, Vec<ListedKv>), SyncError> {
+) -> Result<(i64, Vec<ListedKv>), EtcdError> {
     let mut lister = Lister::new(dir, page_size, timeout);
     let mut out = Vec::new();
     while let Some(page) = lister.next_page(client).await? {
@@ -259,5 +260,12 @@ mod tests {
         assert_eq!(sizer.limit(), 1);
         assert!(!sizer.shrink());
         assert_eq!(PageSizer::new(0).limit(), 1, "at least one key a page");
+    }
+
+    #[test]
+    fn range_end_covers_exactly_the_prefix() {
+        assert_eq!(prefix_range_end("/calico/v1/"), b"/calico/v10".to_vec());
+        assert_eq!(prefix_range_end("a\u{7f}"), b"a\x80".to_vec());
+        assert_eq!(prefix_range_end(""), vec![0]);
     }
 }

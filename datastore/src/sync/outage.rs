@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::SyncError;
+use crate::error::EtcdError;
 
 /// How often a continuing etcd outage is logged again at warn level.
 const OUTAGE_REMINDER: Duration = Duration::from_secs(60);
@@ -19,7 +19,7 @@ pub(super) struct OutageLog {
 }
 
 impl OutageLog {
-    pub(super) fn failed(&mut self, error: &SyncError) {
+    pub(super) fn failed(&mut self, error: &EtcdError) {
         let now = Instant::now();
         let (since, attempts) = self.current.get_or_insert((now, 0));
         *attempts += 1;

@@ -10,18 +10,19 @@
 //! again (in pages, naming any single value that is too large) and watch
 //! from the listed revision, past the oversized response.
 
-use etcd_client::{Client, WatchOptions, WatchStream, Watcher};
+use etcd_client::{Client, WatchOptions, WatchStream};
 
-use super::{prefix_range_end, ResyncReason, SessionEnd, MAX_RECEIVE_BYTES};
+use super::{prefix_range_end, ResyncReason, SessionEnd};
+use crate::connect::MAX_RECEIVE_BYTES;
 
 /// Watches every key under `dir` (which ends with `/`) from `start_revision`,
-/// accepting responses up to [`MAX_RECEIVE_BYTES`]. Keep the [`Watcher`]
-/// alive as long as the stream is read: dropping it closes the watch.
+/// accepting responses up to [`MAX_RECEIVE_BYTES`]. The stream holds both
+/// sides of the watch: dropping it closes the watch.
 pub async fn open_watch(
     client: &Client,
     dir: &str,
     start_revision: i64,
-) -> Result<(Watcher, WatchStream), etcd_client::Error> {
+) -> Result<WatchStream, etcd_client::Error> {
     let opts = WatchOptions::new()
         .with_range(prefix_range_end(dir))
         .with_start_revision(start_revision);

@@ -10,12 +10,13 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::SyncError;
+use crate::error::EtcdError;
+use crate::time::{format_rfc3339, unix_seconds};
 
 /// Fails when the first certificate in `pem` (read from `path`) is outside
 /// its validity period at `now`. A certificate that cannot be parsed here
 /// passes: the TLS library reports it.
-pub fn check_client_cert(path: &Path, pem: &[u8], now: SystemTime) -> Result<(), SyncError> {
+pub fn check_client_cert(path: &Path, pem: &[u8], now: SystemTime) -> Result<(), EtcdError> {
     let Some((not_before, not_after)) = first_cert_der(pem).and_then(|der| validity(&der)) else {
         return Ok(());
     };
@@ -24,22 +25,22 @@ pub fn check_client_cert(path: &Path, pem: &[u8], now: SystemTime) -> Result<(),
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     if now > not_after {
-        return Err(SyncError::ClientCertExpired {
+        return Err(EtcdError::ClientCertExpired {
             path: path.to_path_buf(),
-            not_after: crate::heartbeat::rfc3339(secs_to_time(not_after)),
+            not_after: format_rfc3339(secs_to_time(not_after)),
         });
     }
     if now < not_before {
-        return Err(SyncError::ClientCertNotYetValid {
+        return Err(EtcdError::ClientCertNotYetValid {
             path: path.to_path_buf(),
-            not_before: crate::heartbeat::rfc3339(secs_to_time(not_before)),
+            not_before: format_rfc3339(secs_to_time(not_before)),
         });
     }
     Ok(())
 }
 
 /// What a TLS failure in `error` (an error's text) means, if recognised.
-pub fn explain(error: &str) -> Option<&'static str> {
+pub fn explain_tls_error(error: &str) -> Option<&'static str> {
     if error.contains("UnknownIssuer") || error.contains("unknown issuer") {
         Some("TLS: the server's certificate is not signed by the configured CA (etcd_ca_file)")
     } else if error.contains("not valid for name") || error.contains("NotValidForName") {
@@ -145,18 +146,7 @@ fn asn1_time(tag: u8, text: &[u8]) -> Option<i64> {
     let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
     let (month, day) = (field(0)?, field(2)?);
     let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    unix_seconds(year, month, day, hour, minute, second)
 }
 
 #[cfg(test)]
@@ -165,8 +155,6 @@ mod tests {
 
     #[test]
     fn dates_convert() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2020, 1, 2), 18_263);
         assert_eq!(asn1_time(0x17, b"200102000000Z"), Some(18_263 * 86_400));
         assert_eq!(asn1_time(0x18, b"20200102000000Z"), Some(18_263 * 86_400));
         assert_eq!(asn1_time(0x17, b"2001"), None);
@@ -182,11 +170,12 @@ mod tests {
 
     #[test]
     fn tls_errors_are_explained() {
+        assert!(explain_tls_error("invalid peer certificate: UnknownIssuer")
+            .is_some_and(|s| s.contains("CA")));
         assert!(
-            explain("invalid peer certificate: UnknownIssuer").is_some_and(|s| s.contains("CA"))
+            explain_tls_error("certificate not valid for name \"localhost\"")
+                .is_some_and(|s| s.contains("hostname mismatch"))
         );
-        assert!(explain("certificate not valid for name \"localhost\"")
-            .is_some_and(|s| s.contains("hostname mismatch")));
-        assert_eq!(explain("connection refused"), None);
+        assert_eq!(explain_tls_error("connection refused"), None);
     }
 }
