@@ -1,3 +1,6 @@
+//! Selector tests: matching, normal form, canonical text, parse errors, and
+//! property tests that canonical text re-parses to an equal selector.
+
 use super::*;
 use proptest::prelude::*;
 
