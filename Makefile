@@ -29,6 +29,7 @@ build:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) deny check licenses bans
 
 # The end-to-end tests run the real `margay` binary from target/debug, so it
 # is built before the test binaries start. MARGAY_REQUIRE_ROOT makes a

@@ -5,7 +5,8 @@
 # iproute2, conntrack, ping, nc, promtool, systemd-analyze, openssl (TLS test
 # certificates), a C and C++ toolchain (crates that build C, libFuzzer), the
 # rustfmt and clippy components, and for `make fuzz` a nightly toolchain and
-# cargo-fuzz. Skips apt when everything is already there.
+# cargo-fuzz, and cargo-deny for the license and duplicate-version check in
+# `make lint`. Skips apt when everything is already there.
 set -euo pipefail
 
 need=()
@@ -69,4 +70,11 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
 fi
 if [ "$(cargo +nightly fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
   cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+fi
+
+# `make lint` runs `cargo deny check licenses bans` (deny.toml). Installed only
+# when missing: a build from source takes about 20 minutes on 2 cores.
+CARGO_DENY_VERSION=0.20.2
+if ! cargo deny --version >/dev/null 2>&1; then
+  cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION"
 fi

@@ -10,14 +10,12 @@
 //!
 //! Needs root; only the test's own namespaces are touched.
 
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use common::Agent;
 use margay_tests::etcd::EtcdServer;
 use margay_tests::netns::{attach_workload, require_root, TestNetns};
 
-const MARGAY: &str = env!("CARGO_BIN_EXE_margay");
-const WAIT: Duration = Duration::from_secs(20);
 const SOLO2: &str = r#"{"inbound_rules":[{}],"outbound_rules":[{}]}"#;
 
 fn endpoint_doc(iface: &str, addr: &str, profile: &str) -> String {
@@ -26,31 +24,12 @@ fn endpoint_doc(iface: &str, addr: &str, profile: &str) -> String {
     )
 }
 
-struct Agent {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Agent {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// `margay run` for host h1 on the iptables backend, metrics on
+/// 127.0.0.1:9091, its log in etcd's scratch directory.
 fn start(ns: &TestNetns, etcd: &EtcdServer) -> Agent {
-    let log = etcd.dir().join("margay.log");
-    let file = std::fs::File::create(&log).expect("log file");
-    let child = ns
-        .command(&[
-            MARGAY,
-            "run",
+    Agent::run(
+        ns,
+        &[
             "--hostname",
             "h1",
             "--etcd-endpoints",
@@ -59,26 +38,9 @@ fn start(ns: &TestNetns, etcd: &EtcdServer) -> Agent {
             "127.0.0.1:9091",
             "--dataplane",
             "iptables",
-        ])
-        .env_remove("MARGAY_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(file))
-        .spawn()
-        .expect("margay starts");
-    Agent { child, log }
-}
-
-fn wait_until(what: &str, agent: &Agent, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; margay log:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        ],
+        &etcd.dir().join("margay.log"),
+    )
 }
 
 /// `GET path` on the agent's metrics address inside `ns`.
@@ -110,11 +72,11 @@ fn iptables_deletes_apply_and_a_wedged_dataplane_is_not_ready() {
     let e3 = "/calico/v1/host/h1/workload/k8s/w3/endpoint/e3";
     etcd.etcdctl_ok(&["put", e3, &endpoint_doc("caliw3", "10.65.0.3", "solo2")]);
     let agent = start(&host, &etcd);
-    wait_until("/readyz 200", &agent, || ready(&host));
+    agent.wait_until("/readyz 200", || ready(&host));
 
     // The issue's sequence: e3 goes, and with it solo2's chains.
     etcd.etcdctl_ok(&["del", e3]);
-    wait_until("solo2's chains to go", &agent, || {
+    agent.wait_until("solo2's chains to go", || {
         !host.exec_ok(&["iptables-save"]).contains("margay-pi-solo2")
     });
     assert!(ready(&host));
@@ -123,14 +85,14 @@ fn iptables_deletes_apply_and_a_wedged_dataplane_is_not_ready() {
     // e3 again; then a foreign chain jumps to solo2's inbound chain, so the
     // next delete is refused, again and again.
     etcd.etcdctl_ok(&["put", e3, &endpoint_doc("caliw3", "10.65.0.3", "solo2")]);
-    wait_until("solo2's chains", &agent, || {
+    agent.wait_until("solo2's chains", || {
         host.exec_ok(&["iptables-save"])
             .contains(":margay-pi-solo2")
     });
     host.exec_ok(&["iptables", "-N", "FOREIGN"]);
     host.exec_ok(&["iptables", "-A", "FOREIGN", "-j", "margay-pi-solo2"]);
     etcd.etcdctl_ok(&["del", e3]);
-    wait_until("/readyz 503", &agent, || {
+    agent.wait_until("/readyz 503", || {
         http_get(&host, "/readyz").starts_with("HTTP/1.1 503")
     });
     assert!(metric(&host, CONSECUTIVE).unwrap_or(0.0) >= 3.0);
@@ -143,7 +105,7 @@ fn iptables_deletes_apply_and_a_wedged_dataplane_is_not_ready() {
 
     // The obstacle goes: the retry lands, ready again.
     host.exec_ok(&["iptables", "-F", "FOREIGN"]);
-    wait_until("/readyz 200 again", &agent, || ready(&host));
+    agent.wait_until("/readyz 200 again", || ready(&host));
     assert_eq!(metric(&host, CONSECUTIVE), Some(0.0));
     assert!(!host.exec_ok(&["iptables-save"]).contains("margay-pi-solo2"));
 }

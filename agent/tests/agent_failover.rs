@@ -5,45 +5,18 @@
 //! Needs root (network namespaces); skips with a message otherwise. The
 //! members run on the test namespace's loopback.
 
-use std::path::Path;
-use std::process::{Child, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Agent;
 use margay_tests::etcd_cluster::EtcdCluster;
 use margay_tests::netns::{attach_workload, require_root, TestNetns};
-
-const MARGAY: &str = env!("CARGO_BIN_EXE_margay");
 
 fn endpoint_doc(iface: &str, addr: &str) -> String {
     format!(
         r#"{{"state":"active","name":"{iface}","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["p1"],"ipv4_nets":["{addr}/32"]}}"#
     )
-}
-
-/// Kills the agent when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn read(log: &Path) -> String {
-    std::fs::read_to_string(log).unwrap_or_default()
-}
-
-/// Waits until `done`, at most until `deadline`.
-fn wait_until(what: &str, log: &Path, deadline: Instant, mut done: impl FnMut() -> bool) {
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; margay log:\n{}",
-            read(log)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The endpoint of the agent's last "connected to etcd" line.
@@ -83,12 +56,10 @@ fn a_change_lands_within_10s_after_the_watched_member_dies() {
     let scratch = Scratch::new();
     let scratch = scratch.0.as_path();
     let log = scratch.join("margay.log");
-    let file = std::fs::File::create(&log).expect("log");
     let endpoints = cluster.client_urls().join(",");
-    let child = host
-        .command(&[
-            MARGAY,
-            "run",
+    let agent = Agent::run(
+        &host,
+        &[
             "--hostname",
             "h1",
             "--etcd-endpoints",
@@ -99,24 +70,17 @@ fn a_change_lands_within_10s_after_the_watched_member_dies() {
             "127.0.0.1:9094",
             "--dataplane",
             "none",
-        ])
-        .env_remove("MARGAY_LOG")
-        .env_remove("MARGAY_REQUIRE_ROOT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(file))
-        .spawn()
-        .expect("margay starts");
-    let _agent = Running(child);
-    let routes = || host.exec_ok(&["ip", "route", "show", "proto", "80"]);
-    wait_until(
-        "the first route",
+        ],
         &log,
+    );
+    let routes = || host.exec_ok(&["ip", "route", "show", "proto", "80"]);
+    agent.wait_until_by(
+        "the first route",
         Instant::now() + Duration::from_secs(20),
         || routes().contains("10.65.0.2 dev cali1"),
     );
 
-    let watched = connected_endpoint(&read(&log)).expect("a connected endpoint in the log");
+    let watched = connected_endpoint(&agent.log()).expect("a connected endpoint in the log");
     let member = cluster
         .member_of(&watched)
         .unwrap_or_else(|| panic!("{watched} is no member"));
@@ -127,15 +91,18 @@ fn a_change_lands_within_10s_after_the_watched_member_dies() {
         &endpoint_doc("cali2", "10.65.0.3"),
         Duration::from_secs(8),
     );
-    wait_until(
+    agent.wait_until_by(
         "the change made after the kill, within 10 s",
-        &log,
         killed + Duration::from_secs(10),
         || routes().contains("10.65.0.3 dev cali2"),
     );
-    let now = connected_endpoint(&read(&log)).expect("connected");
-    assert_ne!(now, watched, "still on the dead member:\n{}", read(&log));
-    assert!(read(&log).contains("etcd watch resumed"), "{}", read(&log));
+    let now = connected_endpoint(&agent.log()).expect("connected");
+    assert_ne!(now, watched, "still on the dead member:\n{}", agent.log());
+    assert!(
+        agent.log().contains("etcd watch resumed"),
+        "{}",
+        agent.log()
+    );
     assert_eq!(host.metric(9094, "margay_datastore_connected"), Some(1.0));
 }
 

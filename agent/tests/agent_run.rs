@@ -6,15 +6,13 @@
 //! Needs root (network namespaces, nftables); skips with a message otherwise.
 //! Only the test's own namespaces are touched.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::Path;
+
+use common::{Agent, MARGAY};
 use margay_tests::etcd::EtcdServer;
 use margay_tests::netns::{attach_workload, require_root, TestNetns};
-
-const MARGAY: &str = env!("CARGO_BIN_EXE_margay");
-const WAIT: Duration = Duration::from_secs(20);
 
 const PROFILE: &str =
     r#"{"inbound_rules":[{"action":"allow"}],"outbound_rules":[{"action":"allow"}]}"#;
@@ -25,102 +23,33 @@ fn endpoint_doc(iface: &str, addr: &str) -> String {
     )
 }
 
-/// A running `margay run`, killed on drop if still alive.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(
-        ns: &TestNetns,
-        etcd: &EtcdServer,
-        backend: Backend,
-        config: &Path,
-        log: PathBuf,
-    ) -> Agent {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let child = ns
-            .command(&[
-                MARGAY,
-                "run",
-                "--hostname",
-                "h1",
-                "--etcd-endpoints",
-                &etcd.client_url(),
-                "--config",
-                config.to_str().expect("utf8"),
-                "--refresh-interval",
-                "1",
-                "--metrics-addr",
-                "127.0.0.1:9091",
-                "--dataplane",
-                backend.name(),
-            ])
-            .env_remove("MARGAY_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .spawn()
-            .expect("margay starts");
-        Agent { child, log }
-    }
-
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
-        nix::sys::signal::kill(pid, sig).expect("signal");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn assert_alive(&mut self) {
-        assert!(
-            matches!(self.child.try_wait(), Ok(None)),
-            "margay died:\n{}",
-            self.log()
-        );
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "margay ignored SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_until(what: &str, agent: Option<&Agent>, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        if Instant::now() > deadline {
-            let log = agent.map(Agent::log).unwrap_or_default();
-            panic!("timed out waiting for {what}; margay log:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// `margay run` for host h1 against `etcd`, with a 1 s refresh, metrics on
+/// 127.0.0.1:9091 and the log appended to `log`.
+fn start_agent(
+    ns: &TestNetns,
+    etcd: &EtcdServer,
+    backend: Backend,
+    config: &Path,
+    log: &Path,
+) -> Agent {
+    Agent::run(
+        ns,
+        &[
+            "--hostname",
+            "h1",
+            "--etcd-endpoints",
+            &etcd.client_url(),
+            "--config",
+            config.to_str().expect("utf8"),
+            "--refresh-interval",
+            "1",
+            "--metrics-addr",
+            "127.0.0.1:9091",
+            "--dataplane",
+            backend.name(),
+        ],
+        log,
+    )
 }
 
 /// True when the (text) log holds a line at debug level.
@@ -243,17 +172,17 @@ fn scenario(backend: Backend) {
     let log = etcd.dir().join("margay.log");
 
     // Start: programs the namespace and becomes ready.
-    let mut agent = Agent::start(&host, &etcd, backend, &config, log.clone());
-    wait_until("the workload route", Some(&agent), || {
+    let mut agent = start_agent(&host, &etcd, backend, &config, &log);
+    agent.wait_until("the workload route", || {
         our_routes(&host).contains("10.65.0.2 dev cali1")
     });
-    wait_until("/readyz 200", Some(&agent), || {
+    agent.wait_until("/readyz 200", || {
         http_get(&host, "/readyz").starts_with("HTTP/1.1 200")
     });
     assert!(backend.present(&host), "{} objects missing", backend.name());
     assert!(http_get(&host, "/livez").starts_with("HTTP/1.1 200"));
     assert_eq!(metric(&host, "margay_datastore_connected"), Some(1.0));
-    wait_until("the heartbeat", Some(&agent), || {
+    agent.wait_until("the heartbeat", || {
         etcd.etcdctl_ok(&[
             "get",
             "--print-value-only",
@@ -265,23 +194,21 @@ fn scenario(backend: Backend) {
     // Watch: an endpoint added and removed live.
     let ep2 = "/calico/v1/host/h1/workload/k8s/pod2/endpoint/eth0";
     etcd.etcdctl_ok(&["put", ep2, &endpoint_doc("cali2", "10.65.0.3")]);
-    wait_until("the second route", Some(&agent), || {
+    agent.wait_until("the second route", || {
         our_routes(&host).contains("10.65.0.3 dev cali2")
     });
     etcd.etcdctl_ok(&["del", ep2]);
-    wait_until("the second route to go", Some(&agent), || {
+    agent.wait_until("the second route to go", || {
         !our_routes(&host).contains("10.65.0.3")
     });
 
     // Drift: a deleted route comes back at once, a deleted table on refresh.
     host.exec_ok(&["ip", "route", "del", "10.65.0.2/32", "dev", "cali1"]);
-    wait_until("the route to be repaired", Some(&agent), || {
+    agent.wait_until("the route to be repaired", || {
         our_routes(&host).contains("10.65.0.2 dev cali1")
     });
     backend.break_it(&host);
-    wait_until("the firewall to be repaired", Some(&agent), || {
-        backend.present(&host)
-    });
+    agent.wait_until("the firewall to be repaired", || backend.present(&host));
     // Quiet refreshes: on nftables the read-back is skipped (nobody moved
     // the nf_tables generation); the others read back every time.
     let readbacks = |result: &str| {
@@ -294,13 +221,13 @@ fn scenario(backend: Backend) {
         "performed"
     };
     let before = readbacks(quiet);
-    wait_until("quiet refreshes counted", Some(&agent), || {
+    agent.wait_until("quiet refreshes counted", || {
         readbacks(quiet) >= before + 2.0
     });
 
     // Invalid data is counted, never fatal.
     etcd.etcdctl_ok(&["put", "/calico/v1/policy/profile/bad/rules", "{nope"]);
-    wait_until("the invalid update to be counted", Some(&agent), || {
+    agent.wait_until("the invalid update to be counted", || {
         metric(
             &host,
             "margay_invalid_updates_total{kind=\"profile_rules\"}",
@@ -319,30 +246,28 @@ fn scenario(backend: Backend) {
     );
     std::fs::write(&config, "log_level = \"debug\"\n").expect("config");
     agent.signal(nix::sys::signal::Signal::SIGHUP);
-    wait_until("the reload", Some(&agent), || {
-        agent.log().contains("reloading the config file")
-    });
+    agent.wait_for_log_line("reloading the config file");
     agent.assert_alive();
 
     // etcd away: nothing changes; back: updates flow again.
     etcd.stop();
-    wait_until("the agent to notice etcd is gone", Some(&agent), || {
+    agent.wait_until("the agent to notice etcd is gone", || {
         metric(&host, "margay_datastore_connected") == Some(0.0)
     });
     // Reconnect attempts are logged at debug: the reloaded level shows them.
-    wait_until("debug lines after the reload", Some(&agent), || {
+    agent.wait_until("debug lines after the reload", || {
         has_debug_lines(&agent.log())
     });
     // Two refreshes pass while etcd is away, and change nothing.
     let away = readbacks(quiet);
-    wait_until("refreshes while etcd is away", Some(&agent), || {
+    agent.wait_until("refreshes while etcd is away", || {
         readbacks(quiet) >= away + 2.0
     });
     assert!(our_routes(&host).contains("10.65.0.2 dev cali1"));
     assert!(backend.present(&host));
     etcd.start();
     etcd.etcdctl_ok(&["put", ep2, &endpoint_doc("cali2", "10.65.0.3")]);
-    wait_until("an update after etcd came back", Some(&agent), || {
+    agent.wait_until("an update after etcd came back", || {
         our_routes(&host).contains("10.65.0.3 dev cali2")
     });
 
@@ -363,8 +288,8 @@ fn scenario(backend: Backend) {
         .any(|i| i["key"] == "/calico/v1/policy/profile/bad/rules")));
 
     // Restart: adopts what is there and writes nothing.
-    let agent = Agent::start(&host, &etcd, backend, &config, log);
-    wait_until("/readyz 200 after restart", Some(&agent), || {
+    let agent = start_agent(&host, &etcd, backend, &config, &log);
+    agent.wait_until("/readyz 200 after restart", || {
         http_get(&host, "/readyz").starts_with("HTTP/1.1 200")
     });
     let objects: &[&str] = match backend {

@@ -6,39 +6,15 @@
 //!
 //! Needs root (network namespaces); skips with a message otherwise.
 
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use common::Agent;
 use margay_tests::etcd::EtcdServer;
 use margay_tests::netns::{attach_workload, require_root, TestNetns};
 
-const MARGAY: &str = env!("CARGO_BIN_EXE_margay");
-const WAIT: Duration = Duration::from_secs(20);
 const ENDPOINT: &str = "/calico/v1/host/h1/workload/k8s/pod1/endpoint/eth0";
 const STATUS: &str = "/calico/felix/v1/host/h1/status";
 const ENDPOINT_STATUS: &str = "/calico/felix/v1/host/h1/workload/k8s/pod1/endpoint/eth0";
-
-/// Kills the agent when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until(what: &str, log: &std::path::Path, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; margay log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn run_and_status_writer_over_mtls() {
@@ -75,11 +51,9 @@ fn run_and_status_writer_over_mtls() {
     )
     .expect("config");
     let log = etcd.dir().join("margay.log");
-    let file = std::fs::File::create(&log).expect("log");
-    let child = host
-        .command(&[
-            MARGAY,
-            "run",
+    let agent = Agent::run(
+        &host,
+        &[
             "--hostname",
             "h1",
             "--etcd-endpoints",
@@ -90,32 +64,26 @@ fn run_and_status_writer_over_mtls() {
             "127.0.0.1:9093",
             "--dataplane",
             "none",
-        ])
-        .env_remove("MARGAY_LOG")
-        .env_remove("MARGAY_REQUIRE_ROOT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(file))
-        .spawn()
-        .expect("margay starts");
-    let _agent = Running(child);
+        ],
+        &log,
+    );
 
     let routes = || host.exec_ok(&["ip", "route", "show", "proto", "80"]);
-    wait_until("the workload route", &log, || {
+    agent.wait_until("the workload route", || {
         routes().contains("10.65.0.2 dev cali1")
     });
     let get = |key: &str| etcd.etcdctl_ok(&["get", "--print-value-only", key]);
-    wait_until("the heartbeat over mTLS", &log, || {
+    agent.wait_until("the heartbeat over mTLS", || {
         get(STATUS).contains("\"first_update\"")
     });
-    wait_until("the endpoint status over mTLS", &log, || {
+    agent.wait_until("the endpoint status over mTLS", || {
         get(ENDPOINT_STATUS).contains("\"status\"")
     });
 
     // The watch runs over mTLS too: a removed endpoint loses its route and
     // its status key.
     etcd.etcdctl_ok(&["del", ENDPOINT]);
-    wait_until("the route and the endpoint status to go", &log, || {
+    agent.wait_until("the route and the endpoint status to go", || {
         !routes().contains("10.65.0.2") && get(ENDPOINT_STATUS).trim().is_empty()
     });
     assert_eq!(

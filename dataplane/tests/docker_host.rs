@@ -20,8 +20,7 @@ use margay_dataplane::firewall::{BackendKind, DriftReport, FirewallSettings};
 use margay_dataplane::{ApplyReport, Dataplane, DataplaneConfig};
 use margay_policy::desired::DesiredState;
 use margay_tests::docker::{
-    add_foreign_nft, foreign_iptables, foreign_nft, make_docker_host, margay_forward_rules,
-    Iptables,
+    add_foreign_nft, make_docker_host, margay_forward_rules, ForeignState, Iptables,
 };
 use margay_tests::netns::require_root;
 
@@ -255,15 +254,11 @@ async fn foreign_state_survives(backend: BackendKind, tag: &str) {
     let lab = Lab::new(tag, 2);
     make_docker_host(&lab.host, Iptables::Nft);
     add_foreign_nft(&lab.host);
-    let snapshot = || {
-        (
-            foreign_nft(&lab.host),
-            foreign_iptables(&lab.host, Iptables::Nft),
-            foreign_iptables(&lab.host, Iptables::Legacy),
-        )
-    };
-    let before = snapshot();
-    assert!(before.1.contains(":FORWARD DROP") && before.1.contains("DOCKER-USER"));
+    let before = ForeignState::read(&lab.host);
+    assert!(
+        before.iptables_nft.contains(":FORWARD DROP")
+            && before.iptables_nft.contains("DOCKER-USER")
+    );
 
     let desired = base_state(2).build();
     let mut dp = start(&lab, BackendKind::Nftables, &desired).await;
@@ -272,16 +267,16 @@ async fn foreign_state_survives(backend: BackendKind, tag: &str) {
         dp = start(&lab, backend, &desired).await;
     }
     assert_policy_holds(&lab, "started");
-    assert_eq!(snapshot(), before, "after start");
+    before.assert_unchanged(&lab.host, "after start");
     assert!(refresh(&mut dp, &desired).await.is_clean());
-    assert_eq!(snapshot(), before, "after refresh");
+    before.assert_unchanged(&lab.host, "after refresh");
     tamper(&lab, backend);
     assert!(!refresh(&mut dp, &desired).await.is_clean(), "drift found");
-    assert_eq!(snapshot(), before, "after drift repair");
+    before.assert_unchanged(&lab.host, "after drift repair");
     drop(dp);
     let mut dp = start(&lab, backend, &desired).await;
     assert!(refresh(&mut dp, &desired).await.is_clean());
-    assert_eq!(snapshot(), before, "after restart");
+    before.assert_unchanged(&lab.host, "after restart");
     assert_policy_holds(&lab, "restarted");
 }
 

@@ -212,3 +212,37 @@ pub fn add_foreign_nft(ns: &TestNetns) {
 pub fn foreign_nft(ns: &TestNetns) -> String {
     ns.exec_ok(&["nft", "list", "table", "inet", "foreign"])
 }
+
+/// Everything on a Docker host's namespace that is not margay's: the foreign
+/// nftables table and what both iptables variants show beyond margay's
+/// chains and rules. A test reads it before margay starts and checks after
+/// each step that margay left it byte for byte as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignState {
+    /// [`foreign_nft`]: the foreign nftables table.
+    pub nft: String,
+    /// [`foreign_iptables`] of iptables-nft (both families).
+    pub iptables_nft: String,
+    /// [`foreign_iptables`] of iptables-legacy (both families).
+    pub iptables_legacy: String,
+}
+
+impl ForeignState {
+    /// Reads the foreign state of `ns` now.
+    pub fn read(ns: &TestNetns) -> ForeignState {
+        ForeignState {
+            nft: foreign_nft(ns),
+            iptables_nft: foreign_iptables(ns, Iptables::Nft),
+            iptables_legacy: foreign_iptables(ns, Iptables::Legacy),
+        }
+    }
+
+    /// Panics, naming `when`, unless `ns`'s foreign state is still `self`.
+    pub fn assert_unchanged(&self, ns: &TestNetns, when: &str) {
+        assert_eq!(
+            &ForeignState::read(ns),
+            self,
+            "foreign state changed {when}"
+        );
+    }
+}

@@ -8,8 +8,7 @@
 
 use margay_tests::both_backends;
 use margay_tests::docker::{
-    add_foreign_nft, foreign_iptables, foreign_nft, make_docker_host, margay_forward_rules,
-    Iptables,
+    add_foreign_nft, make_docker_host, margay_forward_rules, ForeignState, Iptables,
 };
 use margay_tests::sandbox::{
     allow, deny, margay_bin, wait_for, Cluster, Dataplane, Probe, CONVERGE_TIMEOUT, ETCD_IP,
@@ -17,15 +16,6 @@ use margay_tests::sandbox::{
 use serde_json::json;
 
 both_backends!(policy_holds_on_a_docker_host);
-
-fn snapshot(c: &Cluster) -> (String, String, String) {
-    let ns = c.host("h1").ns();
-    (
-        foreign_nft(ns),
-        foreign_iptables(ns, Iptables::Nft),
-        foreign_iptables(ns, Iptables::Legacy),
-    )
-}
 
 fn matrix() -> Vec<Probe> {
     vec![
@@ -63,7 +53,7 @@ fn policy_holds_on_a_docker_host(dp: Dataplane) {
         .build();
     make_docker_host(c.host("h1").ns(), Iptables::Nft);
     add_foreign_nft(c.host("h1").ns());
-    let before = snapshot(&c);
+    let before = ForeignState::read(c.host("h1").ns());
 
     let outbound_only = json!({"inbound_rules": [], "outbound_rules": [{"action": "allow"}]});
     c.put_profile_rules(
@@ -90,12 +80,12 @@ fn policy_holds_on_a_docker_host(dp: Dataplane) {
 
     c.start_agent("h1");
     c.assert_matrix(&matrix());
-    assert_eq!(snapshot(&c), before, "foreign state changed by the start");
+    before.assert_unchanged(c.host("h1").ns(), "by the start");
 
     assert_eq!(c.stop_agent("h1"), Some(0));
     c.start_agent("h1");
     c.assert_matrix(&matrix());
-    assert_eq!(snapshot(&c), before, "foreign state changed by the restart");
+    before.assert_unchanged(c.host("h1").ns(), "by the restart");
 
     let check = margay_check(&c);
     let expected = match dp {
