@@ -4,7 +4,7 @@
 //!
 //! The generic parts come from `netlink-packet-core`: the message header
 //! ([`NetlinkHeader`], [`NetlinkBuffer`]), attribute headers and padding
-//! ([`Nla`], [`NlaBuffer`], [`NlasIterator`]), error messages
+//! ([`Nla`], [`NlaBuffer`]), error messages
 //! ([`ErrorBuffer`]) and the `NLM_F_*` / `NLMSG_*` numbers. Written by hand,
 //! because the crate has no equivalent:
 //! * the 4-byte `nfgenmsg` after the header (netfilter's own; the
@@ -26,8 +26,8 @@ use netlink_packet_core as core;
 pub use core::{NLMSG_DONE, NLMSG_ERROR, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST};
 
 use core::{
-    Emitable, ErrorBuffer, NetlinkBuffer, NetlinkHeader, Nla, NlaBuffer, NlasIterator, NLA_ALIGNTO,
-    NLA_HEADER_SIZE,
+    Emitable, ErrorBuffer, NetlinkBuffer, NetlinkHeader, Nla, NlaBuffer, NLA_ALIGNTO,
+    NLA_HEADER_SIZE, NLA_TYPE_MASK,
 };
 
 /// Size of `struct nlmsghdr`.
@@ -189,15 +189,29 @@ pub fn error_code(payload: &[u8]) -> i32 {
 }
 
 /// The attributes in `buf`, as (type without flags, payload).
+///
+/// Walked by hand rather than with `NlasIterator`: read-back decodes every
+/// attribute of every rule of the table (hundreds of thousands at scale),
+/// and the crate's checked buffers made the full-table read-back about 15 %
+/// slower in the `nft` bench.
 pub fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
-    NlasIterator::new(buf)
-        .map_while(Result::ok)
-        .filter_map(|a| {
-            // `NlaBuffer::value` borrows the NlaBuffer; slice the input instead.
-            let (kind, len) = (a.kind(), usize::from(a.length()));
-            Some((kind, a.into_inner().get(NLA_HEADER_SIZE..len)?))
-        })
-        .collect()
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while let Some((len, kind)) = attr_header(rest) {
+        let Some(payload) = rest.get(NLA_HEADER_SIZE..len) else {
+            break;
+        };
+        out.push((kind & NLA_TYPE_MASK, payload));
+        rest = rest.get(align4(len)..).unwrap_or_default();
+    }
+    out
+}
+
+/// An attribute header's (length, type), when it is well formed.
+fn attr_header(b: &[u8]) -> Option<(usize, u16)> {
+    let len = usize::from(u16::from_ne_bytes(b.get(0..2)?.try_into().ok()?));
+    let kind = u16::from_ne_bytes(b.get(2..4)?.try_into().ok()?);
+    (len >= NLA_HEADER_SIZE).then_some((len, kind))
 }
 
 /// The payload of the first attribute of type `ty`.
@@ -239,6 +253,24 @@ mod tests {
         let inner = find(&a, 4).expect("nested");
         assert_eq!(nested(inner, 2).map(be32), Some(0xdead_beef));
         assert_eq!(nested(inner, 3), Some(&[1u8, 2, 3][..]));
+    }
+
+    #[test]
+    fn attribute_walk_stops_at_a_malformed_header() {
+        let mut b = Builder::default();
+        b.put_be32(1, 7);
+        b.put(2 | 0x8000, &[9]);
+        let good = b.buf.clone();
+        let a = attrs(&good);
+        assert_eq!(a, vec![(1, &7u32.to_be_bytes()[..]), (2, &[9u8][..])]);
+        // A length past the end, a length below the header, a cut header.
+        let mut long = good.clone();
+        long[8..10].copy_from_slice(&200u16.to_ne_bytes());
+        assert_eq!(attrs(&long).len(), 1);
+        let mut short = good.clone();
+        short[8..10].copy_from_slice(&2u16.to_ne_bytes());
+        assert_eq!(attrs(&short).len(), 1);
+        assert_eq!(attrs(&good[..10]).len(), 1);
     }
 
     #[test]
