@@ -39,6 +39,17 @@ pub const ETCD_BIN: &str = "etcd";
 /// The etcdctl binary, looked up on `PATH`.
 pub const ETCDCTL_BIN: &str = "etcdctl";
 
+/// Removes every variable of the caller's environment starting with
+/// `prefix` from `cmd`: etcd reads `ETCD_*` as flags and margay `MARGAY_*` as
+/// settings, and a test's own environment must not reach the process it starts.
+pub fn remove_env_with_prefix(cmd: &mut Command, prefix: &str) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with(prefix) {
+            cmd.env_remove(key);
+        }
+    }
+}
+
 /// How long to wait for etcd to become healthy after a start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a graceful stop may take before the process is killed.
@@ -344,11 +355,7 @@ impl EtcdServer {
         let mut cmd = self.command(ETCD_BIN);
         // etcd reads ETCD_* variables as flags; never let the test's own
         // environment (e.g. ETCD_ENDPOINTS) reach it.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ETCD") {
-                cmd.env_remove(key);
-            }
-        }
+        remove_env_with_prefix(&mut cmd, "ETCD");
         cmd.arg("--name=mgy-test")
             .arg(format!("--data-dir={}", self.dir.join("data").display()))
             .arg(format!("--listen-client-urls={client}"))

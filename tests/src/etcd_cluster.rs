@@ -15,7 +15,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::etcd::{free_port_pair, http_get, scratch_root, ETCDCTL_BIN, ETCD_BIN};
+use crate::etcd::{
+    free_port_pair, http_get, remove_env_with_prefix, scratch_root, ETCDCTL_BIN, ETCD_BIN,
+};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -114,11 +116,7 @@ impl EtcdCluster {
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot clone log handle: {e}"));
         let mut cmd = self.command(ETCD_BIN);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ETCD") {
-                cmd.env_remove(key);
-            }
-        }
+        remove_env_with_prefix(&mut cmd, "ETCD");
         let client = m.client_url();
         let peer = m.peer_url();
         cmd.arg(format!("--name={}", m.name))

@@ -12,6 +12,7 @@
 //! is deleted, how a failure is reported) is the [`IfaceObject`] trait.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
 use margay_policy::names::InterfaceName;
@@ -54,8 +55,8 @@ pub enum Blocked {
 
 /// One kind of per-interface kernel object.
 pub trait IfaceObject {
-    /// What identifies an object.
-    type Key: Ord + Clone;
+    /// What identifies an object (its text goes into failure reports).
+    type Key: Ord + Clone + std::fmt::Display;
     /// What we want the object to be.
     type Value: Eq + Clone;
     /// The kind, for failure reports and logs.
@@ -69,8 +70,27 @@ pub trait IfaceObject {
     /// route via a gateway).
     fn iface<'a>(key: &'a Self::Key, value: &'a Self::Value) -> Option<&'a InterfaceName>;
 
+    /// The interface a failed write of `key` is reported against.
+    fn failed_iface(_key: &Self::Key) -> Option<InterfaceName> {
+        None
+    }
+
+    /// The workload address a failed write of `key` is reported against.
+    fn failed_addr(_key: &Self::Key) -> Option<IpAddr> {
+        None
+    }
+
     /// The report of a refused write of `key`.
-    fn failure(key: &Self::Key, op: WriteKind, errno: Option<i32>) -> WriteFailure;
+    fn failure(key: &Self::Key, op: WriteKind, errno: Option<i32>) -> WriteFailure {
+        WriteFailure {
+            kind: Self::KIND,
+            object: key.to_string(),
+            iface: Self::failed_iface(key),
+            addr: Self::failed_addr(key),
+            op,
+            errno,
+        }
+    }
 }
 
 /// Objects whose keys sort by interface first, so one interface's objects

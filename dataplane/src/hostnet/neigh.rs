@@ -27,7 +27,7 @@ use super::iface_objects::{
 };
 use super::links::LinkCache;
 use super::netlink::{BatchWriter, NetlinkError, WriteResult};
-use super::report::{FlushReport, ObjectKind, WriteFailure, WriteKind};
+use super::report::{FlushReport, ObjectKind, WriteKind};
 use super::tracker::DeltaTracker;
 
 const ENOENT: i32 = 2;
@@ -166,15 +166,12 @@ impl IfaceObject for NeighEntry {
         Some(&key.iface)
     }
 
-    fn failure(key: &NeighKey, op: WriteKind, errno: Option<i32>) -> WriteFailure {
-        WriteFailure {
-            kind: ObjectKind::Neighbour,
-            object: key.to_string(),
-            iface: Some(key.iface.clone()),
-            addr: Some(key.ip),
-            op,
-            errno,
-        }
+    fn failed_iface(key: &NeighKey) -> Option<InterfaceName> {
+        Some(key.iface.clone())
+    }
+
+    fn failed_addr(key: &NeighKey) -> Option<IpAddr> {
+        Some(key.ip)
     }
 }
 

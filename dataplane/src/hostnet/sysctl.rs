@@ -22,7 +22,7 @@ use super::iface_objects::{
     Blocked, DeletePolicy, IfaceObject, IfaceObjects, KeyedByIface, LinkNeed, Outcome, Step,
 };
 use super::links::LinkCache;
-use super::report::{FlushReport, ObjectKind, WriteFailure, WriteKind};
+use super::report::{FlushReport, ObjectKind, WriteKind};
 use super::tracker::DeltaTracker;
 use crate::netns::{NetnsError, NetnsTarget};
 
@@ -115,15 +115,8 @@ impl IfaceObject for InterfaceSysctl {
         Some(&key.iface)
     }
 
-    fn failure(key: &SysctlKey, op: WriteKind, errno: Option<i32>) -> WriteFailure {
-        WriteFailure {
-            kind: ObjectKind::Sysctl,
-            object: key.to_string(),
-            iface: Some(key.iface.clone()),
-            addr: None,
-            op,
-            errno,
-        }
+    fn failed_iface(key: &SysctlKey) -> Option<InterfaceName> {
+        Some(key.iface.clone())
     }
 }
 

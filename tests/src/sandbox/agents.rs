@@ -14,14 +14,6 @@ impl Cluster {
         let wrapper = self.agent_wrapper.clone();
         let h = self.host_mut(host);
         assert!(h.agent.is_none(), "agent on {host} already running");
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&h.log)
-            .unwrap_or_else(|e| panic!("cannot open agent log: {e}"));
-        let log_err = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cannot clone log handle: {e}"));
         let bin = bin.to_string_lossy().into_owned();
         let config = config.to_string_lossy().into_owned();
         let etcd = format!("http://{ETCD_IP}:2379");
@@ -44,18 +36,8 @@ impl Cluster {
             "json",
         ]);
         args.extend(extra.iter().map(String::as_str));
-        let mut cmd = h.ns.command(&args);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("MARGAY") {
-                cmd.env_remove(key);
-            }
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start margay on {host}: {e}"));
+        let cmd = h.ns.command(&args);
+        let child = spawn_logged(cmd, &h.log, "MARGAY", &format!("margay on {host}"));
         h.agent = Some(child);
     }
 

@@ -12,14 +12,6 @@ impl Cluster {
         if self.etcd.is_some() {
             return;
         }
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("etcd.log"))
-            .unwrap_or_else(|e| panic!("cannot open etcd log: {e}"));
-        let log_err = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cannot clone log handle: {e}"));
         let clients = if self.etcd_on_fabric {
             format!("http://{ETCD_IP}:2379,http://127.0.0.1:2379")
         } else {
@@ -27,7 +19,7 @@ impl Cluster {
         };
         let data = self.dir.join("etcd-data");
         let data = data.to_string_lossy();
-        let mut cmd = self.etcd_ns.command(&[
+        let cmd = self.etcd_ns.command(&[
             ETCD_BIN,
             "--name=sandbox",
             &format!("--data-dir={data}"),
@@ -39,17 +31,8 @@ impl Cluster {
             "--logger=zap",
             "--log-outputs=stderr",
         ]);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ETCD") {
-                cmd.env_remove(key);
-            }
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start etcd: {e}"));
+        let log = self.dir.join("etcd.log");
+        let child = spawn_logged(cmd, &log, "ETCD", "etcd");
         self.etcd = Some(child);
         let health = SocketAddr::from(([127, 0, 0, 1], 2379));
         let ns = self.etcd_ns.name().to_owned();

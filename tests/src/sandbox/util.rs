@@ -1,6 +1,6 @@
 //! Small helpers the sandbox is built from: running code inside a network
 //! namespace, TCP and HTTP probes, polling until a condition holds, fixtures,
-//! metric and ping output parsing, and stopping child processes.
+//! metric and ping output parsing, and starting and stopping child processes.
 
 use super::*;
 
@@ -188,4 +188,25 @@ pub(super) fn scratch_dir() -> PathBuf {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => dir,
         Err(e) => panic!("cannot create {}: {e}", dir.display()),
     }
+}
+
+/// Starts `cmd` with stdout and stderr appended to `log` and without the
+/// caller's environment variables starting with `scrub` (so a test's own
+/// settings never leak into the process under test); `what` names it in
+/// panics.
+pub(super) fn spawn_logged(mut cmd: Command, log: &Path, scrub: &str, what: &str) -> Child {
+    let out = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("cannot open {what} log {}: {e}", log.display()));
+    let err = out
+        .try_clone()
+        .unwrap_or_else(|e| panic!("cannot clone log handle: {e}"));
+    crate::etcd::remove_env_with_prefix(&mut cmd, scrub);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
 }

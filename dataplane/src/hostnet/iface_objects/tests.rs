@@ -5,7 +5,15 @@ use crate::hostnet::links::Link;
 #[derive(Debug, Clone, Copy)]
 struct Thing<const DELETE: u8>;
 
-type Key = (InterfaceName, u8);
+/// (interface, slot).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key(InterfaceName, u8);
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
+}
 
 impl<const D: u8> IfaceObject for Thing<D> {
     type Key = Key;
@@ -26,21 +34,14 @@ impl<const D: u8> IfaceObject for Thing<D> {
         Some(&key.0)
     }
 
-    fn failure(key: &Key, op: WriteKind, errno: Option<i32>) -> WriteFailure {
-        WriteFailure {
-            kind: ObjectKind::Neighbour,
-            object: format!("{} {}", key.0, key.1),
-            iface: Some(key.0.clone()),
-            addr: None,
-            op,
-            errno,
-        }
+    fn failed_iface(key: &Key) -> Option<InterfaceName> {
+        Some(key.0.clone())
     }
 }
 
 impl<const D: u8> KeyedByIface for Thing<D> {
     fn keys_of(iface: &InterfaceName) -> RangeInclusive<Key> {
-        (iface.clone(), 0)..=(iface.clone(), u8::MAX)
+        Key(iface.clone(), 0)..=Key(iface.clone(), u8::MAX)
     }
 }
 
@@ -49,7 +50,7 @@ fn iface(s: &str) -> InterfaceName {
 }
 
 fn key(i: &str, n: u8) -> Key {
-    (iface(i), n)
+    Key(iface(i), n)
 }
 
 /// cali1 up (index 2), cali2 down (index 3), cali3 missing.

@@ -21,6 +21,7 @@
 //! somebody else put on the same destination is never overwritten.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use margay_policy::desired::RouteTarget;
@@ -35,7 +36,7 @@ use crate::hostnet::iface_objects::{
 };
 use crate::hostnet::links::LinkCache;
 use crate::hostnet::netlink::{BatchWriter, NetlinkError, WriteResult};
-use crate::hostnet::report::{FlushReport, ObjectKind, WriteFailure, WriteKind};
+use crate::hostnet::report::{FlushReport, ObjectKind, WriteKind};
 use crate::hostnet::tracker::{self, DeltaTracker, Op};
 
 pub use crate::hostnet::iface_objects::Blocked;
@@ -63,15 +64,8 @@ impl IfaceObject for OurRoute {
         }
     }
 
-    fn failure(dst: &IpNet, op: WriteKind, errno: Option<i32>) -> WriteFailure {
-        WriteFailure {
-            kind: ObjectKind::Route,
-            object: dst.to_string(),
-            iface: None,
-            addr: Some(dst.addr()),
-            op,
-            errno,
-        }
+    fn failed_addr(dst: &IpNet) -> Option<IpAddr> {
+        Some(dst.addr())
     }
 }
 
