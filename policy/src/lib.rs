@@ -3,6 +3,7 @@
 //! clocks, no kernel; everything here is testable and benchmarkable without root.
 #![forbid(unsafe_code)]
 
+pub mod bgp;
 pub mod calc;
 pub mod desired;
 pub mod model;
