@@ -16,6 +16,11 @@
 //!   side `cali<name>`), a /32 and a default route via `169.254.1.1` — what the
 //!   CNI plugin does, nothing of what margay must do.
 //!
+//! With [`ClusterBuilder::bgp`] the hosts route between each other over BGP
+//! instead (see the `bgp` module): a second subnet behind the outside
+//! namespace, which becomes a router running its own BIRD, and a BIRD beside
+//! every agent.
+//!
 //! Every namespace is a [`TestNetns`], so dropping the [`Cluster`] (also on
 //! panic) kills what runs inside and deletes them. The root namespace is never
 //! touched: the test process reaches etcd, the agents' metrics and the
@@ -39,6 +44,7 @@ use crate::etcd::ETCD_BIN;
 use crate::netns::{attach_workload, veth_pair, TestNetns};
 
 mod agents;
+mod bgp;
 mod binary;
 mod datastore;
 mod listeners;
@@ -51,6 +57,7 @@ mod to_host;
 mod util;
 mod v6;
 
+pub use bgp::{BgpOptions, BGP_PREFIX, ROUTER_AS, ROUTER_IP_B, SUBNET_B};
 pub use binary::margay_bin;
 use listeners::Listeners;
 use ns_etcd::NsEtcd;
@@ -115,6 +122,8 @@ pub struct Host {
     ns: TestNetns,
     agent: Option<Child>,
     log: PathBuf,
+    /// The host's BIRD, in BGP clusters.
+    bird: Option<Child>,
 }
 
 impl Host {
@@ -213,6 +222,7 @@ pub struct ClusterBuilder {
     start_agents: bool,
     agent_args: Vec<String>,
     agent_wrapper: Vec<String>,
+    bgp: Option<BgpOptions>,
 }
 
 impl ClusterBuilder {
@@ -250,6 +260,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Routes between hosts over BGP (see [`BgpOptions`]): odd hosts on the
+    /// first subnet, even ones on the second, the outside namespace their
+    /// router running BIRD, every host running BIRD and margay in `bgp` mode.
+    pub fn bgp(mut self, options: BgpOptions) -> Self {
+        self.bgp = Some(options);
+        self
+    }
+
     /// Creates the namespaces, starts etcd and (by default) the agents, and
     /// waits until each agent reports ready.
     pub fn build(self) -> Cluster {
@@ -262,12 +280,14 @@ pub struct Cluster {
     dataplane: Dataplane,
     agent_args: Vec<String>,
     agent_wrapper: Vec<String>,
+    bgp: Option<BgpOptions>,
     dir: PathBuf,
     // Field order is drop order: clients and threads first, then processes,
     // then namespaces (TestNetns kills anything left inside).
     client: NsEtcd,
     listeners: Listeners,
     etcd: Option<Child>,
+    router_bird: Option<Child>,
     etcd_on_fabric: bool,
     workloads: BTreeMap<String, Workload>,
     hosts: Vec<Host>,
@@ -296,14 +316,20 @@ impl Drop for Cluster {
                     self.agent_log_tail(&h.name, 40)
                 );
             }
+            if self.bgp.is_some() {
+                eprintln!("{}", self.bgp_debug_dump());
+            }
         }
         for h in &mut self.hosts {
-            if let Some(mut child) = h.agent.take() {
+            for mut child in [h.agent.take(), h.bird.take()].into_iter().flatten() {
                 let _ = child.kill();
                 let _ = child.wait();
             }
         }
-        if let Some(mut child) = self.etcd.take() {
+        for mut child in [self.router_bird.take(), self.etcd.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = child.kill();
             let _ = child.wait();
         }

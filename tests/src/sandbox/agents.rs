@@ -10,7 +10,8 @@ impl Cluster {
         let bin = margay_bin();
         let config = self.dir.join("margay.toml");
         let dataplane = self.dataplane.as_str();
-        let extra = self.agent_args.clone();
+        let mut extra = self.agent_args.clone();
+        extra.extend(self.bgp_agent_args(host));
         let wrapper = self.agent_wrapper.clone();
         let h = self.host_mut(host);
         assert!(h.agent.is_none(), "agent on {host} already running");

@@ -13,6 +13,7 @@ impl Cluster {
             start_agents: true,
             agent_args: Vec::new(),
             agent_wrapper: Vec::new(),
+            bgp: None,
         }
     }
 
@@ -47,10 +48,12 @@ impl Cluster {
             dataplane: b.dataplane,
             agent_args: b.agent_args.clone(),
             agent_wrapper: b.agent_wrapper.clone(),
+            bgp: b.bgp.clone(),
             dir,
             client,
             listeners,
             etcd: None,
+            router_bird: None,
             etcd_on_fabric: true,
             workloads: BTreeMap::new(),
             hosts: Vec::new(),
@@ -62,8 +65,14 @@ impl Cluster {
         if b.ready {
             cluster.put(&format!("{PREFIX}/Ready"), "true");
         }
+        if cluster.bgp.is_some() {
+            cluster.add_subnet_b_and_router();
+        }
         for i in 1..=b.hosts {
             cluster.add_host(i);
+        }
+        if let Some(bgp) = &b.bgp {
+            cluster.start_bgp(bgp);
         }
         if b.start_agents {
             let names: Vec<String> = cluster.hosts.iter().map(|h| h.name.clone()).collect();
@@ -82,17 +91,17 @@ impl Cluster {
     pub(super) fn add_host(&mut self, i: usize) {
         let name = format!("h{i}");
         let octet = u8::try_from(10 + i).unwrap_or_else(|_| panic!("too many hosts"));
-        let ip = Ipv4Addr::new(192, 0, 2, octet);
         let ns = TestNetns::new(&name);
-        attach_to_fabric(&self.fabric, &ns, &format!("p-{name}"), ip);
-        ns.exec_ok(&[
-            "ip",
-            "route",
-            "add",
-            "default",
-            "via",
-            &ROUTER_IP.to_string(),
-        ]);
+        let (ip, router) = if self.bgp.is_some() && i % 2 == 0 {
+            let ip = Ipv4Addr::new(203, 0, 113, octet);
+            attach_to_bridge(&self.fabric, "br1", &ns, &format!("p-{name}"), "eth0", ip);
+            (ip, ROUTER_IP_B)
+        } else {
+            let ip = Ipv4Addr::new(192, 0, 2, octet);
+            attach_to_fabric(&self.fabric, &ns, &format!("p-{name}"), ip);
+            (ip, ROUTER_IP)
+        };
+        ns.exec_ok(&["ip", "route", "add", "default", "via", &router.to_string()]);
         // A container host forwards: the machine's setting, not margay's.
         ns.sysctl("net.ipv4.ip_forward", "1");
         self.put(&format!("{PREFIX}/host/{name}/bird_ip"), &ip.to_string());
@@ -103,6 +112,7 @@ impl Cluster {
             ns,
             agent: None,
             log,
+            bird: None,
         });
     }
 

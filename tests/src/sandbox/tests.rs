@@ -111,3 +111,103 @@ fn cluster_plumbing_works_and_cleans_up() {
     }
     assert!(!dir.exists(), "scratch dir left behind");
 }
+
+/// What margay will render for a host (the shape the lead fixed), written by
+/// hand so the topology can be checked without the agent: the router as a
+/// global peer, plus a mesh session to each of `mesh`.
+fn hand_written_host_config(ip: Ipv4Addr, mesh: &[Ipv4Addr]) -> String {
+    let mut text = format!(
+        "log stderr all;\nrouter id {ip};\nprotocol device {{ }}\n\
+         protocol direct {{ ipv4; interface \"-cali*\", \"*\"; }}\n\
+         protocol kernel {{ ipv4 {{ import all; export where source = RTS_BGP; }}; learn; scan time 10; }}\n\
+         template bgp peer {{\n  local {ip} as {ROUTER_AS};\n  multihop;\n  \
+         connect delay time 1;\n  connect retry time 5;\n  error wait time 1, 10;\n  \
+         ipv4 {{ import where net ~ [ 10.65.0.0/16+ ]; \
+         export where source = RTS_INHERIT && net ~ [ 10.65.0.0/16+ ]; next hop self; gateway recursive; }};\n}}\n\
+         protocol bgp Global_192_0_2_1 from peer {{ neighbor {ROUTER_IP} as {ROUTER_AS}; }}\n"
+    );
+    for peer in mesh {
+        let name = peer.to_string().replace('.', "_");
+        text.push_str(&format!(
+            "protocol bgp Mesh_{name} from peer {{ neighbor {peer} as {ROUTER_AS}; }}\n"
+        ));
+    }
+    text
+}
+
+/// The BGP topology without any agent: hosts on both subnets reach etcd
+/// through the router, every BIRD starts, and a route one host's kernel
+/// holds reaches the other host (over the mesh and through the router, the
+/// route reflector) and the router's kernel as `proto bird`; withdrawn, it
+/// goes from both.
+#[test]
+fn bgp_topology_carries_routes_between_subnets() {
+    if !require_root("bgp_topology_carries_routes_between_subnets") {
+        return;
+    }
+    let dir;
+    {
+        let mut c = Cluster::builder()
+            .hosts(2)
+            .start_agents(false)
+            .bgp(BgpOptions::default())
+            .build();
+        dir = c.dir.clone();
+        let (h1, h2) = (c.host("h1").ip(), c.host("h2").ip());
+        assert_eq!(h2, Ipv4Addr::new(203, 0, 113, 12), "h2 is on subnet B");
+        let h2_ns = c.host("h2").ns().name().to_owned();
+        assert!(in_netns(&h2_ns, || tcp_connects(
+            SocketAddr::from((ETCD_IP, 2379)),
+            PROBE_TIMEOUT
+        )));
+        assert!(c.bird_config("h1").contains("router id 192.0.2.11;"));
+        assert_eq!(
+            c.get_prefix(&format!("{BGP_PREFIX}/global/peer_v4/192.0.2.1"))
+                .values()
+                .next()
+                .map(String::as_str),
+            Some(r#"{"as_num":"64511","ip":"192.0.2.1"}"#)
+        );
+
+        c.write_bird_config("h1", &hand_written_host_config(h1, &[h2]));
+        c.write_bird_config("h2", &hand_written_host_config(h2, &[h1]));
+        for host in ["h1", "h2"] {
+            let reply = c.birdc(host, &["configure"]);
+            assert!(reply.contains("Reconfigured"), "{host}: {reply}");
+        }
+        wait_for("every session established", CONVERGE_TIMEOUT, || {
+            c.established_sessions("h1").len() == 2
+                && c.established_sessions("h2").len() == 2
+                && c.router_established_sessions().len() == 2
+        });
+
+        // A workload's route as margay programs it (its own protocol number).
+        c.add_workload("x", "h1", "10.65.1.2");
+        let h1_ns = c.host("h1").ns();
+        h1_ns.exec_ok(&[
+            "ip",
+            "route",
+            "add",
+            "10.65.1.2/32",
+            "dev",
+            "calix",
+            "proto",
+            "80",
+        ]);
+        let wl = Ipv4Addr::new(10, 65, 1, 2);
+        wait_for("the route on h2 and the router", CONVERGE_TIMEOUT, || {
+            c.route("h2", wl).contains("proto bird")
+                && c.router_route(wl).contains("via 192.0.2.11 ")
+        });
+        let on_h2 = c.route("h2", wl);
+        assert!(on_h2.contains(&format!("via {ROUTER_IP_B} ")), "{on_h2}");
+
+        h1_ns.exec_ok(&["ip", "route", "del", "10.65.1.2/32"]);
+        wait_for(
+            "the route gone from h2 and the router",
+            CONVERGE_TIMEOUT,
+            || c.route("h2", wl).is_empty() && c.router_route(wl).is_empty(),
+        );
+    }
+    assert!(!dir.exists(), "scratch dir left behind");
+}

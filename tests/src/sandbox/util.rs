@@ -168,9 +168,22 @@ pub(super) fn terminate(mut child: Child, grace: Duration) -> Option<i32> {
 /// Connects `ns` to the fabric bridge: port `port` on the bridge, `eth0` =
 /// `ip`/24 in `ns`.
 pub(super) fn attach_to_fabric(fabric: &TestNetns, ns: &TestNetns, port: &str, ip: Ipv4Addr) {
-    veth_pair(fabric, port, ns, "eth0");
-    fabric.exec_ok(&["ip", "link", "set", port, "master", "br0"]);
-    ns.exec_ok(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+    attach_to_bridge(fabric, "br0", ns, port, "eth0", ip);
+}
+
+/// Connects `ns` to bridge `bridge` of the fabric: port `port` on the
+/// bridge, `iface` = `ip`/24 in `ns`.
+pub(super) fn attach_to_bridge(
+    fabric: &TestNetns,
+    bridge: &str,
+    ns: &TestNetns,
+    port: &str,
+    iface: &str,
+    ip: Ipv4Addr,
+) {
+    veth_pair(fabric, port, ns, iface);
+    fabric.exec_ok(&["ip", "link", "set", port, "master", bridge]);
+    ns.exec_ok(&["ip", "addr", "add", &format!("{ip}/24"), "dev", iface]);
 }
 
 /// A fresh scratch directory on /dev/shm (or the temp dir).
