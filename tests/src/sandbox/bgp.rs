@@ -238,6 +238,32 @@ impl Cluster {
         route.contains("proto bird") && route.contains(&via)
     }
 
+    /// `margay status --bird-socket <socket>` run inside `host`: its
+    /// standard output and error.
+    pub fn margay_status(&self, host: &str) -> String {
+        let bin = margay_bin().to_string_lossy().into_owned();
+        let socket = self.bird_socket_path(host).to_string_lossy().into_owned();
+        let etcd = format!("http://{ETCD_IP}:2379");
+        let mut cmd = self.host(host).ns.command(&[
+            &bin,
+            "status",
+            "--etcd-endpoints",
+            &etcd,
+            "--bird-socket",
+            &socket,
+        ]);
+        crate::etcd::remove_env_with_prefix(&mut cmd, "MARGAY");
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run margay status: {e}"));
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
     // --- BGP keys ----------------------------------------------------------
 
     /// Writes `<BGP_PREFIX>/<key>` = `value` (a plain string).

@@ -229,6 +229,13 @@ impl Cluster {
 }
 
 impl PingRun {
+    /// True while ping is still sending (it has not reached its count).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Waits for ping to finish; returns (transmitted, received).
     pub fn finish(mut self) -> (u32, u32) {
         let Some(child) = self.child.take() else {

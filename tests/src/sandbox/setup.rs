@@ -92,7 +92,7 @@ impl Cluster {
         let name = format!("h{i}");
         let octet = u8::try_from(10 + i).unwrap_or_else(|_| panic!("too many hosts"));
         let ns = TestNetns::new(&name);
-        let (ip, router) = if self.bgp.is_some() && i % 2 == 0 {
+        let (ip, router) = if self.bgp.is_some() && i.is_multiple_of(2) {
             let ip = Ipv4Addr::new(203, 0, 113, octet);
             attach_to_bridge(&self.fabric, "br1", &ns, &format!("p-{name}"), "eth0", ip);
             (ip, ROUTER_IP_B)
