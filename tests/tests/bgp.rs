@@ -357,9 +357,10 @@ fn session_line(c: &Cluster, name: &str) -> String {
         .to_owned()
 }
 
-/// A peer IP `1.2.3.4; protocol`, an AS `-1`, a 300-character hostname:
-/// rejected by validation, counted, logged once, never in BIRD's file;
-/// nothing reloaded for them, and BGP keeps working.
+/// A peer IP `1.2.3.4; protocol`, an AS `-1`, a 300-character hostname,
+/// and a link-local IPv6 peer without an interface (which BIRD itself would
+/// refuse): rejected by validation, counted, logged once, never in BIRD's
+/// file; nothing reloaded for them, and BGP keeps working.
 #[test]
 fn hostile_bgp_values_never_reach_the_file() {
     if !require_root("hostile_bgp_values_never_reach_the_file") {
@@ -394,11 +395,11 @@ fn hostile_bgp_values_never_reach_the_file() {
     let text = c.bird_config("h1");
     for bad in [
         "1.2.3.4",
-        "protocol;",
         "192.0.2.77",
         "192_0_2_77",
         "-1;",
         "192.0.2.99",
+        "fe80",
         &long[..40],
     ] {
         assert!(!text.contains(bad), "{bad:?} reached BIRD's file:\n{text}");
@@ -420,48 +421,38 @@ fn hostile_bgp_values_never_reach_the_file() {
     );
 }
 
-/// A value that passes margay's validation but BIRD refuses (a link-local
-/// IPv6 peer without an interface): counted as rejected, the working file
-/// and running configuration kept; once it is gone, changes apply again.
+/// BIRD's file broken by hand while BIRD runs: BIRD keeps its working
+/// configuration (nobody reloads it), and margay's next change replaces the
+/// file with a valid one and reloads once; nothing is ever refused.
 #[test]
-fn a_config_bird_rejects_never_replaces_a_working_one() {
-    if !require_root("a_config_bird_rejects_never_replaces_a_working_one") {
+fn a_hand_broken_file_is_replaced_on_the_next_change() {
+    if !require_root("a_hand_broken_file_is_replaced_on_the_next_change") {
         return;
     }
     let c = bgp_cluster(1, BgpOptions::default());
     wait_router_session(&c, "h1");
-    let working = c.bird_config("h1");
     let router_since = session_line(&c, ROUTER_SESSION);
-    let rejected = c.metric_sum("h1", REJECTED);
     let mut expected = reloads(&c, "h1");
 
-    c.put_bgp(
-        "global/peer_v6/fe80::1",
-        &json!({"ip": "fe80::1", "as_num": "64511"}).to_string(),
-    );
-    wait_for("the rejection counted", CONVERGE_TIMEOUT, || {
-        c.metric("h1", REJECTED) == Some(rejected + 1.0)
-    });
-    assert_eq!(
-        c.bird_config("h1"),
-        working,
-        "the rejected text replaced the file"
-    );
-    assert_eq!(session_line(&c, ROUTER_SESSION), router_since);
-    assert_eq!(reloads(&c, "h1"), expected);
-
-    c.delete_bgp("global/peer_v6/fe80::1");
+    c.write_bird_config("h1", "protocol bgp { this is not BIRD's language\n");
     c.put_global_peer("192.0.2.250", "64512");
     expect_one_reload(
         &c,
         &mut expected,
-        "a valid peer after the rejection",
+        "a peer added after the file broke",
         || {
             c.birdc("h1", &["show", "protocols"])
                 .contains("Global_192_0_2_250")
         },
     );
-    assert_eq!(c.metric("h1", REJECTED), Some(rejected + 1.0));
+    let text = c.bird_config("h1");
+    assert!(
+        !text.contains("this is not"),
+        "the broken text stayed:\n{text}"
+    );
+    assert!(text.contains("neighbor 192.0.2.250 as 64512;"), "{text}");
+    assert_eq!(session_line(&c, ROUTER_SESSION), router_since);
+    assert_eq!(c.metric("h1", REJECTED), Some(0.0));
 }
 
 /// 1,000 endpoints written in a burst on one host cause at most 3 reloads;
