@@ -136,10 +136,17 @@ fn cross_subnet_traffic_flows_once_bgp_has_converged() {
     assert_eq!(c.metric("h1", REJECTED), Some(0.0));
 
     let status = c.margay_status("h1");
-    for text in ["192.0.2.1", "203.0.113.12", "Established"] {
+    for (peer, kind) in [
+        ("192.0.2.1 ", "global"),
+        ("203.0.113.12 ", "node-to-node mesh"),
+    ] {
+        let row = status
+            .lines()
+            .find(|l| l.starts_with(peer))
+            .unwrap_or_default();
         assert!(
-            status.contains(text),
-            "no {text} in margay status:\n{status}"
+            row.contains(kind) && row.contains(" up ") && row.trim_end().ends_with("Established"),
+            "no established {kind} session with {peer}in margay status:\n{status}"
         );
     }
 }
