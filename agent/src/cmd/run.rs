@@ -85,7 +85,15 @@ pub async fn run_agent(
         status_rx,
     );
 
+    let bgp = crate::bird_sync::spawn(
+        crate::bird_sync::BirdPaths {
+            config: settings.bird_config.clone(),
+            socket: settings.bird_socket.clone(),
+        },
+        metrics.clone(),
+    );
     let outputs = Outputs {
+        bgp: Some(bgp),
         metrics,
         notifier: Notifier::from_env(),
         log: Some(log),

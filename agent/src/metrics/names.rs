@@ -39,6 +39,10 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_rules",
     "margay_sets",
     "margay_set_members",
+    "margay_bird_config_reloads_total",
+    "margay_bird_config_rejected_total",
+    "margay_bird_reachable",
+    "margay_bgp_sessions",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_virtual_memory_bytes",
@@ -220,6 +224,7 @@ impl Metrics {
             let _ = self.dataplane_writes.get_or_create(&label);
             let _ = self.drift_repairs.get_or_create(&label);
         }
+        self.precreate_bgp();
         for result in READBACK_RESULTS {
             let _ = self.readbacks.get_or_create(&ResultLabel {
                 result: result.to_string(),
