@@ -26,6 +26,7 @@ fn config(endpoints: Vec<String>, page_size: i64) -> SyncConfig {
             request_timeout: Duration::from_secs(10),
         },
         prefix: "/calico/v1".into(),
+        extra_prefixes: Vec::new(),
         page_size,
         backoff: BackoffConfig {
             initial: Duration::from_millis(50),
