@@ -38,12 +38,17 @@ pub async fn open_watches(
     trees: &[(String, i64)],
 ) -> Result<WatchStream, etcd_client::Error> {
     let Some(((first_dir, first_start), rest)) = trees.split_first() else {
-        return Err(etcd_client::Error::InvalidArgs("no key tree to watch".into()));
+        return Err(etcd_client::Error::InvalidArgs(
+            "no key tree to watch".into(),
+        ));
     };
     let mut stream = client
         .watch_client()
         .max_decoding_message_size(MAX_RECEIVE_BYTES)
-        .watch(first_dir.as_str(), Some(tree_options(first_dir, *first_start)))
+        .watch(
+            first_dir.as_str(),
+            Some(tree_options(first_dir, *first_start)),
+        )
         .await?;
     for (dir, start) in rest {
         stream
