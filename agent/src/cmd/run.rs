@@ -72,6 +72,7 @@ pub async fn run_agent(
     let (sync, sync_task) = Syncer::spawn(SyncConfig {
         etcd: etcd.clone(),
         prefix: settings.data_prefix(),
+        extra_prefixes: vec![settings.bgp_prefix()],
         page_size: margay_datastore::sync::DEFAULT_PAGE_SIZE,
         backoff: BackoffConfig::default(),
     });
