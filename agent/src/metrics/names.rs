@@ -63,6 +63,7 @@ pub const KEY_KINDS: &[&str] = &[
     "tier_metadata",
     "policy",
     "ip_pool",
+    "bgp",
     "unknown",
 ];
 
@@ -121,6 +122,7 @@ pub fn key_kind(key: &ResourceKey) -> &'static str {
         ResourceKey::TierMetadata(_) => "tier_metadata",
         ResourceKey::Policy { .. } => "policy",
         ResourceKey::IpPool(_) => "ip_pool",
+        ResourceKey::Bgp(_) => "bgp",
     }
 }
 
