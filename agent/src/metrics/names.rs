@@ -67,6 +67,7 @@ pub const KEY_KINDS: &[&str] = &[
     "tier_metadata",
     "policy",
     "ip_pool",
+    "bgp",
     "unknown",
 ];
 
@@ -125,6 +126,7 @@ pub fn key_kind(key: &ResourceKey) -> &'static str {
         ResourceKey::TierMetadata(_) => "tier_metadata",
         ResourceKey::Policy { .. } => "policy",
         ResourceKey::IpPool(_) => "ip_pool",
+        ResourceKey::Bgp(_) => "bgp",
     }
 }
 
