@@ -1,0 +1,1 @@
+//! Writing BIRD's configuration file and reloading BIRD (see [`super`]).

@@ -1,0 +1,1 @@
+//! BIRD's control socket (see [`super`]).
