@@ -9,3 +9,4 @@
 pub mod apply;
 pub mod control;
 pub mod render;
+pub mod reply;
