@@ -121,11 +121,14 @@ async fn two_birds_exchange_exactly_the_local_workload_routes_the_filters_allow(
     // A: two workloads it owns (a /32 and a /24 inside the pool), one in a
     // second pool B does not have, plus routes that are not its own local
     // workloads: a remote workload route, a foreign prefix, the default.
+    // The last "local" is A's fabric subnet: BIRD knows it only from a
+    // device route (not learned from the kernel), so it is not exported.
     let a_locals = [
         "10.65.0.5/32",
         "10.65.0.0/24",
         "10.65.8.0/24",
         "172.16.0.0/24",
+        "10.0.1.0/24",
     ];
     host(
         &a,
