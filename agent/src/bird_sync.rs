@@ -26,9 +26,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use margay_dataplane::bird::apply::{ApplyOutcome, BirdConfigApplier};
+use margay_dataplane::bird::apply::{ApplyError, ApplyOutcome, BirdConfigApplier};
 use margay_dataplane::bird::control::BirdControl;
 use margay_dataplane::bird::render::render;
+use margay_dataplane::bird::reply::BgpSession;
 use margay_policy::bgp::{BgpConfig, PeerKind};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -43,6 +44,9 @@ pub const MAX_DELAY: Duration = Duration::from_secs(1);
 pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How often the sessions are read for the metrics.
 pub const SESSIONS_EVERY: Duration = Duration::from_secs(10);
+
+/// The BIRD binary used for parse checks (found through `PATH`).
+pub const BIRD_BINARY: &str = "bird";
 
 /// Where BIRD's file and socket are.
 #[derive(Debug, Clone)]
@@ -98,7 +102,11 @@ struct BirdSync {
 impl BirdSync {
     fn new(paths: BirdPaths, metrics: Metrics) -> Self {
         BirdSync {
-            applier: BirdConfigApplier::new(paths.config.clone(), paths.socket.clone()),
+            applier: BirdConfigApplier::new(
+                paths.config.clone(),
+                paths.socket.clone(),
+                PathBuf::from(BIRD_BINARY),
+            ),
             paths,
             metrics,
             reload_owed: false,
@@ -129,7 +137,9 @@ impl BirdSync {
     async fn publish(&mut self, desired: Option<BgpConfig>) {
         let Some(config) = desired else {
             if self.active {
-                tracing::info!("InterHostRoutes is no longer bgp; BIRD's configuration is left as it is");
+                tracing::info!(
+                    "InterHostRoutes is no longer bgp; BIRD's configuration is left as it is"
+                );
             }
             self.active = false;
             self.reload_owed = false;
@@ -146,8 +156,17 @@ impl BirdSync {
         self.record(outcome);
     }
 
-    fn record(&mut self, outcome: ApplyOutcome) {
+    fn record(&mut self, outcome: Result<ApplyOutcome, ApplyError>) {
         self.reload_owed = false;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // The file may be written with its reload owed: try again.
+                self.reload_owed = self.applier.reload_pending();
+                self.refused_once("error", &e.to_string());
+                return;
+            }
+        };
         match outcome {
             ApplyOutcome::Unchanged => {}
             ApplyOutcome::Reloaded => {
@@ -171,18 +190,24 @@ impl BirdSync {
             }
             ApplyOutcome::Rejected { stage, message } => {
                 self.metrics.bird_rejected(stage.as_str());
-                let text = crate::logging::sanitize(&message);
-                if self.last_refusal.as_deref() != Some(text.as_str()) {
-                    tracing::error!(
-                        stage = stage.as_str(),
-                        bird = %text,
-                        file = %self.paths.config.display(),
-                        "BIRD refused the new configuration; the previous one stays in force"
-                    );
-                    self.last_refusal = Some(text);
-                }
+                self.refused_once(stage.as_str(), &message);
             }
         }
+    }
+
+    /// Logs a refusal or failure once while it repeats.
+    fn refused_once(&mut self, stage: &str, message: &str) {
+        let text = crate::logging::sanitize(message).into_owned();
+        if self.last_refusal.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        tracing::error!(
+            stage,
+            bird = %text,
+            file = %self.paths.config.display(),
+            "BIRD refused the new configuration; the previous one stays in force"
+        );
+        self.last_refusal = Some(text);
     }
 
     async fn read_sessions(&mut self) {
@@ -196,11 +221,12 @@ impl BirdSync {
                 let mut counts: BTreeMap<(&str, String), u64> = BTreeMap::new();
                 for s in &list {
                     let Some(kind) = s.kind else { continue };
-                    *counts.entry((peer_type_label(kind), s.state_label())).or_default() += 1;
+                    *counts
+                        .entry((peer_type_label(kind), session_state_label(s)))
+                        .or_default() += 1;
                 }
-                self.metrics.set_bgp_sessions(
-                    counts.iter().map(|((t, st), n)| (*t, st.as_str(), *n)),
-                );
+                self.metrics
+                    .set_bgp_sessions(counts.iter().map(|((t, st), n)| (*t, st.as_str(), *n)));
             }
             Err(e) => {
                 self.metrics.set_bird_reachable(false);
@@ -208,6 +234,16 @@ impl BirdSync {
                 tracing::debug!(error = %e, "cannot read BGP sessions from BIRD");
             }
         }
+    }
+}
+
+/// The `state` label of a session: BIRD's BGP state in lower case
+/// (`established`, `active`, `connect`, ...), `down` when it has none.
+fn session_state_label(session: &BgpSession) -> String {
+    if session.bgp_state.is_empty() {
+        "down".to_string()
+    } else {
+        session.bgp_state.to_ascii_lowercase()
     }
 }
 
@@ -279,7 +315,10 @@ mod tests {
         assert!(settle(&mut rx, start, QUIET, MAX_DELAY).await);
         // Last change at 400 ms, quiet until 600 ms.
         assert_eq!(start.elapsed(), Duration::from_millis(600));
-        assert_eq!(rx.borrow().as_ref().map(|c| c.router_id.octets()[3]), Some(4));
+        assert_eq!(
+            rx.borrow().as_ref().map(|c| c.router_id.octets()[3]),
+            Some(4)
+        );
         writer.abort();
     }
 

@@ -50,8 +50,10 @@ impl Metrics {
         );
     }
 
-    /// Creates the reject stages at zero.
+    /// Creates the reject stages and the established sessions of each peer
+    /// type at zero.
     pub(super) fn precreate_bgp(&self) {
+        self.set_bgp_sessions(std::iter::empty());
         for stage in BIRD_REJECT_STAGES {
             let _ = self.bird_rejected.get_or_create(&StageLabel {
                 stage: stage.to_string(),
@@ -80,9 +82,16 @@ impl Metrics {
 
     /// Replaces the session counts with `counts`: `(peer_type, state, n)`.
     /// Combinations not listed disappear (a session that left a state must
-    /// not keep counting in it).
+    /// not keep counting in it), except `established` of every peer type,
+    /// which stays at zero so the family is always there.
     pub fn set_bgp_sessions<'a>(&self, counts: impl IntoIterator<Item = (&'a str, &'a str, u64)>) {
         self.bgp_sessions.clear();
+        for peer_type in BGP_PEER_TYPES {
+            let _ = self.bgp_sessions.get_or_create(&SessionLabel {
+                peer_type: peer_type.to_string(),
+                state: "established".to_string(),
+            });
+        }
         for (peer_type, state, n) in counts {
             self.bgp_sessions
                 .get_or_create(&SessionLabel {

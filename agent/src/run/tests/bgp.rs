@@ -51,7 +51,11 @@ async fn bgp_mode_publishes_once_in_sync_and_routes_no_remote_workloads() {
     assert_eq!(mesh, vec![std::net::IpAddr::from([192, 0, 2, 12])]);
     let locals: Vec<String> = published.local_v4.iter().map(|n| n.to_string()).collect();
     assert_eq!(locals, vec!["10.0.0.2/32"]);
-    assert_eq!(remote_routes(&agent), 0, "BIRD routes remote workloads, not margay");
+    assert_eq!(
+        remote_routes(&agent),
+        0,
+        "BIRD routes remote workloads, not margay"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -87,7 +91,11 @@ async fn switching_to_bgp_live_removes_the_remote_routes_and_publishes() {
     let applies = &agent.driver().applies;
     assert_eq!(applies.len(), 2, "the switch is one more apply");
     assert!(
-        applies[1].0.routes.iter().any(|n| n.to_string() == "10.0.9.9/32"),
+        applies[1]
+            .0
+            .routes
+            .iter()
+            .any(|n| n.to_string() == "10.0.9.9/32"),
         "the remote route is withdrawn"
     );
     assert_eq!(remote_routes(&agent), 0);
