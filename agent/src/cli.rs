@@ -4,7 +4,7 @@
 //! margay run     [OPTIONS]          the agent
 //! margay check   [OPTIONS]          config, etcd, kernel and tools usable?
 //! margay plan    [OPTIONS] [--json] what a sync would change now; writes nothing
-//! margay status  [OPTIONS]          every host's last heartbeat
+//! margay status  [OPTIONS] [--bird-socket PATH]  every host's last heartbeat (+ BGP sessions)
 //! margay version
 //! ```
 //!
@@ -69,6 +69,25 @@ fn value_name(setting: Setting) -> &'static str {
     }
 }
 
+/// `status --bird-socket PATH`. TODO(issue 12, lead): once the settings
+/// table has `bird_socket` (helper A1) the option comes from there with the
+/// same id and this adds nothing.
+fn with_bird_socket(cmd: Command) -> Command {
+    if SPECS.iter().any(|s| s.cli && s.key == BIRD_SOCKET) {
+        return cmd;
+    }
+    cmd.arg(
+        Arg::new(BIRD_SOCKET)
+            .long("bird-socket")
+            .value_name("PATH")
+            .help("BIRD's control socket: adds this host's BGP sessions to the report")
+            .action(ArgAction::Set),
+    )
+}
+
+/// The id (and snake_case key) of the `--bird-socket` option.
+const BIRD_SOCKET: &str = "bird_socket";
+
 /// The whole command-line grammar.
 pub fn command() -> Command {
     Command::new("margay")
@@ -90,9 +109,9 @@ pub fn command() -> Command {
                         .help("print the plan as JSON"),
                 ),
         ))
-        .subcommand(with_options(
+        .subcommand(with_bird_socket(with_options(
             Command::new("status").about("Show every host's last status report"),
-        ))
+        )))
         .subcommand(Command::new("version").about("Print the version"))
 }
 
@@ -129,8 +148,12 @@ pub fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     let json = name == "plan" && sub.get_flag("json");
+    let bird_socket = match name {
+        "status" => sub.get_one::<String>(BIRD_SOCKET).map(PathBuf::from),
+        _ => None,
+    };
     match runtime() {
-        Ok(rt) => rt.block_on(dispatch(name, loader, resolved, json)),
+        Ok(rt) => rt.block_on(dispatch(name, loader, resolved, json, bird_socket)),
         Err(e) => {
             eprintln!("margay: cannot start the async runtime: {e}");
             ExitCode::FAILURE
@@ -150,7 +173,13 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-async fn dispatch(name: &str, loader: SettingsLoader, resolved: Resolved, json: bool) -> ExitCode {
+async fn dispatch(
+    name: &str,
+    loader: SettingsLoader,
+    resolved: Resolved,
+    json: bool,
+    bird_socket: Option<PathBuf>,
+) -> ExitCode {
     let settings = resolved.settings.clone();
     let log = match crate::logging::init(settings.log_format, settings.log_level.as_str()) {
         Ok(handle) => handle,
@@ -170,7 +199,9 @@ async fn dispatch(name: &str, loader: SettingsLoader, resolved: Resolved, json: 
         "plan" => crate::cmd::plan::run_plan(loader, &settings, json)
             .await
             .map(Some),
-        "status" => crate::cmd::status::run_status(&settings).await.map(Some),
+        "status" => crate::cmd::status::run_status(&settings, bird_socket.as_deref())
+            .await
+            .map(Some),
         _ => return ExitCode::from(EXIT_USAGE),
     };
     match result {

@@ -69,6 +69,11 @@ pub async fn gather(settings: &Settings) -> Vec<CheckResult> {
     results.extend(check_tls_files(settings));
     results.extend(etcd_checks(settings).await);
     results.push(crate::host_guard::gather_prefix_check(settings).await);
+    // TODO(issue 12, lead): once the settings have `inter_host_routes` and
+    // `bird_socket` (helper A1), add the BGP checks when it resolves to bgp:
+    // if settings.inter_host_routes == InterHostRoutes::Bgp {
+    //     results.extend(bgp::gather(&settings.bird_socket).await);
+    // }
     results
 }
 
@@ -419,6 +424,8 @@ pub fn etcd_results(settings: &Settings, probe: &Result<EtcdProbe, String>) -> V
     };
     vec![reachable, ready]
 }
+
+pub mod bgp;
 
 #[cfg(test)]
 mod tests;
