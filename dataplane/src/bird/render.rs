@@ -24,7 +24,6 @@
 use std::fmt::{Display, Write as _};
 use std::net::IpAddr;
 
-use ipnet::{Ipv4Net, Ipv6Net};
 use margay_policy::bgp::{AsNumber, BgpConfig, BgpPeer};
 
 /// How often BIRD rescans interfaces and the kernel table, in seconds
@@ -81,14 +80,22 @@ fn render_filters(out: &mut String, cfg: &BgpConfig) {
         (
             "v4",
             prefix_set(&cfg.local_v4),
-            prefix_set(cfg.local_v4.iter().map(|n| covering_v4(*n))),
-            prefix_set(cfg.pools_v4.iter().map(|p| inside_pool(p, 32))),
+            prefix_set(cfg.local_v4.iter().map(|n| covering(n, n.prefix_len()))),
+            prefix_set(
+                cfg.pools_v4
+                    .iter()
+                    .map(|p| inside_pool(p, p.prefix_len(), 32)),
+            ),
         ),
         (
             "v6",
             prefix_set(&cfg.local_v6),
-            prefix_set(cfg.local_v6.iter().map(|n| covering_v6(*n))),
-            prefix_set(cfg.pools_v6.iter().map(|p| inside_pool(p, 128))),
+            prefix_set(cfg.local_v6.iter().map(|n| covering(n, n.prefix_len()))),
+            prefix_set(
+                cfg.pools_v6
+                    .iter()
+                    .map(|p| inside_pool(p, p.prefix_len(), 128)),
+            ),
         ),
     ];
     for (family, locals, covering, pools) in families {
@@ -110,35 +117,15 @@ fn render_filters(out: &mut String, cfg: &BgpConfig) {
     }
 }
 
-/// The pattern matching every prefix that contains `net`'s address.
-fn covering_v4(net: Ipv4Net) -> String {
-    format!("{net}{{0,{}}}", net.prefix_len())
+/// The pattern matching every prefix that contains `net`'s address
+/// (`net/len{0,len}`).
+fn covering(net: impl Display, len: u8) -> String {
+    format!("{net}{{0,{len}}}")
 }
 
-fn covering_v6(net: Ipv6Net) -> String {
-    format!("{net}{{0,{}}}", net.prefix_len())
-}
-
-/// The pattern matching every prefix inside `pool`.
-fn inside_pool<N: Display + PrefixLen>(pool: &N, max: u8) -> String {
-    format!("{pool}{{{},{max}}}", pool.len())
-}
-
-/// The prefix length of a pool, for [`inside_pool`].
-trait PrefixLen {
-    fn len(&self) -> u8;
-}
-
-impl PrefixLen for Ipv4Net {
-    fn len(&self) -> u8 {
-        self.prefix_len()
-    }
-}
-
-impl PrefixLen for Ipv6Net {
-    fn len(&self) -> u8 {
-        self.prefix_len()
-    }
+/// The pattern matching every prefix inside `pool` (`pool/len{len,max}`).
+fn inside_pool(pool: impl Display, len: u8, max: u8) -> String {
+    format!("{pool}{{{len},{max}}}")
 }
 
 fn render_base_protocols(out: &mut String, cfg: &BgpConfig) {
