@@ -75,41 +75,55 @@ fn write_filter(out: &mut String, name: &str, lines: &[String], last: &str) {
     let _ = writeln!(out, "  {last};\n}}\n");
 }
 
+/// One address family's prefix sets, rendered (`None` when empty).
+struct FamilySets {
+    /// `v4` or `v6`.
+    family: &'static str,
+    /// This host's local workload prefixes.
+    locals: Option<String>,
+    /// Patterns of every prefix covering a local workload address.
+    covering: Option<String>,
+    /// Patterns of every prefix inside a pool.
+    pools: Option<String>,
+}
+
+impl FamilySets {
+    fn of<N: Display + Copy>(
+        family: &'static str,
+        locals: &[N],
+        pools: &[N],
+        len: impl Fn(N) -> u8,
+        max: u8,
+    ) -> FamilySets {
+        FamilySets {
+            family,
+            locals: prefix_set(locals),
+            covering: prefix_set(locals.iter().map(|n| covering(n, len(*n)))),
+            pools: prefix_set(pools.iter().map(|p| inside_pool(p, len(*p), max))),
+        }
+    }
+}
+
 fn render_filters(out: &mut String, cfg: &BgpConfig) {
-    let families: [(&str, Option<String>, Option<String>, Option<String>); 2] = [
-        (
-            "v4",
-            prefix_set(&cfg.local_v4),
-            prefix_set(cfg.local_v4.iter().map(|n| covering(n, n.prefix_len()))),
-            prefix_set(
-                cfg.pools_v4
-                    .iter()
-                    .map(|p| inside_pool(p, p.prefix_len(), 32)),
-            ),
-        ),
-        (
-            "v6",
-            prefix_set(&cfg.local_v6),
-            prefix_set(cfg.local_v6.iter().map(|n| covering(n, n.prefix_len()))),
-            prefix_set(
-                cfg.pools_v6
-                    .iter()
-                    .map(|p| inside_pool(p, p.prefix_len(), 128)),
-            ),
-        ),
+    let families = [
+        FamilySets::of("v4", &cfg.local_v4, &cfg.pools_v4, |n| n.prefix_len(), 32),
+        FamilySets::of("v6", &cfg.local_v6, &cfg.pools_v6, |n| n.prefix_len(), 128),
     ];
-    for (family, locals, covering, pools) in families {
-        let export: Vec<String> = locals
+    for sets in families {
+        let family = sets.family;
+        let export: Vec<String> = sets
+            .locals
             .iter()
             .map(|set| format!("if source = RTS_INHERIT && net ~ {set} then accept;"))
             .collect();
         write_filter(out, &format!("margay_export_{family}"), &export, "reject");
-        let mut import: Vec<String> = covering
+        let mut import: Vec<String> = sets
+            .covering
             .iter()
             .map(|set| format!("if net ~ {set} then reject;"))
             .collect();
         import.extend(
-            pools
+            sets.pools
                 .iter()
                 .map(|set| format!("if net ~ {set} then accept;")),
         );
