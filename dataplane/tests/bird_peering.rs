@@ -183,7 +183,7 @@ async fn two_birds_exchange_exactly_the_local_workload_routes_the_filters_allow(
     assert_eq!(
         (received, filtered),
         (4, 2),
-        "A must announce only its locals"
+        "(announced by A, filtered by B)"
     );
     let expected_b: BTreeSet<String> = ["10.65.0.5/32", "10.65.8.0/24"].map(String::from).into();
     let in_b = wait_for("A's routes in B's kernel", async || {

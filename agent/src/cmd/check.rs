@@ -70,8 +70,10 @@ pub async fn gather(settings: &Settings) -> Vec<CheckResult> {
     results.extend(etcd_checks(settings).await);
     results.push(crate::host_guard::gather_prefix_check(settings).await);
     // TODO(issue 12, lead): once the settings have `inter_host_routes` and
-    // `bird_socket` (helper A1), add the BGP checks when it resolves to bgp:
-    // if settings.inter_host_routes == InterHostRoutes::Bgp {
+    // `bird_socket` (helper A1's branch), add the BGP checks when it
+    // resolves to bgp (the datastore's InterHostRoutes included, if check
+    // resolves datastore settings by then):
+    // if settings.inter_host_routes == margay_config::InterHostRoutes::Bgp {
     //     results.extend(bgp::gather(&settings.bird_socket).await);
     // }
     results
