@@ -2,7 +2,8 @@
 //!
 //! Each endpoint may *claim* its addresses: a local endpoint that claims an
 //! interface (active, with an interface prefix; see `locals`) via that
-//! interface, an active remote endpoint via its host's `bird_ip` (only the
+//! interface, an active remote endpoint (while remote routes are on, see
+//! `CalcEngine::set_remote_routes`) via its host's `bird_ip` (only the
 //! addresses of the gateway's family, and only those inside an IP pool, as
 //! BIRD's export filter did for Calico: a remote record cannot route the
 //! host's own fabric, etcd or gateway addresses away). The route of one
@@ -115,7 +116,7 @@ impl CalcEngine {
         if ep.local {
             return ep.claim.clone().map(RouteTarget::Interface);
         }
-        if ep.doc.state != EndpointState::Active {
+        if ep.doc.state != EndpointState::Active || !self.remote_routes {
             return None;
         }
         self.host_ips
@@ -180,9 +181,10 @@ impl CalcEngine {
         }
     }
 
-    /// A pool appeared or went: re-route the remote endpoints, whose routes
-    /// are limited to pool addresses (O(remote endpoints); pools change rarely).
-    pub(super) fn pools_moved(&mut self) {
+    /// A pool appeared or went, or remote routing was switched on or off:
+    /// re-route the remote endpoints, whose routes are limited to pool
+    /// addresses (O(remote endpoints); both change rarely).
+    pub(super) fn reroute_remote(&mut self) {
         let remote: Vec<EpIdx> = self
             .eps
             .by_host
@@ -200,7 +202,12 @@ impl CalcEngine {
             Some(ip) => self.host_ips.insert(host.clone(), ip),
             None => self.host_ips.remove(&host),
         };
-        if old == ip || host == self.hostname {
+        if old == ip {
+            return;
+        }
+        // Every host's address is a mesh neighbour's or this host's source.
+        self.out.changes.bgp = true;
+        if host == self.hostname {
             return;
         }
         let eps: Vec<EpIdx> = self
