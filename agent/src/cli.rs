@@ -72,23 +72,8 @@ fn value_name(setting: Setting) -> &'static str {
     }
 }
 
-/// `status --bird-socket PATH`. TODO(issue 12, lead): once the settings
-/// table has `bird_socket` (helper A1) the option comes from there with the
-/// same id and this adds nothing.
-fn with_bird_socket(cmd: Command) -> Command {
-    if SPECS.iter().any(|s| s.cli && s.key == BIRD_SOCKET) {
-        return cmd;
-    }
-    cmd.arg(
-        Arg::new(BIRD_SOCKET)
-            .long("bird-socket")
-            .value_name("PATH")
-            .help("BIRD's control socket: adds this host's BGP sessions to the report")
-            .action(ArgAction::Set),
-    )
-}
-
-/// The id (and snake_case key) of the `--bird-socket` option.
+/// The id (and snake_case key) of the `--bird-socket` option: given to
+/// `status` on the command line, it adds the BGP sessions to the report.
 const BIRD_SOCKET: &str = "bird_socket";
 
 /// The whole command-line grammar.
@@ -112,9 +97,9 @@ pub fn command() -> Command {
                         .help("print the plan as JSON"),
                 ),
         ))
-        .subcommand(with_bird_socket(with_options(
+        .subcommand(with_options(
             Command::new("status").about("Show every host's last status report"),
-        )))
+        ))
         .subcommand(Command::new("version").about("Print the version"))
 }
 

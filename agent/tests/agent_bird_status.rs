@@ -89,3 +89,33 @@ fn status_lists_bgp_sessions_from_bird_and_fails_when_bird_is_gone() {
         "{all}"
     );
 }
+
+/// `margay check` output and exit code (etcd closed: that check fails too).
+fn check(extra: &[&str]) -> String {
+    let out = Command::new(MARGAY)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(["check", "--etcd-endpoints", "http://127.0.0.1:9"])
+        .args(extra)
+        .output()
+        .expect("margay runs");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    text(&out)
+}
+
+#[test]
+fn check_reports_an_unreachable_bird_socket_only_in_bgp_mode() {
+    let socket = "/nonexistent/margay-test/bird.ctl";
+    let bgp = check(&["--inter-host-routes", "bgp", "--bird-socket", socket]);
+    let line = bgp
+        .lines()
+        .find(|l| l.contains("BIRD control socket"))
+        .unwrap_or_else(|| panic!("no BIRD socket check: {bgp}"));
+    assert!(
+        line.starts_with("PROBLEM") && line.contains(socket),
+        "{line}"
+    );
+    assert!(bgp.contains("tool bird installed"), "{bgp}");
+    let direct = check(&["--inter-host-routes", "direct", "--bird-socket", socket]);
+    assert!(!direct.contains("BIRD"), "{direct}");
+}
