@@ -129,6 +129,8 @@ async fn two_birds_exchange_exactly_the_local_workload_routes_the_filters_allow(
         "10.65.8.0/24",
         "172.16.0.0/24",
         "10.0.1.0/24",
+        // A workload whose route appears once the session is up.
+        "10.65.0.9/32",
     ];
     host(
         &a,
@@ -203,6 +205,55 @@ async fn two_birds_exchange_exactly_the_local_workload_routes_the_filters_allow(
         Some(bird_routes(&a)).filter(|r| r == &expected_a)
     })
     .await;
+
+    // A new workload route on A reaches B's kernel, and its removal too,
+    // within the 3 s the issue allows (BIRD learns kernel routes from
+    // netlink notifications and sends updates at once).
+    let added = Instant::now();
+    a.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        "10.65.0.9/32",
+        "dev",
+        "cali0",
+        "proto",
+        MARGAY_PROTO,
+    ]);
+    let appeared = time_until(&b, |routes| routes.contains("10.65.0.9/32"), added);
+    let removed = Instant::now();
+    a.exec_ok(&[
+        "ip",
+        "route",
+        "del",
+        "10.65.0.9/32",
+        "dev",
+        "cali0",
+        "proto",
+        MARGAY_PROTO,
+    ]);
+    let vanished = time_until(&b, |routes| !routes.contains("10.65.0.9/32"), removed);
+    eprintln!("route on A -> B's kernel: added {appeared:?}, removed {vanished:?}");
+    assert!(appeared < Duration::from_secs(3) && vanished < Duration::from_secs(3));
+}
+
+/// How long after `since` B's `proto bird` routes satisfy `done` (polled
+/// every 5 ms; panics after [`CONVERGE`]).
+fn time_until(
+    ns: &TestNetns,
+    done: impl Fn(&BTreeSet<String>) -> bool,
+    since: Instant,
+) -> Duration {
+    loop {
+        if done(&bird_routes(ns)) {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < CONVERGE,
+            "route change not seen within {CONVERGE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Destinations of the IPv6 `proto bird` routes in `ns`.
