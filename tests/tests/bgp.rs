@@ -201,6 +201,58 @@ fn mesh_off_routes_flow_through_the_router() {
     });
 }
 
+/// `InterHostRoutes` switched from `direct` to `bgp` in the datastore while
+/// the agents run: margay removes the routes it programmed to the other
+/// host's workload, and BIRD's take their place (one route per workload,
+/// `proto bird`).
+#[test]
+fn switching_from_direct_to_bgp_live_hands_the_routes_to_bird() {
+    if !require_root("switching_from_direct_to_bgp_live_hands_the_routes_to_bird") {
+        return;
+    }
+    let options = BgpOptions {
+        mode_on_command_line: false,
+        ..BgpOptions::default()
+    };
+    let mut c = Cluster::builder()
+        .hosts(3)
+        .bgp(options)
+        .start_agents(false)
+        .build();
+    c.put("/calico/v1/config/InterHostRoutes", "direct");
+    c.put_pool(POOL, false);
+    c.put_profile_rules("OPEN", &allow_all_rules());
+    for host in ["h1", "h2", "h3"] {
+        c.start_agent(host);
+    }
+    // h1 and h3 share subnet A, so direct routes work between them.
+    add_open_workload(&mut c, "a", "h1", "10.65.1.2");
+    add_open_workload(&mut c, "x", "h3", "10.65.3.2");
+    wait_for("margay's direct routes", CONVERGE_TIMEOUT, || {
+        c.has_route_to("h1", "x") && c.has_route_to("h3", "a")
+    });
+    let direct = c.route("h1", c.workload("x").ip());
+    assert!(!direct.contains("proto bird"), "{direct}");
+    c.assert_matrix(&[allow("a", "x", 80)]);
+
+    c.put("/calico/v1/config/InterHostRoutes", "bgp");
+    let only_bird = |host: &str, wl: &str| {
+        let route = c.route(host, c.workload(wl).ip());
+        route.lines().count() == 1 && route.contains("proto bird")
+    };
+    let handed_over = eventually(CONVERGE_TIMEOUT, || {
+        only_bird("h1", "x") && only_bird("h3", "a")
+    });
+    assert!(
+        handed_over,
+        "not one BIRD route each after the switch:\nh1: {}\nh3: {}\n{}",
+        c.route("h1", c.workload("x").ip()),
+        c.route("h3", c.workload("a").ip()),
+        c.bgp_debug_dump()
+    );
+    c.assert_matrix(&[allow("a", "x", 80), allow("x", "a", 443)]);
+}
+
 /// An endpoint deleted: its route leaves the other host's kernel and the
 /// router's; written again, or a new one added: there, all within 3 s.
 #[test]

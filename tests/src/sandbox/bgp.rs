@@ -44,6 +44,9 @@ pub struct BgpOptions {
     /// Whether every host's BIRD starts with the cluster (default true;
     /// false to start them later with [`Cluster::start_bird`]).
     pub start_bird: bool,
+    /// Whether the agents get `--inter-host-routes bgp` (default true;
+    /// false to leave the mode to the datastore's `InterHostRoutes`).
+    pub mode_on_command_line: bool,
 }
 
 impl Default for BgpOptions {
@@ -52,6 +55,7 @@ impl Default for BgpOptions {
             node_mesh: true,
             router_peer: true,
             start_bird: true,
+            mode_on_command_line: true,
         }
     }
 }
@@ -114,17 +118,20 @@ impl Cluster {
     /// The flags that put `host`'s agent in BGP mode (none outside BGP
     /// clusters).
     pub(super) fn bgp_agent_args(&self, host: &str) -> Vec<String> {
-        if self.bgp.is_none() {
+        let Some(options) = &self.bgp else {
             return Vec::new();
+        };
+        let mut args = Vec::new();
+        if options.mode_on_command_line {
+            args.extend(["--inter-host-routes".to_owned(), "bgp".to_owned()]);
         }
-        vec![
-            "--inter-host-routes".to_owned(),
-            "bgp".to_owned(),
+        args.extend([
             "--bird-config".to_owned(),
             self.bird_config_path(host).to_string_lossy().into_owned(),
             "--bird-socket".to_owned(),
             self.bird_socket_path(host).to_string_lossy().into_owned(),
-        ]
+        ]);
+        args
     }
 
     // --- host BIRDs --------------------------------------------------------
