@@ -39,7 +39,7 @@ use crate::metrics::Metrics;
 /// Quiet time that ends a burst of changes.
 pub const QUIET: Duration = Duration::from_millis(200);
 /// Longest a change waits for its burst to end.
-pub const MAX_DELAY: Duration = Duration::from_secs(1);
+pub const MAX_DELAY: Duration = Duration::from_secs(2);
 /// How often a reload owed to a BIRD that was not running is retried.
 pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How often the sessions are read for the metrics.

@@ -94,7 +94,7 @@ impl<D: Driver> Agent<D> {
         let kind = match margay_policy::update::parse_key(&self.data_prefix, key) {
             Ok(Some(resource)) => key_kind(&resource),
             Ok(None) => return,
-            Err(_) => "unknown",
+            Err(_) => self.malformed_key_kind(key),
         };
         self.out.metrics.datastore_event(kind);
     }
@@ -117,7 +117,10 @@ impl<D: Driver> Agent<D> {
                 }
             }
             Err(e) => {
-                let kind = e.resource.as_ref().map(key_kind).unwrap_or("unknown");
+                let kind = match e.resource.as_ref() {
+                    Some(resource) => key_kind(resource),
+                    None => self.malformed_key_kind(key),
+                };
                 self.out.metrics.invalid_update(kind);
                 let known = self.invalid.get(key).map(|(_, r)| r.as_str());
                 if known != Some(e.reason.as_str()) {
@@ -126,6 +129,21 @@ impl<D: Driver> Agent<D> {
                     self.update_invalid_gauges();
                 }
             }
+        }
+    }
+
+    /// The metric kind of a key too malformed to name its object: `bgp`
+    /// under the BGP tree (an operator looks there first), else `unknown`.
+    fn malformed_key_kind(&self, key: &str) -> &'static str {
+        let in_bgp_tree =
+            margay_policy::update::bgp_prefix(&self.data_prefix).is_some_and(|tree| {
+                key.strip_prefix(tree.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            });
+        if in_bgp_tree {
+            "bgp"
+        } else {
+            "unknown"
         }
     }
 

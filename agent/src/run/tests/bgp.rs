@@ -129,3 +129,32 @@ async fn a_bgp_only_change_publishes_without_a_dataplane_apply() {
     let second = h.bgp.borrow_and_update().clone().expect("a configuration");
     assert_eq!(second.local_as.get(), 65001);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_key_under_the_bgp_tree_counts_as_bgp() {
+    let (mut agent, inputs, h) = agent_with(&[("MARGAY_INTER_HOST_ROUTES", "bgp")], Fake::new());
+    let driver = async {
+        h.sync.send(snapshot(cluster())).await.expect("send");
+        settle().await;
+        let hostile = KvChange {
+            key: "/calico/bgp/v1/global/peer_v4/1.2.3.4; protocol".into(),
+            value: Some(r#"{"ip":"1.2.3.4","as_num":"64512"}"#.into()),
+        };
+        h.sync.send(updates(vec![hostile])).await.expect("send");
+        settle().await;
+        h.control.send(Control::Stop).await.expect("stop");
+    };
+    let (result, ()) = tokio::join!(agent.run(inputs), driver);
+    result.expect("clean stop");
+    assert_eq!(
+        metric_line(&h.metrics, r#"margay_invalid_updates_total{kind="bgp"}"#),
+        r#"margay_invalid_updates_total{kind="bgp"} 1"#
+    );
+    assert_eq!(
+        metric_line(
+            &h.metrics,
+            r#"margay_invalid_updates_total{kind="unknown"}"#
+        ),
+        r#"margay_invalid_updates_total{kind="unknown"} 0"#
+    );
+}
