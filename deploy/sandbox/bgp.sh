@@ -97,9 +97,11 @@ EOF
 
 # bgp_router_update: rewrites the router's file and reloads its BIRD.
 bgp_router_update() {
+  local reply
   bgp_router_conf >"$(bgp_conf router)"
-  bgp_birdc router configure | grep -q Reconfigured ||
-    die "the router's BIRD rejected its configuration (see $(bgp_conf router))"
+  reply=$(bgp_birdc router configure 2>&1) || true
+  [[ "$reply" == *Reconfigured* ]] ||
+    die "the router's BIRD rejected $(bgp_conf router): $reply"
 }
 
 # bgp_router_up: the second subnet, the router's leg on it, forwarding, its BIRD, and

@@ -119,7 +119,7 @@ demo_topology() {
 }
 
 demo_main() {
-  local name=$1 dataplane=$2 margay=$3 keep=$4 routing=${5:-bgp} t0 t1 ms failed=0
+  local name=$1 dataplane=$2 margay=$3 keep=$4 routing=${5:-bgp} t0 t1 t_agents ms failed=0
   sb_select "${name:-mgy$$}"
   # Refuse an existing sandbox before arming the cleanup, which would remove it.
   sb_require_absent
@@ -134,11 +134,15 @@ demo_main() {
   echo "binary: $margay"
   t0=$(demo_now_ms)
   sb_up 2 "$dataplane" "$margay" "$routing"
+  t_agents=$(demo_now_ms)
   echo "namespaces up, etcd healthy, agents started in $(($(demo_now_ms) - t0)) ms"
 
   demo_step "writing the application to etcd (pool, 4 profiles, tier my-tier, 4 endpoints)"
   t0=$(demo_now_ms)
   demo_write_app
+  if bgp_enabled && sb_wait 30 "BGP sessions (margay writes BIRD's file, BIRD connects)" bgp_sessions_up; then
+    echo "both hosts' BGP sessions with the router established $(($(demo_now_ms) - t_agents)) ms after the agents started"
+  fi
   if ! sb_wait 30 "routes on both hosts" sb_routes_converged ||
     ! sb_wait 30 "client -> web:80" sb_probe client web 80; then
     echo "the cluster did not converge; agent logs:"
