@@ -164,3 +164,19 @@ bgp_show_learned() {
   printf '  router kernel routes from BGP:\n'
   ip -n "$(sb_ns out)" -4 route show proto bird | sed 's/^/    /'
 }
+
+# bgp_ms_until_learned HOST ADDR T0_NS SECONDS: polls HOST's kernel every 10 ms for a
+# BIRD route to ADDR/32; prints the ms from T0 until it is there, or fails at the deadline.
+bgp_ms_until_learned() {
+  local ns deadline now
+  ns=$(sb_host_ns "$1")
+  deadline=$(($3 + $4 * 1000000000))
+  while now=$(date +%s%N); [ "$now" -lt "$deadline" ]; do
+    if [ -n "$(ip -n "$ns" -4 route show "$2/32" proto bird)" ]; then
+      echo $(((now - $3) / 1000000))
+      return 0
+    fi
+    sleep 0.01
+  done
+  return 1
+}

@@ -179,6 +179,19 @@ demo_main() {
   demo_spec allow >"$SB_STATE/spec-after"
   sb_matrix "$SB_STATE/spec-after" || failed=1
 
+  if bgp_enabled; then
+    demo_step "a new workload on h1 (10.65.1.9): its route reaches h2 over BGP (h1's BIRD -> router -> h2's BIRD)"
+    sb_wl_add extra h1 10.65.1.9
+    t0=$(date +%s%N)
+    sb_endpoint extra '["PROF"]' '{}'
+    if ms=$(bgp_ms_until_learned h2 10.65.1.9 "$t0" 10); then
+      echo "in h2's kernel ${ms} ms after the endpoint write began: $(ip -n "$(sb_host_ns h2)" -4 route show 10.65.1.9/32)"
+    else
+      echo "h2 has no BGP route to 10.65.1.9 10 s after the endpoint was written"
+      failed=1
+    fi
+  fi
+
   demo_step "who did the outside server see? (pool 10.65.0.0/16 masquerades: host addresses expected)"
   grep -o 'Connection received on [0-9.]*' "$SB_STATE/outside.log" | awk '{print $4}' | sort | uniq -c |
     sed 's/^/  /'
