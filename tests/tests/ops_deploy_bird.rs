@@ -3,9 +3,11 @@
 //! `systemd-analyze verify` on top of their units, and the permission recipe
 //! of `deploy/bird/README.md` works with a real BIRD running as user `bird`
 //! in a test namespace: an unprivileged user in group `bird` (margay under
-//! the drop-in) replaces the file by rename and reloads BIRD through its
-//! socket; without the directory's setgid bit BIRD cannot read the new
-//! file, which is why the README asks for it.
+//! the drop-in) replaces the file the way margay's applier does (a sibling
+//! with the target's owner, group and mode, renamed over it) and reloads
+//! BIRD through its socket. With Debian's ownership of the file (`bird:bird`)
+//! that fails: an unprivileged process cannot give its file another owner,
+//! which is why the README makes margay the file's owner.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -126,8 +128,9 @@ fn bird_gid() -> String {
 }
 
 /// As `nobody` with supplementary group `bird` (what margay's drop-in gives
-/// margay): writes `text` next to `conf` with the old file's mode, renames it
-/// over `conf` and asks BIRD to reload; returns (success, output).
+/// margay), like `dataplane/src/bird/apply.rs`: writes `text` next to
+/// `conf`, gives it `conf`'s owner, group and mode, renames it over `conf`
+/// and asks BIRD to reload; returns (success, output).
 fn replace_and_reload_as_group_member(
     ns: &TestNetns,
     conf: &str,
@@ -135,7 +138,9 @@ fn replace_and_reload_as_group_member(
     text: &str,
 ) -> (bool, String) {
     let script = format!(
-        "set -e; tmp={conf}.margay-tmp; printf '%s' \"$1\" >$tmp; chmod 0640 $tmp; mv -f $tmp {conf}; birdc -s {sock} configure"
+        "set -e; tmp={conf}.margay-tmp; printf '%s' \"$1\" >$tmp; \
+         chown $(stat -c %u:%g {conf}) $tmp; chmod $(stat -c %a {conf}) $tmp; \
+         mv -f $tmp {conf}; birdc -s {sock} configure"
     );
     let gid = bird_gid();
     sh_output(&mut ns.command(&[
@@ -161,10 +166,11 @@ fn group_bird_member_replaces_the_file_and_reloads_bird() {
     let (etc, run) = (scratch.path("etc"), scratch.path("run"));
     let (conf, sock) = (format!("{etc}/bird.conf"), format!("{run}/bird.ctl"));
     let placeholder = bird_dir().join("bird.conf");
-    // As deploy/bird/README.md sets up /etc/bird, and Debian /run/bird.
+    // As deploy/bird/README.md sets up /etc/bird (margay, here nobody, owns
+    // the file), and Debian /run/bird.
     sh(&format!(
         "install -d -m 2770 -o bird -g bird {etc} && install -d -m 0775 -o bird -g bird {run} && \
-         install -m 0640 -o bird -g bird {} {conf}",
+         install -m 0640 -o 65534 -g bird {} {conf}",
         placeholder.display()
     ));
     let ns = TestNetns::new("birdperm");
@@ -193,18 +199,18 @@ fn group_bird_member_replaces_the_file_and_reloads_bird() {
     let shown = String::from_utf8_lossy(&status().stdout).into_owned();
     assert!(shown.contains("Router ID is 192.0.2.61"), "{shown}");
 
-    // Without the setgid bit the new file is nobody:nogroup 0640: BIRD (user
-    // bird) cannot read it and keeps running what it had.
-    sh(&format!("chmod g-s {etc}"));
-    let (_, out) = replace_and_reload_as_group_member(
+    // Debian's ownership (bird:bird): the copy cannot get owner bird, the
+    // write fails, and BIRD keeps running what it had.
+    sh(&format!("chown bird:bird {conf}"));
+    let (ok, out) = replace_and_reload_as_group_member(
         &ns,
         &conf,
         &sock,
         "router id 192.0.2.62;\nprotocol device {\n}\n",
     );
     assert!(
-        out.contains("Permission denied"),
-        "expected BIRD to fail reading the file:\n{out}"
+        !ok && out.contains("Operation not permitted"),
+        "expected the owner change to fail:\n{out}"
     );
     let shown = String::from_utf8_lossy(&status().stdout).into_owned();
     assert!(shown.contains("Router ID is 192.0.2.61"), "{shown}");
