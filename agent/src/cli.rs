@@ -65,6 +65,9 @@ fn value_name(setting: Setting) -> &'static str {
         Setting::MetricsAddr => "HOST:PORT",
         Setting::LogFormat => "text|json",
         Setting::LogLevel => "LEVEL",
+        Setting::InterHostRoutes => "direct|bgp|none",
+        Setting::BirdConfig => "FILE",
+        Setting::BirdSocket => "PATH",
         _ => "VALUE",
     }
 }

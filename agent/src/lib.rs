@@ -13,6 +13,7 @@
 //!   [`preflight`]: what `margay check` is made of.
 #![forbid(unsafe_code)]
 
+pub mod bird_sync;
 pub mod cli;
 pub mod cmd;
 pub mod conflicts;

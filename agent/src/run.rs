@@ -51,6 +51,7 @@ use crate::notify::Notifier;
 use crate::settings::SettingsLoader;
 
 mod apply;
+mod bgp;
 pub mod driver;
 pub mod endpoint_status;
 pub mod event_loop;
@@ -94,6 +95,9 @@ pub struct Outputs {
     pub report_config: watch::Sender<ReportConfig>,
     /// Endpoint statuses for the reporter.
     pub endpoint_status: watch::Sender<EndpointStatuses>,
+    /// This host's BGP configuration for the BIRD task (`None` in tests
+    /// that run without one).
+    pub bgp: Option<crate::bird_sync::BgpSender>,
 }
 
 /// The agent: calculation + dataplane + the rules that join them.
@@ -132,4 +136,8 @@ pub struct Agent<D: Driver> {
     warned: BTreeSet<String>,
     waiting_logged: bool,
     last_write_failures: usize,
+    /// The BGP configuration may have changed since it was last published.
+    bgp_dirty: bool,
+    /// "No BGP configuration can be rendered" was logged.
+    bgp_unavailable_logged: bool,
 }

@@ -3,112 +3,17 @@
 //! Each test starts its own etcd on free loopback ports; nothing here needs
 //! root or touches the network beyond 127.0.0.1.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use margay_datastore::backoff::BackoffConfig;
-use margay_datastore::connect::{EtcdConfig, TlsFiles};
+use margay_datastore::connect::TlsFiles;
 use margay_datastore::sync::{
-    list_all, open_watch, ResyncReason, SyncConfig, SyncEvent, Syncer, DEFAULT_PAGE_SIZE,
+    list_all, open_watch, ResyncReason, SyncEvent, Syncer, DEFAULT_PAGE_SIZE,
 };
 use margay_tests::etcd::{CutoffProxy, EtcdServer};
 use margay_tests::etcd_cluster::EtcdCluster;
-use tokio::sync::mpsc::Receiver;
 
-const WAIT: Duration = Duration::from_secs(30);
-
-fn config(endpoints: Vec<String>, page_size: i64) -> SyncConfig {
-    SyncConfig {
-        etcd: EtcdConfig {
-            endpoints,
-            tls: TlsFiles::default(),
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(10),
-        },
-        prefix: "/calico/v1".into(),
-        page_size,
-        backoff: BackoffConfig {
-            initial: Duration::from_millis(50),
-            max: Duration::from_millis(500),
-        },
-    }
-}
-
-/// What a consumer holds after applying the events: key → value.
-#[derive(Default)]
-struct View {
-    keys: BTreeMap<String, String>,
-    snapshots: Vec<ResyncReason>,
-    /// The endpoint of the last snapshot or resume.
-    endpoint: String,
-    disconnects: usize,
-    /// Revisions the watch resumed from after an outage.
-    resumes: Vec<i64>,
-    /// List pages received (a list's keys arrive in pages before its
-    /// closing snapshot).
-    pages: usize,
-}
-
-impl View {
-    fn apply(&mut self, event: SyncEvent) {
-        match event {
-            SyncEvent::Snapshot {
-                changes,
-                reason,
-                endpoint,
-                ..
-            } => {
-                self.snapshots.push(reason);
-                self.endpoint = endpoint;
-                self.apply_changes(changes);
-            }
-            SyncEvent::SnapshotPart { changes } => {
-                self.pages += 1;
-                self.apply_changes(changes)
-            }
-            SyncEvent::Updates { changes, .. } => self.apply_changes(changes),
-            SyncEvent::Disconnected { .. } => self.disconnects += 1,
-            SyncEvent::Resumed { revision, endpoint } => {
-                self.resumes.push(revision);
-                self.endpoint = endpoint;
-            }
-        }
-    }
-
-    fn apply_changes(&mut self, changes: Vec<margay_datastore::sync::KvChange>) {
-        for c in changes {
-            match c.value {
-                Some(v) => {
-                    self.keys.insert(c.key, v);
-                }
-                None => {
-                    self.keys.remove(&c.key);
-                }
-            }
-        }
-    }
-
-    /// Applies events until `done` holds; panics after [`WAIT`].
-    async fn until(
-        &mut self,
-        rx: &mut Receiver<SyncEvent>,
-        what: &str,
-        done: impl Fn(&View) -> bool,
-    ) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !done(self) {
-            let event = tokio::time::timeout_at(deadline, rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {what}; view: {:?}", self.keys))
-                .expect("syncer stopped");
-            self.apply(event);
-        }
-    }
-}
-
-async fn put(client: &mut etcd_client::Client, key: &str, value: &str) {
-    client.put(key, value, None).await.expect("put");
-}
+mod sync_view;
+use sync_view::{config, put, View, WAIT};
 
 #[tokio::test]
 async fn lists_then_watches_puts_and_deletes() {

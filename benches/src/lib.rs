@@ -16,8 +16,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use margay_policy::desired::{Direction, PortRange, Protocol, RuleAction, WorkloadEndpointKey};
 use margay_policy::model::{
-    EndpointState, IpPool, Labels, Order, Policy, ProfileRules, ResourceKey, Rule, RuleSide,
-    TierMetadata, Update, Value, WorkloadEndpoint,
+    BgpKey, EndpointState, IpPool, Labels, Order, Policy, ProfileRules, ResourceKey, Rule,
+    RuleSide, TierMetadata, Update, Value, WorkloadEndpoint,
 };
 use margay_policy::names::{Id, InterfaceName};
 use margay_policy::selector::Selector;
@@ -428,6 +428,22 @@ pub fn etcd_path(key: &ResourceKey) -> String {
             };
             format!("/ipam/{v}/pool/{}", net.to_string().replace('/', "-"))
         }
+        ResourceKey::Bgp(k) => format!("/../bgp/v1/{}", bgp_path(k)),
+    }
+}
+
+/// The path of a BGP key under `/calico/bgp/v1` (beside `/calico/v1`, hence
+/// the `/..` in [`etcd_path`]).
+pub fn bgp_path(key: &BgpKey) -> String {
+    let family = |ip: &IpAddr| if ip.is_ipv4() { "v4" } else { "v6" };
+    match key {
+        BgpKey::GlobalAsNumber => "global/as_num".into(),
+        BgpKey::NodeMesh => "global/node_mesh".into(),
+        BgpKey::GlobalPeer(ip) => format!("global/peer_{}/{ip}", family(ip)),
+        BgpKey::HostAddressV4(h) => format!("host/{h}/ip_addr_v4"),
+        BgpKey::HostAddressV6(h) => format!("host/{h}/ip_addr_v6"),
+        BgpKey::HostAsNumber(h) => format!("host/{h}/as_num"),
+        BgpKey::HostPeer { host, peer } => format!("host/{host}/peer_{}/{peer}", family(peer)),
     }
 }
 

@@ -27,7 +27,8 @@ pub use error::{Origin, SettingsError, SettingsErrors};
 pub use layers::{Inputs, Resolved};
 pub use setting::Setting;
 pub use value::{
-    DataplaneKind, EndpointToHostAction, LogFormat, LogLevel, PortProtocol, ProtoPort,
+    DataplaneKind, EndpointToHostAction, InterHostRoutes, LogFormat, LogLevel, PortProtocol,
+    ProtoPort,
 };
 
 use value::Reason;
@@ -76,6 +77,12 @@ pub struct Settings {
     pub failsafe_outbound_host_ports: Vec<ProtoPort>,
     /// Netlink route protocol number stamped on our routes.
     pub route_protocol: u8,
+    /// How routes to other hosts' workloads are made.
+    pub inter_host_routes: InterHostRoutes,
+    /// The BIRD configuration file margay writes (absolute).
+    pub bird_config: PathBuf,
+    /// BIRD's control socket (absolute).
+    pub bird_socket: PathBuf,
 }
 
 impl Settings {
@@ -118,6 +125,9 @@ impl Settings {
             failsafe_inbound_host_ports: Vec::new(),
             failsafe_outbound_host_ports: Vec::new(),
             route_protocol: 0,
+            inter_host_routes: InterHostRoutes::Direct,
+            bird_config: PathBuf::new(),
+            bird_socket: PathBuf::new(),
         }
     }
 
@@ -154,6 +164,9 @@ impl Settings {
                 self.failsafe_outbound_host_ports = parse_port_list(text)?
             }
             Setting::RouteProtocol => self.route_protocol = parse_route_protocol(text)?,
+            Setting::InterHostRoutes => self.inter_host_routes = InterHostRoutes::parse(text)?,
+            Setting::BirdConfig => self.bird_config = parse_absolute_path(text)?,
+            Setting::BirdSocket => self.bird_socket = parse_absolute_path(text)?,
         }
         Ok(())
     }
@@ -192,6 +205,9 @@ impl Settings {
                 render_port_list(&self.failsafe_outbound_host_ports)
             }
             Setting::RouteProtocol => self.route_protocol.to_string(),
+            Setting::InterHostRoutes => self.inter_host_routes.to_string(),
+            Setting::BirdConfig => self.bird_config.display().to_string(),
+            Setting::BirdSocket => self.bird_socket.display().to_string(),
         }
     }
 
@@ -210,6 +226,11 @@ impl Settings {
     /// Where status is written: `<etcd_prefix>/felix/v1` (e.g. `/calico/felix/v1`).
     pub fn status_prefix(&self) -> String {
         format!("{}/felix/v1", self.etcd_prefix)
+    }
+
+    /// Where the BGP keys are read: `<etcd_prefix>/bgp/v1` (e.g. `/calico/bgp/v1`).
+    pub fn bgp_prefix(&self) -> String {
+        format!("{}/bgp/v1", self.etcd_prefix)
     }
 
     /// True when any etcd endpoint uses `https://`.
@@ -277,6 +298,10 @@ mod tests {
         assert_eq!(s.route_protocol, 80);
         assert_eq!(s.data_prefix(), "/calico/v1");
         assert_eq!(s.status_prefix(), "/calico/felix/v1");
+        assert_eq!(s.bgp_prefix(), "/calico/bgp/v1");
+        assert_eq!(s.inter_host_routes, InterHostRoutes::Direct);
+        assert_eq!(s.bird_config, PathBuf::from("/etc/bird/bird.conf"));
+        assert_eq!(s.bird_socket, PathBuf::from("/run/bird/bird.ctl"));
         assert!(s.failsafe_inbound_host_ports.contains(&ProtoPort {
             protocol: PortProtocol::Tcp,
             port: 22

@@ -49,6 +49,12 @@ pub enum Setting {
     FailsafeOutboundHostPorts,
     /// Netlink protocol number stamped on our routes.
     RouteProtocol,
+    /// How routes to other hosts' workloads are made: direct, bgp or none.
+    InterHostRoutes,
+    /// The BIRD configuration file margay writes.
+    BirdConfig,
+    /// BIRD's control socket.
+    BirdSocket,
 }
 
 /// The static facts about one setting.
@@ -250,6 +256,33 @@ pub static SPECS: &[Spec] = &[
         live: false,
         help: "netlink route protocol number marking margay's routes (5-255)",
     },
+    Spec {
+        setting: Setting::InterHostRoutes,
+        key: "inter_host_routes",
+        datastore: Some("InterHostRoutes"),
+        cli: true,
+        default: "direct",
+        live: true,
+        help: "routes to other hosts' workloads: direct (via their bird_ip), bgp (BIRD) or none",
+    },
+    Spec {
+        setting: Setting::BirdConfig,
+        key: "bird_config",
+        datastore: None,
+        cli: true,
+        default: "/etc/bird/bird.conf",
+        live: false,
+        help: "BIRD configuration file margay owns and writes (absolute path)",
+    },
+    Spec {
+        setting: Setting::BirdSocket,
+        key: "bird_socket",
+        datastore: None,
+        cli: true,
+        default: "/run/bird/bird.ctl",
+        live: false,
+        help: "BIRD's control socket (absolute path)",
+    },
 ];
 
 impl Setting {
@@ -371,5 +404,24 @@ mod tests {
             Setting::LogLevel.datastore_name(),
             Some("LogSeverityScreen")
         );
+    }
+
+    #[test]
+    fn bgp_settings_have_the_names_the_issue_fixes() {
+        let routes = Setting::InterHostRoutes;
+        assert_eq!(routes.flag(), "--inter-host-routes");
+        assert_eq!(routes.env_var(), "MARGAY_INTER_HOST_ROUTES");
+        assert_eq!(routes.datastore_name(), Some("InterHostRoutes"));
+        assert!(routes.is_live());
+        for (setting, flag, var) in [
+            (Setting::BirdConfig, "--bird-config", "MARGAY_BIRD_CONFIG"),
+            (Setting::BirdSocket, "--bird-socket", "MARGAY_BIRD_SOCKET"),
+        ] {
+            assert_eq!(setting.flag(), flag);
+            assert_eq!(setting.env_var(), var);
+            assert_eq!(setting.datastore_name(), None, "{setting} is local only");
+            assert!(!setting.is_live(), "{setting} needs a restart");
+            assert!(setting.spec().cli);
+        }
     }
 }

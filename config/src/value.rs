@@ -48,6 +48,39 @@ impl fmt::Display for DataplaneKind {
     }
 }
 
+/// How routes to workloads on other hosts are made (`InterHostRoutes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InterHostRoutes {
+    /// A route via the other host's `bird_ip` (the default; hosts share one L2 segment).
+    Direct,
+    /// BIRD learns them from its BGP peers; margay programs none itself.
+    Bgp,
+    /// No routes to other hosts' workloads at all.
+    None,
+}
+
+impl InterHostRoutes {
+    /// Parses `direct`, `bgp` or `none`, any case.
+    pub fn parse(text: &str) -> Result<Self, Reason> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "direct" => Ok(InterHostRoutes::Direct),
+            "bgp" => Ok(InterHostRoutes::Bgp),
+            "none" => Ok(InterHostRoutes::None),
+            _ => Err("expected one of direct, bgp, none".into()),
+        }
+    }
+}
+
+impl fmt::Display for InterHostRoutes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InterHostRoutes::Direct => "direct",
+            InterHostRoutes::Bgp => "bgp",
+            InterHostRoutes::None => "none",
+        })
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LogFormat {
@@ -340,6 +373,23 @@ pub fn parse_optional_path(text: &str) -> Result<Option<PathBuf>, Reason> {
     Ok(Some(PathBuf::from(text)))
 }
 
+/// Parses a required absolute path (`/etc/bird/bird.conf`): not empty, starting
+/// with `/`, no NUL. A relative path would depend on the agent's working
+/// directory, which a service manager does not promise.
+pub fn parse_absolute_path(text: &str) -> Result<PathBuf, Reason> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if text.contains('\0') {
+        return Err("must not contain NUL".into());
+    }
+    if !text.starts_with('/') {
+        return Err("must be an absolute path (start with '/')".into());
+    }
+    Ok(PathBuf::from(text))
+}
+
 /// Parses the etcd key prefix (`/calico`): absolute, no empty segments, no
 /// whitespace; one trailing `/` is dropped.
 pub fn parse_prefix(text: &str) -> Result<String, Reason> {
@@ -471,127 +521,4 @@ pub fn join<I: Iterator<Item = String>>(items: I) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_lists_follow_felix_format() {
-        let ports = parse_port_list("tcp:22, udp:68,179 ,TCP:22").expect("valid");
-        assert_eq!(
-            ports,
-            vec![
-                ProtoPort {
-                    protocol: PortProtocol::Tcp,
-                    port: 22
-                },
-                ProtoPort {
-                    protocol: PortProtocol::Udp,
-                    port: 68
-                },
-                ProtoPort {
-                    protocol: PortProtocol::Tcp,
-                    port: 179
-                },
-            ]
-        );
-        assert_eq!(render_port_list(&ports), "tcp:22,udp:68,tcp:179");
-        assert_eq!(parse_port_list("none"), Ok(vec![]));
-        assert_eq!(parse_port_list(""), Ok(vec![]));
-        assert!(parse_port_list("sctp:5")
-            .unwrap_err()
-            .contains("tcp or udp"));
-        assert!(parse_port_list("tcp:0").unwrap_err().contains("1 to 65535"));
-        assert!(parse_port_list("tcp:70000").is_err());
-        assert!(parse_port_list("tcp:22,,udp:1").is_err());
-    }
-
-    #[test]
-    fn endpoints_are_urls_without_paths() {
-        assert_eq!(
-            parse_endpoints("http://127.0.0.1:2379/, https://[::1]:2379,http://etcd")
-                .expect("valid"),
-            vec!["http://127.0.0.1:2379", "https://[::1]:2379", "http://etcd"]
-        );
-        assert!(parse_endpoints("127.0.0.1:2379")
-            .unwrap_err()
-            .contains("http://"));
-        assert!(parse_endpoints("http://a:2379/v2")
-            .unwrap_err()
-            .contains("no path"));
-        assert!(parse_endpoints("http://a:port")
-            .unwrap_err()
-            .contains("port"));
-        assert!(parse_endpoints("http://a:0").is_err());
-        assert!(parse_endpoints("http://:2379")
-            .unwrap_err()
-            .contains("missing host"));
-        assert!(parse_endpoints(" , ").unwrap_err().contains("at least one"));
-    }
-
-    #[test]
-    fn prefixes_hostnames_and_numbers() {
-        assert_eq!(parse_prefix("/calico/").as_deref(), Ok("/calico"));
-        assert_eq!(parse_prefix("/a/b").as_deref(), Ok("/a/b"));
-        assert!(parse_prefix("calico").is_err());
-        assert!(parse_prefix("/").is_err());
-        assert!(parse_prefix("/a//b").is_err());
-        // One trailing `/` is dropped; a second would leave an empty segment.
-        assert!(parse_prefix("/calico//").is_err());
-        assert!(parse_hostname("a/b").is_err());
-        assert!(parse_hostname(" ").is_err());
-        assert_eq!(parse_hostname(" h1 ").as_deref(), Ok("h1"));
-        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
-        assert!(parse_seconds("-1").is_err());
-        assert!(parse_seconds("NaN").is_err());
-        assert_eq!(render_seconds(Duration::from_millis(1500)), "1.5");
-        assert_eq!(render_seconds(Duration::from_secs(30)), "30");
-        assert!(parse_whole_seconds("0", 1).unwrap_err().contains("from 1"));
-        assert_eq!(parse_route_protocol("80"), Ok(80));
-        assert!(parse_route_protocol("4").unwrap_err().contains("reserved"));
-        assert!(parse_route_protocol("256").is_err());
-    }
-
-    #[test]
-    fn enums_parse_any_case_and_felix_spellings() {
-        assert_eq!(DataplaneKind::parse("NFT"), Ok(DataplaneKind::Nftables));
-        assert_eq!(LogLevel::parse("WARNING"), Ok(LogLevel::Warn));
-        assert_eq!(LogLevel::parse("Critical"), Ok(LogLevel::Error));
-        assert_eq!(
-            EndpointToHostAction::parse("return"),
-            Ok(EndpointToHostAction::Return)
-        );
-        assert_eq!(parse_bool("True"), Ok(true));
-        assert!(parse_bool("maybe").is_err());
-        assert_eq!(
-            parse_socket_addr("localhost:9091"),
-            Ok(SocketAddr::from(([127, 0, 0, 1], 9091)))
-        );
-        assert!(parse_socket_addr("[::1]:0").is_ok());
-        assert!(parse_socket_addr("example.com:80").is_err());
-        assert!(
-            parse_interface_prefixes("cali,tap,cali")
-                .expect("valid")
-                .len()
-                == 2
-        );
-        assert!(parse_interface_prefixes("ca li").is_err());
-        // Prefixes matching the loopback interface would firewall the host's own traffic.
-        for bad in ["lo", "l", "cali,lo"] {
-            assert!(
-                parse_interface_prefixes(bad)
-                    .unwrap_err()
-                    .contains("loopback"),
-                "{bad}"
-            );
-        }
-        assert!(
-            parse_interface_prefixes("lol").is_ok(),
-            "matches lol*, not lo"
-        );
-        // 14 characters leave room for one of the interface's own; 15 do not.
-        assert!(parse_interface_prefixes("abcdefghijklmn").is_ok());
-        assert!(parse_interface_prefixes("abcdefghijklmno")
-            .unwrap_err()
-            .contains("1-14 characters"));
-    }
-}
+mod tests;

@@ -20,6 +20,7 @@
 //! of ours someone deleted. Call `repair_routes` / `repair_firewall_drift`
 //! on a timer as a safety net.
 
+pub mod bird;
 pub mod firewall;
 pub mod hostnet;
 pub mod netns;

@@ -308,6 +308,11 @@ pub struct Changes {
     /// firewall settings differ, never by the calculation (a datastore
     /// setting such as `LogSeverityScreen` must not re-lower the firewall).
     pub settings: bool,
+    /// Something this host's BGP configuration is derived from may have
+    /// changed (a BGP key, a host's `bird_ip`, a pool, a local workload
+    /// route, the interface prefixes): render it again
+    /// (`CalcEngine::bgp_config`). Remote endpoints and policy never set it.
+    pub bgp: bool,
 }
 
 impl Changes {
@@ -327,5 +332,6 @@ impl Changes {
         }
         self.routes.extend(later.routes);
         self.settings |= later.settings;
+        self.bgp |= later.bgp;
     }
 }

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+use crate::bgp::AsNumber;
 use crate::desired::{IcmpMatch, IpVersion, PortRange, Protocol, RuleAction, WorkloadEndpointKey};
 use crate::names::{Id, InterfaceName, MacAddr};
 use crate::selector::Selector;
@@ -190,6 +191,42 @@ pub enum ResourceKey {
     Policy { tier: Id, policy: Id },
     /// `/ipam/v4/pool/<cidr>` or v6: the key's CIDR.
     IpPool(IpNet),
+    /// A key of the BGP tree (`<root>/bgp/v1/...`).
+    Bgp(BgpKey),
+}
+
+/// A key under `<root>/bgp/v1` (see `DATAMODEL.md`, "BGP"). Host segments
+/// are kept only to tell hosts apart: no host name ever reaches
+/// [`crate::bgp::BgpConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BgpKey {
+    /// `global/as_num`.
+    GlobalAsNumber,
+    /// `global/node_mesh`.
+    NodeMesh,
+    /// `global/peer_v4/<ip>` or `global/peer_v6/<ip>` (the family is the address's).
+    GlobalPeer(IpAddr),
+    /// `host/<host>/ip_addr_v4`.
+    HostAddressV4(String),
+    /// `host/<host>/ip_addr_v6`.
+    HostAddressV6(String),
+    /// `host/<host>/as_num`.
+    HostAsNumber(String),
+    /// `host/<host>/peer_v4/<ip>` or `host/<host>/peer_v6/<ip>`.
+    HostPeer { host: String, peer: IpAddr },
+}
+
+/// A validated value of a [`BgpKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BgpValue {
+    /// `global/as_num`, `host/<host>/as_num`.
+    AsNumber(AsNumber),
+    /// `global/node_mesh`: `{"enabled": ...}`.
+    NodeMesh { enabled: bool },
+    /// A peer document; its address is the key's.
+    Peer { as_num: AsNumber },
+    /// `ip_addr_v4` / `ip_addr_v6`: of the key's family, not special-purpose.
+    Address(IpAddr),
 }
 
 /// A parsed value for a [`ResourceKey`]; `None` in [`Update::value`] is a deletion.
@@ -217,6 +254,8 @@ pub enum Value {
     Policy(Policy),
     /// An IP pool.
     IpPool(IpPool),
+    /// A BGP key's value.
+    Bgp(BgpValue),
 }
 
 /// One datastore change: a key and its new value (`None` = deleted).

@@ -37,6 +37,7 @@
 //!   whole document (the reason names the limit), so that no single document
 //!   can stall a host's firewall.
 
+mod bgp;
 mod documents;
 mod endpoint;
 mod fields;
@@ -48,6 +49,7 @@ use thiserror::Error;
 
 use crate::model::{ResourceKey, Update, Value};
 
+pub use bgp::{bgp_prefix, MAX_HOST_LEN};
 pub use key::parse_key;
 pub use rule::MAX_RULES_PER_DIRECTION;
 
@@ -67,7 +69,7 @@ pub struct InvalidUpdate {
 impl InvalidUpdate {
     /// A stable, low-cardinality label for metrics: `endpoint`,
     /// `host_endpoint`, `profile`, `tier`, `policy`, `pool`, `config`,
-    /// `host_ip`, `ready`, or `key` when the key itself was malformed.
+    /// `host_ip`, `ready`, `bgp`, or `key` when the key itself was malformed.
     pub fn kind(&self) -> &'static str {
         match &self.resource {
             None => "key",
@@ -90,11 +92,13 @@ fn resource_kind(r: &ResourceKey) -> &'static str {
         ResourceKey::TierMetadata(_) => "tier",
         ResourceKey::Policy { .. } => "policy",
         ResourceKey::IpPool(_) => "pool",
+        ResourceKey::Bgp(_) => "bgp",
     }
 }
 
 /// Parses one datastore change. `prefix` is the root of the Calico v1 tree
-/// (normally `/calico/v1`); `value` is `None` for a deletion.
+/// (normally `/calico/v1`); keys of the BGP tree beside it (`/calico/bgp/v1`,
+/// see [`bgp_prefix`]) are read too. `value` is `None` for a deletion.
 // The error carries its ResourceKey by value (the calculation needs it); it is
 // no larger than the `Update` on the success side, so boxing would gain nothing.
 #[allow(clippy::result_large_err)]
@@ -144,6 +148,7 @@ fn parse_value(resource: &ResourceKey, text: &str) -> Result<Option<Value>, Stri
         ResourceKey::TierMetadata(_) => Value::TierMetadata(documents::tier_metadata(text)?),
         ResourceKey::Policy { .. } => Value::Policy(documents::policy(text)?),
         ResourceKey::IpPool(cidr) => Value::IpPool(documents::pool(*cidr, text)?),
+        ResourceKey::Bgp(key) => return Ok(bgp::parse_value(key, text)?.map(Value::Bgp)),
     };
     Ok(Some(value))
 }

@@ -7,16 +7,23 @@
 //! onto a copy of the previous state reproduces the new state. The small
 //! universe (three local endpoint slots on five interfaces, a dozen
 //! addresses, pools that come and go) makes interface and address conflicts
-//! and remote addresses outside every pool frequent.
+//! and remote addresses outside every pool frequent. BGP keys are part of
+//! the universe: every history reaches the same `bgp_config()`, and
+//! whenever it differs from the one at the previous take, `Changes.bgp`
+//! said so. Remote routes are switched off and on in the middle of every
+//! history.
 
 mod calc_support;
 
 use calc_support::*;
+use std::net::IpAddr;
+
+use margay_policy::bgp::{AsNumber, BgpConfig, BgpUnavailable};
 use margay_policy::calc::CalcEngine;
-use margay_policy::desired::{DesiredState, IpVersion, RuleAction, WorkloadEndpointKey};
+use margay_policy::desired::{Changes, DesiredState, IpVersion, RuleAction, WorkloadEndpointKey};
 use margay_policy::model::{
-    self, EndpointState, IpPool, Labels, Order, Policy, ProfileRules, ResourceKey, TierMetadata,
-    Update, Value, WorkloadEndpoint,
+    self, BgpKey, BgpValue, EndpointState, IpPool, Labels, Order, Policy, ProfileRules,
+    ResourceKey, TierMetadata, Update, Value, WorkloadEndpoint,
 };
 use margay_policy::names::{Id, InterfaceName, MacAddr};
 use proptest::prelude::*;
@@ -179,9 +186,9 @@ fn arb_world() -> impl Strategy<Value = World> {
         prop::collection::vec(prop::option::of(prop::sample::select(vec!["x", "y"])), 4),
         prop::option::of(any::<bool>()),
     );
-    (endpoints, profiles, tiers, pools, misc).prop_map(
-        |(endpoints, profiles, tiers, pools, (birds, configs, ready))| {
-            let mut w = World::new();
+    (endpoints, profiles, tiers, pools, misc, arb_bgp()).prop_map(
+        |(endpoints, profiles, tiers, pools, (birds, configs, ready), bgp)| {
+            let mut w = bgp;
             for (i, ep) in endpoints.into_iter().enumerate() {
                 if let Some(ep) = ep {
                     w.insert(
@@ -270,6 +277,76 @@ fn arb_world() -> impl Strategy<Value = World> {
     )
 }
 
+/// BGP keys over a small universe: addresses that collide with each other
+/// and with the `bird_ip`s (192.168.0.0-2), so precedence and "never to
+/// itself" are exercised.
+fn arb_bgp() -> impl Strategy<Value = World> {
+    let addr = || prop::sample::select(vec!["192.168.0.1", "192.168.0.2", "10.5.0.1", "fd00::7"]);
+    let as_num = || prop::option::weighted(0.4, prop::sample::select(vec![64512u32, 65000]));
+    (
+        as_num(),
+        prop::option::of(any::<bool>()),
+        prop::collection::vec((addr(), prop::option::weighted(0.4, 1u32..3)), 0..3),
+        prop::collection::vec(
+            (
+                prop::option::weighted(0.3, prop::sample::select(vec!["10.5.0.1", "192.168.0.2"])),
+                prop::option::weighted(0.3, prop::sample::select(vec!["fd00::7", "fd00::8"])),
+                as_num(),
+                prop::collection::vec((addr(), 1u32..3), 0..2),
+            ),
+            HOSTS.len(),
+        ),
+    )
+        .prop_map(|(global_as, mesh, global_peers, hosts)| {
+            let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+            let as_value = |n: u32| BgpValue::AsNumber(AsNumber::new(n).expect("as"));
+            let peer = |n: u32| BgpValue::Peer {
+                as_num: AsNumber::new(n).expect("as"),
+            };
+            let mut w = World::new();
+            let mut put = |k: BgpKey, v: BgpValue| w.insert(ResourceKey::Bgp(k), Value::Bgp(v));
+            if let Some(n) = global_as {
+                put(BgpKey::GlobalAsNumber, as_value(n));
+            }
+            if let Some(enabled) = mesh {
+                put(BgpKey::NodeMesh, BgpValue::NodeMesh { enabled });
+            }
+            for (a, n) in global_peers {
+                if let Some(n) = n {
+                    put(BgpKey::GlobalPeer(ip(a)), peer(n));
+                }
+            }
+            for (h, (v4, v6, n, peers)) in HOSTS.iter().zip(hosts) {
+                let host = h.to_string();
+                if let Some(a) = v4 {
+                    put(
+                        BgpKey::HostAddressV4(host.clone()),
+                        BgpValue::Address(ip(a)),
+                    );
+                }
+                if let Some(a) = v6 {
+                    put(
+                        BgpKey::HostAddressV6(host.clone()),
+                        BgpValue::Address(ip(a)),
+                    );
+                }
+                if let Some(n) = n {
+                    put(BgpKey::HostAsNumber(host.clone()), as_value(n));
+                }
+                for (a, n) in peers {
+                    put(
+                        BgpKey::HostPeer {
+                            host: host.clone(),
+                            peer: ip(a),
+                        },
+                        peer(n),
+                    );
+                }
+            }
+            w
+        })
+}
+
 // ------------------------------------------------------------- histories
 
 /// One step of a history.
@@ -280,6 +357,8 @@ enum Step {
     Invalid(ResourceKey),
     /// Flip the interface prefixes to something else for a while.
     Prefixes(Vec<String>),
+    /// Switch remote routes off for a while (`set_remote_routes`).
+    RemoteRoutes(bool),
     /// The dataplane takes the changes.
     Take,
 }
@@ -342,6 +421,8 @@ fn history(first: &World, last: &World, noise: &[u8], times: &[u32]) -> Vec<Step
     out.insert(mid, Step::Prefixes(vec!["tap".into()]));
     let late = (out.len() * 2) / 3;
     out.insert(late, Step::Prefixes(vec!["cali".into()]));
+    out.insert(out.len() / 4, Step::RemoteRoutes(false));
+    out.insert((out.len() * 3) / 4, Step::RemoteRoutes(true));
     out
 }
 
@@ -350,21 +431,45 @@ fn history(first: &World, last: &World, noise: &[u8], times: &[u32]) -> Vec<Step
 fn run(steps: &[Step]) -> Result<(CalcEngine, DesiredState), TestCaseError> {
     let mut e = CalcEngine::new(ME);
     let mut mirror = DesiredState::default();
+    let mut bgp_seen = e.bgp_config();
     for step in steps {
         match step {
             Step::Apply(u) => e.apply(u.clone()),
             Step::Invalid(k) => e.remove(k),
             Step::Prefixes(p) => e.set_interface_prefixes(p.clone()),
+            Step::RemoteRoutes(on) => e.set_remote_routes(*on),
             Step::Take => {
                 let c = e.take_changes();
                 apply_changes(&mut mirror, e.state(), &c);
                 prop_assert_eq!(&mirror, e.state(), "mirror diverged after {:?}", step);
+                bgp_taken(&e, &c, &mut bgp_seen)?;
             }
         }
     }
     let c = e.take_changes();
     apply_changes(&mut mirror, e.state(), &c);
+    bgp_taken(&e, &c, &mut bgp_seen)?;
     Ok((e, mirror))
+}
+
+/// `Changes.bgp` is complete: a BGP configuration that differs from the one
+/// seen at the previous take was announced.
+fn bgp_taken(
+    e: &CalcEngine,
+    c: &Changes,
+    seen: &mut Result<BgpConfig, BgpUnavailable>,
+) -> Result<(), TestCaseError> {
+    let now = e.bgp_config();
+    if now != *seen {
+        prop_assert!(
+            c.bgp,
+            "bgp config changed unannounced: {:?} -> {:?}",
+            seen,
+            now
+        );
+    }
+    *seen = now;
+    Ok(())
 }
 
 fn canonical(world: &World) -> CalcEngine {
@@ -413,6 +518,7 @@ proptest! {
         prop_assert_eq!(e.conflicts(), expected.conflicts());
         prop_assert_eq!(e.ready(), expected.ready());
         prop_assert_eq!(e.stats(), expected.stats());
+        prop_assert_eq!(e.bgp_config(), expected.bgp_config());
     }
 
     /// Shuffling the final documents alone (no prior world) gives the same state.
@@ -427,6 +533,7 @@ proptest! {
         prop_assert_eq!(e.state(), expected.state());
         prop_assert_eq!(&mirror, expected.state());
         prop_assert_eq!(e.conflicts(), expected.conflicts());
+        prop_assert_eq!(e.bgp_config(), expected.bgp_config());
     }
 
     /// Re-applying the current documents reports nothing; deleting them all

@@ -2,6 +2,7 @@
 //! server on a free loopback port, throw-away network namespaces, and the
 //! multi-host sandbox and the soak harness.
 
+pub mod bird;
 pub mod certs;
 pub mod contract;
 pub mod docker;

@@ -197,6 +197,9 @@ fn alert_rules_cover_the_issue_and_use_known_metrics() {
         "MargayEndpointConflicts",
         "MargayDriftRepairsRising",
         "MargayUpdateLatencyHigh",
+        "MargayBirdConfigRejected",
+        "MargayBirdUnreachable",
+        "MargayBgpSessionsDown",
     ] {
         assert!(
             alerts.contains(&format!("alert: {name}\n")),
@@ -208,7 +211,7 @@ fn alert_rules_cover_the_issue_and_use_known_metrics() {
         .filter_map(|l| l.trim().strip_prefix("expr: "))
         .map(str::to_string)
         .collect();
-    assert_eq!(exprs.len(), 9);
+    assert_eq!(exprs.len(), 12);
     for expr in &exprs {
         assert_known_metrics(expr);
     }

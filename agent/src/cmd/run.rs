@@ -72,6 +72,7 @@ pub async fn run_agent(
     let (sync, sync_task) = Syncer::spawn(SyncConfig {
         etcd: etcd.clone(),
         prefix: settings.data_prefix(),
+        extra_prefixes: vec![settings.bgp_prefix()],
         page_size: margay_datastore::sync::DEFAULT_PAGE_SIZE,
         backoff: BackoffConfig::default(),
     });
@@ -85,7 +86,15 @@ pub async fn run_agent(
         status_rx,
     );
 
+    let bgp = crate::bird_sync::spawn(
+        crate::bird_sync::BirdPaths {
+            config: settings.bird_config.clone(),
+            socket: settings.bird_socket.clone(),
+        },
+        metrics.clone(),
+    );
     let outputs = Outputs {
+        bgp: Some(bgp),
         metrics,
         notifier: Notifier::from_env(),
         log: Some(log),

@@ -25,6 +25,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+mod bgp;
 mod counts;
 mod dataplane;
 mod datastore;
@@ -33,6 +34,7 @@ mod process;
 #[cfg(test)]
 mod tests;
 
+pub use bgp::{BGP_PEER_TYPES, BIRD_REJECT_STAGES};
 pub use counts::ObjectCounts;
 pub use names::{
     key_kind, CONFLICT_KINDS, DATAPLANE_OBJECTS, KEY_KINDS, METRIC_NAMES, READBACK_RESULTS,
@@ -76,6 +78,10 @@ pub struct Metrics {
     /// The dataplane's running totals last turned into `readbacks`.
     readbacks_seen: Arc<std::sync::Mutex<[u64; 3]>>,
     counts: CountGauges,
+    bird_reloads: Counter,
+    bird_rejected: Family<bgp::StageLabel, Counter>,
+    bird_reachable: Gauge,
+    bgp_sessions: Family<bgp::SessionLabel, Gauge>,
     /// Unix seconds of the main loop's last turn (creation time until the
     /// first turn, so a start-up that hangs stops looking alive); read by
     /// `/livez`.
@@ -136,6 +142,10 @@ impl Metrics {
             readbacks: Family::default(),
             readbacks_seen: Arc::default(),
             counts: CountGauges::default(),
+            bird_reloads: Counter::default(),
+            bird_rejected: Family::default(),
+            bird_reachable: Gauge::default(),
+            bgp_sessions: Family::default(),
             loop_turn: Arc::new(std::sync::atomic::AtomicU64::new(unix_now() as u64)),
         }
     }
@@ -149,6 +159,7 @@ impl Metrics {
         self.register_apply(registry);
         self.register_repairs(registry);
         self.counts.register(registry);
+        self.register_bgp(registry);
     }
 
     /// The whole registry as OpenMetrics text (ends with `# EOF`).

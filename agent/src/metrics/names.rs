@@ -39,6 +39,10 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_rules",
     "margay_sets",
     "margay_set_members",
+    "margay_bird_config_reloads_total",
+    "margay_bird_config_rejected_total",
+    "margay_bird_reachable",
+    "margay_bgp_sessions",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_virtual_memory_bytes",
@@ -63,6 +67,7 @@ pub const KEY_KINDS: &[&str] = &[
     "tier_metadata",
     "policy",
     "ip_pool",
+    "bgp",
     "unknown",
 ];
 
@@ -121,6 +126,7 @@ pub fn key_kind(key: &ResourceKey) -> &'static str {
         ResourceKey::TierMetadata(_) => "tier_metadata",
         ResourceKey::Policy { .. } => "policy",
         ResourceKey::IpPool(_) => "ip_pool",
+        ResourceKey::Bgp(_) => "bgp",
     }
 }
 
@@ -220,6 +226,7 @@ impl Metrics {
             let _ = self.dataplane_writes.get_or_create(&label);
             let _ = self.drift_repairs.get_or_create(&label);
         }
+        self.precreate_bgp();
         for result in READBACK_RESULTS {
             let _ = self.readbacks.get_or_create(&ResultLabel {
                 result: result.to_string(),

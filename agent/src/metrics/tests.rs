@@ -199,3 +199,41 @@ fn process_metrics_are_read_from_proc() {
     assert!(stats.threads.unwrap_or(0) >= 1);
     assert!(stats.start_time_seconds.unwrap_or(0.0) > 1.0e9);
 }
+
+#[test]
+fn bgp_sessions_are_replaced_not_accumulated() {
+    let metrics = Metrics::new("1.2.3", "nftables");
+    metrics.set_bgp_sessions([("mesh", "established", 3), ("global", "active", 1)]);
+    let text = metrics.render();
+    assert_eq!(
+        sample_value(
+            &text,
+            r#"margay_bgp_sessions{peer_type="mesh",state="established"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample_value(
+            &text,
+            r#"margay_bgp_sessions{peer_type="global",state="active"}"#
+        ),
+        Some(1.0)
+    );
+    metrics.set_bgp_sessions([("global", "established", 1)]);
+    let text = metrics.render();
+    assert_eq!(
+        sample_value(
+            &text,
+            r#"margay_bgp_sessions{peer_type="global",state="active"}"#
+        ),
+        None,
+        "a state left behind is gone"
+    );
+    assert_eq!(
+        sample_value(
+            &text,
+            r#"margay_bgp_sessions{peer_type="mesh",state="established"}"#
+        ),
+        Some(0.0)
+    );
+}

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use margay_config::{Resolved, Settings};
+use margay_config::{InterHostRoutes, Resolved, Settings};
 use margay_dataplane::{DataplaneEvent, Readback};
 use margay_datastore::backoff::{Backoff, BackoffConfig};
 use margay_datastore::settings::DatastoreSettings;
@@ -46,6 +46,7 @@ impl<D: Driver> Agent<D> {
         let data_prefix = settings.data_prefix();
         let mut calc = CalcEngine::new(settings.hostname.clone());
         calc.set_interface_prefixes(settings.interface_prefixes.clone());
+        calc.set_remote_routes(settings.inter_host_routes == InterHostRoutes::Direct);
         Agent {
             datastore: DatastoreSettings::new(&data_prefix, &settings.hostname),
             firewall: firewall_settings(&settings),
@@ -70,6 +71,8 @@ impl<D: Driver> Agent<D> {
             warned: BTreeSet::new(),
             waiting_logged: false,
             last_write_failures: 0,
+            bgp_dirty: true,
+            bgp_unavailable_logged: false,
         }
     }
 
@@ -131,6 +134,7 @@ impl<D: Driver> Agent<D> {
             self.drain(&mut inputs, &mut dp_events);
             self.handle_dataplane_events(dp_events).await;
             self.maybe_apply().await;
+            self.publish_bgp();
             if self.settings.refresh_period() != refresh_period {
                 refresh_period = self.settings.refresh_period();
                 refresh = self.refresh_timer();

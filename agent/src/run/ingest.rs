@@ -83,7 +83,7 @@ impl<D: Driver> Agent<D> {
         if settings_touched {
             self.refresh_datastore_settings();
         }
-        self.pending.merge(self.calc.take_changes());
+        self.collect_calc_changes();
         self.conflicts
             .observe(&self.calc, &self.out.metrics, &self.limiter);
         self.out.metrics.observe_calc(started.elapsed());

@@ -94,6 +94,10 @@ impl<D: Driver> Agent<D> {
             self.conflicts
                 .observe(&self.calc, &self.out.metrics, &self.limiter);
         }
+        if changed.contains(&Setting::InterHostRoutes) {
+            self.adopt_inter_host_routes();
+        }
+        self.collect_calc_changes();
         let firewall = firewall_settings(&self.settings);
         if firewall != self.firewall {
             self.firewall = firewall;

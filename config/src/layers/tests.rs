@@ -2,7 +2,7 @@
 //! datastore layers, and the errors and warnings each layer reports.
 
 use super::*;
-use crate::{DataplaneKind, EndpointToHostAction, LogLevel};
+use crate::{DataplaneKind, EndpointToHostAction, InterHostRoutes, LogLevel};
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -323,4 +323,121 @@ fn no_hostname_anywhere_is_an_error() {
         ..Inputs::default()
     };
     assert_eq!(resolve_ok(&i).settings.hostname, "from-env");
+}
+
+#[test]
+fn inter_host_routes_follow_the_six_layers() {
+    let mut i = inputs();
+    i.command_line = map(&[("inter_host_routes", "none")]);
+    i.environment = map(&[("MARGAY_INTER_HOST_ROUTES", "BGP")]);
+    i.config_file = Some("inter_host_routes = \"direct\"\n".into());
+    i.host_config = map(&[("InterHostRoutes", "bgp")]);
+    i.global_config = map(&[("InterHostRoutes", "none")]);
+    let expected = [
+        (
+            InterHostRoutes::None,
+            Origin::CommandLine("--inter-host-routes".into()),
+        ),
+        (
+            InterHostRoutes::Bgp,
+            Origin::Environment("MARGAY_INTER_HOST_ROUTES".into()),
+        ),
+        (
+            InterHostRoutes::Direct,
+            Origin::ConfigFile("inter_host_routes".into()),
+        ),
+        (
+            InterHostRoutes::Bgp,
+            Origin::HostKey("InterHostRoutes".into()),
+        ),
+        (
+            InterHostRoutes::None,
+            Origin::GlobalKey("InterHostRoutes".into()),
+        ),
+        (InterHostRoutes::Direct, Origin::Default),
+    ];
+    for (mode, origin) in expected {
+        let r = resolve_ok(&i);
+        assert_eq!(r.settings.inter_host_routes, mode, "{origin:?}");
+        assert_eq!(r.origins[&Setting::InterHostRoutes], origin);
+        if !i.command_line.is_empty() {
+            i.command_line.clear();
+        } else if !i.environment.is_empty() {
+            i.environment.clear();
+        } else if i.config_file.is_some() {
+            i.config_file = None;
+        } else if !i.host_config.is_empty() {
+            i.host_config.clear();
+        } else {
+            i.global_config.clear();
+        }
+    }
+}
+
+#[test]
+fn a_bad_inter_host_routes_value_is_an_error_locally_and_a_warning_from_the_datastore() {
+    let mut i = inputs();
+    i.command_line = map(&[("inter_host_routes", "ospf")]);
+    let text = resolve(&i).expect_err("bad flag").to_string();
+    assert!(
+        text.contains(
+            "invalid inter_host_routes \"ospf\" (from command line --inter-host-routes): \
+             expected one of direct, bgp, none"
+        ),
+        "{text}"
+    );
+
+    let mut i = inputs();
+    i.host_config = map(&[("InterHostRoutes", "bgp; rm -rf /")]);
+    i.global_config = map(&[("InterHostRoutes", "bgp")]);
+    let r = resolve_ok(&i);
+    assert_eq!(r.settings.inter_host_routes, InterHostRoutes::Bgp);
+    assert_eq!(
+        r.origins[&Setting::InterHostRoutes],
+        Origin::GlobalKey("InterHostRoutes".into())
+    );
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.to_string().contains("host config key InterHostRoutes")),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[test]
+fn bird_paths_are_local_absolute_paths() {
+    let mut i = inputs();
+    i.environment = map(&[("MARGAY_BIRD_SOCKET", "/tmp/t/bird.ctl")]);
+    i.config_file = Some("bird_config = \"/srv/bird.conf\"\nbird_socket = \"/x.ctl\"\n".into());
+    // Not datastore settings: these names are ignored there.
+    i.global_config = map(&[("BirdConfig", "/evil.conf"), ("BirdSocket", "/evil.ctl")]);
+    let s = resolve_ok(&i).settings;
+    assert_eq!(s.bird_config, std::path::Path::new("/srv/bird.conf"));
+    assert_eq!(s.bird_socket, std::path::Path::new("/tmp/t/bird.ctl"));
+
+    let mut i = inputs();
+    i.command_line = map(&[("bird_config", "bird.conf"), ("bird_socket", "")]);
+    let err = resolve(&i).expect_err("relative and empty paths");
+    assert_eq!(err.0.len(), 2, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("invalid bird_config \"bird.conf\" (from command line --bird-config): must be an absolute path"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "invalid bird_socket \"\" (from command line --bird-socket): must not be empty"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_bgp_tree_follows_the_etcd_prefix() {
+    let mut i = inputs();
+    i.command_line = map(&[("etcd_prefix", "/other/")]);
+    let s = resolve_ok(&i).settings;
+    assert_eq!(s.bgp_prefix(), "/other/bgp/v1");
+    assert_eq!(s.data_prefix(), "/other/v1");
 }

@@ -9,7 +9,12 @@ pub struct SyncConfig {
     /// Connection settings.
     pub etcd: EtcdConfig,
     /// The data prefix, e.g. `/calico/v1`; keys under `<prefix>/` are synced.
+    /// Its `<prefix>/Ready` key is the probe read on connecting.
     pub prefix: String,
+    /// More trees synced with the main one, e.g. `/calico/bgp/v1`: listed at
+    /// the main list's revision and watched on the same stream. A tree that
+    /// overlaps the main one or an earlier extra one is ignored.
+    pub extra_prefixes: Vec<String>,
     /// Keys per list page.
     pub page_size: i64,
     /// Reconnect backoff.

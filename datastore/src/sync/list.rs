@@ -129,6 +129,14 @@ impl Lister {
         }
     }
 
+    /// Pins the list to `revision` instead of the first page's: a list of a
+    /// second tree taken at the revision of the first, so both are one
+    /// consistent view.
+    pub fn at_revision(mut self, revision: i64) -> Self {
+        self.revision = revision;
+        self
+    }
+
     /// The revision the list is taken at (0 before the first page).
     pub fn revision(&self) -> i64 {
         self.revision

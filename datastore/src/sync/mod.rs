@@ -2,13 +2,17 @@
 //!
 //! A [`Syncer`] connects to one of the configured endpoints (rotating on
 //! failure, with jittered exponential backoff), lists everything under the
-//! data prefix at one revision (paginated: at most [`SyncConfig::page_size`]
+//! data prefix and then under each extra prefix (the BGP tree), all at one
+//! revision (paginated: at most [`SyncConfig::page_size`]
 //! keys and about [`PAGE_TARGET_BYTES`] bytes a page, each page starting
 //! after the last key of the previous one, and each sent on as a
 //! [`SyncEvent::SnapshotPart`] as it arrives so nobody holds the whole
-//! store), then watches from the next revision. When the connection is lost
-//! it reconnects and resumes the watch after the last revision it reported
-//! ([`SyncEvent::Resumed`]): etcd replays what happened meanwhile. When that
+//! store), then watches every tree on one stream from the next revision.
+//! Keys outside the trees (margay's own status under `/calico/felix/v1`)
+//! are never seen. When the connection is lost
+//! it reconnects and resumes each tree's watch after the last revision it
+//! reported for that tree ([`SyncEvent::Resumed`]): etcd replays what
+//! happened meanwhile. When that
 //! history is gone (the watch answers "compacted"), the watch is cancelled,
 //! a watch response is too large, or a list was cut short, it lists again
 //! ([`ResyncReason`]) and emits only the difference from what it had
@@ -33,13 +37,15 @@ mod events;
 mod known;
 mod list;
 mod outage;
+mod trees;
 mod watch;
 
 pub use events::{KvChange, ResyncReason, SyncConfig, SyncEvent};
 pub use known::KnownKeys;
 pub use list::{list_all, prefix_range_end, ListedKv, Lister, PageSizer, PAGE_TARGET_BYTES};
 use outage::OutageLog;
-pub use watch::open_watch;
+use trees::{TreeRevisions, Trees, WatcherTrees};
+pub use watch::{open_watch, open_watches};
 
 /// Keys per page when listing.
 pub const DEFAULT_PAGE_SIZE: i64 = 5000;
@@ -58,9 +64,14 @@ pub struct Syncer {
     known: KnownKeys,
     tx: mpsc::Sender<SyncEvent>,
     endpoint_index: usize,
-    /// The revision the consumer is in sync at (last snapshot or watched
-    /// event); `None` before the first snapshot.
-    revision: Option<i64>,
+    /// The main tree and the extra ones.
+    trees: Trees,
+    /// Per tree, the revision the consumer is in sync at (last snapshot,
+    /// watched event or progress notification); `None` before the first
+    /// snapshot.
+    revisions: Option<TreeRevisions>,
+    /// Which tree each watcher of the current watch stream follows.
+    watchers: WatcherTrees,
     /// The cluster id of the store that revision belongs to.
     cluster_id: Option<u64>,
 }
@@ -69,11 +80,13 @@ impl Syncer {
     /// A syncer sending to `tx`; start it with [`Syncer::run`].
     pub fn new(cfg: SyncConfig, tx: mpsc::Sender<SyncEvent>) -> Self {
         Syncer {
+            trees: Trees::new(&cfg.prefix, &cfg.extra_prefixes),
             cfg,
             known: KnownKeys::default(),
             tx,
             endpoint_index: 0,
-            revision: None,
+            revisions: None,
+            watchers: WatcherTrees::default(),
             cluster_id: None,
         }
     }
@@ -83,10 +96,6 @@ impl Syncer {
         let (tx, rx) = mpsc::channel(64);
         let handle = tokio::spawn(Syncer::new(cfg, tx).run());
         (rx, handle)
-    }
-
-    fn dir(&self) -> String {
-        format!("{}/", self.cfg.prefix)
     }
 
     /// Syncs until the receiver is dropped.
@@ -114,7 +123,7 @@ impl Syncer {
             {
                 return;
             }
-            if self.revision.is_some() {
+            if self.revisions.is_some() {
                 reason = ResyncReason::Reconnect;
             }
             tokio::time::sleep(backoff.next_delay()).await;
@@ -128,57 +137,65 @@ impl Syncer {
         mut reason: ResyncReason,
         outage: &mut OutageLog,
     ) -> Result<(), EtcdError> {
-        let probe = format!("{}/Ready", self.cfg.prefix);
+        let probe = format!("{}Ready", self.trees.main());
         let mut conn = connect_any(&self.cfg.etcd, &mut self.endpoint_index, &probe).await?;
         tracing::info!(endpoint = %conn.endpoint, "connected to etcd");
         outage.ended();
         // After an outage, first try to watch on from where we were.
         let mut resume = self
-            .revision
+            .revisions
+            .clone()
             .filter(|_| reason == ResyncReason::Reconnect)
-            .filter(|rev| self.same_store(&conn, *rev));
+            .filter(|revs| self.same_store(&conn, revs.newest()));
         loop {
-            let (revision, resumed) = match resume.take() {
-                Some(revision) => (revision, true),
-                None => (self.snapshot(&mut conn, reason).await?, false),
+            let (revisions, resumed) = match resume.take() {
+                Some(revisions) => (revisions, true),
+                None => {
+                    let revision = self.snapshot(&mut conn, reason).await?;
+                    (TreeRevisions::listed(self.trees.len(), revision), false)
+                }
             };
             backoff.reset();
-            match self.watch(&mut conn, revision, resumed).await {
+            match self.watch(&mut conn, &revisions, resumed).await {
                 SessionEnd::Relist(r) => reason = r,
                 SessionEnd::Reconnect(e) => return Err(e),
             }
         }
     }
 
-    /// Lists everything and sends the converging changes: each page's puts
-    /// as a [`SyncEvent::SnapshotPart`] as it arrives, then the deletions in
-    /// the closing [`SyncEvent::Snapshot`].
+    /// Lists every tree (the main one first, the others at its revision)
+    /// and sends the converging changes: each page's puts as a
+    /// [`SyncEvent::SnapshotPart`] as it arrives, then the deletions (of keys
+    /// gone from any tree) in the closing [`SyncEvent::Snapshot`].
     async fn snapshot(
         &mut self,
         conn: &mut Connection,
         reason: ResyncReason,
     ) -> Result<i64, EtcdError> {
         let started = Instant::now();
-        let mut lister = Lister::new(
-            &self.dir(),
-            self.cfg.page_size,
-            self.cfg.etcd.request_timeout,
-        );
         // A list cut short leaves nothing to resume from: list again.
-        self.revision = None;
+        self.revisions = None;
         self.known.begin_list();
         let (mut keys, mut changed) = (0, 0);
-        while let Some(page) = lister.next_page(&conn.client).await? {
-            keys += page.len();
-            let changes = self.known.converge_page(page);
-            changed += changes.len();
-            if !changes.is_empty() {
-                self.send_part(changes).await?;
+        let mut pinned: Option<i64> = None;
+        for dir in self.trees.dirs().to_vec() {
+            let mut lister = Lister::new(&dir, self.cfg.page_size, self.cfg.etcd.request_timeout);
+            if let Some(revision) = pinned {
+                lister = lister.at_revision(revision);
             }
+            while let Some(page) = lister.next_page(&conn.client).await? {
+                keys += page.len();
+                let changes = self.known.converge_page(page);
+                changed += changes.len();
+                if !changes.is_empty() {
+                    self.send_part(changes).await?;
+                }
+            }
+            pinned.get_or_insert(lister.revision());
         }
         let changes = self.known.finish_list();
-        let revision = lister.revision();
-        self.revision = Some(revision);
+        let revision = pinned.unwrap_or(0);
+        self.revisions = Some(TreeRevisions::listed(self.trees.len(), revision));
         self.cluster_id = Some(conn.cluster_id);
         tracing::info!(
             reason = reason.as_str(),
@@ -214,13 +231,27 @@ impl Syncer {
         Ok(())
     }
 
-    /// Watches from `revision + 1` until the watch is lost. `resumed`: the
-    /// watch continues after an outage (the consumer is told once it is up).
-    async fn watch(&mut self, conn: &mut Connection, revision: i64, resumed: bool) -> SessionEnd {
+    /// Watches each tree from its revision + 1 until the watch is lost.
+    /// `resumed`: the watch continues after an outage (the consumer is told
+    /// once it is up).
+    async fn watch(
+        &mut self,
+        conn: &mut Connection,
+        revisions: &TreeRevisions,
+        resumed: bool,
+    ) -> SessionEnd {
+        let starts: Vec<(String, i64)> = self
+            .trees
+            .dirs()
+            .iter()
+            .cloned()
+            .zip(revisions.all().iter().map(|r| r + 1))
+            .collect();
+        self.watchers = WatcherTrees::default();
         let created = timed(
             self.cfg.etcd.request_timeout,
             "watch",
-            open_watch(&conn.client, &self.dir(), revision + 1),
+            open_watches(&conn.client, &starts),
         )
         .await;
         let mut stream = match created {
@@ -228,6 +259,7 @@ impl Syncer {
             Err(e) => return SessionEnd::Reconnect(e),
         };
         if resumed {
+            let revision = revisions.oldest();
             tracing::info!(revision, endpoint = %conn.endpoint, "etcd watch resumed");
             let event = SyncEvent::Resumed {
                 revision,
@@ -273,6 +305,14 @@ impl Syncer {
                 return SessionEnd::Relist(ResyncReason::Reconnect);
             }
             let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            if resp.created() {
+                self.watchers.created(resp.watch_id());
+                continue;
+            }
+            if resp.events().is_empty() {
+                self.progress(resp.watch_id(), revision);
+                continue;
+            }
             let changes = self.record(resp.events());
             if changes.is_empty() {
                 continue;
@@ -306,11 +346,32 @@ impl Syncer {
         same
     }
 
-    /// Records that the consumer has seen everything up to `revision`.
-    /// (Not the response header's revision: a catching-up watch sends the
-    /// store's current revision with a batch that may not reach it.)
-    fn advance(&mut self, revision: i64) {
-        self.revision = Some(self.revision.map_or(revision, |r| r.max(revision)));
+    /// Records that the consumer has seen everything in `tree` up to
+    /// `revision`. (From events, not the response header's revision: a
+    /// catching-up watch sends the store's current revision with a batch
+    /// that may not reach it.)
+    fn advance(&mut self, tree: usize, revision: i64) {
+        if let Some(revisions) = &mut self.revisions {
+            revisions.advance(tree, revision);
+        }
+    }
+
+    /// Records a watched change of `key` at `revision` in the key's tree
+    /// (every watched key lies in one: the watch ranges are the trees).
+    fn advance_key(&mut self, key: &str, revision: i64) {
+        if let Some(tree) = self.trees.of_key(key) {
+            self.advance(tree, revision);
+        }
+    }
+
+    /// A progress notification (a response without events): etcd sends it
+    /// only to a watcher that has caught up, so its tree is complete up to
+    /// the header's revision. Lets a quiet tree resume after an outage
+    /// instead of falling behind a compaction.
+    fn progress(&mut self, watch_id: i64, revision: i64) {
+        if let Some(tree) = self.watchers.tree_of(watch_id) {
+            self.advance(tree, revision);
+        }
     }
 
     /// Turns watch events into changes and records them in `known`.
@@ -325,7 +386,7 @@ impl Syncer {
             match event.event_type() {
                 EventType::Put => {
                     self.known.put(key, kv.mod_revision());
-                    self.advance(kv.mod_revision());
+                    self.advance_key(key, kv.mod_revision());
                     changes.push(KvChange {
                         key: key.to_owned(),
                         value: Some(String::from_utf8_lossy(kv.value()).into_owned()),
@@ -333,7 +394,7 @@ impl Syncer {
                 }
                 EventType::Delete => {
                     self.known.delete(key);
-                    self.advance(kv.mod_revision());
+                    self.advance_key(key, kv.mod_revision());
                     changes.push(KvChange {
                         key: key.to_owned(),
                         value: None,

@@ -9,6 +9,9 @@
 //! to [`MAX_RECEIVE_BYTES`]; a response larger still makes the syncer list
 //! again (in pages, naming any single value that is too large) and watch
 //! from the listed revision, past the oversized response.
+//!
+//! Several key trees (the data tree and the BGP tree) are watched on one
+//! stream ([`open_watches`]), one watcher each.
 
 use etcd_client::{Client, WatchOptions, WatchStream};
 
@@ -23,14 +26,44 @@ pub async fn open_watch(
     dir: &str,
     start_revision: i64,
 ) -> Result<WatchStream, etcd_client::Error> {
-    let opts = WatchOptions::new()
-        .with_range(prefix_range_end(dir))
-        .with_start_revision(start_revision);
-    client
+    open_watches(client, &[(dir.to_owned(), start_revision)]).await
+}
+
+/// Watches several trees on one stream: one watcher per `(dir, start
+/// revision)`, asked for in order (etcd answers their "created" responses in
+/// that order). Each watcher also gets etcd's periodic progress
+/// notifications, which say up to which revision a quiet tree is complete.
+pub async fn open_watches(
+    client: &Client,
+    trees: &[(String, i64)],
+) -> Result<WatchStream, etcd_client::Error> {
+    let Some(((first_dir, first_start), rest)) = trees.split_first() else {
+        return Err(etcd_client::Error::InvalidArgs(
+            "no key tree to watch".into(),
+        ));
+    };
+    let mut stream = client
         .watch_client()
         .max_decoding_message_size(MAX_RECEIVE_BYTES)
-        .watch(dir, Some(opts))
-        .await
+        .watch(
+            first_dir.as_str(),
+            Some(tree_options(first_dir, *first_start)),
+        )
+        .await?;
+    for (dir, start) in rest {
+        stream
+            .watch(dir.as_str(), Some(tree_options(dir, *start)))
+            .await?;
+    }
+    Ok(stream)
+}
+
+/// The watch of every key under `dir` from `start_revision`.
+fn tree_options(dir: &str, start_revision: i64) -> WatchOptions {
+    WatchOptions::new()
+        .with_range(prefix_range_end(dir))
+        .with_start_revision(start_revision)
+        .with_progress_notify()
 }
 
 /// A watch response was refused for its size: list again.

@@ -1,11 +1,11 @@
 //! Datastore key + value parsing and validation (`parse_update`,
-//! `parse_key`), for every resource kind.
+//! `parse_key`), for every resource kind, BGP keys (`/calico/bgp/v1`) included.
 //!
 //! Input: the key, then optionally `\n` and the value (no newline: a
 //! deletion). Properties: no panic; `parse_update` agrees with `parse_key`
 //! on what the key names; error reasons stay short whatever the input.
 
-use margay_policy::model::ResourceKey;
+use margay_policy::model::{BgpKey, ResourceKey};
 use margay_policy::update::{parse_key, parse_update};
 
 const PREFIX: &str = "/calico/v1";
@@ -37,10 +37,15 @@ fn check(key: &str, value: Option<&str>, named: &Result<Option<ResourceKey>, Str
         (Ok(Some(r)), Ok(Some(u))) => {
             assert_eq!(&u.key, r, "parse_update names another resource");
             // A deletion reads as one; a value reads as one too, except an
-            // empty `bird_ip`, which DATAMODEL makes a deletion.
-            let empty_bird_ip = matches!(r, ResourceKey::HostIp(_)) && value == Some("");
+            // empty `bird_ip`, `ip_addr_v4` or `ip_addr_v6`, which DATAMODEL
+            // makes a deletion.
+            let address_key = matches!(
+                r,
+                ResourceKey::HostIp(_)
+                    | ResourceKey::Bgp(BgpKey::HostAddressV4(_) | BgpKey::HostAddressV6(_))
+            );
             assert_eq!(
-                value.is_none() || empty_bird_ip,
+                value.is_none() || (address_key && value == Some("")),
                 u.value.is_none(),
                 "deletion mismatch"
             );

@@ -40,6 +40,7 @@
 //! evaluation of each active selector) when they change. A new selector set
 //! costs one evaluation per label class plus its members.
 
+mod bgp;
 mod classes;
 mod conflicts;
 mod endpoints;
@@ -95,6 +96,8 @@ pub struct CalcEngine {
     hostname: String,
     prefixes: Vec<String>,
     ready: bool,
+    remote_routes: bool,
+    bgp: bgp::BgpState,
     host_ips: FastMap<String, IpAddr>,
     eps: Endpoints,
     classes: classes::Classes,
@@ -120,6 +123,8 @@ impl CalcEngine {
             hostname: hostname.into(),
             prefixes: vec![DEFAULT_INTERFACE_PREFIX.to_owned()],
             ready: false,
+            remote_routes: true,
+            bgp: bgp::BgpState::default(),
             host_ips: FastMap::default(),
             eps: Endpoints::default(),
             classes: classes::Classes::default(),
@@ -148,7 +153,25 @@ impl CalcEngine {
             return;
         }
         self.prefixes = prefixes;
+        self.out.changes.bgp = true;
         self.reclaim_all();
+    }
+
+    /// Whether remote endpoints get routes via their host's `bird_ip`
+    /// (`InterHostRoutes = direct`, the default) or none at all (`bgp`, where
+    /// BIRD installs them, and `none`). Switching re-routes every remote
+    /// endpoint; local routes stay as they are.
+    pub fn set_remote_routes(&mut self, enabled: bool) {
+        if enabled == self.remote_routes {
+            return;
+        }
+        self.remote_routes = enabled;
+        self.reroute_remote();
+    }
+
+    /// True when remote endpoints are routed (see [`Self::set_remote_routes`]).
+    pub fn remote_routes(&self) -> bool {
+        self.remote_routes
     }
 
     /// The interface prefixes in use.
@@ -220,6 +243,13 @@ impl CalcEngine {
                     _ => None,
                 };
                 self.set_pool(cidr, pool);
+            }
+            ResourceKey::Bgp(k) => {
+                let value = match value {
+                    Some(Value::Bgp(v)) => Some(v),
+                    _ => None,
+                };
+                self.set_bgp(k, value);
             }
         }
     }

@@ -62,25 +62,26 @@ impl Output {
     /// Sets (or removes) the route for `net`.
     pub fn set_route(&mut self, net: IpNet, target: Option<&RouteTarget>) {
         use std::collections::btree_map::Entry;
-        let changed = match (self.state.routes.entry(net), target) {
-            (Entry::Occupied(o), Some(t)) if o.get() == t => false,
+        let local = |t: &RouteTarget| matches!(t, RouteTarget::Interface(_));
+        let (changed, touches_local) = match (self.state.routes.entry(net), target) {
+            (Entry::Occupied(o), Some(t)) if o.get() == t => (false, false),
             (Entry::Occupied(mut o), Some(t)) => {
+                let was_local = local(o.get());
                 *o.get_mut() = t.clone();
-                true
+                (true, was_local || local(t))
             }
-            (Entry::Occupied(o), None) => {
-                o.remove();
-                true
-            }
+            (Entry::Occupied(o), None) => (true, local(&o.remove())),
             (Entry::Vacant(v), Some(t)) => {
                 v.insert(t.clone());
-                true
+                (true, local(t))
             }
-            (Entry::Vacant(_), None) => false,
+            (Entry::Vacant(_), None) => (false, false),
         };
         if changed {
             self.changes.routes.insert(net);
         }
+        // Local workload routes are what BIRD exports.
+        self.changes.bgp |= touches_local;
     }
 
     /// Creates an empty address set. Its members are not tracked one by one

@@ -79,7 +79,8 @@ impl CalcEngine {
             }
         }
         if moved {
-            self.pools_moved();
+            self.out.changes.bgp = true;
+            self.reroute_remote();
         }
     }
 }

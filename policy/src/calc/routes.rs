@@ -115,7 +115,7 @@ impl CalcEngine {
         if ep.local {
             return ep.claim.clone().map(RouteTarget::Interface);
         }
-        if ep.doc.state != EndpointState::Active {
+        if ep.doc.state != EndpointState::Active || !self.remote_routes {
             return None;
         }
         self.host_ips
@@ -180,9 +180,10 @@ impl CalcEngine {
         }
     }
 
-    /// A pool appeared or went: re-route the remote endpoints, whose routes
-    /// are limited to pool addresses (O(remote endpoints); pools change rarely).
-    pub(super) fn pools_moved(&mut self) {
+    /// A pool appeared or went, or remote routing was switched on or off:
+    /// re-route the remote endpoints, whose routes are limited to pool
+    /// addresses (O(remote endpoints); both change rarely).
+    pub(super) fn reroute_remote(&mut self) {
         let remote: Vec<EpIdx> = self
             .eps
             .by_host
@@ -200,7 +201,12 @@ impl CalcEngine {
             Some(ip) => self.host_ips.insert(host.clone(), ip),
             None => self.host_ips.remove(&host),
         };
-        if old == ip || host == self.hostname {
+        if old == ip {
+            return;
+        }
+        // Every host's address is a mesh neighbour's or this host's source.
+        self.out.changes.bgp = true;
+        if host == self.hostname {
             return;
         }
         let eps: Vec<EpIdx> = self

@@ -9,6 +9,7 @@ use crate::desired::WorkloadEndpointKey;
 use crate::model::{HostEndpointKey, ResourceKey};
 use crate::names::Id;
 
+use super::bgp;
 use super::fields::{parse_id, parse_net, show};
 
 /// Classifies `key` under `prefix` (e.g. `/calico/v1`; a trailing `/` is ignored).
@@ -18,7 +19,7 @@ use super::fields::{parse_id, parse_net, show};
 pub fn parse_key(prefix: &str, key: &str) -> Result<Option<ResourceKey>, String> {
     let prefix = prefix.trim_end_matches('/');
     let Some(rest) = key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
-        return Ok(None);
+        return bgp_key(prefix, key);
     };
     let segs: Vec<&str> = rest.split('/').collect();
     match segs.as_slice() {
@@ -35,6 +36,17 @@ pub fn parse_key(prefix: &str, key: &str) -> Result<Option<ResourceKey>, String>
             Ok(Some(ResourceKey::IpPool(pool_cidr(version, cidr)?)))
         }
         _ => Ok(None),
+    }
+}
+
+/// A key of the BGP tree next to the data prefix (see `super::bgp`).
+fn bgp_key(data_prefix: &str, key: &str) -> Result<Option<ResourceKey>, String> {
+    let Some(prefix) = bgp::bgp_prefix(data_prefix) else {
+        return Ok(None);
+    };
+    match key.strip_prefix(&prefix).and_then(|r| r.strip_prefix('/')) {
+        Some(rest) => bgp::parse_key(&rest.split('/').collect::<Vec<_>>()),
+        None => Ok(None),
     }
 }
 

@@ -2,6 +2,7 @@
 //! the harness here, the tests by theme in the submodules.
 
 mod applying;
+mod bgp;
 mod settings_and_repairs;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -123,6 +124,7 @@ struct Harness {
     dp_events: mpsc::Sender<DataplaneEvent>,
     report: watch::Receiver<ReportConfig>,
     statuses: watch::Receiver<EndpointStatuses>,
+    bgp: watch::Receiver<Option<margay_policy::bgp::BgpConfig>>,
     metrics: Metrics,
 }
 
@@ -142,7 +144,9 @@ fn agent_with(env: &[(&str, &str)], fake: Fake) -> (Agent<Fake>, LoopInputs, Har
     let metrics = Metrics::new("test", "none");
     let (report_tx, report) = watch::channel(ReportConfig::from_settings(&resolved.settings));
     let (status_tx, statuses) = watch::channel(EndpointStatuses::new());
+    let (bgp_tx, bgp) = watch::channel(None);
     let out = Outputs {
+        bgp: Some(bgp_tx),
         metrics: metrics.clone(),
         notifier: Notifier::disabled(),
         log: None,
@@ -164,6 +168,7 @@ fn agent_with(env: &[(&str, &str)], fake: Fake) -> (Agent<Fake>, LoopInputs, Har
         dp_events: dp_tx,
         report,
         statuses,
+        bgp,
         metrics,
     };
     (agent, inputs, harness)
