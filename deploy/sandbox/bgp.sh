@@ -150,14 +150,17 @@ bgp_sessions_up() {
   done <"$SB_STATE/hosts"
 }
 
-# bgp_show_learned: per host, the routes its kernel got from BIRD (`proto bird`),
-# then the router's sessions and routes.
+# bgp_show_learned: per host, the routes its kernel got from BIRD (`proto bird`) and
+# the BGP sessions margay configured (named Mesh_/Global_/Node_<peer>), then the
+# router's sessions and routes.
 bgp_show_learned() {
   local host routes
   while read -r host; do
     routes=$(ip -n "$(sb_host_ns "$host")" -4 route show proto bird)
     printf '  %s (%s) learned over BGP:\n' "$host" "$(sb_host_ip "$host")"
     printf '%s\n' "${routes:-(none)}" | sed 's/^/    /'
+    printf '  %s sessions:\n' "$host"
+    bgp_birdc "$host" show protocols | awk 'NR > 1 && $2 == "BGP"' | sed 's/^/    /'
   done <"$SB_STATE/hosts"
   printf '  router (AS %s, route reflector) sessions:\n' "$BGP_AS"
   bgp_birdc router show protocols | awk 'NR > 1 && $2 == "BGP"' | sed 's/^/    /'
