@@ -4,7 +4,7 @@
 //! margay run     [OPTIONS]          the agent
 //! margay check   [OPTIONS]          config, etcd, kernel and tools usable?
 //! margay plan    [OPTIONS] [--json] what a sync would change now; writes nothing
-//! margay status  [OPTIONS]          every host's last heartbeat
+//! margay status  [OPTIONS] [--bird-socket PATH]  every host's last heartbeat (+ BGP sessions)
 //! margay version
 //! ```
 //!
@@ -72,6 +72,10 @@ fn value_name(setting: Setting) -> &'static str {
     }
 }
 
+/// The id (and snake_case key) of the `--bird-socket` option: given to
+/// `status` on the command line, it adds the BGP sessions to the report.
+const BIRD_SOCKET: &str = "bird_socket";
+
 /// The whole command-line grammar.
 pub fn command() -> Command {
     Command::new("margay")
@@ -132,8 +136,12 @@ pub fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     let json = name == "plan" && sub.get_flag("json");
+    let bird_socket = match name {
+        "status" => sub.get_one::<String>(BIRD_SOCKET).map(PathBuf::from),
+        _ => None,
+    };
     match runtime() {
-        Ok(rt) => rt.block_on(dispatch(name, loader, resolved, json)),
+        Ok(rt) => rt.block_on(dispatch(name, loader, resolved, json, bird_socket)),
         Err(e) => {
             eprintln!("margay: cannot start the async runtime: {e}");
             ExitCode::FAILURE
@@ -153,7 +161,13 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-async fn dispatch(name: &str, loader: SettingsLoader, resolved: Resolved, json: bool) -> ExitCode {
+async fn dispatch(
+    name: &str,
+    loader: SettingsLoader,
+    resolved: Resolved,
+    json: bool,
+    bird_socket: Option<PathBuf>,
+) -> ExitCode {
     let settings = resolved.settings.clone();
     let log = match crate::logging::init(settings.log_format, settings.log_level.as_str()) {
         Ok(handle) => handle,
@@ -173,7 +187,9 @@ async fn dispatch(name: &str, loader: SettingsLoader, resolved: Resolved, json: 
         "plan" => crate::cmd::plan::run_plan(loader, &settings, json)
             .await
             .map(Some),
-        "status" => crate::cmd::status::run_status(&settings).await.map(Some),
+        "status" => crate::cmd::status::run_status(&settings, bird_socket.as_deref())
+            .await
+            .map(Some),
         _ => return ExitCode::from(EXIT_USAGE),
     };
     match result {

@@ -182,3 +182,45 @@ fn flag_beats_environment_beats_config_file() {
     let got = tried_endpoint(margay(&["plan", "--hostname", "h1"]).env("MARGAY_CONFIG", file));
     assert_eq!(got, file_ep);
 }
+
+/// The BGP options keep the exact names tools outside this repository use:
+/// `run` takes all three, `status` takes `--bird-socket`, and bad values
+/// are refused with exit code 2, naming the option.
+#[test]
+fn bgp_options_have_their_fixed_names() {
+    let out = margay(&["run", "--help"]).output().expect("runs");
+    let help = text(&out);
+    for option in [
+        "--inter-host-routes <direct|bgp|none>",
+        "--bird-config <FILE>",
+        "--bird-socket <PATH>",
+    ] {
+        assert!(help.contains(option), "run --help lacks {option}: {help}");
+    }
+    let out = margay(&["status", "--help"]).output().expect("runs");
+    assert!(
+        text(&out).contains("--bird-socket <PATH>"),
+        "{}",
+        text(&out)
+    );
+
+    let out = margay(&["run", "--hostname", "h1", "--inter-host-routes", "ospf"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("invalid inter_host_routes \"ospf\" (from command line --inter-host-routes)"),
+        "{}",
+        text(&out)
+    );
+    let out = margay(&["status", "--hostname", "h1", "--bird-socket", "bird.ctl"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("invalid bird_socket \"bird.ctl\" (from command line --bird-socket): must be an absolute path"),
+        "{}",
+        text(&out)
+    );
+}

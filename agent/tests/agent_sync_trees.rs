@@ -8,12 +8,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use margay_datastore::sync::{ResyncReason, SyncConfig, Syncer, DEFAULT_PAGE_SIZE};
 use margay_tests::etcd::{CutoffProxy, EtcdServer};
 
 mod sync_view;
-use sync_view::{config, put, View};
+use sync_view::{config, put, View, WAIT};
 
 const BGP: &str = "/calico/bgp/v1";
 const AS_NUM: &str = "/calico/bgp/v1/global/as_num";
@@ -280,5 +281,88 @@ async fn the_bgp_tree_is_listed_at_the_revision_of_the_data_list() {
     );
     assert!(listed.iter().zip(&expected).all(|(a, b)| *a == b));
     assert_eq!(view.keys.len(), 1000 + expected.len());
+    task.abort();
+}
+
+/// Puts `key` = `value` and returns the revision of the put.
+async fn put_at(client: &mut etcd_client::Client, key: &str, value: &str) -> i64 {
+    let resp = client.put(key, value, None).await.expect("put");
+    resp.header().map(|h| h.revision()).expect("a revision")
+}
+
+type Events = tokio::sync::mpsc::Receiver<margay_datastore::sync::SyncEvent>;
+
+/// Cuts the syncer off and lets it back in; returns the revision its watch
+/// resumed from (the oldest of its trees').
+async fn cut_and_restore(proxy: &CutoffProxy, view: &mut View, rx: &mut Events) -> i64 {
+    let (disconnects, resumes) = (view.disconnects, view.resumes.len());
+    proxy.cut();
+    view.until(rx, "a disconnect", |v| v.disconnects > disconnects)
+        .await;
+    proxy.restore();
+    view.until(rx, "a resumed watch", |v| v.resumes.len() > resumes)
+        .await;
+    view.resumes.last().copied().unwrap_or(0)
+}
+
+/// The BGP tree stays quiet while the data tree moves on. etcd's progress
+/// notifications tell the syncer that the quiet tree is complete up to the
+/// current revision, so after an outage in which history was compacted past
+/// the BGP tree's last change, both watches still resume: no list.
+#[tokio::test]
+async fn a_quiet_tree_resumes_past_a_compaction_after_progress_notifications() {
+    let etcd = EtcdServer::with_progress_notify_interval(Duration::from_millis(10));
+    let proxy = CutoffProxy::new(etcd.client_port());
+    let mut client = etcd.client().await;
+    put(&mut client, "/calico/v1/Ready", "true").await;
+    put(&mut client, AS_NUM, "64511").await;
+    let (mut rx, task) = Syncer::spawn(bgp_config(proxy.url(), DEFAULT_PAGE_SIZE));
+    let mut view = View::default();
+    view.until(&mut rx, "the first snapshot", |v| !v.snapshots.is_empty())
+        .await;
+    let latest = put_at(&mut client, "/calico/v1/host/h1/bird_ip", "10.0.0.1").await;
+    view.until(&mut rx, "a watched data put", |v| v.keys.len() == 3)
+        .await;
+
+    // Until a resume starts at the data tree's last change for both trees:
+    // the quiet tree got a progress notification after it. etcd notifies
+    // only a watcher that has caught up, and catches lagging watchers up
+    // every 100 ms, so each round stays connected a little longer than that.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for round in 0.. {
+        view.apply_for(&mut rx, Duration::from_millis(250)).await;
+        if cut_and_restore(&proxy, &mut view, &mut rx).await >= latest {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the BGP tree's watch never moved past the snapshot in {round} rounds"
+        );
+    }
+
+    proxy.cut();
+    let disconnects = view.disconnects;
+    view.until(&mut rx, "a disconnect", |v| v.disconnects > disconnects)
+        .await;
+    let compacted = put_at(&mut client, "/calico/v1/host/late/bird_ip", "10.0.0.9").await;
+    client
+        .compact(
+            compacted,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .expect("compact");
+    proxy.restore();
+    put(
+        &mut client,
+        PEER,
+        r#"{"ip": "10.0.0.254", "as_num": "64512"}"#,
+    )
+    .await;
+    view.until(&mut rx, "the changes around the compaction", |v| {
+        v.keys.contains_key("/calico/v1/host/late/bird_ip") && v.keys.contains_key(PEER)
+    })
+    .await;
+    assert_eq!(view.snapshots, [ResyncReason::Startup], "listed again");
     task.abort();
 }

@@ -223,3 +223,44 @@ fn bird_refuses_a_broken_file() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(verdict.is_err(), "bird -p accepted a broken file");
 }
+
+#[test]
+fn bird_accepts_a_large_mesh() {
+    // 1,000 hosts (999 mesh sessions), 50 global peers, 100 local
+    // workloads: the size the render benchmark uses.
+    let Some(bird) = bird_binary() else {
+        return;
+    };
+    let mut peers: Vec<BgpPeer> = (1..1000u32)
+        .map(|i| BgpPeer {
+            kind: PeerKind::Mesh,
+            address: IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 1)) + i)),
+            as_num: asn(64511),
+        })
+        .collect();
+    peers.extend((0..50u32).map(|i| BgpPeer {
+        kind: PeerKind::Global,
+        address: IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 0, 2, 1)) + i)),
+        as_num: asn(65000 + i),
+    }));
+    let cfg = BgpConfig {
+        peers,
+        local_v4: (0..100u32)
+            .map(|i| {
+                Ipv4Net::new(
+                    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 65, 0, 2)) + i),
+                    32,
+                )
+                .expect("net")
+            })
+            .collect(),
+        ..base()
+    };
+    let dir = std::env::temp_dir().join(format!("margay-bird-large-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("large.conf");
+    std::fs::write(&path, render(&cfg)).expect("write");
+    let verdict = bird_parse(&bird, &path);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(verdict, Ok(()));
+}

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use margay_dataplane::bird::control::{BgpSession, BirdControl};
 use margay_dataplane::bird::render::render;
 use margay_policy::bgp::{AsNumber, BgpConfig, BgpPeer, PeerKind};
@@ -129,6 +129,8 @@ async fn two_birds_exchange_exactly_the_local_workload_routes_the_filters_allow(
         "10.65.8.0/24",
         "172.16.0.0/24",
         "10.0.1.0/24",
+        // A workload whose route appears once the session is up.
+        "10.65.0.9/32",
     ];
     host(
         &a,
@@ -183,7 +185,7 @@ async fn two_birds_exchange_exactly_the_local_workload_routes_the_filters_allow(
     assert_eq!(
         (received, filtered),
         (4, 2),
-        "A must announce only its locals"
+        "(announced by A, filtered by B)"
     );
     let expected_b: BTreeSet<String> = ["10.65.0.5/32", "10.65.8.0/24"].map(String::from).into();
     let in_b = wait_for("A's routes in B's kernel", async || {
@@ -201,6 +203,167 @@ async fn two_birds_exchange_exactly_the_local_workload_routes_the_filters_allow(
     let expected_a: BTreeSet<String> = ["10.65.0.7/32"].map(String::from).into();
     wait_for("B's route in A's kernel", async || {
         Some(bird_routes(&a)).filter(|r| r == &expected_a)
+    })
+    .await;
+
+    // A new workload route on A reaches B's kernel, and its removal too,
+    // within the 3 s the issue allows (BIRD learns kernel routes from
+    // netlink notifications and sends updates at once).
+    let added = Instant::now();
+    a.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        "10.65.0.9/32",
+        "dev",
+        "cali0",
+        "proto",
+        MARGAY_PROTO,
+    ]);
+    let appeared = time_until(&b, |routes| routes.contains("10.65.0.9/32"), added);
+    let removed = Instant::now();
+    a.exec_ok(&[
+        "ip",
+        "route",
+        "del",
+        "10.65.0.9/32",
+        "dev",
+        "cali0",
+        "proto",
+        MARGAY_PROTO,
+    ]);
+    let vanished = time_until(&b, |routes| !routes.contains("10.65.0.9/32"), removed);
+    eprintln!("route on A -> B's kernel: added {appeared:?}, removed {vanished:?}");
+    assert!(appeared < Duration::from_secs(3) && vanished < Duration::from_secs(3));
+}
+
+/// How long after `since` B's `proto bird` routes satisfy `done` (polled
+/// every 5 ms; panics after [`CONVERGE`]).
+fn time_until(
+    ns: &TestNetns,
+    done: impl Fn(&BTreeSet<String>) -> bool,
+    since: Instant,
+) -> Duration {
+    loop {
+        if done(&bird_routes(ns)) {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < CONVERGE,
+            "route change not seen within {CONVERGE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Destinations of the IPv6 `proto bird` routes in `ns`.
+fn bird_routes_v6(ns: &TestNetns) -> BTreeSet<String> {
+    ns.exec_ok(&["ip", "-6", "route", "show", "proto", "bird"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|d| {
+            if d.contains('/') {
+                d.to_string()
+            } else {
+                format!("{d}/128")
+            }
+        })
+        .collect()
+}
+
+/// An IPv6-only mesh session between `me` and `peer` (both also have the
+/// IPv4 router id of `host_config`).
+fn v6_config(me_v4: [u8; 4], me: &str, peer: &str, locals: &[&str]) -> BgpConfig {
+    let v6 = |s: &str| s.parse::<Ipv6Net>().expect("v6 net");
+    BgpConfig {
+        source_v6: Some(me.parse().expect("v6")),
+        peers: vec![BgpPeer {
+            kind: PeerKind::Mesh,
+            address: peer.parse().expect("v6"),
+            as_num: AsNumber::new(64511).expect("AS"),
+        }],
+        pools_v6: vec![v6("fd65::/64")],
+        local_v6: locals.iter().map(|l| v6(l)).collect(),
+        ..host_config(me_v4, [10, 0, 1, 1], &[], &[])
+    }
+}
+
+#[tokio::test]
+async fn ipv6_sessions_carry_only_the_allowed_ipv6_workload_routes() {
+    let test = "ipv6_sessions_carry_only_the_allowed_ipv6_workload_routes";
+    if !(require_root(test) && require_bird(test)) {
+        return;
+    }
+    let (a, b) = (TestNetns::new("bgp6-a"), TestNetns::new("bgp6-b"));
+    veth_pair(&a, "va", &b, "vb");
+    host(
+        &a,
+        "va",
+        "10.0.1.10",
+        &[
+            "fd65::5/128 dev cali0",
+            "fd65::/120 dev cali0",
+            "fd65::6/128 dev cali0",
+        ],
+    );
+    host(&b, "vb", "10.0.1.11", &["fd65::7/128 dev cali0"]);
+    a.exec_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd00::10/64",
+        "dev",
+        "va",
+        "nodad",
+    ]);
+    b.exec_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd00::11/64",
+        "dev",
+        "vb",
+        "nodad",
+    ]);
+    // A owns fd65::5 and fd65::/120 (which covers B's fd65::7); fd65::6 is
+    // not one of A's local workloads.
+    let a_cfg = v6_config(
+        [10, 0, 1, 10],
+        "fd00::10",
+        "fd00::11",
+        &["fd65::5/128", "fd65::/120"],
+    );
+    let b_cfg = v6_config([10, 0, 1, 11], "fd00::11", "fd00::10", &["fd65::7/128"]);
+    let (a_dir, b_dir) = (BirdDir::new("peer6-a"), BirdDir::new("peer6-b"));
+    a_dir.write_config(&render(&a_cfg));
+    b_dir.write_config(&render(&b_cfg));
+    let a_bird = TestBird::start(&a, &a_dir);
+    let b_bird = TestBird::start(&b, &b_dir);
+
+    let established = wait_for("A's IPv6 session established", async || {
+        session(&a_bird, "Mesh_fd00__11")
+            .await
+            .filter(|s| s.bgp_state == "Established")
+    })
+    .await;
+    assert_eq!(established.neighbor, Some("fd00::11".parse().expect("ip")));
+    let updates = wait_for("B to receive A's announcements", async || {
+        import_updates(&b_bird, "Mesh_fd00__10").filter(|(r, _)| *r >= 2)
+    })
+    .await;
+    assert_eq!(updates, (2, 1), "(announced by A, filtered by B)");
+    let expected_b: BTreeSet<String> = ["fd65::5/128"].map(String::from).into();
+    wait_for("A's route in B's kernel", async || {
+        Some(bird_routes_v6(&b)).filter(|r| r == &expected_b)
+    })
+    .await;
+    let route = b.exec_ok(&["ip", "-6", "route", "show", "fd65::5"]);
+    assert!(route.contains("via fd00::10"), "{route}");
+    let expected_a: BTreeSet<String> = ["fd65::7/128"].map(String::from).into();
+    wait_for("B's route in A's kernel", async || {
+        Some(bird_routes_v6(&a)).filter(|r| r == &expected_a)
     })
     .await;
 }

@@ -420,3 +420,14 @@ fn remote_routes_switch_off_and_on() {
     );
     assert_eq!(e.state().routes, with_remote);
 }
+
+#[test]
+fn changes_bgp_survives_merge_and_counts_as_a_change() {
+    let mut e = small_cluster();
+    let first = e.take_changes();
+    assert!(first.bgp && !first.is_empty());
+    let mut merged = margay_policy::desired::Changes::default();
+    merged.merge(first);
+    merged.merge(e.take_changes());
+    assert!(merged.bgp, "a later empty batch keeps the flag");
+}

@@ -66,6 +66,9 @@ pub struct EtcdServer {
     netns: Option<String>,
     /// Largest request etcd accepts (`--max-request-bytes`), when not its default.
     max_request_bytes: Option<usize>,
+    /// How often etcd tells watchers that asked for it how far they are
+    /// (`--experimental-watch-progress-notify-interval`), when not its 10 min.
+    progress_notify_interval: Option<Duration>,
 }
 
 /// PEM files of a TLS-enabled test server: a throw-away CA, and a client
@@ -135,10 +138,21 @@ impl EtcdServer {
     /// Like [`Self::new`], but accepting requests (a put, a transaction) of
     /// up to `bytes` instead of etcd's default 1.5 MiB.
     pub fn with_max_request_bytes(bytes: usize) -> Self {
+        Self::start_configured(|server| server.max_request_bytes = Some(bytes))
+    }
+
+    /// Like [`Self::new`], but sending watch progress notifications every
+    /// `interval` instead of every 10 minutes.
+    pub fn with_progress_notify_interval(interval: Duration) -> Self {
+        Self::start_configured(|server| server.progress_notify_interval = Some(interval))
+    }
+
+    /// A new server, changed by `configure` before it starts.
+    fn start_configured(configure: impl Fn(&mut Self)) -> Self {
         let mut last_error = String::new();
         for _ in 0..3 {
             let mut server = Self::unstarted();
-            server.max_request_bytes = Some(bytes);
+            configure(&mut server);
             match server.try_start() {
                 Ok(()) => return server,
                 Err(e) => last_error = e,
@@ -182,6 +196,7 @@ impl EtcdServer {
             tls: None,
             netns: None,
             max_request_bytes: None,
+            progress_notify_interval: None,
         }
     }
 
@@ -366,6 +381,12 @@ impl EtcdServer {
             .arg("--initial-cluster-state=new");
         if let Some(bytes) = self.max_request_bytes {
             cmd.arg(format!("--max-request-bytes={bytes}"));
+        }
+        if let Some(interval) = self.progress_notify_interval {
+            cmd.arg(format!(
+                "--experimental-watch-progress-notify-interval={}ms",
+                interval.as_millis()
+            ));
         }
         if let Some(tls) = &self.tls {
             let certs = self.dir.join("certs");

@@ -15,14 +15,16 @@
 //! (and, looking for foreign drops, `nft -j list chains` and both variants'
 //! `-save`: [`crate::foreign_drop`]),
 //! `ipset list -n`, read `/proc` and this host's addresses and routes, and do
-//! a few etcd `get`s; nothing is changed. etcd is reached the way `margay
+//! a few etcd `get`s; nothing is changed. With `inter_host_routes = bgp`
+//! (as resolved from flags, environment and file), BIRD must be installed
+//! and answer on `bird_socket` ([`bgp`]). etcd is reached the way `margay
 //! run` reaches it ([`margay_datastore::connect`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use margay_config::{DataplaneKind, Settings};
+use margay_config::{DataplaneKind, InterHostRoutes, Settings};
 use margay_datastore::connect::{connect, timed, EtcdConfig, SYSTEM_CA_BUNDLE};
 
 use crate::preflight::{find_tool, CheckResult};
@@ -69,6 +71,9 @@ pub async fn gather(settings: &Settings) -> Vec<CheckResult> {
     results.extend(check_tls_files(settings));
     results.extend(etcd_checks(settings).await);
     results.push(crate::host_guard::gather_prefix_check(settings).await);
+    if settings.inter_host_routes == InterHostRoutes::Bgp {
+        results.extend(bgp::gather(&settings.bird_socket).await);
+    }
     results
 }
 
@@ -419,6 +424,8 @@ pub fn etcd_results(settings: &Settings, probe: &Result<EtcdProbe, String>) -> V
     };
     vec![reachable, ready]
 }
+
+pub mod bgp;
 
 #[cfg(test)]
 mod tests;

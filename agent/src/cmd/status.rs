@@ -18,9 +18,16 @@
 //! `last_reported_status`: the lease expired) or `never` (endpoints are
 //! configured for the host but it never reported). Parsing and rendering
 //! are pure and unit-tested; only [`run_status`] talks to etcd.
+//!
+//! With `--bird-socket PATH`, this host's BGP sessions follow, read from
+//! BIRD ([`bgp`]); BIRD unreachable is an error (exit 1) after the host
+//! table is printed.
+
+pub mod bgp;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -255,8 +262,24 @@ pub fn format_age(seconds: i64) -> String {
 }
 
 /// Reads the heartbeats and configured endpoints from etcd and prints the
-/// table to stdout.
-pub async fn run_status(settings: &Settings) -> anyhow::Result<()> {
+/// table to stdout; with `bird_socket`, then this host's BGP sessions.
+pub async fn run_status(settings: &Settings, bird_socket: Option<&Path>) -> anyhow::Result<()> {
+    print_hosts(settings).await?;
+    let Some(socket) = bird_socket else {
+        return Ok(());
+    };
+    match bgp::read_sessions(socket).await {
+        Ok(sessions) => super::print_report(&bgp::render_sessions(&sessions, socket))
+            .context("writing the BGP status"),
+        Err(e) => {
+            let _ = super::print_report(&format!("\nBGP status: BIRD unreachable: {e}\n"));
+            Err(anyhow::Error::new(e).context("cannot read the BGP sessions from BIRD"))
+        }
+    }
+}
+
+/// The host table.
+async fn print_hosts(settings: &Settings) -> anyhow::Result<()> {
     let status_prefix = settings.status_prefix();
     let data_prefix = settings.data_prefix();
     let etcd = EtcdConfig::from_settings(settings).with_timeout(ETCD_TIMEOUT);

@@ -165,6 +165,9 @@ fn key_kinds_cover_the_model() {
     let key = ResourceKey::GlobalConfig("LogSeverityScreen".into());
     assert!(KEY_KINDS.contains(&key_kind(&key)));
     assert!(KEY_KINDS.contains(&key_kind(&ResourceKey::Ready)));
+    let bgp = ResourceKey::Bgp(margay_policy::model::BgpKey::NodeMesh);
+    assert_eq!(key_kind(&bgp), "bgp");
+    assert!(KEY_KINDS.contains(&"bgp"));
 }
 
 #[test]

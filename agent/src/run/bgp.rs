@@ -14,10 +14,11 @@ use super::{Agent, Driver};
 
 impl<D: Driver> Agent<D> {
     /// Takes the calculation's changes into the pending set, noting whether
-    /// the BGP configuration may have changed.
+    /// the BGP configuration may have changed (the dataplane has no use for
+    /// that flag: a batch that changes only BGP applies nothing).
     pub(super) fn collect_calc_changes(&mut self) {
-        let changes = self.calc.take_changes();
-        self.bgp_dirty |= changes.bgp;
+        let mut changes = self.calc.take_changes();
+        self.bgp_dirty |= std::mem::take(&mut changes.bgp);
         self.pending.merge(changes);
     }
 

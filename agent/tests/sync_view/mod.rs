@@ -111,6 +111,14 @@ impl View {
         self.keys.get(key).map(String::as_str)
     }
 
+    /// Applies the events that arrive within `period`.
+    pub async fn apply_for(&mut self, rx: &mut Receiver<SyncEvent>, period: Duration) {
+        let end = tokio::time::Instant::now() + period;
+        while let Ok(Some(event)) = tokio::time::timeout_at(end, rx.recv()).await {
+            self.apply(event);
+        }
+    }
+
     /// Applies events until `done` holds; panics after [`WAIT`].
     pub async fn until(
         &mut self,

@@ -24,7 +24,6 @@
 use std::fmt::{Display, Write as _};
 use std::net::IpAddr;
 
-use ipnet::{Ipv4Net, Ipv6Net};
 use margay_policy::bgp::{AsNumber, BgpConfig, BgpPeer};
 
 /// How often BIRD rescans interfaces and the kernel table, in seconds
@@ -76,33 +75,55 @@ fn write_filter(out: &mut String, name: &str, lines: &[String], last: &str) {
     let _ = writeln!(out, "  {last};\n}}\n");
 }
 
+/// One address family's prefix sets, rendered (`None` when empty).
+struct FamilySets {
+    /// `v4` or `v6`.
+    family: &'static str,
+    /// This host's local workload prefixes.
+    locals: Option<String>,
+    /// Patterns of every prefix covering a local workload address.
+    covering: Option<String>,
+    /// Patterns of every prefix inside a pool.
+    pools: Option<String>,
+}
+
+impl FamilySets {
+    fn of<N: Display + Copy>(
+        family: &'static str,
+        locals: &[N],
+        pools: &[N],
+        len: impl Fn(N) -> u8,
+        max: u8,
+    ) -> FamilySets {
+        FamilySets {
+            family,
+            locals: prefix_set(locals),
+            covering: prefix_set(locals.iter().map(|n| covering(n, len(*n)))),
+            pools: prefix_set(pools.iter().map(|p| inside_pool(p, len(*p), max))),
+        }
+    }
+}
+
 fn render_filters(out: &mut String, cfg: &BgpConfig) {
-    let families: [(&str, Option<String>, Option<String>, Option<String>); 2] = [
-        (
-            "v4",
-            prefix_set(&cfg.local_v4),
-            prefix_set(cfg.local_v4.iter().map(|n| covering_v4(*n))),
-            prefix_set(cfg.pools_v4.iter().map(|p| inside_pool(p, 32))),
-        ),
-        (
-            "v6",
-            prefix_set(&cfg.local_v6),
-            prefix_set(cfg.local_v6.iter().map(|n| covering_v6(*n))),
-            prefix_set(cfg.pools_v6.iter().map(|p| inside_pool(p, 128))),
-        ),
+    let families = [
+        FamilySets::of("v4", &cfg.local_v4, &cfg.pools_v4, |n| n.prefix_len(), 32),
+        FamilySets::of("v6", &cfg.local_v6, &cfg.pools_v6, |n| n.prefix_len(), 128),
     ];
-    for (family, locals, covering, pools) in families {
-        let export: Vec<String> = locals
+    for sets in families {
+        let family = sets.family;
+        let export: Vec<String> = sets
+            .locals
             .iter()
             .map(|set| format!("if source = RTS_INHERIT && net ~ {set} then accept;"))
             .collect();
         write_filter(out, &format!("margay_export_{family}"), &export, "reject");
-        let mut import: Vec<String> = covering
+        let mut import: Vec<String> = sets
+            .covering
             .iter()
             .map(|set| format!("if net ~ {set} then reject;"))
             .collect();
         import.extend(
-            pools
+            sets.pools
                 .iter()
                 .map(|set| format!("if net ~ {set} then accept;")),
         );
@@ -110,35 +131,15 @@ fn render_filters(out: &mut String, cfg: &BgpConfig) {
     }
 }
 
-/// The pattern matching every prefix that contains `net`'s address.
-fn covering_v4(net: Ipv4Net) -> String {
-    format!("{net}{{0,{}}}", net.prefix_len())
+/// The pattern matching every prefix that contains `net`'s address
+/// (`net/len{0,len}`).
+fn covering(net: impl Display, len: u8) -> String {
+    format!("{net}{{0,{len}}}")
 }
 
-fn covering_v6(net: Ipv6Net) -> String {
-    format!("{net}{{0,{}}}", net.prefix_len())
-}
-
-/// The pattern matching every prefix inside `pool`.
-fn inside_pool<N: Display + PrefixLen>(pool: &N, max: u8) -> String {
-    format!("{pool}{{{},{max}}}", pool.len())
-}
-
-/// The prefix length of a pool, for [`inside_pool`].
-trait PrefixLen {
-    fn len(&self) -> u8;
-}
-
-impl PrefixLen for Ipv4Net {
-    fn len(&self) -> u8 {
-        self.prefix_len()
-    }
-}
-
-impl PrefixLen for Ipv6Net {
-    fn len(&self) -> u8 {
-        self.prefix_len()
-    }
+/// The pattern matching every prefix inside `pool` (`pool/len{len,max}`).
+fn inside_pool(pool: impl Display, len: u8, max: u8) -> String {
+    format!("{pool}{{{len},{max}}}")
 }
 
 fn render_base_protocols(out: &mut String, cfg: &BgpConfig) {

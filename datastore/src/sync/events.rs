@@ -96,7 +96,8 @@ pub enum SyncEvent {
     /// that history was compacted meanwhile, a [`ResyncReason::Compacted`]
     /// snapshot follows.
     Resumed {
-        /// The last revision reported before the outage.
+        /// The last revision reported before the outage (with several trees,
+        /// the oldest of theirs: each tree resumes after its own).
         revision: i64,
         /// The endpoint now used.
         endpoint: String,

@@ -31,7 +31,12 @@
 //!   interface route wins over remote ones, between remote ones the smaller key;
 //! - a remote endpoint's addresses are routed via its host's `bird_ip` only
 //!   in the gateway's family (no IPv6 route via an IPv4 next hop), and only
-//!   inside an IP pool (as BIRD's export filter did);
+//!   inside an IP pool (as BIRD's export filter did); and only while remote
+//!   routes are on ([`CalcEngine::set_remote_routes`]: off when BIRD
+//!   distributes them);
+//! - the BGP keys are kept apart (`bgp`): [`CalcEngine::bgp_config`] derives
+//!   this host's BIRD configuration on demand, and `Changes::bgp` says when
+//!   it may have changed;
 //! - a tier with a matching policy is listed in both directions, even when
 //!   the policy has no rules for one of them (that direction then drops).
 //!

@@ -2,7 +2,8 @@
 //!
 //! Each endpoint may *claim* its addresses: a local endpoint that claims an
 //! interface (active, with an interface prefix; see `locals`) via that
-//! interface, an active remote endpoint via its host's `bird_ip` (only the
+//! interface, an active remote endpoint (while remote routes are on, see
+//! `CalcEngine::set_remote_routes`) via its host's `bird_ip` (only the
 //! addresses of the gateway's family, and only those inside an IP pool, as
 //! BIRD's export filter did for Calico: a remote record cannot route the
 //! host's own fabric, etcd or gateway addresses away). The route of one

@@ -101,3 +101,31 @@ async fn switching_to_bgp_live_removes_the_remote_routes_and_publishes() {
     assert_eq!(remote_routes(&agent), 0);
     assert!(h.bgp.borrow_and_update().is_some());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_bgp_only_change_publishes_without_a_dataplane_apply() {
+    let (mut agent, inputs, mut h) =
+        agent_with(&[("MARGAY_INTER_HOST_ROUTES", "bgp")], Fake::new());
+    let driver = async {
+        h.sync.send(snapshot(cluster())).await.expect("send");
+        settle().await;
+        let first = h.bgp.borrow_and_update().clone().expect("a configuration");
+        assert_eq!(first.local_as.get(), 64511);
+        let as_change = KvChange {
+            key: "/calico/bgp/v1/global/as_num".into(),
+            value: Some("65001".into()),
+        };
+        h.sync.send(updates(vec![as_change])).await.expect("send");
+        settle().await;
+        h.control.send(Control::Stop).await.expect("stop");
+    };
+    let (result, ()) = tokio::join!(agent.run(inputs), driver);
+    result.expect("clean stop");
+    assert_eq!(
+        agent.driver().applies.len(),
+        1,
+        "only the snapshot was applied"
+    );
+    let second = h.bgp.borrow_and_update().clone().expect("a configuration");
+    assert_eq!(second.local_as.get(), 65001);
+}
