@@ -435,7 +435,7 @@ EOF
     cat <<EOF
   ip -n $h1 route show proto bird                                # routes h1 learned over BGP
   ip netns exec $h1 birdc -s $(bgp_sock h1) show protocols   # h1's BGP sessions
-  ip netns exec $h1 $MARGAY_BIN status --bird-socket $(bgp_sock h1)   # as margay reports them
+  ip netns exec $h1 $MARGAY_BIN status --etcd-endpoints http://$ETCD_IP:2379 --bird-socket $(bgp_sock h1)
   cat $(bgp_conf h1)                                # the BIRD file margay wrote for h1
   ip netns exec $(sb_ns out) birdc -s $(bgp_sock router) show route  # the router's view
 EOF
