@@ -4,15 +4,19 @@ CARGO ?= cargo
 
 .PHONY: demo test deps build lint unit bench soak clean-sandbox fuzz fuzz-ci
 
-## demo: a 2-host sandbox in network namespaces with a local etcd; prints the
-## connectivity matrix before and after a live policy change, then cleans up.
-## Exit 0 only if observed matches expected. `make demo KEEP=1` leaves it
-## running (and says how to look inside); `DATAPLANE=iptables` for the other
-## backend. Remove a kept sandbox with `make clean-sandbox`.
+## demo: a 2-host sandbox in network namespaces with a local etcd, the hosts on
+## two subnets behind a router that runs BIRD, BIRD + margay on each host; prints
+## the routes learned over BGP, the connectivity matrix before and after a live
+## policy change, then cleans up. Exit 0 only if observed matches expected.
+## `make demo KEEP=1` leaves it running (and says how to look inside);
+## `DATAPLANE=iptables` for the other backend; `ROUTING=direct` for one subnet
+## without BGP (margay routes via bird_ip), `ROUTING=mesh` for the node mesh.
+## Remove a kept sandbox with `make clean-sandbox`.
 demo: deps
 	$(CARGO) build --release -p margay-agent
 	MARGAY_BIN="$${CARGO_TARGET_DIR:-target}/release/margay" bash deploy/sandbox/sandbox.sh demo \
-		$(if $(KEEP),--keep) $(if $(DATAPLANE),--dataplane $(DATAPLANE)) $(DEMO_ARGS)
+		$(if $(KEEP),--keep) $(if $(DATAPLANE),--dataplane $(DATAPLANE)) \
+		$(if $(ROUTING),--routing $(ROUTING)) $(DEMO_ARGS)
 
 clean-sandbox:
 	bash deploy/sandbox/sandbox.sh down --all

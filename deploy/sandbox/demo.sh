@@ -2,6 +2,11 @@
 # The `make demo` scenario, sourced by sandbox.sh (`sandbox.sh demo`): a 2-host
 # sandbox running a small three-tier application, its connectivity matrix checked
 # with real packets, a live policy change timed, the matrix again, then cleanup.
+# By default (`--routing bgp`) h1 and h2 sit on different subnets behind a router
+# that runs BIRD as their route reflector (bgp.sh); each host runs BIRD configured
+# by its margay, and the demo prints the routes each host learned over BGP before
+# the first matrix. `--routing mesh` adds the node-to-node mesh; `--routing direct`
+# is the single-subnet cluster where margay routes via the other host's bird_ip.
 #
 # The application (policy documents come from real Calico-era sources in
 # tests/fixtures/calico-v1, a copy of ../shared/fixtures/calico-v1, when present):
@@ -12,8 +17,8 @@
 #   h2: app    10.65.2.2  profile APP   (calico-containers docs: tcp 7890 from tag
 #                         APP_7890, carried by WEB), profile label tier=app
 #       db     10.65.2.3  profile DB    (tcp 5432 from selector tier == "app")
-#   outside 198.51.100.1:8080 beyond the router: reachable only through the pool's
-#   masquerade, since it has no route back to 10.65.0.0/16.
+#   outside 198.51.100.1:8080 on the router: the pool masquerades, so it must see
+#   the hosts' addresses, never a 10.65.0.0/16 one.
 # The live change lets "webserver" accept 443 too.
 
 DEMO_FIXTURES=${MARGAY_FIXTURES:-$REPO_DIR/tests/fixtures/calico-v1}
@@ -101,8 +106,20 @@ demo_cleanup() {
   exit "$rc"
 }
 
+# demo_topology: one line saying what sb_up builds for the current ROUTING.
+demo_topology() {
+  case $ROUTING in
+  direct) echo "one subnet, router/outside server, 2 hosts; margay routes via bird_ip" ;;
+  *)
+    echo "subnets 192.0.2.0/24 (h1) and $SUBNET_B_PREFIX.0/24 (h2) joined by a router running BIRD" \
+      "(AS $BGP_AS, route reflector; node mesh $([ "$ROUTING" = mesh ] && echo on || echo off))," \
+      "BIRD + margay --inter-host-routes bgp on each host"
+    ;;
+  esac
+}
+
 demo_main() {
-  local name=$1 dataplane=$2 margay=$3 keep=$4 t0 t1 ms failed=0
+  local name=$1 dataplane=$2 margay=$3 keep=$4 routing=${5:-bgp} t0 t1 t_agents ms failed=0
   sb_select "${name:-mgy$$}"
   # Refuse an existing sandbox before arming the cleanup, which would remove it.
   sb_require_absent
@@ -112,22 +129,36 @@ demo_main() {
   trap 'exit 130' INT
   trap 'exit 143' TERM
 
-  demo_step "starting sandbox $SB_NAME: fabric bridge, etcd, router/outside server, 2 hosts (margay, $dataplane backend)"
+  ROUTING=$routing
+  demo_step "starting sandbox $SB_NAME ($dataplane backend): $(demo_topology)"
   echo "binary: $margay"
   t0=$(demo_now_ms)
-  sb_up 2 "$dataplane" "$margay"
+  sb_up 2 "$dataplane" "$margay" "$routing"
+  t_agents=$(demo_now_ms)
   echo "namespaces up, etcd healthy, agents started in $(($(demo_now_ms) - t0)) ms"
 
   demo_step "writing the application to etcd (pool, 4 profiles, tier my-tier, 4 endpoints)"
   t0=$(demo_now_ms)
   demo_write_app
+  if bgp_enabled && sb_wait 30 "BGP sessions (margay writes BIRD's file, BIRD connects)" bgp_sessions_up; then
+    echo "both hosts' BGP sessions with the router established $(($(demo_now_ms) - t_agents)) ms after the agents started"
+  fi
   if ! sb_wait 30 "routes on both hosts" sb_routes_converged ||
     ! sb_wait 30 "client -> web:80" sb_probe client web 80; then
     echo "the cluster did not converge; agent logs:"
     tail -n 20 "$SB_STATE"/agent-*.log
+    if bgp_enabled; then
+      echo "BGP state:"
+      bgp_show_learned || true
+    fi
     return 1
   fi
   echo "routes and first connection in place $(($(demo_now_ms) - t0)) ms after the first write"
+
+  if bgp_enabled; then
+    demo_step "routes learned over BGP (ip route show proto bird: installed by BIRD, not by margay)"
+    bgp_show_learned
+  fi
 
   demo_step "connectivity matrix (TCP connections between workloads, real packets)"
   demo_spec deny >"$SB_STATE/spec-before"
@@ -147,6 +178,19 @@ demo_main() {
   fi
   demo_spec allow >"$SB_STATE/spec-after"
   sb_matrix "$SB_STATE/spec-after" || failed=1
+
+  if bgp_enabled; then
+    demo_step "a new workload on h1 (10.65.1.9): its route reaches h2 over BGP (h1's BIRD -> router -> h2's BIRD)"
+    sb_wl_add extra h1 10.65.1.9
+    t0=$(date +%s%N)
+    sb_endpoint extra '["PROF"]' '{}'
+    if ms=$(bgp_ms_until_learned h2 10.65.1.9 "$t0" 10); then
+      echo "in h2's kernel ${ms} ms after the endpoint write began: $(ip -n "$(sb_host_ns h2)" -4 route show 10.65.1.9/32)"
+    else
+      echo "h2 has no BGP route to 10.65.1.9 10 s after the endpoint was written"
+      failed=1
+    fi
+  fi
 
   demo_step "who did the outside server see? (pool 10.65.0.0/16 masquerades: host addresses expected)"
   grep -o 'Connection received on [0-9.]*' "$SB_STATE/outside.log" | awk '{print $4}' | sort | uniq -c |

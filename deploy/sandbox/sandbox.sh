@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # margay sandbox: a whole cluster inside network namespaces on one machine.
 #
-#   <name>-fab      the fabric: a bridge br0 that every other namespace hangs off
+#   <name>-fab      the fabric: bridges that every other namespace hangs off; br0 is
+#                   subnet A 192.0.2.0/24, and with BGP routing br1 is subnet B 203.0.113.0/24
 #   <name>-etcd     etcd, listening on 192.0.2.2:2379 (fabric) and its own loopback
-#   <name>-out      "the internet": router 192.0.2.1 on the fabric, server 198.51.100.1
-#                   (it has no route back to the pools, so only masqueraded traffic works)
-#   <name>-h<i>     host i (192.0.2.1<i>), running a margay agent
+#   <name>-out      the router 192.0.2.1 (and 203.0.113.1 on subnet B) with "the internet"
+#                   behind it: a server 198.51.100.1. With BGP routing it runs BIRD as
+#                   the hosts' route reflector (bgp.sh); with direct routing it has no
+#                   route back to the pools, so only masqueraded traffic works
+#   <name>-h<i>     host i (192.0.2.1<i>; with BGP even hosts are 203.0.113.1<i>), running
+#                   a margay agent, and with BGP a BIRD that margay configures
 #   <name>-w-<wl>   workload wl: eth0 with a /32 from 10.65.0.0/16 (written as an IP pool
 #                   without masquerade: margay routes remote workloads only inside a pool),
 #                   default route via 169.254.1.1, attached by veth to its host (host side cali<wl>)
@@ -21,6 +25,10 @@ set -euo pipefail
 
 SANDBOX_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$SANDBOX_DIR/../.." && pwd)
+# shellcheck source=deploy/sandbox/bgp.sh
+source "$SANDBOX_DIR/bgp.sh"
+# shellcheck source=deploy/sandbox/probe.sh
+source "$SANDBOX_DIR/probe.sh"
 STATE_ROOT=${MARGAY_SANDBOX_ROOT:-/run/margay-sandbox}
 
 FABRIC_PREFIX=192.0.2
@@ -36,6 +44,9 @@ METRICS_PORT=9091
 
 SB_NAME=""
 SB_STATE=""
+# direct (one L2 segment, margay routes via bird_ip), bgp (two subnets, route
+# reflector, no mesh) or mesh (two subnets, node-to-node mesh plus the router).
+ROUTING=direct
 
 log() { printf '%s\n' "sandbox: $*" >&2; }
 die() {
@@ -52,13 +63,27 @@ sb_select() {
   [[ "$1" =~ ^[a-z][a-z0-9]{0,11}$ ]] || die "bad sandbox name '$1' (a-z0-9, max 12)"
   SB_NAME=$1
   SB_STATE=$STATE_ROOT/$1
+  # An existing sandbox's routing mode decides its addresses.
+  if [ -f "$SB_STATE/config" ]; then
+    # shellcheck disable=SC1091
+    source "$SB_STATE/config"
+  fi
 }
 
 sb_ns() { printf '%s-%s' "$SB_NAME" "$1"; }
 sb_etcd_ns() { sb_ns etcd; }
 sb_host_ns() { sb_ns "$1"; }
 sb_wl_ns() { sb_ns "w-$1"; }
-sb_host_ip() { printf '%s.%d' "$FABRIC_PREFIX" $((10 + ${1#h})); }
+# sb_host_ip HOST: h<i> is 192.0.2.(10+i); with BGP even hosts are on subnet B.
+sb_host_ip() {
+  local i=${1#h} prefix=$FABRIC_PREFIX
+  if bgp_enabled && [ $((i % 2)) -eq 0 ]; then prefix=$SUBNET_B_PREFIX; fi
+  printf '%s.%d' "$prefix" $((10 + i))
+}
+
+# sb_host_bridge HOST / sb_host_gateway HOST: its subnet's bridge and router address.
+sb_host_bridge() { if [[ "$(sb_host_ip "$1")" == "$FABRIC_PREFIX".* ]]; then echo br0; else echo br1; fi; }
+sb_host_gateway() { if [ "$(sb_host_bridge "$1")" = br0 ]; then echo "$ROUTER_IP"; else echo "$ROUTER_IP_B"; fi; }
 
 # sb_existing: names of sandboxes that have a state dir or namespaces.
 sb_existing() {
@@ -91,13 +116,15 @@ sb_in() {
 # Plumbing
 # ---------------------------------------------------------------------------
 
-# sb_require_tools [DATAPLANE]: the sandbox's tools plus the chosen backend's.
+# sb_require_tools [DATAPLANE]: the sandbox's tools plus the chosen backend's (and
+# BIRD's when routing with BGP).
 sb_require_tools() {
   local dataplane=${1:-nftables} missing=() t tools=(ip etcd etcdctl nc ping timeout setsid)
   case $dataplane in
   iptables) tools+=(iptables-restore iptables-save ipset) ;;
   *) tools+=(nft) ;;
   esac
+  if bgp_enabled; then tools+=(bird birdc); fi
   for t in "${tools[@]}"; do
     command -v "$t" >/dev/null 2>&1 || missing+=("$t")
   done
@@ -133,14 +160,15 @@ sb_netns_add() {
   ip -n "$1" link set lo up
 }
 
-# sb_fabric_attach NS IP PORT: veth from the fabric bridge (port PORT) to NS (eth0 = IP/24).
+# sb_fabric_attach NS IP PORT [BRIDGE [IFACE]]: veth from the fabric's BRIDGE (default
+# br0; port PORT) to NS (IFACE, default eth0, = IP/24).
 sb_fabric_attach() {
-  local ns=$1 addr=$2 port=$3 fab
+  local ns=$1 addr=$2 port=$3 bridge=${4:-br0} iface=${5:-eth0} fab
   fab=$(sb_ns fab)
-  ip -n "$fab" link add "$port" type veth peer name eth0 netns "$ns"
-  ip -n "$fab" link set "$port" master br0 up
-  ip -n "$ns" addr add "$addr/24" dev eth0
-  ip -n "$ns" link set eth0 up
+  ip -n "$fab" link add "$port" type veth peer name "$iface" netns "$ns"
+  ip -n "$fab" link set "$port" master "$bridge" up
+  ip -n "$ns" addr add "$addr/24" dev "$iface"
+  ip -n "$ns" link set "$iface" up
 }
 
 # sb_spawn NS LOGFILE CMD...: starts CMD in NS detached from this shell (it survives
@@ -199,14 +227,16 @@ sb_etcd_start() {
 # Up / down
 # ---------------------------------------------------------------------------
 
-# sb_up HOSTS DATAPLANE MARGAY_BIN: fabric, etcd, outside, HOSTS hosts with agents.
+# sb_up HOSTS DATAPLANE MARGAY_BIN [ROUTING]: fabric, etcd, outside (the router),
+# HOSTS hosts with agents; with BGP routing also subnet B and the BIRDs.
 sb_up() {
   local hosts=$1 dataplane=$2 margay=$3 fab out i
+  ROUTING=${4:-direct}
   sb_require_tools "$dataplane"
   [ -x "$margay" ] || die "margay binary not found at '$margay' (build it, or pass --margay)"
   sb_require_absent # callers check before arming their cleanup; this is a backstop
   mkdir -p "$SB_STATE"
-  printf 'DATAPLANE=%q\nMARGAY_BIN=%q\n' "$dataplane" "$margay" >"$SB_STATE/config"
+  printf 'DATAPLANE=%q\nMARGAY_BIN=%q\nROUTING=%q\n' "$dataplane" "$margay" "$ROUTING" >"$SB_STATE/config"
   : >"$SB_STATE/hosts"
   : >"$SB_STATE/workloads"
 
@@ -226,6 +256,7 @@ sb_up() {
   sb_spawn "$out" "$SB_STATE/outside.log" nc -lkvn "$OUTSIDE_IP" "$OUTSIDE_PORT" >/dev/null
 
   sb_put /calico/v1/Ready true
+  if bgp_enabled; then bgp_router_up; fi
   # The workloads' pool (no masquerade): margay routes remote workloads only inside a pool.
   sb_put "/calico/v1/ipam/v4/pool/${POOL_CIDR/\//-}" "{\"cidr\": \"$POOL_CIDR\"}"
   for i in $(seq 1 "$hosts"); do
@@ -239,23 +270,25 @@ sb_host_add() {
   ns=$(sb_host_ns "$host")
   ip=$(sb_host_ip "$host")
   sb_netns_add "$ns"
-  sb_fabric_attach "$ns" "$ip" "p-$host"
-  ip -n "$ns" route add default via "$ROUTER_IP"
+  sb_fabric_attach "$ns" "$ip" "p-$host" "$(sb_host_bridge "$host")"
+  ip -n "$ns" route add default via "$(sb_host_gateway "$host")"
   # A container host routes: the machine's own setting, not margay's.
   sb_in "$ns" sysctl -qw net.ipv4.ip_forward=1
   echo "$host" >>"$SB_STATE/hosts"
   sb_put "/calico/v1/host/$host/bird_ip" "$ip"
+  if bgp_enabled; then bgp_host_up "$host"; fi
   sb_agent_start "$host"
 }
 
 sb_agent_start() {
-  local host=$1 ns
+  local host=$1 ns bgp_args
   # shellcheck disable=SC1091
   source "$SB_STATE/config"
   ns=$(sb_host_ns "$host")
+  mapfile -t bgp_args < <(bgp_agent_args "$host")
   sb_spawn "$ns" "$SB_STATE/agent-$host.log" "$MARGAY_BIN" run --hostname "$host" \
     --etcd-endpoints "http://$ETCD_IP:2379" --dataplane "$DATAPLANE" \
-    --metrics-addr "127.0.0.1:$METRICS_PORT" --log-format json >"$SB_STATE/agent-$host.pid"
+    --metrics-addr "127.0.0.1:$METRICS_PORT" --log-format json "${bgp_args[@]}" >"$SB_STATE/agent-$host.pid"
 }
 
 sb_agent_stop() {
@@ -331,110 +364,29 @@ sb_endpoint() {
     "$state" "$iface" "$mac" "$profiles" "$addr" "$labels")"
 }
 
-# sb_target_ip NAME: a workload's address, or the outside server's.
-sb_target_ip() {
-  if [ "$1" = outside ]; then echo "$OUTSIDE_IP"; else sb_wl_field "$1" 3; fi
-}
-
-# sb_probe SRC DST PORT: exit 0 when a TCP connection from workload SRC to DST:PORT
-# is accepted within a second (real packets through both hosts' rules).
-sb_probe() {
-  local ip
-  ip=$(sb_target_ip "$2")
-  timeout 3 ip netns exec "$(sb_wl_ns "$1")" nc -z -w1 "$ip" "$3" >/dev/null 2>&1
-}
-
-# sb_time_until_open SRC DST PORT DEADLINE_S T0_NS: probes SRC -> DST:PORT with four
-# staggered loops of short-lived connection attempts; prints ms from T0 to the first
-# accepted connection (granularity ~10 ms), or fails at the deadline.
-sb_time_until_open() {
-  local src=$1 dst=$2 port=$3 secs=$4 t0=$5 ip ns dir pids=() k first=""
-  ip=$(sb_target_ip "$dst")
-  ns=$(sb_wl_ns "$src")
-  dir=$(mktemp -d)
-  for k in 0 1 2 3; do
-    ip netns exec "$ns" bash -c '
-      sleep "0.00$(( $1 * 5 ))"
-      end=$(( $(date +%s%N) + $4 * 1000000000 ))
-      until timeout 0.02 nc -z "$2" "$3" 2>/dev/null; do
-        [ "$(date +%s%N)" -lt "$end" ] || exit 1
-      done
-      date +%s%N >"$5/$1"' _ "$k" "$ip" "$port" "$secs" "$dir" &
-    pids+=($!)
-  done
-  wait "${pids[@]}" || true
-  for k in "$dir"/*; do
-    [ -f "$k" ] || continue
-    if [ -z "$first" ] || [ "$(cat "$k")" -lt "$first" ]; then first=$(cat "$k"); fi
-  done
-  rm -rf "$dir"
-  [ -n "$first" ] || return 1
-  echo $(((first - t0) / 1000000))
-}
-
-# ---------------------------------------------------------------------------
-# Connectivity matrix
-# ---------------------------------------------------------------------------
-
-# sb_matrix SPEC: SPEC has lines "src dst port allow|deny" ('#' comments). Probes every
-# line in parallel, prints a table (rows: sources, columns: dst:port) and returns 0 only
-# when every observation matches its expectation.
-sb_matrix() {
-  local spec=$1 dir rows cols src dst port exp n=0 bad=0 line cell obs pids=()
-  dir=$(mktemp -d)
-  while read -r src dst port exp; do
-    [[ -z "$src" || "$src" == \#* ]] && continue
-    n=$((n + 1))
-    (if sb_probe "$src" "$dst" "$port"; then echo allow; else echo deny; fi) >"$dir/$src,$dst:$port" &
-    pids+=($!)
-  done <"$spec"
-  # Only our probes: a bare `wait` would also wait for the sandbox's daemons.
-  wait "${pids[@]}"
-  # The listeners are single `nc -lk` processes with a tiny accept backlog, so a
-  # burst of parallel probes can lose a SYN to an allowed port. Probe every cell
-  # that disagrees once more, alone; a real policy mismatch disagrees again.
-  while read -r src dst port exp; do
-    [[ -z "$src" || "$src" == \#* ]] && continue
-    [ "$(cat "$dir/$src,$dst:$port")" = "$exp" ] && continue
-    if sb_probe "$src" "$dst" "$port"; then echo allow; else echo deny; fi >"$dir/$src,$dst:$port"
-  done <"$spec"
-  rows=$(awk '!/^#/ && NF { print $1 }' "$spec" | awk '!seen[$0]++')
-  cols=$(awk '!/^#/ && NF { print $2 ":" $3 }' "$spec" | awk '!seen[$0]++')
-  printf '  %-16s' "from \\ to"
-  for cell in $cols; do printf ' %-13s' "$cell"; done
-  printf '\n'
-  for src in $rows; do
-    line=$(printf '  %-16s' "$src ($(sb_wl_field "$src" 2))")
-    for cell in $cols; do
-      exp=$(awk -v s="$src" -v c="$cell" '$1 == s && $2 ":" $3 == c { print $4 }' "$spec")
-      if [ -z "$exp" ]; then
-        line+=$(printf ' %-13s' "  .")
-        continue
-      fi
-      obs=$(cat "$dir/$src,$cell")
-      if [ "$obs" = "$exp" ]; then
-        line+=$(printf ' %-13s' "  $( [ "$obs" = allow ] && echo ok || echo '--')")
-      else
-        bad=$((bad + 1))
-        line+=$(printf ' %-13s' "!!$( [ "$obs" = allow ] && echo ok || echo '--') (exp $( [ "$exp" = allow ] && echo ok || echo '--'))")
-      fi
-    done
-    printf '%s\n' "$line"
-  done
-  rm -rf "$dir"
-  printf '  ok = connection accepted, -- = blocked, . = not probed; %d probes, %d unexpected\n' "$n" "$bad"
-  [ "$bad" -eq 0 ]
-}
+# sb_target_ip, sb_probe, sb_time_until_open and sb_matrix (real TCP probes
+# between workloads) are in probe.sh.
 
 # sb_routes_converged: every host has a route for every active workload address
-# (local ones on the cali interface, remote ones via the owner's fabric address).
+# (local ones on the cali interface; remote ones via the owner's fabric address, or
+# with BGP one that BIRD installed), and with BGP so does the router.
 sb_routes_converged() {
   local host wl whost addr iface want got
   while read -r host; do
     while read -r wl whost addr iface; do
       got=$(ip -n "$(sb_host_ns "$host")" -4 route show "$addr/32")
-      if [ "$host" = "$whost" ]; then want="dev $iface"; else want="via $(sb_host_ip "$whost")"; fi
+      if [ "$host" = "$whost" ]; then
+        want="dev $iface"
+      elif bgp_enabled; then
+        want="proto bird"
+      else
+        want="via $(sb_host_ip "$whost")"
+      fi
       [[ "$got" == *"$want"* ]] || return 1
+      if bgp_enabled; then
+        got=$(ip -n "$(sb_ns out)" -4 route show "$addr/32" proto bird)
+        [[ "$got" == *"via $(sb_host_ip "$whost")"* ]] || return 1
+      fi
     done <"$SB_STATE/workloads"
   done <"$SB_STATE/hosts"
 }
@@ -445,7 +397,7 @@ sb_routes_converged() {
 
 sb_status() {
   local host pid
-  echo "sandbox $SB_NAME (state in $SB_STATE)"
+  echo "sandbox $SB_NAME (state in $SB_STATE, routing between hosts: $ROUTING)"
   echo "namespaces:"
   ip netns list | awk '{print $1}' | grep "^$SB_NAME-" | sed 's/^/  /' || true
   echo "agents:"
@@ -457,6 +409,10 @@ sb_status() {
       echo "  $host ($(sb_host_ip "$host")): NOT running"
     fi
   done <"$SB_STATE/hosts"
+  if bgp_enabled; then
+    echo "BGP sessions of the router (AS $BGP_AS, route reflector):"
+    bgp_birdc router show protocols 2>&1 | awk 'NR > 1 && $2 == "BGP"' | sed 's/^/  /' || true
+  fi
   echo "workloads:"
   sed 's/^/  /' "$SB_STATE/workloads"
 }
@@ -474,6 +430,17 @@ The sandbox '$SB_NAME' is still running. Look inside:
   ip netns exec $h1 curl -s http://127.0.0.1:$METRICS_PORT/metrics  # h1's metrics
   tail -f $SB_STATE/agent-h1.log                     # h1's agent log (JSON)
   ip netns exec $(sb_etcd_ns) etcdctl get --prefix /calico/v1   # the datastore
+EOF
+  if bgp_enabled; then
+    cat <<EOF
+  ip -n $h1 route show proto bird                                # routes h1 learned over BGP
+  ip netns exec $h1 birdc -s $(bgp_sock h1) show protocols   # h1's BGP sessions
+  ip netns exec $h1 $MARGAY_BIN status --etcd-endpoints http://$ETCD_IP:2379 --bird-socket $(bgp_sock h1)
+  cat $(bgp_conf h1)                                # the BIRD file margay wrote for h1
+  ip netns exec $(sb_ns out) birdc -s $(bgp_sock router) show route  # the router's view
+EOF
+  fi
+  cat <<EOF
   ip netns exec $(sb_wl_ns "$w") nc -zv -w1 <ip> <port>        # probe from workload $w
   $SANDBOX_DIR/sandbox.sh status --name $SB_NAME
   $SANDBOX_DIR/sandbox.sh matrix --name $SB_NAME SPEC   # lines: src dst port allow|deny
@@ -484,10 +451,13 @@ EOF
 usage() {
   cat <<EOF
 usage: sandbox.sh <command> [options]
-  demo [--keep] [--dataplane nftables|iptables] [--margay BIN] [--name N]
+  demo [--keep] [--dataplane nftables|iptables] [--routing R] [--margay BIN] [--name N]
         2 hosts, a multi-tier application, the connectivity matrix before and after a
         live policy change; exit 0 only when observed matches expected every time
-  up [--hosts N] [--dataplane D] [--margay BIN] [--name N]   an empty cluster
+  up [--hosts N] [--dataplane D] [--routing R] [--margay BIN] [--name N]   an empty cluster
+        --routing bgp (default): hosts on two subnets behind a router running BIRD as
+        route reflector (node mesh off), BIRD + margay on every host; mesh: the same
+        with the node-to-node mesh on; direct: one subnet, margay routes via bird_ip
   workload --name N WL HOST IP PROFILES_JSON LABELS_JSON    add a workload + endpoint
   put --name N KEY VALUE | etcdctl --name N ARGS...         write / query the datastore
   probe --name N SRC DST PORT                               one TCP probe
@@ -505,13 +475,14 @@ default_margay() {
 }
 
 main() {
-  local cmd=${1:-help} name="" hosts=2 dataplane=nftables margay="" keep=0 all=0 args=()
+  local cmd=${1:-help} name="" hosts=2 dataplane=nftables routing=bgp margay="" keep=0 all=0 args=()
   [ $# -gt 0 ] && shift
   while [ $# -gt 0 ]; do
     case $1 in
     --name) name=$2; shift 2 ;;
     --hosts) hosts=$2; shift 2 ;;
     --dataplane) dataplane=$2; shift 2 ;;
+    --routing) routing=$2; shift 2 ;;
     --margay) margay=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --all) all=1; shift ;;
@@ -521,11 +492,12 @@ main() {
   done
   margay=${margay:-${MARGAY_BIN:-$(default_margay)}}
   case $dataplane in nftables | iptables) ;; *) die "bad --dataplane '$dataplane'" ;; esac
+  case $routing in bgp | mesh | direct) ;; *) die "bad --routing '$routing' (bgp, mesh or direct)" ;; esac
   case $cmd in
   demo)
     # shellcheck source=deploy/sandbox/demo.sh
     source "$SANDBOX_DIR/demo.sh"
-    demo_main "$name" "$dataplane" "$margay" "$keep"
+    demo_main "$name" "$dataplane" "$margay" "$keep" "$routing"
     ;;
   up)
     sb_select "${name:-mgy$$}"
@@ -534,7 +506,7 @@ main() {
     trap sb_up_abort EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
-    sb_up "$hosts" "$dataplane" "$margay"
+    sb_up "$hosts" "$dataplane" "$margay" "$routing"
     trap - EXIT INT TERM
     echo "sandbox $SB_NAME is up"
     ;;
