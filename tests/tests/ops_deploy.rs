@@ -179,7 +179,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         .args(["check", "rules", "alerts.yml"])
         .current_dir(&dir));
     assert!(ok, "promtool check rules:\n{stdout}{stderr}");
-    assert!(stdout.contains("SUCCESS: 9 rules found"), "{stdout}");
+    assert!(stdout.contains("SUCCESS: 12 rules found"), "{stdout}");
     let (ok, stdout, stderr) = run(Command::new("promtool")
         .args(["test", "rules", "alerts_test.yml"])
         .current_dir(&dir));

@@ -241,9 +241,7 @@ impl BirdConfigApplier {
         let write = || -> io::Result<()> {
             let mut file = std::fs::File::create(&temp)?;
             if let Some(meta) = &target {
-                // BIRD may run as its own user (Debian: bird:bird, 0640):
-                // the new file must stay readable to it.
-                std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()))?;
+                keep_owner_and_group(&file, meta)?;
             }
             file.set_permissions(std::fs::Permissions::from_mode(mode))?;
             file.write_all(text.as_bytes())?;
@@ -318,5 +316,18 @@ impl BirdConfigApplier {
                 }))
             }
         }
+    }
+}
+
+/// Gives `file` the owner and group of the file it replaces: BIRD may run as
+/// its own user (Debian: `bird:bird`, 0640) and must still read the new
+/// file. Only root may give a file away; an unprivileged margay (a member
+/// of BIRD's group) keeps the group, which is what BIRD needs to read it.
+fn keep_owner_and_group(file: &std::fs::File, target: &std::fs::Metadata) -> io::Result<()> {
+    match std::os::unix::fs::fchown(file, Some(target.uid()), Some(target.gid())) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            std::os::unix::fs::fchown(file, None, Some(target.gid()))
+        }
+        other => other,
     }
 }
