@@ -13,7 +13,7 @@ use margay_tests::etcd::{CutoffProxy, EtcdServer};
 use margay_tests::etcd_cluster::EtcdCluster;
 
 mod sync_view;
-use sync_view::{config, put, View, WAIT};
+use sync_view::{config, put, put_and_compact, View, WAIT};
 
 #[tokio::test]
 async fn lists_then_watches_puts_and_deletes() {
@@ -119,18 +119,7 @@ async fn resync_after_compaction_while_cut_off_converges() {
             .expect("delete");
     }
     put(&mut client, "/calico/v1/host/h15/bird_ip", "10.9.9.9").await;
-    let last = client
-        .put("/calico/v1/host/new/bird_ip", "10.1.1.1", None)
-        .await
-        .expect("put");
-    let revision = last.header().map(|h| h.revision()).expect("header");
-    client
-        .compact(
-            revision,
-            Some(etcd_client::CompactionOptions::new().with_physical()),
-        )
-        .await
-        .expect("compact");
+    put_and_compact(&mut client, "/calico/v1/host/new/bird_ip", "10.1.1.1").await;
     proxy.restore();
 
     view.until(&mut rx, "convergence", |v| {

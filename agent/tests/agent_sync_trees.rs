@@ -14,7 +14,7 @@ use margay_datastore::sync::{ResyncReason, SyncConfig, Syncer, DEFAULT_PAGE_SIZE
 use margay_tests::etcd::{CutoffProxy, EtcdServer};
 
 mod sync_view;
-use sync_view::{config, put, View, WAIT};
+use sync_view::{config, put, put_and_compact, View, WAIT};
 
 const BGP: &str = "/calico/bgp/v1";
 const AS_NUM: &str = "/calico/bgp/v1/global/as_num";
@@ -105,18 +105,7 @@ async fn a_bgp_key_deleted_while_cut_off_is_reported_deleted_after_the_relist() 
         r#"{"ip": "10.0.0.254", "as_num": 64512}"#,
     )
     .await;
-    let last = client
-        .put("/calico/v1/host/h1/bird_ip", "10.0.0.1", None)
-        .await
-        .expect("put");
-    let revision = last.header().map(|h| h.revision()).expect("header");
-    client
-        .compact(
-            revision,
-            Some(etcd_client::CompactionOptions::new().with_physical()),
-        )
-        .await
-        .expect("compact");
+    put_and_compact(&mut client, "/calico/v1/host/h1/bird_ip", "10.0.0.1").await;
     proxy.restore();
 
     view.until(&mut rx, "convergence after the relist", |v| {
@@ -344,14 +333,7 @@ async fn a_quiet_tree_resumes_past_a_compaction_after_progress_notifications() {
     let disconnects = view.disconnects;
     view.until(&mut rx, "a disconnect", |v| v.disconnects > disconnects)
         .await;
-    let compacted = put_at(&mut client, "/calico/v1/host/late/bird_ip", "10.0.0.9").await;
-    client
-        .compact(
-            compacted,
-            Some(etcd_client::CompactionOptions::new().with_physical()),
-        )
-        .await
-        .expect("compact");
+    put_and_compact(&mut client, "/calico/v1/host/late/bird_ip", "10.0.0.9").await;
     proxy.restore();
     put(
         &mut client,

@@ -141,3 +141,17 @@ impl View {
 pub async fn put(client: &mut etcd_client::Client, key: &str, value: &str) {
     client.put(key, value, None).await.expect("put");
 }
+
+/// Puts `key` = `value`, then compacts etcd's history up to that write
+/// (physically), so a watch behind it is told "compacted".
+pub async fn put_and_compact(client: &mut etcd_client::Client, key: &str, value: &str) {
+    let written = client.put(key, value, None).await.expect("put");
+    let revision = written.header().map(|h| h.revision()).expect("header");
+    client
+        .compact(
+            revision,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .expect("compact");
+}
