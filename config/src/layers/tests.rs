@@ -57,18 +57,7 @@ fn each_layer_beats_every_lower_one() {
         let r = resolve_ok(&i);
         assert_eq!(r.settings.log_level, level);
         assert_eq!(r.origins[&Setting::LogLevel], origin);
-        // Remove the layer that just won.
-        if !i.command_line.is_empty() {
-            i.command_line.clear();
-        } else if !i.environment.is_empty() {
-            i.environment.clear();
-        } else if i.config_file.is_some() {
-            i.config_file = None;
-        } else if !i.host_config.is_empty() {
-            i.host_config.clear();
-        } else {
-            i.global_config.clear();
-        }
+        drop_winning_layer(&mut i);
     }
     let r = resolve_ok(&i);
     assert_eq!(r.settings.log_level, LogLevel::Info);
@@ -360,17 +349,7 @@ fn inter_host_routes_follow_the_six_layers() {
         let r = resolve_ok(&i);
         assert_eq!(r.settings.inter_host_routes, mode, "{origin:?}");
         assert_eq!(r.origins[&Setting::InterHostRoutes], origin);
-        if !i.command_line.is_empty() {
-            i.command_line.clear();
-        } else if !i.environment.is_empty() {
-            i.environment.clear();
-        } else if i.config_file.is_some() {
-            i.config_file = None;
-        } else if !i.host_config.is_empty() {
-            i.host_config.clear();
-        } else {
-            i.global_config.clear();
-        }
+        drop_winning_layer(&mut i);
     }
 }
 
@@ -440,4 +419,20 @@ fn the_bgp_tree_follows_the_etcd_prefix() {
     let s = resolve_ok(&i).settings;
     assert_eq!(s.bgp_prefix(), "/other/bgp/v1");
     assert_eq!(s.data_prefix(), "/other/v1");
+}
+
+/// Removes the highest layer that still holds something (the one that just
+/// won): command line, environment, file, host key, global key.
+fn drop_winning_layer(i: &mut Inputs) {
+    if !i.command_line.is_empty() {
+        i.command_line.clear();
+    } else if !i.environment.is_empty() {
+        i.environment.clear();
+    } else if i.config_file.is_some() {
+        i.config_file = None;
+    } else if !i.host_config.is_empty() {
+        i.host_config.clear();
+    } else {
+        i.global_config.clear();
+    }
 }
