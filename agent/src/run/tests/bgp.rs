@@ -33,17 +33,29 @@ fn remote_routes(agent: &Agent<Fake>) -> usize {
         .count()
 }
 
-#[tokio::test(start_paused = true)]
-async fn bgp_mode_publishes_once_in_sync_and_routes_no_remote_workloads() {
-    let (mut agent, inputs, mut h) =
-        agent_with(&[("MARGAY_INTER_HOST_ROUTES", "bgp")], Fake::new());
+/// Runs an agent with environment `env` through `events` (each followed by
+/// a settle), then stops it.
+async fn run_through(env: &[(&str, &str)], events: Vec<SyncEvent>) -> (Agent<Fake>, Harness) {
+    let (mut agent, inputs, h) = agent_with(env, Fake::new());
     let driver = async {
-        h.sync.send(snapshot(cluster())).await.expect("send");
-        settle().await;
+        for event in events {
+            h.sync.send(event).await.expect("send");
+            settle().await;
+        }
         h.control.send(Control::Stop).await.expect("stop");
     };
     let (result, ()) = tokio::join!(agent.run(inputs), driver);
     result.expect("clean stop");
+    (agent, h)
+}
+
+#[tokio::test(start_paused = true)]
+async fn bgp_mode_publishes_once_in_sync_and_routes_no_remote_workloads() {
+    let (agent, mut h) = run_through(
+        &[("MARGAY_INTER_HOST_ROUTES", "bgp")],
+        vec![snapshot(cluster())],
+    )
+    .await;
     assert!(h.bgp.has_changed().expect("sender alive"));
     let published = h.bgp.borrow_and_update().clone().expect("a configuration");
     assert_eq!(published.router_id, std::net::Ipv4Addr::new(192, 0, 2, 11));
@@ -60,14 +72,7 @@ async fn bgp_mode_publishes_once_in_sync_and_routes_no_remote_workloads() {
 
 #[tokio::test(start_paused = true)]
 async fn direct_mode_publishes_nothing_and_routes_remote_workloads() {
-    let (mut agent, inputs, mut h) = agent_with(&[], Fake::new());
-    let driver = async {
-        h.sync.send(snapshot(cluster())).await.expect("send");
-        settle().await;
-        h.control.send(Control::Stop).await.expect("stop");
-    };
-    let (result, ()) = tokio::join!(agent.run(inputs), driver);
-    result.expect("clean stop");
+    let (agent, mut h) = run_through(&[], vec![snapshot(cluster())]).await;
     assert!(h.bgp.borrow_and_update().is_none());
     assert_eq!(remote_routes(&agent), 1);
 }
@@ -132,20 +137,15 @@ async fn a_bgp_only_change_publishes_without_a_dataplane_apply() {
 
 #[tokio::test(start_paused = true)]
 async fn a_malformed_key_under_the_bgp_tree_counts_as_bgp() {
-    let (mut agent, inputs, h) = agent_with(&[("MARGAY_INTER_HOST_ROUTES", "bgp")], Fake::new());
-    let driver = async {
-        h.sync.send(snapshot(cluster())).await.expect("send");
-        settle().await;
-        let hostile = KvChange {
-            key: "/calico/bgp/v1/global/peer_v4/1.2.3.4; protocol".into(),
-            value: Some(r#"{"ip":"1.2.3.4","as_num":"64512"}"#.into()),
-        };
-        h.sync.send(updates(vec![hostile])).await.expect("send");
-        settle().await;
-        h.control.send(Control::Stop).await.expect("stop");
+    let hostile = KvChange {
+        key: "/calico/bgp/v1/global/peer_v4/1.2.3.4; protocol".into(),
+        value: Some(r#"{"ip":"1.2.3.4","as_num":"64512"}"#.into()),
     };
-    let (result, ()) = tokio::join!(agent.run(inputs), driver);
-    result.expect("clean stop");
+    let (_agent, h) = run_through(
+        &[("MARGAY_INTER_HOST_ROUTES", "bgp")],
+        vec![snapshot(cluster()), updates(vec![hostile])],
+    )
+    .await;
     assert_eq!(
         metric_line(&h.metrics, r#"margay_invalid_updates_total{kind="bgp"}"#),
         r#"margay_invalid_updates_total{kind="bgp"} 1"#
