@@ -90,8 +90,6 @@ struct BirdSync {
     paths: BirdPaths,
     applier: BirdConfigApplier,
     metrics: Metrics,
-    /// A reload is owed (BIRD was not running when the file was written).
-    reload_owed: bool,
     /// The last refusal logged, so a repeated one is not logged again.
     last_refusal: Option<String>,
     /// In bgp mode (a configuration was published).
@@ -109,7 +107,6 @@ impl BirdSync {
             ),
             paths,
             metrics,
-            reload_owed: false,
             last_refusal: None,
             active: false,
             bird_was_down: false,
@@ -128,7 +125,10 @@ impl BirdSync {
                     let desired = rx.borrow_and_update().clone();
                     self.publish(desired).await;
                 }
-                _ = retry.tick(), if self.reload_owed => self.retry_reload().await,
+                // A written file waits for a BIRD that was not running.
+                _ = retry.tick(), if self.active && self.applier.reload_pending() => {
+                    self.retry_reload().await
+                }
                 _ = sessions.tick(), if self.active => self.read_sessions().await,
             }
         }
@@ -142,7 +142,6 @@ impl BirdSync {
                 );
             }
             self.active = false;
-            self.reload_owed = false;
             return;
         };
         self.active = true;
@@ -157,12 +156,10 @@ impl BirdSync {
     }
 
     fn record(&mut self, outcome: Result<ApplyOutcome, ApplyError>) {
-        self.reload_owed = false;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(e) => {
-                // The file may be written with its reload owed: try again.
-                self.reload_owed = self.applier.reload_pending();
+                // A file written with its reload still owed is retried.
                 self.refused_once("error", &e.to_string());
                 return;
             }
@@ -177,7 +174,6 @@ impl BirdSync {
                 tracing::info!(file = %self.paths.config.display(), "BIRD reconfigured");
             }
             ApplyOutcome::WrittenPendingReload => {
-                self.reload_owed = true;
                 self.metrics.set_bird_reachable(false);
                 if !self.bird_was_down {
                     self.bird_was_down = true;

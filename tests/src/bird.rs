@@ -118,12 +118,10 @@ impl TestBird {
     }
 
     fn start_with(ns: &TestNetns, dir: &BirdDir, extra: &[&str]) -> TestBird {
-        let bird = bird_binary().expect("bird installed");
         let (config, socket, pid) = (dir.config(), dir.socket(), dir.pidfile());
-        let mut args: Vec<&str> = vec![bird.to_str().expect("utf-8 path"), "-f"];
-        args.extend(["-c", path_str(&config), "-s", path_str(&socket)]);
-        args.extend(["-P", path_str(&pid)]);
-        args.extend(extra);
+        let mut args = bird_command(&config, &socket, &pid);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let child = ns
             .command(&args)
             .stdin(Stdio::null())
@@ -137,7 +135,7 @@ impl TestBird {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if greets(&self.socket) {
+            if answers(&self.socket) {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -159,13 +157,7 @@ impl TestBird {
 
     /// Runs `birdc -s SOCKET args...` and returns its stdout.
     pub fn birdc(&self, args: &[&str]) -> String {
-        let out = Command::new("birdc")
-            .arg("-s")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run birdc");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        birdc(&self.socket, args)
     }
 
     /// Kills BIRD and waits for it.
@@ -181,12 +173,32 @@ impl Drop for TestBird {
     }
 }
 
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("test paths are UTF-8")
+/// The command line of a foreground BIRD on `config`, with its control
+/// socket and pid file where given (run it inside a namespace).
+pub fn bird_command(config: &Path, socket: &Path, pid: &Path) -> Vec<String> {
+    let bird = bird_binary().unwrap_or_else(|| PathBuf::from("bird"));
+    [bird.as_path(), Path::new("-f"), Path::new("-c"), config]
+        .into_iter()
+        .chain([Path::new("-s"), socket, Path::new("-P"), pid])
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// `birdc -s SOCKET args...`: its stdout (BIRD's socket is a file, so this
+/// works from any network namespace; "Unable to connect" when BIRD is down).
+pub fn birdc(socket: &Path, args: &[&str]) -> String {
+    let out = Command::new("birdc")
+        .arg("-s")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run birdc");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// True when `socket` accepts a connection and sends BIRD's greeting.
-fn greets(socket: &Path) -> bool {
+pub fn answers(socket: &Path) -> bool {
     let Ok(stream) = UnixStream::connect(socket) else {
         return false;
     };

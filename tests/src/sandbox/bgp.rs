@@ -103,7 +103,7 @@ impl Cluster {
         write_file(&dir.join("bird.conf"), &router_config(&neighbours));
         let child = spawn_bird(&self.outside, &dir, "router");
         self.router_bird = Some(child);
-        wait_bird_socket(&self.outside, &dir.join("bird.ctl"), "router");
+        wait_bird_socket(&dir.join("bird.ctl"), "router");
         let names: Vec<String> = self.hosts.iter().map(|h| h.name.clone()).collect();
         for name in &names {
             create_dir(&self.bird_dir(name));
@@ -169,10 +169,9 @@ impl Cluster {
         assert!(h.bird.is_none(), "BIRD on {host} already running");
         let child = spawn_bird(&h.ns, &dir, host);
         h.bird = Some(child);
-        let ns = self.host(host).ns.name().to_owned();
         let socket = self.bird_socket_path(host);
         let running = eventually(BIRD_START_TIMEOUT, || {
-            birdc_answers(&ns, &socket) || !self.bird_alive(host)
+            crate::bird::answers(&socket) || !self.bird_alive(host)
         }) && self.bird_alive(host);
         assert!(
             running,
@@ -202,13 +201,13 @@ impl Cluster {
     /// error line when BIRD does not answer).
     pub fn birdc(&self, host: &str, args: &[&str]) -> String {
         let socket = self.bird_socket_path(host);
-        birdc(self.host(host).ns.name(), &socket, args)
+        crate::bird::birdc(&socket, args)
     }
 
     /// `birdc` against the router's BIRD.
     pub fn router_birdc(&self, args: &[&str]) -> String {
         let socket = self.dir.join("bird-router/bird.ctl");
-        birdc(self.outside.name(), &socket, args)
+        crate::bird::birdc(&socket, args)
     }
 
     /// Names of `host`'s BGP sessions that are Established.
@@ -355,39 +354,23 @@ fn placeholder_config(ip: Ipv4Addr) -> String {
 /// Starts `bird` in the foreground inside `ns`, on `<dir>/bird.conf`, with
 /// its socket and pid file in `dir` and its output in `<dir>/bird.log`.
 fn spawn_bird(ns: &TestNetns, dir: &Path, what: &str) -> Child {
-    let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
-    let (conf, socket, pid) = (path("bird.conf"), path("bird.ctl"), path("bird.pid"));
-    let cmd = ns.command(&["bird", "-f", "-c", &conf, "-s", &socket, "-P", &pid]);
+    let path = |f: &str| dir.join(f);
+    let args = crate::bird::bird_command(&path("bird.conf"), &path("bird.ctl"), &path("bird.pid"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     spawn_logged(
-        cmd,
+        ns.command(&args),
         &dir.join("bird.log"),
         "BIRD",
         &format!("BIRD on {what}"),
     )
 }
 
-fn wait_bird_socket(ns: &TestNetns, socket: &Path, what: &str) {
-    let name = ns.name().to_owned();
+fn wait_bird_socket(socket: &Path, what: &str) {
     wait_for(
         &format!("BIRD on {what} to answer on its socket"),
         BIRD_START_TIMEOUT,
-        || birdc_answers(&name, socket),
+        || crate::bird::answers(socket),
     );
-}
-
-fn birdc_answers(ns: &str, socket: &Path) -> bool {
-    birdc(ns, socket, &["show", "status"]).contains("Daemon is up")
-}
-
-fn birdc(ns: &str, socket: &Path, args: &[&str]) -> String {
-    let socket = socket.to_string_lossy();
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "birdc", "-s", &socket])
-        .args(args)
-        .stdin(Stdio::null())
-        .output();
-    out.map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
-        .unwrap_or_default()
 }
 
 /// The names of the BGP protocols in `show protocols` output that are up

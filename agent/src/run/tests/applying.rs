@@ -14,6 +14,11 @@ async fn nothing_is_applied_before_a_snapshot_and_ready() {
             .await
             .expect("send");
         settle().await;
+        assert_eq!(
+            metric_line(&h.metrics, "margay_last_apply_timestamp_seconds "),
+            "margay_last_apply_timestamp_seconds 0.0",
+            "applied before Ready"
+        );
         h.sync
             .send(updates(vec![put("Ready", "true")]))
             .await

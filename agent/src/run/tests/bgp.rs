@@ -33,22 +33,6 @@ fn remote_routes(agent: &Agent<Fake>) -> usize {
         .count()
 }
 
-/// Runs an agent with environment `env` through `events` (each followed by
-/// a settle), then stops it.
-async fn run_through(env: &[(&str, &str)], events: Vec<SyncEvent>) -> (Agent<Fake>, Harness) {
-    let (mut agent, inputs, h) = agent_with(env, Fake::new());
-    let driver = async {
-        for event in events {
-            h.sync.send(event).await.expect("send");
-            settle().await;
-        }
-        h.control.send(Control::Stop).await.expect("stop");
-    };
-    let (result, ()) = tokio::join!(agent.run(inputs), driver);
-    result.expect("clean stop");
-    (agent, h)
-}
-
 #[tokio::test(start_paused = true)]
 async fn bgp_mode_publishes_once_in_sync_and_routes_no_remote_workloads() {
     let (agent, mut h) = run_through(

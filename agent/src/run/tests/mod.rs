@@ -174,6 +174,22 @@ fn agent_with(env: &[(&str, &str)], fake: Fake) -> (Agent<Fake>, LoopInputs, Har
     (agent, inputs, harness)
 }
 
+/// Runs an agent with environment `env` through `events` (each followed by
+/// a settle), then stops it.
+async fn run_through(env: &[(&str, &str)], events: Vec<SyncEvent>) -> (Agent<Fake>, Harness) {
+    let (mut agent, inputs, h) = agent_with(env, Fake::new());
+    let driver = async {
+        for event in events {
+            h.sync.send(event).await.expect("send");
+            settle().await;
+        }
+        h.control.send(Control::Stop).await.expect("stop");
+    };
+    let (result, ()) = tokio::join!(agent.run(inputs), driver);
+    result.expect("clean stop");
+    (agent, h)
+}
+
 fn put(key: &str, value: &str) -> KvChange {
     KvChange {
         key: format!("/calico/v1/{key}"),
