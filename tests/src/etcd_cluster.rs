@@ -241,11 +241,17 @@ impl EtcdCluster {
             if out.status.success() {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "etcdctl put {key} failed for {within:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            if Instant::now() >= deadline {
+                // Say what the live members think, so a cluster that could
+                // not elect a leader is told apart from anything of ours.
+                let status = self.etcdctl(&["--command-timeout=1s", "endpoint", "status"]);
+                panic!(
+                    "etcdctl put {key} failed for {within:?}: {}\nlive members: {}{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    String::from_utf8_lossy(&status.stdout),
+                    String::from_utf8_lossy(&status.stderr)
+                );
+            }
         }
     }
 
