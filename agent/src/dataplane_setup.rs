@@ -24,6 +24,7 @@ pub fn firewall_settings(s: &Settings) -> FirewallSettings {
         },
         failsafe_inbound: ports(&s.failsafe_inbound_host_ports),
         failsafe_outbound: ports(&s.failsafe_outbound_host_ports),
+        own_endpoints: Vec::new(),
     }
 }
 

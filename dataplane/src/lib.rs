@@ -25,8 +25,11 @@ pub mod firewall;
 pub mod hostnet;
 pub mod netns;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use ipnet::IpNet;
 use margay_policy::desired::{Changes, DesiredState};
+use margay_policy::names::{Id, InterfaceName};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -427,6 +430,12 @@ impl Dataplane {
             sets: fw.sets,
             set_members: fw.set_members,
         }
+    }
+
+    /// The interfaces each of this host's host endpoints is bound to now
+    /// (for status reports; endpoints bound to none are absent).
+    pub fn host_endpoint_bindings(&self) -> BTreeMap<Id, BTreeSet<InterfaceName>> {
+        self.firewall.host_endpoint_bindings()
     }
 
     /// Host networking (for tests and diagnostics).

@@ -272,6 +272,24 @@ pub struct EndpointProgram {
     pub outbound: DirectionProgram,
 }
 
+/// A host endpoint of this host (`/host/<this host>/endpoint/<id>`), with its
+/// filter program. Which interfaces it binds to is the dataplane's to decide
+/// from the kernel's interfaces: by `name` when given, else every interface
+/// carrying one of `expected_addrs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalHostEndpoint {
+    /// The endpoint id (the key's last segment).
+    pub id: Id,
+    /// `name`: the interface it binds to, when given.
+    pub name: Option<InterfaceName>,
+    /// `expected_ipv4_addrs` then `expected_ipv6_addrs`, sorted, without repeats.
+    pub expected_addrs: Vec<IpAddr>,
+    /// Its program: `inbound` governs traffic that reaches the host itself
+    /// through a bound interface, `outbound` traffic the host itself sends
+    /// out of one. Same tiers, profiles and fail-closed drop as workloads.
+    pub program: EndpointProgram,
+}
+
 /// Everything this host's dataplane should look like.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
@@ -286,6 +304,9 @@ pub struct DesiredState {
     pub ip_sets: BTreeMap<IpSetId, BTreeSet<IpNet>>,
     /// Routes: local endpoint addresses (dev) and remote endpoint addresses (via bird_ip).
     pub routes: BTreeMap<IpNet, RouteTarget>,
+    /// This host's valid host endpoints, by id (their rule sets are in
+    /// `rule_sets`, their tag and selector memberships in `ip_sets`).
+    pub host_endpoints: BTreeMap<Id, LocalHostEndpoint>,
 }
 
 /// What changed in [`DesiredState`] since the last [`Changes`] was taken.
@@ -304,6 +325,8 @@ pub struct Changes {
     pub ip_set_members: BTreeMap<IpSetId, BTreeSet<IpNet>>,
     /// Routes added, changed or removed.
     pub routes: BTreeSet<IpNet>,
+    /// Host endpoints added, changed (document or program) or removed.
+    pub host_endpoints: BTreeSet<Id>,
     /// The firewall settings changed: set by the agent when the resolved
     /// firewall settings differ, never by the calculation (a datastore
     /// setting such as `LogSeverityScreen` must not re-lower the firewall).
@@ -331,6 +354,7 @@ impl Changes {
             self.ip_set_members.entry(set).or_default().extend(members);
         }
         self.routes.extend(later.routes);
+        self.host_endpoints.extend(later.host_endpoints);
         self.settings |= later.settings;
         self.bgp |= later.bgp;
     }

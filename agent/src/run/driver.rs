@@ -1,7 +1,7 @@
 //! What the event loop needs from a dataplane ([`Driver`]), and its
 //! implementation by [`margay_dataplane::Dataplane`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use margay_dataplane::firewall::lower::FirewallSettings;
 use margay_dataplane::firewall::manager::DriftReport;
@@ -9,6 +9,7 @@ use margay_dataplane::{
     ApplyReport, Dataplane, DataplaneError, DataplaneEvent, DataplaneStats, Readback,
 };
 use margay_policy::desired::{Changes, DesiredState};
+use margay_policy::names::{Id, InterfaceName};
 
 /// What the loop needs from a dataplane. Implemented by
 /// [`margay_dataplane::Dataplane`]; tests use a fake.
@@ -63,6 +64,11 @@ pub trait Driver {
     /// Firewall checks so far: skipped, performed, stale.
     fn readback_totals(&self) -> [u64; 3] {
         [0; 3]
+    }
+
+    /// The interfaces each host endpoint of this host is bound to now.
+    fn host_endpoint_bindings(&self) -> BTreeMap<Id, BTreeSet<InterfaceName>> {
+        BTreeMap::new()
     }
 }
 
@@ -124,5 +130,9 @@ impl Driver for Dataplane {
     fn readback_totals(&self) -> [u64; 3] {
         let r = self.readback_stats();
         [r.skipped, r.performed, r.stale]
+    }
+
+    fn host_endpoint_bindings(&self) -> BTreeMap<Id, BTreeSet<InterfaceName>> {
+        Dataplane::host_endpoint_bindings(self)
     }
 }

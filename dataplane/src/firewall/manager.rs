@@ -8,13 +8,15 @@
 //! a settings change or a failed write makes the next apply re-observe and
 //! diff everything. Nothing is torn down on exit.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use margay_policy::desired::{Changes, DesiredState};
+use margay_policy::names::{Id, InterfaceName};
 use tracing::{debug, warn};
 
 use super::diff::{apply_to, diff};
-use super::lower::{FirewallSettings, Lowerer};
+use super::lower::{FirewallSettings, InterfaceAddresses, Lowerer};
 use super::model::{Hook, ObjectName, ObservedRuleset};
 use super::nft::NftBackend;
 use super::noop::NoopBackend;
@@ -243,6 +245,26 @@ impl FirewallManager {
             "firewall applied"
         );
         Ok(stats)
+    }
+
+    /// Tells the firewall which addresses each host interface carries now.
+    /// Host endpoints bound by expected address follow it: when a binding
+    /// changes (after the first apply), the chains involved are rewritten at
+    /// once. Returns what was written.
+    // Contract stub: implemented with the host endpoint lowering.
+    pub fn set_interface_addresses(
+        &mut self,
+        ifaces: &InterfaceAddresses,
+    ) -> Result<FirewallApplyStats, FirewallError> {
+        let _ = ifaces;
+        Ok(FirewallApplyStats::default())
+    }
+
+    /// The interfaces each of this host's host endpoints is bound to now
+    /// (endpoints bound to none are absent).
+    // Contract stub: implemented with the host endpoint lowering.
+    pub fn host_endpoint_bindings(&self) -> BTreeMap<Id, BTreeSet<InterfaceName>> {
+        BTreeMap::new()
     }
 
     /// True until the first full lowering after a (re)start.

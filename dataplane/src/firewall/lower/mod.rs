@@ -93,6 +93,12 @@ pub const MARK_PASS: u32 = 0x0200_0000;
 /// Every mark bit margay uses.
 pub const MARK_MASK: u32 = MARK_ACCEPT | MARK_PASS;
 
+/// The host's interfaces with the addresses each carries now, as the kernel
+/// reports them (names unvalidated: the lowering binds only valid names).
+/// Host endpoints without a `name` bind to the interfaces carrying one of
+/// their expected addresses.
+pub type InterfaceAddresses = BTreeMap<String, BTreeSet<std::net::IpAddr>>;
+
 /// Lowers `desired` in one go (what [`Lowerer::lower_all`] keeps).
 pub fn lower(desired: &DesiredState, settings: &FirewallSettings) -> Ruleset {
     let mut l = Lowerer::new();

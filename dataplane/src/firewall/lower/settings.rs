@@ -1,6 +1,8 @@
 //! The datastore settings that shape the lowered firewall: workload
 //! interface prefixes and what happens to traffic from a workload to the host.
 
+use std::net::SocketAddr;
+
 use margay_policy::names::InterfaceName;
 
 /// What happens to traffic from a workload to the host itself.
@@ -23,10 +25,15 @@ pub struct FirewallSettings {
     pub interface_prefixes: Vec<String>,
     /// `DefaultEndpointToHostAction`.
     pub endpoint_to_host: EndpointToHostAction,
-    /// `FailsafeInboundHostPorts` as (protocol, port); for host endpoints (not rendered yet).
+    /// `FailsafeInboundHostPorts` as (protocol, port): always open towards
+    /// the host on interfaces with a host endpoint, before any policy.
     pub failsafe_inbound: Vec<(u8, u16)>,
-    /// `FailsafeOutboundHostPorts` as (protocol, port); for host endpoints (not rendered yet).
+    /// `FailsafeOutboundHostPorts` as (protocol, port): always open from the
+    /// host out of interfaces with a host endpoint, before any policy.
     pub failsafe_outbound: Vec<(u8, u16)>,
+    /// The datastore endpoints the agent itself talks to (resolved): always
+    /// reachable through host endpoints, whatever the policy and failsafe say.
+    pub own_endpoints: Vec<SocketAddr>,
 }
 
 impl Default for FirewallSettings {
@@ -36,6 +43,7 @@ impl Default for FirewallSettings {
             endpoint_to_host: EndpointToHostAction::Drop,
             failsafe_inbound: vec![(6, 22), (17, 68)],
             failsafe_outbound: vec![(17, 53), (17, 67), (6, 179), (6, 2379), (6, 2380)],
+            own_endpoints: Vec::new(),
         }
     }
 }
