@@ -102,12 +102,16 @@ pub async fn run_plan(
 ) -> anyhow::Result<()> {
     let computed = compute(settings, Some(&mut loader)).await?;
     let effective = computed.settings.clone();
+    let own_endpoints = crate::host_guard::resolve_etcd_endpoints(&effective.etcd_endpoints).await;
     let mut dp = open_dataplane(&effective).await?;
     dp.start_read_only()
         .await
         .context("cannot read the dataplane")?;
     let mut plan = dp
-        .plan(computed.calc.state(), &firewall_settings(&effective))
+        .plan(
+            computed.calc.state(),
+            &firewall_settings(&effective, &own_endpoints),
+        )
         .await
         .context("cannot compute the plan")?;
     if effective.dataplane == DataplaneKind::None {
