@@ -12,7 +12,7 @@ use std::time::Duration;
 use margay_dataplane::firewall::lower::{EndpointToHostAction, FirewallSettings};
 use margay_dataplane::firewall::manager::DriftReport;
 use margay_dataplane::{ApplyReport, DataplaneError, DataplaneEvent, DataplaneStats};
-use margay_datastore::status::{EndpointStatus, EndpointStatuses, ReportConfig};
+use margay_datastore::status::{EndpointName, EndpointStatus, EndpointStatuses, ReportConfig};
 use margay_datastore::sync::{KvChange, ResyncReason, SyncEvent};
 use margay_policy::desired::{Changes, DesiredState};
 use margay_policy::names::InterfaceName;
