@@ -9,8 +9,13 @@
 //! {"hostname": "h1", "revision": 42, "keys": 17, "ready": true,
 //!  "invalid": [{"key": "...", "reason": "..."}],
 //!  "problems": ["endpoint ...: profile p is missing or invalid; ..."],
-//!  "plan": {"routes": [...], "firewall": [...]}}
+//!  "plan": {"routes": [...], "firewall": [...]},
+//!  "host_endpoints": [{"id": "mgmt", "name": "eth0", "bound_to": ["eth0"], "chains": [...]}]}
 //! ```
+//!
+//! The text form lists this host's host endpoints after the plan: how each
+//! finds its interfaces, where it is bound now, and its chains by name, so
+//! the `margay-hi-*`/`margay-ho-*` chain lines above can be told apart.
 
 use std::collections::BTreeMap;
 
@@ -120,6 +125,8 @@ pub async fn run_plan(
         plan.firewall.clear();
     }
     let problems = computed.calc.problems();
+    let state = computed.calc.state();
+    let bindings = crate::cmd::host_endpoints::dataplane_bindings(&dp, state);
     if json {
         let doc = json!({
             "hostname": effective.hostname,
@@ -129,6 +136,7 @@ pub async fn run_plan(
             "invalid": computed.invalid.iter().map(|(k, r)| json!({"key": k, "reason": r})).collect::<Vec<_>>(),
             "problems": problems,
             "plan": plan_json(&plan),
+            "host_endpoints": crate::cmd::host_endpoints::section_json(state, &bindings),
         });
         super::print_report(&format!("{doc}\n")).context("writing the plan")?;
         return Ok(());
@@ -153,5 +161,6 @@ pub async fn run_plan(
         text.push_str(&format!("problem: {}\n", crate::logging::sanitize(p)));
     }
     text.push_str(&plan_text(&plan));
+    text.push_str(&crate::cmd::host_endpoints::section_text(state, &bindings));
     super::print_report(&text).context("writing the plan")
 }
