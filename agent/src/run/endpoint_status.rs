@@ -79,6 +79,16 @@ fn status_name(key: &WorkloadEndpointKey) -> EndpointName {
     }
 }
 
+/// True when a failed write belongs to the endpoint's interface or is for
+/// one of its addresses.
+fn failure_touches(ep: &LocalEndpoint, failure: &WriteFailure) -> bool {
+    failure.iface.as_ref() == Some(&ep.iface)
+        || failure.addr.is_some_and(|addr| match addr {
+            IpAddr::V4(v4) => ep.ipv4.iter().any(|n| n.addr() == v4),
+            IpAddr::V6(v6) => ep.ipv6.iter().any(|n| n.addr() == v6),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use margay_policy::desired::{EndpointProgram, LocalHostEndpoint};
@@ -153,14 +163,4 @@ mod tests {
         );
         assert!(!replace_host_statuses(&mut statuses, hosts));
     }
-}
-
-/// True when a failed write belongs to the endpoint's interface or is for
-/// one of its addresses.
-fn failure_touches(ep: &LocalEndpoint, failure: &WriteFailure) -> bool {
-    failure.iface.as_ref() == Some(&ep.iface)
-        || failure.addr.is_some_and(|addr| match addr {
-            IpAddr::V4(v4) => ep.ipv4.iter().any(|n| n.addr() == v4),
-            IpAddr::V6(v6) => ep.ipv6.iter().any(|n| n.addr() == v6),
-        })
 }
