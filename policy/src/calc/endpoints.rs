@@ -134,7 +134,11 @@ impl Endpoint {
             }
             Kind::Host { doc, .. } => {
                 let expected = doc.expected_ipv4_addrs.iter();
-                v.extend(expected.chain(&doc.expected_ipv6_addrs).map(|&a| IpNet::from(a)));
+                v.extend(
+                    expected
+                        .chain(&doc.expected_ipv6_addrs)
+                        .map(|&a| IpNet::from(a)),
+                );
             }
         }
         v.sort_unstable();

@@ -93,7 +93,11 @@ impl CalcEngine {
     /// The program of an endpoint matched by the policies `matched` and
     /// listing `profiles`: the tiers of those policies in order, then the
     /// profiles; failing closed without profiles or with a missing one.
-    pub(super) fn program_for(&self, matched: &BTreeSet<(Id, Id)>, profiles: &[Id]) -> EndpointProgram {
+    pub(super) fn program_for(
+        &self,
+        matched: &BTreeSet<(Id, Id)>,
+        profiles: &[Id],
+    ) -> EndpointProgram {
         let groups = self.ordered_tiers(matched);
         let profiles_ok = !profiles.is_empty()
             && profiles.iter().all(|p| {
