@@ -9,12 +9,12 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use margay_policy::calc::{CalcEngine, ConflictSubject, EndpointConflict};
 use margay_policy::desired::{
     Changes, DesiredState, Direction, DirectionProgram, EndpointProgram, IpSetId, LocalEndpoint,
-    RouteTarget, Rule, RuleAction, RuleSet, RuleSetId, RuleSetOwner, SideMatch, TierProgram,
-    WorkloadEndpointKey,
+    LocalHostEndpoint, RouteTarget, Rule, RuleAction, RuleSet, RuleSetId, RuleSetOwner, SideMatch,
+    TierProgram, WorkloadEndpointKey,
 };
 use margay_policy::model::{
-    self, EndpointState, IpPool, Labels, Order, Policy, ProfileRules, ResourceKey, TierMetadata,
-    Update, Value, WorkloadEndpoint,
+    self, EndpointState, HostEndpoint, HostEndpointKey, IpPool, Labels, Order, Policy,
+    ProfileRules, ResourceKey, TierMetadata, Update, Value, WorkloadEndpoint,
 };
 use margay_policy::names::{Id, InterfaceName};
 use margay_policy::selector::Selector;
@@ -304,6 +304,9 @@ pub fn apply_changes(mirror: &mut DesiredState, state: &DesiredState, changes: &
     for k in &changes.routes {
         copy(&mut mirror.routes, &state.routes, k);
     }
+    for k in &changes.host_endpoints {
+        copy(&mut mirror.host_endpoints, &state.host_endpoints, k);
+    }
 }
 
 // ----------------------------------------------------------------- reference
@@ -315,6 +318,7 @@ pub type World = BTreeMap<ResourceKey, Value>;
 /// written from the data model's rules, to check the engine against.
 pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> DesiredState {
     let mut endpoints: BTreeMap<WorkloadEndpointKey, &WorkloadEndpoint> = BTreeMap::new();
+    let mut host_endpoints: BTreeMap<HostEndpointKey, &HostEndpoint> = BTreeMap::new();
     let mut rules: BTreeMap<Id, &ProfileRules> = BTreeMap::new();
     let mut tags: BTreeMap<Id, &Vec<Id>> = BTreeMap::new();
     let mut plabels: BTreeMap<Id, &Labels> = BTreeMap::new();
@@ -326,6 +330,9 @@ pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> Desire
         match (k, v) {
             (ResourceKey::WorkloadEndpoint(k), Value::WorkloadEndpoint(ep)) => {
                 endpoints.insert(k.clone(), ep);
+            }
+            (ResourceKey::HostEndpoint(k), Value::HostEndpoint(hep)) => {
+                host_endpoints.insert(k.clone(), hep);
             }
             (ResourceKey::ProfileRules(p), Value::ProfileRules(r)) => {
                 rules.insert(p.clone(), r);
@@ -349,14 +356,14 @@ pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> Desire
             _ => {}
         }
     }
-    let eff_labels = |ep: &WorkloadEndpoint| {
+    let eff_labels = |own: &Labels, profile_ids: &[Id]| {
         let mut l = Labels::new();
-        for p in &ep.profile_ids {
+        for p in profile_ids {
             if let Some(pl) = plabels.get(p) {
                 l.extend(pl.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
         }
-        l.extend(ep.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        l.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
         l
     };
     let cmp_order = |a: &Order, b: &Order| match (a, b) {
@@ -364,6 +371,58 @@ pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> Desire
         (Order::Number(_), Order::Default) => std::cmp::Ordering::Less,
         (Order::Default, Order::Number(_)) => std::cmp::Ordering::Greater,
         (Order::Default, Order::Default) => std::cmp::Ordering::Equal,
+    };
+
+    // The program of an endpoint with effective labels `l` listing `profile_ids`.
+    let program = |l: &Labels, profile_ids: &[Id]| {
+        let mut tier_list: Vec<(&Id, Order)> = tiers.iter().map(|(t, o)| (t, *o)).collect();
+        tier_list.sort_by(|a, b| cmp_order(&a.1, &b.1).then(a.0.cmp(b.0)));
+        let ok = !profile_ids.is_empty() && profile_ids.iter().all(|p| rules.contains_key(p));
+        let dir = |d: Direction| {
+            let mut tiers_out = Vec::new();
+            for (t, _) in &tier_list {
+                let mut pols: Vec<(&Id, Order)> = policies
+                    .iter()
+                    .filter(|((pt, _), p)| pt == *t && p.selector.matches(l))
+                    .map(|((_, pid), p)| (pid, p.order))
+                    .collect();
+                pols.sort_by(|a, b| cmp_order(&a.1, &b.1).then(a.0.cmp(b.0)));
+                if !pols.is_empty() {
+                    tiers_out.push(TierProgram {
+                        tier: (*t).clone(),
+                        policies: pols
+                            .iter()
+                            .map(|(p, _)| RuleSetId {
+                                owner: RuleSetOwner::Policy {
+                                    tier: (*t).clone(),
+                                    policy: (*p).clone(),
+                                },
+                                direction: d,
+                            })
+                            .collect(),
+                    });
+                }
+            }
+            DirectionProgram {
+                tiers: tiers_out,
+                profiles: if ok {
+                    profile_ids
+                        .iter()
+                        .map(|p| RuleSetId {
+                            owner: RuleSetOwner::Profile(p.clone()),
+                            direction: d,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                fail_closed: !ok,
+            }
+        };
+        EndpointProgram {
+            inbound: dir(Direction::Inbound),
+            outbound: dir(Direction::Outbound),
+        }
     };
 
     let mut state = DesiredState::default();
@@ -395,61 +454,37 @@ pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> Desire
                 ipv6: ep.ipv6_nets.clone(),
             },
         );
-        let l = eff_labels(ep);
-        let mut tier_list: Vec<(&Id, Order)> = tiers.iter().map(|(t, o)| (t, *o)).collect();
-        tier_list.sort_by(|a, b| cmp_order(&a.1, &b.1).then(a.0.cmp(b.0)));
-        let ok = !ep.profile_ids.is_empty() && ep.profile_ids.iter().all(|p| rules.contains_key(p));
-        let dir = |d: Direction| {
-            let mut tiers_out = Vec::new();
-            for (t, _) in &tier_list {
-                let mut pols: Vec<(&Id, Order)> = policies
-                    .iter()
-                    .filter(|((pt, _), p)| pt == *t && p.selector.matches(&l))
-                    .map(|((_, pid), p)| (pid, p.order))
-                    .collect();
-                pols.sort_by(|a, b| cmp_order(&a.1, &b.1).then(a.0.cmp(b.0)));
-                if !pols.is_empty() {
-                    tiers_out.push(TierProgram {
-                        tier: (*t).clone(),
-                        policies: pols
-                            .iter()
-                            .map(|(p, _)| RuleSetId {
-                                owner: RuleSetOwner::Policy {
-                                    tier: (*t).clone(),
-                                    policy: (*p).clone(),
-                                },
-                                direction: d,
-                            })
-                            .collect(),
-                    });
-                }
-            }
-            DirectionProgram {
-                tiers: tiers_out,
-                profiles: if ok {
-                    ep.profile_ids
-                        .iter()
-                        .map(|p| RuleSetId {
-                            owner: RuleSetOwner::Profile(p.clone()),
-                            direction: d,
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                },
-                fail_closed: !ok,
-            }
-        };
         state.programs.insert(
             ifc.clone(),
-            EndpointProgram {
-                inbound: dir(Direction::Inbound),
-                outbound: dir(Direction::Outbound),
+            program(&eff_labels(&ep.labels, &ep.profile_ids), &ep.profile_ids),
+        );
+    }
+    // This host's host endpoints.
+    for (k, hep) in &host_endpoints {
+        if k.host != host {
+            continue;
+        }
+        let mut expected_addrs: Vec<IpAddr> = hep
+            .expected_ipv4_addrs
+            .iter()
+            .chain(&hep.expected_ipv6_addrs)
+            .copied()
+            .collect();
+        expected_addrs.sort();
+        expected_addrs.dedup();
+        state.host_endpoints.insert(
+            k.endpoint.clone(),
+            LocalHostEndpoint {
+                id: k.endpoint.clone(),
+                name: hep.name.clone(),
+                expected_addrs,
+                program: program(&eff_labels(&hep.labels, &hep.profile_ids), &hep.profile_ids),
             },
         );
     }
     // Rule sets referenced by programs.
-    for prog in state.programs.values() {
+    let host_programs = state.host_endpoints.values().map(|h| &h.program);
+    for prog in state.programs.values().chain(host_programs) {
         for d in [&prog.inbound, &prog.outbound] {
             for id in d.tiers.iter().flat_map(|t| &t.policies).chain(&d.profiles) {
                 let src: &[model::Rule] = match (&id.owner, id.direction) {
@@ -487,20 +522,31 @@ pub fn reference_state(world: &World, host: &str, prefixes: &[String]) -> Desire
             }
         }
     }
+    // Every endpoint of either kind: its profiles, own labels and set addresses.
+    let mut all: Vec<(&[Id], &Labels, Vec<IpNet>)> = endpoints
+        .values()
+        .map(|ep| (&ep.profile_ids[..], &ep.labels, ep_nets(ep)))
+        .collect();
+    all.extend(host_endpoints.values().map(|h| {
+        let addrs = h.expected_ipv4_addrs.iter().chain(&h.expected_ipv6_addrs);
+        (
+            &h.profile_ids[..],
+            &h.labels,
+            addrs.map(|&a| IpNet::from(a)).collect(),
+        )
+    }));
     for set in used {
         let mut members = BTreeSet::new();
-        for ep in endpoints.values() {
+        for (profile_ids, own, addrs) in &all {
             let member = match &set {
-                IpSetId::Tag(t) => ep
-                    .profile_ids
+                IpSetId::Tag(t) => profile_ids
                     .iter()
                     .any(|p| tags.get(p).is_some_and(|ts| ts.contains(t))),
-                IpSetId::Selector(s) => sel(s).matches(&eff_labels(ep)),
+                IpSetId::Selector(s) => sel(s).matches(&eff_labels(own, profile_ids)),
                 _ => false,
             };
             if member {
-                members.extend(ep.ipv4_nets.iter().map(|&n| IpNet::V4(n)));
-                members.extend(ep.ipv6_nets.iter().map(|&n| IpNet::V6(n)));
+                members.extend(addrs.iter().copied());
             }
         }
         state.ip_sets.insert(set, members);
