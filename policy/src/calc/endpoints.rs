@@ -389,8 +389,7 @@ pub(super) enum Refresh {
     /// Not its profiles nor its labels: its sets stay, its addresses,
     /// state or interface may differ.
     Addresses,
-    /// Its sets may differ, its effective labels do not (a new endpoint, a
-    /// profile's tags changed).
+    /// Its sets may differ, its effective labels do not (a new endpoint).
     Membership,
     /// Its effective labels may differ.
     Labels,

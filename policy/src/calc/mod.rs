@@ -82,7 +82,7 @@ pub const DEFAULT_INTERFACE_PREFIX: &str = "cali";
 pub struct CalcStats {
     /// Plumbed local endpoints (entries of [`DesiredState::endpoints`]).
     pub local_endpoints: usize,
-    /// Endpoints of other hosts.
+    /// Workload endpoints of other hosts.
     pub remote_endpoints: usize,
     /// Profiles with at least one document.
     pub profiles: usize,
