@@ -49,7 +49,8 @@ const LABEL_KEYS: [&str; 2] = ["app", "role"];
 const LABEL_VALUES: [&str; 2] = ["a", "b"];
 const EP_SLOTS: usize = 9;
 const HOST_EP_SLOTS: usize = 4;
-const HOST_IFACES: [&str; 2] = ["eth0", "eth1"];
+/// Host endpoint names; `cali0` is a workload interface too (never a conflict).
+const HOST_IFACES: [&str; 3] = ["eth0", "eth1", "cali0"];
 
 // ------------------------------------------------------------- generation
 
