@@ -110,6 +110,7 @@ impl CalcEngine {
     ) {
         let old = self.eps.slab[e].claim.clone();
         if old != want {
+            // Only workload endpoints claim interfaces.
             let Some((key, _)) = self.eps.slab[e].workload() else {
                 return;
             };
@@ -242,6 +243,7 @@ impl CalcEngine {
                 matched,
             }));
         }
+        // Only workload endpoints are plumbed.
         let Some((key, doc)) = self.eps.slab[e].workload() else {
             return;
         };
