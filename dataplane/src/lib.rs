@@ -349,14 +349,20 @@ impl Dataplane {
     /// (everything on the first call). The firewall goes first, so a new
     /// workload is filtered before it becomes reachable; host networking is
     /// written even when the firewall fails (then the firewall error is returned).
-    /// Interface addresses the firewall has not taken yet (a failed hand-over)
-    /// are handed over first.
+    /// Interface addresses the firewall has not taken yet (a failed
+    /// hand-over) are handed over first; before the first apply the
+    /// interfaces and addresses are re-read, as the caller may have skipped
+    /// events while it waited for the first desired state.
     pub async fn apply(
         &mut self,
         desired: &DesiredState,
         changes: &Changes,
         settings: &FirewallSettings,
     ) -> Result<ApplyReport, DataplaneError> {
+        if !self.host.is_primed() {
+            // Events may have been skipped while the first state was built.
+            self.host.reread_interfaces().await?;
+        }
         let moved = self.hand_over_interface_addresses();
         let fw = &mut self.firewall;
         let applied = blocking(|| fw.apply(desired, changes, settings));

@@ -169,8 +169,8 @@ async fn pump_until(
     chains
 }
 
-async fn the_binding_follows_the_address(backend: BackendKind, tag: &str) {
-    let lab = Lab::new(tag);
+/// A started dataplane in the lab's host namespace, and its events.
+async fn started(lab: &Lab, backend: BackendKind) -> (Dataplane, mpsc::Receiver<DataplaneEvent>) {
     let mut dp = Dataplane::new(DataplaneConfig {
         backend,
         route_protocol: PROTO,
@@ -178,17 +178,25 @@ async fn the_binding_follows_the_address(backend: BackendKind, tag: &str) {
     })
     .await
     .expect("dataplane opens");
-    let mut events = dp.take_events().expect("events once");
+    let events = dp.take_events().expect("events once");
     dp.start().await.expect("dataplane starts");
-    let d = desired();
-    let settings = FirewallSettings::default();
+    (dp, events)
+}
+
+async fn first_apply(dp: &mut Dataplane, d: &DesiredState) {
     dp.apply(
-        &d,
-        &changes_between(&DesiredState::default(), &d),
-        &settings,
+        d,
+        &changes_between(&DesiredState::default(), d),
+        &FirewallSettings::default(),
     )
     .await
     .expect("apply");
+}
+
+async fn the_binding_follows_the_address(backend: BackendKind, tag: &str) {
+    let lab = Lab::new(tag);
+    let (mut dp, mut events) = started(&lab, backend).await;
+    first_apply(&mut dp, &desired()).await;
     assert_eq!(dp.host_endpoint_bindings(), bound_to(1));
     let text = firewall_text(&lab.host, backend);
     assert!(
@@ -236,4 +244,39 @@ async fn iptables_host_endpoint_follows_its_address() {
         return;
     }
     the_binding_follows_the_address(BackendKind::Iptables, "hf-ipt").await;
+}
+
+#[tokio::test]
+async fn an_address_moved_before_the_first_apply_binds_where_it_is_then() {
+    if !require_root("an_address_moved_before_the_first_apply_binds_where_it_is_then") {
+        return;
+    }
+    let lab = Lab::new("hf-early");
+    let (mut dp, _events) = started(&lab, BackendKind::Nftables).await;
+    // The agent skips events until its first apply: none are handled here.
+    lab.move_service_address(1, 2);
+    first_apply(&mut dp, &desired()).await;
+    assert_eq!(dp.host_endpoint_bindings(), bound_to(2));
+    let text = firewall_text(&lab.host, BackendKind::Nftables);
+    assert!(
+        text.contains("margay-hi-fab2") && !text.contains("margay-hi-fab1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_route_repair_after_lost_events_moves_the_binding_too() {
+    if !require_root("a_route_repair_after_lost_events_moves_the_binding_too") {
+        return;
+    }
+    let lab = Lab::new("hf-lost");
+    let (mut dp, _events) = started(&lab, BackendKind::Nftables).await;
+    let d = desired();
+    first_apply(&mut dp, &d).await;
+    assert_eq!(dp.host_endpoint_bindings(), bound_to(1));
+    // Events lost (an overrun): the agent answers with a route repair.
+    lab.move_service_address(1, 2);
+    dp.repair_routes(&d).await.expect("repair");
+    assert_eq!(dp.host_endpoint_bindings(), bound_to(2));
+    assert!(!lab.host_answers(2), "fab2 is filtered after the repair");
 }

@@ -233,6 +233,19 @@ impl HostNetwork {
         Ok(())
     }
 
+    /// True once the desired state was taken (first apply or repair).
+    pub fn is_primed(&self) -> bool {
+        self.primed
+    }
+
+    /// Re-reads the interfaces and their addresses (and the host facts
+    /// derived from them), for a caller that may have skipped events since
+    /// [`Self::start`], e.g. while waiting for the first desired state.
+    pub async fn reread_interfaces(&mut self) -> Result<(), HostNetError> {
+        self.reload_links().await?;
+        self.refresh_facts(false).await
+    }
+
     /// The watcher's events (once); each should go to [`Self::handle_event`].
     pub fn take_events(&mut self) -> Option<mpsc::Receiver<DataplaneEvent>> {
         self.events.take()
