@@ -159,11 +159,17 @@ async fn pump_until(
             while let Ok(more) = events.try_recv() {
                 batch.push(more);
             }
-            chains += dp
-                .handle_events(batch)
-                .await
-                .expect("events handled")
-                .chains;
+            let t0 = Instant::now();
+            let report = dp.handle_events(batch).await.expect("events handled");
+            if report.chains > 0 {
+                eprintln!(
+                    "events handled in {:?}, firewall write {} us, {} chains",
+                    t0.elapsed(),
+                    report.firewall.micros,
+                    report.chains
+                );
+            }
+            chains += report.chains;
         }
     }
     chains
