@@ -7,7 +7,6 @@
 //! batch) and regroups without a dump when an interface is renamed,
 //! created or deleted, since the entries are keyed by index.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
@@ -84,9 +83,7 @@ pub fn by_interface(entries: &[AddressEntry], links: &LinkCache) -> InterfaceAdd
     let mut out = InterfaceAddresses::new();
     for entry in entries {
         if let Some(name) = links.kernel_name(entry.index) {
-            out.entry(name.to_owned())
-                .or_insert_with(BTreeSet::new)
-                .insert(entry.local);
+            out.entry(name.to_owned()).or_default().insert(entry.local);
         }
     }
     out
@@ -97,6 +94,7 @@ mod tests {
     use super::*;
     use crate::hostnet::links::Link;
     use netlink_packet_route::address::AddressAttribute as A;
+    use std::collections::BTreeSet;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
