@@ -34,9 +34,14 @@ fn addressed_host_endpoint(addr: &str) -> String {
     format!(r#"{{"expected_ipv4_addrs":["{addr}"],"profile_ids":["web"]}}"#)
 }
 
-/// A dummy interface `name` (up) in `ns`, with `addr` when given.
-fn dummy(ns: &TestNetns, name: &str, addr: Option<&str>) {
-    ns.exec_ok(&["ip", "link", "add", name, "type", "dummy"]);
+/// An interface `name` (up) in `ns`, with `addr` when given: one end of a
+/// veth pair whose other end (`<name>p`) stays in `ns` too.
+fn host_interface(ns: &TestNetns, name: &str, addr: Option<&str>) {
+    let peer = format!("{name}p");
+    ns.exec_ok(&[
+        "ip", "link", "add", name, "type", "veth", "peer", "name", &peer,
+    ]);
+    ns.exec_ok(&["ip", "link", "set", &peer, "up"]);
     ns.exec_ok(&["ip", "link", "set", name, "up"]);
     if let Some(addr) = addr {
         ns.exec_ok(&["ip", "addr", "add", addr, "dev", name]);
@@ -88,8 +93,9 @@ fn host_endpoint_status_follows_bindings_iptables() {
 
 fn status_scenario(backend: &str) {
     let host = TestNetns::new("hep-st");
-    dummy(&host, "hep0", Some("10.99.0.1/24"));
-    dummy(&host, "hep1", None);
+    host_interface(&host, "hep0", None);
+    host_interface(&host, "hep1", Some("10.99.0.1/24"));
+    host_interface(&host, "hep2", None);
     let etcd = EtcdServer::new_in_netns(host.name());
     for (key, doc) in [
         ("/calico/v1/Ready", "true".to_owned()),
@@ -120,17 +126,17 @@ fn status_scenario(backend: &str) {
             && value(&etcd, &status_key("stale")).is_empty()
     });
 
-    // The address leaves hep0: the name-less host endpoint is bound nowhere.
-    host.exec_ok(&["ip", "addr", "del", "10.99.0.1/24", "dev", "hep0"]);
+    // The address leaves hep1: the name-less host endpoint is bound nowhere.
+    host.exec_ok(&["ip", "addr", "del", "10.99.0.1/24", "dev", "hep1"]);
     let deadline = Instant::now() + BINDING_WAIT;
     agent.wait_until_by("byaddr down", deadline, || {
         value(&etcd, &status_key("byaddr")) == r#"{"status":"down"}"#
     });
     assert_eq!(value(&etcd, &status_key("byname")), r#"{"status":"up"}"#);
-    // It arrives on hep1: bound again.
-    host.exec_ok(&["ip", "addr", "add", "10.99.0.1/24", "dev", "hep1"]);
+    // It arrives on hep2: bound again.
+    host.exec_ok(&["ip", "addr", "add", "10.99.0.1/24", "dev", "hep2"]);
     let deadline = Instant::now() + BINDING_WAIT;
-    agent.wait_until_by("byaddr up on hep1", deadline, || {
+    agent.wait_until_by("byaddr up on hep2", deadline, || {
         value(&etcd, &status_key("byaddr")) == r#"{"status":"up"}"#
     });
 
@@ -148,7 +154,7 @@ fn check_warns_about_the_etcd_port_and_plan_shows_host_endpoints() {
         return;
     }
     let host = TestNetns::new("hep-ck");
-    dummy(&host, "hep0", Some("10.99.0.1/24"));
+    host_interface(&host, "hep0", Some("10.99.0.1/24"));
     let etcd = EtcdServer::new_in_netns(host.name());
     let port = etcd.client_port();
     for (key, doc) in [

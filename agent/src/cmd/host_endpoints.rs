@@ -1,14 +1,14 @@
 //! This host's host endpoints as `margay plan` and `margay check` show
 //! them: where each is bound and which firewall chains carry its policy.
 //!
-//! Binding is the dataplane's to decide (by `name`, else by the expected
-//! addresses the kernel's interfaces carry); [`bound_interfaces`] takes its
-//! answer and adds what holds without looking at the kernel: a named host
-//! endpoint is bound to its interface even while that interface does not
-//! exist (the lowest id wins a name two of them claim).
+//! Binding is the dataplane's rule ([`bind_host_endpoints`]: by `name`,
+//! else by the expected addresses the kernel's interfaces carry); here it
+//! runs over the interfaces a read-only dataplane just read, so `plan` and
+//! `check` show where the agent would bind each host endpoint now.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use margay_dataplane::firewall::lower::{bind_host_endpoints, interfaces_by_endpoint};
 use margay_dataplane::firewall::model::ObjectName;
 use margay_dataplane::Dataplane;
 use margay_policy::desired::{DesiredState, LocalHostEndpoint};
@@ -29,28 +29,15 @@ const CHAIN_ROLES: [(&str, &str); 4] = [
     ("hout", "from the host: its outbound policy"),
 ];
 
-/// Where each host endpoint of `state` is bound: the dataplane's answer
-/// (`from_dataplane`) plus, for a named one, its interface.
-pub fn bound_interfaces(state: &DesiredState, from_dataplane: &Bindings) -> Bindings {
-    let mut out: Bindings = BTreeMap::new();
-    let mut named: BTreeSet<&InterfaceName> = BTreeSet::new();
-    // Ids iterate in order: the first to claim a name keeps it.
-    for (id, hep) in &state.host_endpoints {
-        let mut ifaces = from_dataplane.get(id).cloned().unwrap_or_default();
-        if let Some(name) = &hep.name {
-            if named.insert(name) {
-                ifaces.insert(name.clone());
-            }
-        }
-        out.insert(id.clone(), ifaces);
-    }
-    out
-}
-
-/// The dataplane's bindings for `state` (needs a started dataplane; the
-/// firewall learns the interfaces' addresses when it starts).
-pub fn dataplane_bindings(dp: &Dataplane, state: &DesiredState) -> Bindings {
-    bound_interfaces(state, &dp.host_endpoint_bindings())
+/// Where each host endpoint of `state` is bound with the interfaces the
+/// started dataplane `dp` read (workload interfaces by `prefixes` excluded).
+pub fn dataplane_bindings(dp: &Dataplane, state: &DesiredState, prefixes: &[String]) -> Bindings {
+    let ifaces = dp.host().interface_addresses();
+    interfaces_by_endpoint(&bind_host_endpoints(
+        &state.host_endpoints,
+        ifaces,
+        prefixes,
+    ))
 }
 
 /// One chain of a bound host endpoint: its name and role.
@@ -180,28 +167,12 @@ mod tests {
     }
 
     #[test]
-    fn named_endpoints_are_bound_by_name_and_the_lowest_id_wins() {
-        let s = state(vec![
-            hep("a", Some("eth0"), &[]),
-            hep("b", Some("eth0"), &[]),
-            hep("c", None, &["10.0.0.1"]),
-            hep("d", None, &["10.0.0.9"]),
-        ]);
-        let from_dp = Bindings::from([(id("c"), BTreeSet::from([iface("eth1")]))]);
-        let got = bound_interfaces(&s, &from_dp);
-        assert_eq!(got[&id("a")], BTreeSet::from([iface("eth0")]));
-        assert!(got[&id("b")].is_empty(), "a took eth0");
-        assert_eq!(got[&id("c")], BTreeSet::from([iface("eth1")]));
-        assert!(got[&id("d")].is_empty());
-    }
-
-    #[test]
     fn the_section_names_endpoints_interfaces_and_chains() {
         let s = state(vec![
             hep("mgmt", Some("eth0"), &[]),
             hep("spare", None, &["10.0.0.9", "fd00::9"]),
         ]);
-        let b = bound_interfaces(&s, &Bindings::new());
+        let b = Bindings::from([(id("mgmt"), BTreeSet::from([iface("eth0")]))]);
         let text = section_text(&s, &b);
         assert!(text.starts_with("host endpoints: 2\n"), "{text}");
         assert!(

@@ -126,7 +126,8 @@ pub async fn run_plan(
     }
     let problems = computed.calc.problems();
     let state = computed.calc.state();
-    let bindings = crate::cmd::host_endpoints::dataplane_bindings(&dp, state);
+    let bindings =
+        crate::cmd::host_endpoints::dataplane_bindings(&dp, state, &effective.interface_prefixes);
     if json {
         let doc = json!({
             "hostname": effective.hostname,

@@ -168,17 +168,15 @@ pub async fn gather(settings: &Settings, loader: &mut SettingsLoader) -> CheckRe
     )
 }
 
-/// The host endpoints' bindings from a read-only dataplane (nothing is
-/// written: the dataplane only reads the kernel and plans).
+/// The host endpoints' bindings over the interfaces a read-only dataplane
+/// reads (nothing is written).
 async fn read_bindings(settings: &Settings, state: &DesiredState) -> anyhow::Result<Bindings> {
     if state.host_endpoints.is_empty() {
         return Ok(Bindings::new());
     }
     let mut dp = open_dataplane(settings).await?;
     dp.start_read_only().await?;
-    // Planning lowers the desired state against the interfaces just read.
-    dp.plan(state, &firewall_settings(settings, &[])).await?;
-    Ok(dataplane_bindings(&dp, state))
+    Ok(dataplane_bindings(&dp, state, &settings.interface_prefixes))
 }
 
 #[cfg(test)]

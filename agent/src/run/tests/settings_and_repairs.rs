@@ -289,3 +289,74 @@ async fn endpoint_statuses_follow_the_applied_state() {
         "pod1 went away; idle is inactive"
     );
 }
+
+/// The host endpoint document Calico's bare-metal guide shows as rejected
+/// (neither `name` nor expected addresses).
+const REJECTED_HOST_ENDPOINT: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/calico-v1/baremetal-doc-host-endpoint-REJECTED.json"
+));
+
+#[tokio::test(start_paused = true)]
+async fn host_endpoint_statuses_follow_bindings_and_invalid_ones_are_counted() {
+    let mut fake = Fake::new();
+    let eth0 = Id::new("eth0").expect("id");
+    fake.bindings = BTreeMap::from([(eth0, BTreeSet::from([iface("eth0")]))]);
+    let (mut agent, inputs, mut h) = agent_with(&[], fake);
+    let host = |id: &str| EndpointName::Host {
+        endpoint: id.to_owned(),
+    };
+    let driver = async {
+        let first = vec![
+            put("Ready", "true"),
+            profile(),
+            put(
+                "host/h1/endpoint/eth0",
+                r#"{"name":"eth0","profile_ids":["p1"]}"#,
+            ),
+            put(
+                "host/h1/endpoint/spare",
+                r#"{"expected_ipv4_addrs":["10.0.0.9"],"profile_ids":["p1"]}"#,
+            ),
+            put("host/h1/endpoint/bad", REJECTED_HOST_ENDPOINT),
+            put(
+                "host/h2/endpoint/other",
+                r#"{"name":"eth0","profile_ids":["p1"]}"#,
+            ),
+        ];
+        h.sync.send(snapshot(first)).await.expect("send");
+        settle().await;
+        assert_eq!(
+            *h.statuses.borrow_and_update(),
+            EndpointStatuses::from([
+                (host("eth0"), EndpointStatus::Up),
+                (host("spare"), EndpointStatus::Down),
+            ]),
+            "bound: up; unbound: down; the invalid one and another host's: none"
+        );
+        assert!(
+            metric_line(&h.metrics, "margay_invalid_objects{kind=\"host_endpoint\"}")
+                .ends_with(" 1")
+        );
+        h.sync
+            .send(updates(vec![del("host/h1/endpoint/eth0")]))
+            .await
+            .expect("send");
+        settle().await;
+        assert_eq!(
+            *h.statuses.borrow_and_update(),
+            EndpointStatuses::from([(host("spare"), EndpointStatus::Down)]),
+            "a deleted host endpoint's status goes"
+        );
+        h.control.send(Control::Stop).await.expect("stop");
+    };
+    let (result, ()) = tokio::join!(agent.run(inputs), driver);
+    result.expect("clean stop");
+    let applies = &agent.driver().applies;
+    let host_changes: Vec<_> = applies.iter().map(|a| a.0.host_endpoints.len()).collect();
+    assert_eq!(
+        host_changes.last(),
+        Some(&1),
+        "the delete reaches the dataplane: {host_changes:?}"
+    );
+}
