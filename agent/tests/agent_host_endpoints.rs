@@ -7,7 +7,10 @@
 //! - `margay check` warns when a host endpoint would block the etcd port
 //!   and no failsafe covers it, and stops warning once the datastore's
 //!   failsafe list does;
-//! - `margay plan` names the host endpoints, their bindings and chains.
+//! - `margay plan` names the host endpoints, their bindings and chains;
+//! - the etcd endpoints margay uses stay reachable through a deny-all host
+//!   endpoint with no failsafe port at all: a restarted agent (the firewall
+//!   left in place) connects anew and applies a later change.
 //!
 //! Needs root; skips with a message otherwise. Only the test's own
 //! namespaces are touched.
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::{Agent, MARGAY};
 use margay_tests::etcd::EtcdServer;
-use margay_tests::netns::{require_root, TestNetns};
+use margay_tests::netns::{require_root, veth_pair, TestNetns};
 
 /// tcp 80 inbound only; everything outbound.
 const WEB_PROFILE: &str = r#"{"inbound_rules":[{"action":"allow","protocol":"tcp","dst_ports":[80]}],"outbound_rules":[{"action":"allow"}]}"#;
@@ -236,4 +239,116 @@ fn check_warns_about_the_etcd_port_and_plan_shows_host_endpoints() {
         .collect();
     assert!(chains.contains(&"margay-hi-hep0"), "{chains:?}");
     assert!(chains.contains(&"margay-hin-hep0"), "{chains:?}");
+}
+
+/// Inbound and outbound: deny everything.
+const DENY_PROFILE: &str =
+    r#"{"inbound_rules":[{"action":"deny"}],"outbound_rules":[{"action":"deny"}]}"#;
+
+#[test]
+fn own_etcd_endpoints_pass_a_deny_all_host_endpoint_nftables() {
+    if require_root("own_etcd_endpoints_pass_a_deny_all_host_endpoint_nftables") {
+        own_endpoint_scenario("nftables");
+    }
+}
+
+#[test]
+fn own_etcd_endpoints_pass_a_deny_all_host_endpoint_iptables() {
+    if require_root("own_etcd_endpoints_pass_a_deny_all_host_endpoint_iptables") {
+        own_endpoint_scenario("iptables");
+    }
+}
+
+/// etcd in its own namespace, reached from the agent's through `hep0` at
+/// 10.98.0.2 (DNAT to etcd's loopback listener there), so the agent's etcd
+/// traffic crosses the interface the deny-all host endpoint is bound to.
+fn own_endpoint_scenario(backend: &str) {
+    let host = TestNetns::new("hep-own-h");
+    let remote = TestNetns::new("hep-own-e");
+    veth_pair(&host, "hep0", &remote, "eth0");
+    host.exec_ok(&["ip", "addr", "add", "10.98.0.1/24", "dev", "hep0"]);
+    remote.exec_ok(&["ip", "addr", "add", "10.98.0.2/24", "dev", "eth0"]);
+    let etcd = EtcdServer::new_in_netns(remote.name());
+    let port = etcd.client_port().to_string();
+    remote.sysctl("net.ipv4.conf.eth0.route_localnet", "1");
+    let to = format!("127.0.0.1:{port}");
+    remote.exec_ok(&["nft", "add", "table", "ip", "etcdfwd"]);
+    let hook = "{ type nat hook prerouting priority -100; }";
+    remote.exec_ok(&["nft", "add", "chain", "ip", "etcdfwd", "pre", hook]);
+    remote.exec_ok(&[
+        "nft",
+        "add",
+        "rule",
+        "ip",
+        "etcdfwd",
+        "pre",
+        "ip",
+        "daddr",
+        "10.98.0.2",
+        "tcp",
+        "dport",
+        &port,
+        "dnat",
+        "to",
+        &to,
+    ]);
+    for (key, doc) in [
+        ("/calico/v1/Ready", "true".to_owned()),
+        (
+            "/calico/v1/config/EndpointReportingEnabled",
+            "true".to_owned(),
+        ),
+        (
+            "/calico/v1/config/FailsafeInboundHostPorts",
+            "none".to_owned(),
+        ),
+        (
+            "/calico/v1/config/FailsafeOutboundHostPorts",
+            "none".to_owned(),
+        ),
+        (
+            "/calico/v1/policy/profile/deny/rules",
+            DENY_PROFILE.to_owned(),
+        ),
+        (
+            "/calico/v1/host/h1/endpoint/uplink",
+            r#"{"name":"hep0","profile_ids":["deny"]}"#.to_owned(),
+        ),
+    ] {
+        etcd.etcdctl_ok(&["put", key, &doc]);
+    }
+    let url = format!("http://10.98.0.2:{port}");
+    let log = etcd.dir().join(format!("margay-own-{backend}.log"));
+    let start = || {
+        let args = [
+            "--hostname",
+            "h1",
+            "--etcd-endpoints",
+            &url,
+            "--dataplane",
+            backend,
+        ];
+        Agent::run(&host, &args, &log)
+    };
+    let agent = start();
+    agent.wait_until("the deny-all host endpoint up", || {
+        value(&etcd, &status_key("uplink")) == r#"{"status":"up"}"#
+    });
+    // The policy is in force: anything else across hep0 is dropped.
+    let ping = host.exec(&["ping", "-c", "1", "-W", "1", "10.98.0.2"]);
+    assert!(!ping.status.success(), "ping should be denied");
+    assert!(agent.stop().success());
+
+    // A new agent, the firewall as the last one left it: it must connect
+    // anew through hep0 and apply a change made meanwhile.
+    etcd.etcdctl_ok(&[
+        "put",
+        "/calico/v1/host/h1/endpoint/later",
+        r#"{"name":"hep9","profile_ids":["deny"]}"#,
+    ]);
+    let agent = start();
+    agent.wait_until("the later host endpoint reported", || {
+        value(&etcd, &status_key("later")) == r#"{"status":"up"}"#
+    });
+    assert!(agent.stop().success());
 }
