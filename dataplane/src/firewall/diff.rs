@@ -13,6 +13,10 @@
 //!    one may jump to another);
 //! 5. delete sets no longer wanted, then remove members.
 //!
+//! No op detaches a hook: when the desired ruleset stops using a hook (the
+//! output hook once no host endpoint is bound), the chain it calls is kept,
+//! emptied, so the hook decides nothing.
+//!
 //! Chains compare by rule fingerprints, sets by members. With a scope
 //! ([`DirtyNames`], from the incremental lowering) only the named objects
 //! are compared, and for sets only the named members: the cost of a

@@ -246,6 +246,8 @@ fn rule(matches: Vec<Match>, action: Action) -> GenericRule {
 }
 
 #[cfg(test)]
+mod host_tests;
+#[cfg(test)]
 mod incremental_tests;
 #[cfg(test)]
 mod tests;
