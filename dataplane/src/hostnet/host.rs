@@ -374,7 +374,9 @@ impl HostNetwork {
         if let Some(routes) = facts_stale {
             self.refresh_facts(routes).await?;
             dirty = true;
-        } else if names_moved {
+        }
+        if names_moved {
+            // Even after a dump: one that found the same entries regroups nothing.
             self.regroup_interface_addresses();
         }
         if dirty {
