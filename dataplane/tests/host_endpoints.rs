@@ -186,6 +186,10 @@ pub fn policy_on_the_fabric_interface(b: Backend) {
     assert!(connects(&lab.host, EXT_IP, 9000), "allowed out");
     assert!(!connects(&lab.host, EXT_IP, 9001), "not allowed out");
     assert_eq!(m.host_endpoint_bindings().len(), 1);
+    // A restarted agent reads the host chains and the output hook back
+    // and finds nothing to write.
+    let again = manager(&lab, b);
+    assert!(again.plan(&s1, &settings).is_empty(), "adopted as is");
 }
 
 /// Deny-all: the failsafe port and the own datastore endpoint stay open;
