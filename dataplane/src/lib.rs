@@ -262,6 +262,10 @@ pub struct Dataplane {
     /// The generation of the interface addresses the firewall last took
     /// (`None`: not handed over yet).
     addresses_handed: Option<u64>,
+    /// The last desired state applied had host endpoints: only then do
+    /// address changes reach the firewall between applies (without any,
+    /// no binding depends on them; the next apply hands them over).
+    host_endpoints_wanted: bool,
 }
 
 impl Dataplane {
@@ -285,6 +289,7 @@ impl Dataplane {
                 .then(|| ManagedAccept::new(&target)),
             target,
             addresses_handed: None,
+            host_endpoints_wanted: false,
         })
     }
 
@@ -363,6 +368,7 @@ impl Dataplane {
             // Events may have been skipped while the first state was built.
             self.host.reread_interfaces().await?;
         }
+        self.host_endpoints_wanted = !desired.host_endpoints.is_empty();
         let moved = self.hand_over_interface_addresses();
         let fw = &mut self.firewall;
         let applied = blocking(|| fw.apply(desired, changes, settings));
@@ -400,6 +406,7 @@ impl Dataplane {
     /// whose writes for them are not counted as drift).
     pub async fn repair_routes(&mut self, desired: &DesiredState) -> Result<usize, DataplaneError> {
         let report = self.host.repair(desired).await?;
+        self.host_endpoints_wanted = !desired.host_endpoints.is_empty();
         let moved = self.hand_over_interface_addresses()?;
         if moved.ops > 0 {
             tracing::debug!(
@@ -476,14 +483,19 @@ impl Dataplane {
     }
 
     /// Like [`Self::handle_event`] for several events, writing once. When
-    /// they changed an interface's addresses, the firewall learns it (host
-    /// endpoints bound by address move) and what it wrote is in the report.
+    /// they changed an interface's addresses and the state last applied has
+    /// host endpoints, the firewall learns it (host endpoints bound by
+    /// address move) and what it wrote is in the report.
     pub async fn handle_events(
         &mut self,
         events: impl IntoIterator<Item = DataplaneEvent>,
     ) -> Result<ApplyReport, DataplaneError> {
         let host = self.host.handle_events(events).await?;
-        let fw = self.hand_over_interface_addresses()?;
+        let fw = if self.host_endpoints_wanted {
+            self.hand_over_interface_addresses()?
+        } else {
+            FirewallApplyStats::default()
+        };
         Ok(ApplyReport::from_parts(host, fw))
     }
 

@@ -286,3 +286,33 @@ async fn a_route_repair_after_lost_events_moves_the_binding_too() {
     assert_eq!(dp.host_endpoint_bindings(), bound_to(2));
     assert!(!lab.host_answers(2), "fab2 is filtered after the repair");
 }
+
+#[tokio::test]
+async fn an_address_moved_while_no_host_endpoint_exists_counts_when_one_comes() {
+    if !require_root("an_address_moved_while_no_host_endpoint_exists_counts_when_one_comes") {
+        return;
+    }
+    let lab = Lab::new("hf-later");
+    let (mut dp, mut events) = started(&lab, BackendKind::Nftables).await;
+    let empty = DesiredBuilder::new().build();
+    first_apply(&mut dp, &empty).await;
+    lab.move_service_address(1, 2);
+    pump_until(&mut dp, &mut events, |dp| {
+        dp.host()
+            .interface_addresses()
+            .get("fab2")
+            .is_some_and(|on| on.contains(&SERVICE_IP.parse().expect("ip")))
+    })
+    .await;
+    let d = desired();
+    dp.apply(
+        &d,
+        &changes_between(&empty, &d),
+        &FirewallSettings::default(),
+    )
+    .await
+    .expect("apply");
+    assert_eq!(dp.host_endpoint_bindings(), bound_to(2));
+    assert!(!lab.host_answers(2), "fab2 is filtered");
+    assert!(lab.host_answers(1), "fab1 is not");
+}

@@ -96,12 +96,13 @@ impl Drop for Listener {
 
 /// Listens on TCP `port` in `ns`, returning once the socket is up.
 fn listen(ns: &TestNetns, port: u16) -> Listener {
-    let child = ns.spawn(&["nc", "-lk", &port.to_string()]);
+    // Owned by the guard from the start: killed and reaped on every path.
+    let listener = Listener(ns.spawn(&["nc", "-lk", &port.to_string()]));
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         let out = ns.exec(&["ss", "-Hltn", &format!("sport = :{port}")]);
         if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-            return Listener(child);
+            return listener;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -186,6 +187,10 @@ pub fn policy_on_the_fabric_interface(b: Backend) {
     assert!(connects(&lab.host, EXT_IP, 9000), "allowed out");
     assert!(!connects(&lab.host, EXT_IP, 9001), "not allowed out");
     assert_eq!(m.host_endpoint_bindings().len(), 1);
+    // A restarted agent reads the host chains and the output hook back
+    // and finds nothing to write.
+    let again = manager(&lab, b);
+    assert!(again.plan(&s1, &settings).is_empty(), "adopted as is");
 }
 
 /// Deny-all: the failsafe port and the own datastore endpoint stay open;

@@ -122,6 +122,17 @@ async fn a_renamed_interface_takes_its_addresses_to_the_new_name() {
         "{:?}",
         addrs(&dp)
     );
+    // A rename in the same batch as address events that leave the
+    // addresses as they were: the rename still counts.
+    ns.exec_ok(&["ip", "addr", "add", "10.77.3.9/32", "dev", "hep1"]);
+    ns.exec_ok(&["ip", "addr", "del", "10.77.3.9/32", "dev", "hep1"]);
+    ns.exec_ok(&["ip", "link", "set", "uplink9", "name", "uplink8"]);
+    pump_pending(&ns, &mut dp, &mut events).await;
+    assert!(
+        on(&dp, "uplink8").contains(&ip("fd00:77:3::1")) && !addrs(&dp).contains_key("uplink9"),
+        "{:?}",
+        addrs(&dp)
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 //! batch) and regroups without a dump when an interface is renamed,
 //! created or deleted, since the entries are keyed by index.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
@@ -82,8 +83,16 @@ pub async fn dump(handle: &rtnetlink::Handle) -> Result<Vec<AddressEntry>, Netli
 pub fn by_interface(entries: &[AddressEntry], links: &LinkCache) -> InterfaceAddresses {
     let mut out = InterfaceAddresses::new();
     for entry in entries {
-        if let Some(name) = links.kernel_name(entry.index) {
-            out.entry(name.to_owned()).or_default().insert(entry.local);
+        let Some(name) = links.kernel_name(entry.index) else {
+            continue;
+        };
+        match out.get_mut(name) {
+            Some(on_it) => {
+                on_it.insert(entry.local);
+            }
+            None => {
+                out.insert(name.to_owned(), BTreeSet::from([entry.local]));
+            }
         }
     }
     out

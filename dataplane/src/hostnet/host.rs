@@ -170,8 +170,11 @@ impl HostNetwork {
     /// Re-reads the host's addresses and (when `routes`) the routes that
     /// matter, and hands the protected addresses to the route manager.
     async fn refresh_facts(&mut self, routes: bool) -> Result<(), HostNetError> {
-        self.address_entries = addresses::dump(&self.handle).await?;
-        self.regroup_interface_addresses();
+        let entries = addresses::dump(&self.handle).await?;
+        if entries != self.address_entries {
+            self.address_entries = entries;
+            self.regroup_interface_addresses();
+        }
         if routes {
             self.fact_routes = facts::relevant_routes(&self.handle, &self.etcd).await?;
         }
@@ -371,7 +374,9 @@ impl HostNetwork {
         if let Some(routes) = facts_stale {
             self.refresh_facts(routes).await?;
             dirty = true;
-        } else if names_moved {
+        }
+        if names_moved {
+            // Even after a dump: one that found the same entries regroups nothing.
             self.regroup_interface_addresses();
         }
         if dirty {

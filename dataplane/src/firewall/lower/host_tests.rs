@@ -332,3 +332,33 @@ fn host_endpoint_changes_relower_incrementally() {
 fn profile_owner(p: &str) -> margay_policy::desired::RuleSetOwner {
     margay_policy::desired::RuleSetOwner::Profile(crate::firewall::scenario::id(p))
 }
+
+#[test]
+fn host_endpoints_add_no_rule_to_the_forward_path() {
+    let mut b = host_scenario();
+    b.state.host_endpoints.clear();
+    let mut addrs = host_ifaces();
+    let without = lower_with(&b.build(), &settings(), &addrs);
+    for i in 0..20 {
+        let name = format!("eth{}", i + 10);
+        addrs.insert(
+            name.clone(),
+            [format!("198.18.0.{i}").parse().expect("addr")].into(),
+        );
+        b.host_endpoint(&format!("hep{i}"), Some(&name), &[], &["web"]);
+    }
+    let with = lower_with(&b.build(), &settings(), &addrs);
+    let walk = |rs: &Ruleset, iif: &str, oif: &str| {
+        let mut p = Packet::tcp(iif, oif, PEER, "10.0.0.1", 80);
+        let v = run_hook(rs, Hook::Forward, &mut p);
+        (v, p.walked)
+    };
+    for (iif, oif) in [("eth10", "cali-a"), ("eth0", "cali-a"), ("cali-a", "eth11")] {
+        let (a, b) = (walk(&without, iif, oif), walk(&with, iif, oif));
+        assert_eq!(a, b, "{iif} -> {oif}: (verdict, rules walked)");
+    }
+    assert_eq!(
+        reachable(&with, Hook::Forward),
+        reachable(&without, Hook::Forward)
+    );
+}
