@@ -72,11 +72,19 @@ impl Lab {
         Lab { host, peers }
     }
 
-    /// True when peer `n` (1 or 2) gets an answer to one ping of the host's
+    /// True when peer `n` (1 or 2) gets an answer to any of three pings of the host's
     /// address on the link between them.
     fn host_answers(&self, n: usize) -> bool {
         self.peers[n - 1]
-            .exec(&["ping", "-n", "-q", "-c1", "-W1", &format!("10.78.{n}.1")])
+            .exec(&[
+                "ping",
+                "-n",
+                "-q",
+                "-c3",
+                "-i0.2",
+                "-W1",
+                &format!("10.78.{n}.1"),
+            ])
             .status
             .success()
     }
