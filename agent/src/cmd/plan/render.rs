@@ -69,6 +69,9 @@ pub fn firewall_line(op: &FirewallOp) -> String {
         FirewallOp::AttachHook { hook, chain } => {
             format!("~ hook {hook:?} -> {}", chain.as_str())
         }
+        FirewallOp::DetachHook { hook, chain } => {
+            format!("- hook {hook:?} -> {}", chain.as_str())
+        }
     }
 }
 
@@ -115,6 +118,9 @@ fn firewall_op_json(op: &FirewallOp) -> Value {
         FirewallOp::DeleteChain { name } => json!({"op": "delete_chain", "name": name.as_str()}),
         FirewallOp::AttachHook { hook, chain } => {
             json!({"op": "attach_hook", "hook": format!("{hook:?}"), "chain": chain.as_str()})
+        }
+        FirewallOp::DetachHook { hook, chain } => {
+            json!({"op": "detach_hook", "hook": format!("{hook:?}"), "chain": chain.as_str()})
         }
     }
 }

@@ -85,6 +85,17 @@ fn render_op(op: &FirewallOp, out: &mut String) -> Result<(), FirewallError> {
             let _ = writeln!(out, "flush chain inet {TABLE} {base}");
             let _ = writeln!(out, "add rule inet {TABLE} {base} jump {chain}");
         }
+        FirewallOp::DetachHook { hook, .. } => {
+            // Declared first, so the delete works even if it is gone.
+            let base = hook_chain(*hook);
+            let _ = writeln!(
+                out,
+                "add chain inet {TABLE} {base} {{ {}; }}",
+                hook_spec(*hook)
+            );
+            let _ = writeln!(out, "flush chain inet {TABLE} {base}");
+            let _ = writeln!(out, "delete chain inet {TABLE} {base}");
+        }
     }
     Ok(())
 }
