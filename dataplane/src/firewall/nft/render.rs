@@ -433,4 +433,23 @@ mod tests {
         assert!(flush_b < del_b);
         assert!(text.contains("type filter hook forward priority filter; policy accept;"));
     }
+
+    #[test]
+    fn a_detached_hook_loses_its_base_chain() {
+        let ops = vec![FirewallOp::DetachHook {
+            hook: Hook::Output,
+            chain: ObjectName::fixed("margay-output"),
+        }];
+        let text = render_batch(&ops).expect("renders");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "add table inet margay",
+                "add chain inet margay hook-output { type filter hook output priority filter; policy accept; }",
+                "flush chain inet margay hook-output",
+                "delete chain inet margay hook-output",
+            ]
+        );
+    }
 }
