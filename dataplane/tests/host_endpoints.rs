@@ -19,10 +19,10 @@ use std::net::IpAddr;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::hooks::hook_attachments;
 use common::{base_state, Backend, Lab, EXT_IP, HOST_IP};
 use margay_dataplane::firewall::iptables::{IptablesBackend, Variant};
 use margay_dataplane::firewall::lower::{InterfaceAddresses, CHAIN_OUTPUT};
-use margay_dataplane::firewall::iptables::plan::FAMILIES;
 use margay_dataplane::firewall::model::{Hook, ObjectName};
 use margay_dataplane::firewall::nft::{NftBackend, NftMode};
 use margay_dataplane::firewall::scenario::{changes_between, rule, DesiredBuilder};
@@ -304,26 +304,9 @@ pub fn binding_by_address_follows_the_address(b: Backend) {
     );
 }
 
-/// What attaches anything of ours to the filter OUTPUT hook, whichever
-/// backend wrote it: our nftables base chain on the output hook, and our
-/// jump in the OUTPUT built-in chain of either iptables variant and family.
+/// What attaches anything of ours to the filter OUTPUT hook.
 fn output_hook_attachments(ns: &TestNetns) -> Vec<String> {
-    let nft = ns.exec(&["nft", "list", "table", "inet", "margay"]);
-    let mut texts = vec![String::from_utf8_lossy(&nft.stdout).into_owned()];
-    for v in [Variant::Nft, Variant::Legacy] {
-        for family in FAMILIES {
-            let save = ns.exec(&[v.save_bin(family)]);
-            texts.push(String::from_utf8_lossy(&save.stdout).into_owned());
-        }
-    }
-    texts
-        .iter()
-        .flat_map(|t| t.lines())
-        .filter(|l| {
-            l.contains("hook output") || (l.starts_with("-A OUTPUT") && l.contains("margay"))
-        })
-        .map(str::to_owned)
-        .collect()
+    hook_attachments(ns, Hook::Output)
 }
 
 /// Asserts that neither the output hook's attachment nor its chain is
