@@ -13,8 +13,8 @@ use common::hooks::hook_attachments;
 use margay_dataplane::firewall::iptables::{IptablesBackend, Variant};
 use margay_dataplane::firewall::model::{Action, GenericRule, Hook, ObjectName};
 use margay_dataplane::firewall::nft::{NftBackend, NftMode};
-use margay_dataplane::firewall::{new_backend, BackendKind, FirewallBackend, FirewallError};
 use margay_dataplane::firewall::FirewallOp;
+use margay_dataplane::firewall::{new_backend, BackendKind, FirewallBackend, FirewallError};
 use margay_dataplane::netns::NetnsTarget;
 use margay_tests::netns::{require_root, TestNetns};
 

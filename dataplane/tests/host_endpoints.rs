@@ -387,7 +387,10 @@ pub fn a_restart_detaches_a_leftover_output_hook(b: Backend) {
     apply(&mut m, &DesiredState::default(), &none, &settings);
     assert_output_hook_gone(&lab, b);
     let again = manager(&lab, b);
-    assert!(again.plan(&none, &settings).is_empty(), "nothing comes back");
+    assert!(
+        again.plan(&none, &settings).is_empty(),
+        "nothing comes back"
+    );
 }
 
 /// With `RETURN`, a workload reaching the host meets the host endpoint's

@@ -318,7 +318,9 @@ fn an_unused_hook_is_detached_before_its_chain_goes() {
     let output = ObjectName::fixed("margay-output");
     let mut hooked = Ruleset::default();
     hooked.chains.insert(output.clone(), vec![]);
-    hooked.chains.insert(ObjectName::fixed("margay-input"), vec![]);
+    hooked
+        .chains
+        .insert(ObjectName::fixed("margay-input"), vec![]);
     hooked.hooks.insert(Hook::Output, output.clone());
     let mut unhooked = hooked.clone();
     unhooked.chains.remove(&output);

@@ -443,9 +443,9 @@ fn write_detaches(
         let (table, builtin) = hook_chain(*hook);
         let detaching = detached.contains(hook);
         let doomed = |r: &BuiltinRule| {
-            r.ours.as_ref().is_some_and(|c| {
-                detaching || matches!(chains.get(c), Some(ChainIntent::Delete))
-            })
+            r.ours
+                .as_ref()
+                .is_some_and(|c| detaching || matches!(chains.get(c), Some(ChainIntent::Delete)))
         };
         for r in rules.iter().filter(|r| doomed(r)) {
             let s = sections.entry(table).or_default();

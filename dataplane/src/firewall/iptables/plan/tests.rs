@@ -407,16 +407,15 @@ fn a_detached_hook_leaves_its_builtin_chain_in_both_families() {
         ours: None,
     };
     for family in FAMILIES {
-        known.builtins.insert(
-            (family, Hook::Output),
-            vec![hook.clone(), foreign.clone()],
-        );
+        known
+            .builtins
+            .insert((family, Hook::Output), vec![hook.clone(), foreign.clone()]);
     }
     let detach = FirewallOp::DetachHook {
         hook: Hook::Output,
         chain: name("margay-output"),
     };
-    let p = plan(&[detach.clone()], &known).expect("plan");
+    let p = plan(std::slice::from_ref(&detach), &known).expect("plan");
     let want = "*filter\n-D OUTPUT -m comment --comment margay-hook -j margay-output\nCOMMIT\n";
     assert_eq!(p.v4, want);
     assert_eq!(p.v6, want);
