@@ -165,4 +165,24 @@ mod tests {
         assert_eq!(j["routes"][1]["route"], "via 192.168.0.2");
         assert!(plan_text(&Plan::default()).contains("nothing to do"));
     }
+
+    #[test]
+    fn hook_attach_and_detach_read_apart() {
+        use margay_dataplane::firewall::model::{Hook, ObjectName};
+        let output = ObjectName::fixed("margay-output");
+        let attach = FirewallOp::AttachHook {
+            hook: Hook::Output,
+            chain: output.clone(),
+        };
+        let detach = FirewallOp::DetachHook {
+            hook: Hook::Output,
+            chain: output,
+        };
+        assert_eq!(firewall_line(&attach), "~ hook Output -> margay-output");
+        assert_eq!(firewall_line(&detach), "- hook Output -> margay-output");
+        let j = firewall_op_json(&detach);
+        assert_eq!(j["op"], "detach_hook");
+        assert_eq!(j["hook"], "Output");
+        assert_eq!(j["chain"], "margay-output");
+    }
 }
