@@ -124,7 +124,7 @@ impl ApplyReport {
             routes: host.routes.upserts + host.routes.deletes,
             neighbours: host.neighbours.upserts + host.neighbours.deletes,
             sysctls: host.sysctls.upserts,
-            chains: fw.chains_replaced + fw.chains_deleted + fw.hooks_attached,
+            chains: fw.chains_replaced + fw.chains_deleted + fw.hooks_attached + fw.hooks_detached,
             sets: fw.sets_created + fw.sets_deleted,
             set_members: fw.members_added + fw.members_removed,
             waiting: host.routes.waiting + host.neighbours.waiting + host.sysctls.waiting,
@@ -236,6 +236,7 @@ fn merge_firewall_stats(a: FirewallApplyStats, b: FirewallApplyStats) -> Firewal
         members_added: a.members_added + b.members_added,
         members_removed: a.members_removed + b.members_removed,
         hooks_attached: a.hooks_attached + b.hooks_attached,
+        hooks_detached: a.hooks_detached + b.hooks_detached,
         micros: a.micros + b.micros,
     }
 }

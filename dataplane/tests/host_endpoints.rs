@@ -5,7 +5,9 @@
 //! the failsafe port does, replies to the host's own connections come back,
 //! the agent's own datastore endpoint stays reachable, a binding by address
 //! follows the address to another interface, and deleting the host
-//! endpoint leaves the interface unfiltered with no chain behind.
+//! endpoint leaves the interface unfiltered with no chain behind and the
+//! output hook detached (also by an agent restarted without host
+//! endpoints, over an attachment an older agent left).
 //!
 //! Needs root (network namespaces); under CI a missing root fails instead
 //! of skipping.
@@ -17,15 +19,16 @@ use std::net::IpAddr;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::hooks::hook_attachments;
 use common::{base_state, Backend, Lab, EXT_IP, HOST_IP};
 use margay_dataplane::firewall::iptables::{IptablesBackend, Variant};
 use margay_dataplane::firewall::lower::{InterfaceAddresses, CHAIN_OUTPUT};
-use margay_dataplane::firewall::model::ObjectName;
+use margay_dataplane::firewall::model::{Hook, ObjectName};
 use margay_dataplane::firewall::nft::{NftBackend, NftMode};
 use margay_dataplane::firewall::scenario::{changes_between, rule, DesiredBuilder};
 use margay_dataplane::firewall::{
     new_backend, BackendKind, EndpointToHostAction, FirewallBackend, FirewallError,
-    FirewallManager, FirewallSettings,
+    FirewallManager, FirewallOp, FirewallSettings,
 };
 use margay_dataplane::netns::NetnsTarget;
 use margay_policy::desired::{DesiredState, PortRange, Protocol, Rule, RuleAction};
@@ -301,9 +304,27 @@ pub fn binding_by_address_follows_the_address(b: Backend) {
     );
 }
 
-/// Deleting the host endpoint leaves the interface unfiltered and none of
-/// its chains behind (the output hook's chain stays, empty: no op detaches
-/// a hook).
+/// What attaches anything of ours to the filter OUTPUT hook.
+fn output_hook_attachments(ns: &TestNetns) -> Vec<String> {
+    hook_attachments(ns, Hook::Output)
+}
+
+/// Asserts that neither the output hook's attachment nor its chain is
+/// left, in read-back and in the kernel's own listing.
+fn assert_output_hook_gone(lab: &Lab, b: Backend) {
+    let seen = (b.make)(&lab.target)
+        .expect("backend")
+        .observe()
+        .expect("observe");
+    assert_eq!(seen.hooks.get(&Hook::Output), None, "output hook attached");
+    let output = ObjectName::fixed(CHAIN_OUTPUT);
+    assert!(!seen.chains.contains_key(&output), "output chain left");
+    let left = output_hook_attachments(&lab.host);
+    assert!(left.is_empty(), "output hook attachment left: {left:?}");
+}
+
+/// Deleting the host endpoint leaves the interface unfiltered, none of its
+/// chains behind, and the output hook detached.
 pub fn deleting_leaves_nothing_behind(b: Backend) {
     if skip("deleting_leaves_nothing_behind") {
         return;
@@ -317,6 +338,10 @@ pub fn deleting_leaves_nothing_behind(b: Backend) {
     let s0 = bld.build();
     apply(&mut m, &DesiredState::default(), &s0, &settings);
     assert!(!connects(&lab.ext, HOST_IP, 8080));
+    assert!(
+        !output_hook_attachments(&lab.host).is_empty(),
+        "the output hook is attached while an interface is bound"
+    );
     bld.state.host_endpoints.clear();
     let s1 = bld.build();
     apply(&mut m, &s0, &s1, &settings);
@@ -329,14 +354,43 @@ pub fn deleting_leaves_nothing_behind(b: Backend) {
         .filter(|c| c.as_str().starts_with("margay-h") || c.as_str().contains("fsafe"))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
-    let output = ObjectName::fixed(CHAIN_OUTPUT);
-    assert_eq!(
-        seen.chains.get(&output),
-        Some(&vec![]),
-        "output chain emptied"
-    );
+    assert_output_hook_gone(&lab, b);
     assert!(m.host_endpoint_bindings().is_empty());
     assert!(m.plan(&s1, &settings).is_empty());
+}
+
+/// An agent restarted without host endpoints over an output hook still
+/// attached (to an emptied chain, as an older agent left it) detaches it
+/// and deletes the chain; read-back does not bring it back.
+pub fn a_restart_detaches_a_leftover_output_hook(b: Backend) {
+    if skip("a_restart_detaches_a_leftover_output_hook") {
+        return;
+    }
+    let lab = lab("he-left", 0);
+    let output = ObjectName::fixed(CHAIN_OUTPUT);
+    let leftover = [
+        FirewallOp::ReplaceChain {
+            name: output.clone(),
+            rules: vec![],
+        },
+        FirewallOp::AttachHook {
+            hook: Hook::Output,
+            chain: output,
+        },
+    ];
+    let mut older = (b.make)(&lab.target).expect("backend");
+    older.write(&leftover).expect("the older agent's leftover");
+    assert!(!output_hook_attachments(&lab.host).is_empty(), "leftover");
+    let settings = FirewallSettings::default();
+    let mut m = manager(&lab, b);
+    let none = DesiredBuilder::new().build();
+    apply(&mut m, &DesiredState::default(), &none, &settings);
+    assert_output_hook_gone(&lab, b);
+    let again = manager(&lab, b);
+    assert!(
+        again.plan(&none, &settings).is_empty(),
+        "nothing comes back"
+    );
 }
 
 /// With `RETURN`, a workload reaching the host meets the host endpoint's
@@ -467,6 +521,10 @@ macro_rules! host_endpoint_suite {
             #[test]
             fn deleting_leaves_nothing_behind() {
                 super::deleting_leaves_nothing_behind(B)
+            }
+            #[test]
+            fn a_restart_detaches_a_leftover_output_hook() {
+                super::a_restart_detaches_a_leftover_output_hook(B)
             }
             #[test]
             fn workload_to_host_meets_the_host_policy() {

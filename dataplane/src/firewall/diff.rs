@@ -7,15 +7,12 @@
 //! 1. create new sets, add members (new rules see full sets);
 //! 2. replace changed chains, jump targets before the chains that jump to
 //!    them (a backend that needs to declare chains first can still do so);
-//! 3. attach hooks;
+//! 3. attach hooks, then detach the hooks the desired ruleset no longer
+//!    uses (the output hook once no host endpoint is bound);
 //! 4. delete chains no longer wanted (in no particular order among
 //!    themselves: a backend flushes all of them before deleting any, since
-//!    one may jump to another);
+//!    one may jump to another), a chain a detached hook called included;
 //! 5. delete sets no longer wanted, then remove members.
-//!
-//! No op detaches a hook: when the desired ruleset stops using a hook (the
-//! output hook once no host endpoint is bound), the chain it calls is kept,
-//! emptied, so the hook decides nothing.
 //!
 //! Chains compare by rule fingerprints, sets by members. With a scope
 //! ([`DirtyNames`], from the incremental lowering) only the named objects
@@ -168,17 +165,11 @@ pub fn apply_to(observed: &mut ObservedRuleset, ops: &[FirewallOp]) {
             FirewallOp::AttachHook { hook, chain } => {
                 observed.hooks.insert(*hook, chain.clone());
             }
+            FirewallOp::DetachHook { hook, .. } => {
+                observed.hooks.remove(hook);
+            }
         }
     }
-}
-
-/// True when a hook we attached calls `chain` but `desired` uses that hook
-/// no more.
-fn calls_unwanted_hook(chain: &ObjectName, desired: &Ruleset, observed: &ObservedRuleset) -> bool {
-    observed
-        .hooks
-        .iter()
-        .any(|(hook, c)| c == chain && !desired.hooks.contains_key(hook))
 }
 
 /// The chains a rule list jumps or goes to.
@@ -196,6 +187,9 @@ struct Plan {
     add_members: Vec<(ObjectName, IpVersion, BTreeSet<IpNet>)>,
     replace_chains: BTreeSet<ObjectName>,
     attach: Vec<(Hook, ObjectName)>,
+    /// Hooks to detach, with the chain each calls (a map: both the hook
+    /// comparison and a deleted chain's may find one).
+    detach: BTreeMap<Hook, ObjectName>,
     delete_chains: Vec<ObjectName>,
     delete_sets: Vec<ObjectName>,
     /// Sets of the wrong family: deleted, then created anew, at the end.
@@ -284,15 +278,12 @@ impl Plan {
             (Some(_), None) => {
                 self.replace_chains.insert(name.clone());
             }
-            (None, Some(fps)) if calls_unwanted_hook(name, desired, observed) => {
-                // No op detaches a hook: a hook the ruleset no longer uses
-                // (the output hook once no host endpoint is bound) keeps
-                // its chain, emptied, so it decides nothing.
-                if !fps.is_empty() {
-                    self.replace_chains.insert(name.clone());
-                }
+            (None, Some(_)) => {
+                // A chain a hook still calls cannot go before the hook lets
+                // go of it, whether or not the hooks are in scope.
+                self.detach_unwanted_hooks(desired, observed, |chain| chain == name);
+                self.delete_chains.push(name.clone());
             }
-            (None, Some(_)) => self.delete_chains.push(name.clone()),
             (None, None) => {}
         }
     }
@@ -301,6 +292,22 @@ impl Plan {
         for (hook, chain) in &desired.hooks {
             if observed.hooks.get(hook) != Some(chain) {
                 self.attach.push((*hook, chain.clone()));
+            }
+        }
+        self.detach_unwanted_hooks(desired, observed, |_| true);
+    }
+
+    /// Detaches every observed hook `desired` does not use whose chain
+    /// passes `which`.
+    fn detach_unwanted_hooks(
+        &mut self,
+        desired: &Ruleset,
+        observed: &ObservedRuleset,
+        which: impl Fn(&ObjectName) -> bool,
+    ) {
+        for (hook, chain) in &observed.hooks {
+            if !desired.hooks.contains_key(hook) && which(chain) {
+                self.detach.insert(*hook, chain.clone());
             }
         }
     }
@@ -330,6 +337,9 @@ impl Plan {
         }
         for (hook, chain) in self.attach {
             ops.push(FirewallOp::AttachHook { hook, chain });
+        }
+        for (hook, chain) in self.detach {
+            ops.push(FirewallOp::DetachHook { hook, chain });
         }
         for name in self.delete_chains {
             ops.push(FirewallOp::DeleteChain { name });

@@ -61,6 +61,8 @@ pub struct FirewallApplyStats {
     pub members_removed: usize,
     /// Hooks (re)attached.
     pub hooks_attached: usize,
+    /// Hooks detached (no longer used).
+    pub hooks_detached: usize,
     /// Wall time of lowering + diff + write, in microseconds.
     pub micros: u64,
 }
@@ -84,6 +86,7 @@ impl FirewallApplyStats {
                 }
                 FirewallOp::DeleteChain { .. } => s.chains_deleted += 1,
                 FirewallOp::AttachHook { .. } => s.hooks_attached += 1,
+                FirewallOp::DetachHook { .. } => s.hooks_detached += 1,
             }
         }
         s
@@ -101,7 +104,7 @@ pub struct DriftReport {
     pub members_missing: usize,
     /// Members that should not have been there.
     pub members_extra: usize,
-    /// Hooks not calling our chain.
+    /// Hooks not calling our chain, or calling one they should not.
     pub hooks: Vec<Hook>,
     /// Workload accept rules in iptables `FORWARD` added or removed
     /// (nftables backend; see [`super::iptables::forward_accept`]).
@@ -131,7 +134,9 @@ impl DriftReport {
                 FirewallOp::ReplaceChain { name, .. } | FirewallOp::DeleteChain { name } => {
                     r.chains.push(name.clone())
                 }
-                FirewallOp::AttachHook { hook, .. } => r.hooks.push(*hook),
+                FirewallOp::AttachHook { hook, .. } | FirewallOp::DetachHook { hook, .. } => {
+                    r.hooks.push(*hook)
+                }
             }
         }
         r

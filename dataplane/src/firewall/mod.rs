@@ -42,6 +42,10 @@ pub enum FirewallOp {
     DeleteChain { name: ObjectName },
     /// Make the hook call this chain (first in the hook's chain/base chain).
     AttachHook { hook: Hook, chain: ObjectName },
+    /// Stop the hook calling anything: take out the attachment that calls
+    /// `chain` (nftables: our base chain of the hook; iptables: our rule in
+    /// the built-in chain), before `chain` itself may be deleted.
+    DetachHook { hook: Hook, chain: ObjectName },
 }
 
 /// Which backend programs the firewall.

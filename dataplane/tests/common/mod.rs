@@ -12,6 +12,8 @@
 
 #![allow(dead_code)]
 
+pub mod hooks;
+
 use std::process::Child;
 use std::time::Duration;
 

@@ -50,7 +50,7 @@ struct Model {
 
 impl Model {
     fn op(&mut self, u: &mut Unstructured) -> Result<FirewallOp> {
-        Ok(match u.int_in_range(0..=6u8)? {
+        Ok(match u.int_in_range(0..=7u8)? {
             0 => FirewallOp::ReplaceChain {
                 name: name(u)?,
                 rules: (0..u.arbitrary_len::<u16>()?)
@@ -73,13 +73,12 @@ impl Model {
             }
             4 => self.add(u)?,
             5 => self.remove(u)?,
-            _ => FirewallOp::AttachHook {
-                hook: *u.choose(&[
-                    Hook::Forward,
-                    Hook::Input,
-                    Hook::Output,
-                    Hook::NatPostrouting,
-                ])?,
+            6 => FirewallOp::AttachHook {
+                hook: hook(u)?,
+                chain: name(u)?,
+            },
+            _ => FirewallOp::DetachHook {
+                hook: hook(u)?,
                 chain: name(u)?,
             },
         })
@@ -157,6 +156,9 @@ impl Model {
                 FirewallOp::AttachHook { hook, chain } => {
                     out.hooks.insert(*hook, chain.clone());
                 }
+                FirewallOp::DetachHook { hook, .. } => {
+                    out.hooks.remove(hook);
+                }
                 _ => {}
             }
         }
@@ -167,6 +169,15 @@ impl Model {
         }
         out
     }
+}
+
+fn hook(u: &mut Unstructured) -> Result<Hook> {
+    Ok(*u.choose(&[
+        Hook::Forward,
+        Hook::Input,
+        Hook::Output,
+        Hook::NatPostrouting,
+    ])?)
 }
 
 fn flip(f: IpVersion) -> IpVersion {

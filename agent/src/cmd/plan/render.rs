@@ -69,6 +69,9 @@ pub fn firewall_line(op: &FirewallOp) -> String {
         FirewallOp::AttachHook { hook, chain } => {
             format!("~ hook {hook:?} -> {}", chain.as_str())
         }
+        FirewallOp::DetachHook { hook, chain } => {
+            format!("- hook {hook:?} -> {}", chain.as_str())
+        }
     }
 }
 
@@ -116,6 +119,9 @@ fn firewall_op_json(op: &FirewallOp) -> Value {
         FirewallOp::AttachHook { hook, chain } => {
             json!({"op": "attach_hook", "hook": format!("{hook:?}"), "chain": chain.as_str()})
         }
+        FirewallOp::DetachHook { hook, chain } => {
+            json!({"op": "detach_hook", "hook": format!("{hook:?}"), "chain": chain.as_str()})
+        }
     }
 }
 
@@ -158,5 +164,25 @@ mod tests {
         assert_eq!(j["routes"][0]["op"], "add");
         assert_eq!(j["routes"][1]["route"], "via 192.168.0.2");
         assert!(plan_text(&Plan::default()).contains("nothing to do"));
+    }
+
+    #[test]
+    fn hook_attach_and_detach_read_apart() {
+        use margay_dataplane::firewall::model::{Hook, ObjectName};
+        let output = ObjectName::fixed("margay-output");
+        let attach = FirewallOp::AttachHook {
+            hook: Hook::Output,
+            chain: output.clone(),
+        };
+        let detach = FirewallOp::DetachHook {
+            hook: Hook::Output,
+            chain: output,
+        };
+        assert_eq!(firewall_line(&attach), "~ hook Output -> margay-output");
+        assert_eq!(firewall_line(&detach), "- hook Output -> margay-output");
+        let j = firewall_op_json(&detach);
+        assert_eq!(j["op"], "detach_hook");
+        assert_eq!(j["hook"], "Output");
+        assert_eq!(j["chain"], "margay-output");
     }
 }

@@ -203,6 +203,11 @@ impl Strict {
                 }
                 self.hooks.insert(*hook, chain.clone());
             }
+            FirewallOp::DetachHook { hook, chain } => {
+                if self.hooks.remove(hook).as_ref() != Some(chain) {
+                    return Err(format!("detach of {hook:?} not calling {chain}"));
+                }
+            }
         }
         Ok(())
     }
@@ -223,13 +228,11 @@ proptest! {
         let mut observed = observed_of(&a);
         let ops = diff(&b, &observed, None);
         let mut strict = Strict::of(&a);
-        // Hooks that b drops have no detach op: keep the test to pairs
-        // where b hooks at least what a hooks.
-        prop_assume!(a.hooks.keys().all(|h| b.hooks.contains_key(h)));
         strict.apply(&ops).map_err(TestCaseError::fail)?;
         apply_to(&mut observed, &ops);
         prop_assert_eq!(&observed, &observed_of(&b));
         prop_assert_eq!(strict.chains, b.chains.clone());
+        prop_assert_eq!(strict.hooks, b.hooks.clone());
         prop_assert!(diff(&b, &observed, None).is_empty(), "second diff not empty");
     }
 
@@ -268,17 +271,13 @@ proptest! {
     #[test]
     fn removing_then_re_adding_converges(a in ruleset()) {
         let mut observed = observed_of(&a);
-        let empty = Ruleset { hooks: a.hooks.clone(), ..Ruleset::default() };
-        // Hooked chains cannot go (no detach op): remove the rest.
-        let mut keep = empty.clone();
-        for c in a.hooks.values() {
-            keep.chains.insert(c.clone(), vec![]);
-        }
-        let ops = diff(&keep, &observed, None);
+        let empty = Ruleset::default();
+        let ops = diff(&empty, &observed, None);
+        Strict::of(&a).apply(&ops).map_err(TestCaseError::fail)?;
         apply_to(&mut observed, &ops);
-        prop_assert_eq!(&observed, &observed_of(&keep));
+        prop_assert_eq!(&observed, &ObservedRuleset::default());
         let ops = diff(&a, &observed, None);
-        let mut strict = Strict::of(&keep);
+        let mut strict = Strict::of(&empty);
         strict.apply(&ops).map_err(TestCaseError::fail)?;
         apply_to(&mut observed, &ops);
         prop_assert_eq!(&observed, &observed_of(&a));
@@ -309,4 +308,50 @@ fn replaced_chains_come_after_their_targets() {
         })
         .collect();
     assert_eq!(order, ["margay-c", "margay-b", "margay-a"]);
+}
+
+/// The output hook's chain, hooked, no longer wanted: the hook is detached
+/// before the chain is deleted, by a full diff and by a scoped one naming
+/// only the chain.
+#[test]
+fn an_unused_hook_is_detached_before_its_chain_goes() {
+    let output = ObjectName::fixed("margay-output");
+    let mut hooked = Ruleset::default();
+    hooked.chains.insert(output.clone(), vec![]);
+    hooked
+        .chains
+        .insert(ObjectName::fixed("margay-input"), vec![]);
+    hooked.hooks.insert(Hook::Output, output.clone());
+    let mut unhooked = hooked.clone();
+    unhooked.chains.remove(&output);
+    unhooked.hooks.clear();
+    let observed = observed_of(&hooked);
+    let want = vec![
+        FirewallOp::DetachHook {
+            hook: Hook::Output,
+            chain: output.clone(),
+        },
+        FirewallOp::DeleteChain {
+            name: output.clone(),
+        },
+    ];
+    assert_eq!(diff(&unhooked, &observed, None), want);
+    let chain_only = DirtyNames {
+        chains: [output.clone()].into(),
+        ..DirtyNames::default()
+    };
+    assert_eq!(diff(&unhooked, &observed, Some(&chain_only)), want);
+    let mut strict = Strict::of(&hooked);
+    strict.apply(&want).expect("a legal order");
+    assert!(strict.hooks.is_empty());
+    // The hook alone unused (its chain kept): detached, chain untouched.
+    let mut chain_kept = unhooked.clone();
+    chain_kept.chains.insert(output.clone(), vec![]);
+    assert_eq!(
+        diff(&chain_kept, &observed, None),
+        vec![FirewallOp::DetachHook {
+            hook: Hook::Output,
+            chain: output,
+        }]
+    );
 }

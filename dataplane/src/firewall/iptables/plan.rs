@@ -144,6 +144,7 @@ pub fn plan(ops: &[FirewallOp], known: &Known) -> Result<Plan, FirewallError> {
     let sets = set_intents(ops)?;
     let chains = chain_intents(ops)?;
     let hooks = hook_intents(ops)?;
+    let detached = detach_intents(ops, &hooks)?;
     let mut next = known.clone();
     let mut p = Plan::default();
     write_sets(&mut p, &sets, known, &mut next);
@@ -169,7 +170,12 @@ pub fn plan(ops: &[FirewallOp], known: &Known) -> Result<Plan, FirewallError> {
         let mut sections: BTreeMap<Table, Section> = BTreeMap::new();
         write_chains(&mut sections, &chains, &tables, known, family, &metas)?;
         write_hooks(&mut sections, &hooks, &mut next.builtins, family);
-        write_detaches(&mut sections, &chains, &mut next.builtins, family);
+        write_detaches(
+            &mut sections,
+            (&chains, &detached),
+            &mut next.builtins,
+            family,
+        );
         let text = match family {
             IpVersion::V4 => &mut p.v4,
             IpVersion::V6 => &mut p.v6,
@@ -233,6 +239,23 @@ fn hook_intents(ops: &[FirewallOp]) -> Result<BTreeMap<Hook, ObjectName>, Firewa
         if let FirewallOp::AttachHook { hook, chain } = op {
             check_ours(chain).map_err(|e| invalid("hook chain", e))?;
             out.insert(*hook, chain.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The hooks to detach (one attached anew by the same ops stays).
+fn detach_intents(
+    ops: &[FirewallOp],
+    attached: &BTreeMap<Hook, ObjectName>,
+) -> Result<BTreeSet<Hook>, FirewallError> {
+    let mut out = BTreeSet::new();
+    for op in ops {
+        if let FirewallOp::DetachHook { hook, chain } = op {
+            check_ours(chain).map_err(|e| invalid("hook chain", e))?;
+            if !attached.contains_key(hook) {
+                out.insert(*hook);
+            }
         }
     }
     Ok(out)
@@ -403,11 +426,13 @@ fn write_hooks(
     }
 }
 
-/// Removes hook rules that call a chain being deleted (there is no detach
-/// op: a hook whose chain goes away goes with it), so the delete succeeds.
+/// Removes our rules from the built-in chains of detached hooks, and any
+/// hook rule that calls a chain being deleted (so the delete succeeds even
+/// for a rule read-back did not count as attached: not first, or in one
+/// family only).
 fn write_detaches(
     sections: &mut BTreeMap<Table, Section>,
-    chains: &BTreeMap<ObjectName, ChainIntent<'_>>,
+    (chains, detached): (&BTreeMap<ObjectName, ChainIntent<'_>>, &BTreeSet<Hook>),
     builtins: &mut Builtins,
     family: IpVersion,
 ) {
@@ -416,10 +441,11 @@ fn write_detaches(
             continue;
         }
         let (table, builtin) = hook_chain(*hook);
+        let detaching = detached.contains(hook);
         let doomed = |r: &BuiltinRule| {
             r.ours
                 .as_ref()
-                .is_some_and(|c| matches!(chains.get(c), Some(ChainIntent::Delete)))
+                .is_some_and(|c| detaching || matches!(chains.get(c), Some(ChainIntent::Delete)))
         };
         for r in rules.iter().filter(|r| doomed(r)) {
             let s = sections.entry(table).or_default();

@@ -85,6 +85,17 @@ fn render_op(op: &FirewallOp, out: &mut String) -> Result<(), FirewallError> {
             let _ = writeln!(out, "flush chain inet {TABLE} {base}");
             let _ = writeln!(out, "add rule inet {TABLE} {base} jump {chain}");
         }
+        FirewallOp::DetachHook { hook, .. } => {
+            // Declared first, so the delete works even if it is gone.
+            let base = hook_chain(*hook);
+            let _ = writeln!(
+                out,
+                "add chain inet {TABLE} {base} {{ {}; }}",
+                hook_spec(*hook)
+            );
+            let _ = writeln!(out, "flush chain inet {TABLE} {base}");
+            let _ = writeln!(out, "delete chain inet {TABLE} {base}");
+        }
     }
     Ok(())
 }
@@ -421,5 +432,24 @@ mod tests {
             .expect("delete");
         assert!(flush_b < del_b);
         assert!(text.contains("type filter hook forward priority filter; policy accept;"));
+    }
+
+    #[test]
+    fn a_detached_hook_loses_its_base_chain() {
+        let ops = vec![FirewallOp::DetachHook {
+            hook: Hook::Output,
+            chain: ObjectName::fixed("margay-output"),
+        }];
+        let text = render_batch(&ops).expect("renders");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "add table inet margay",
+                "add chain inet margay hook-output { type filter hook output priority filter; policy accept; }",
+                "flush chain inet margay hook-output",
+                "delete chain inet margay hook-output",
+            ]
+        );
     }
 }

@@ -392,6 +392,48 @@ fn deleting_a_hooked_chain_detaches_it() {
     );
 }
 
+#[test]
+fn a_detached_hook_leaves_its_builtin_chain_in_both_families() {
+    let mut known = Known::default();
+    known
+        .chains
+        .insert(name("margay-output"), [Table::Filter].into());
+    let hook = BuiltinRule {
+        spec: "-m comment --comment margay-hook -j margay-output".into(),
+        ours: Some(name("margay-output")),
+    };
+    let foreign = BuiltinRule {
+        spec: "-j ACCEPT".into(),
+        ours: None,
+    };
+    for family in FAMILIES {
+        known
+            .builtins
+            .insert((family, Hook::Output), vec![hook.clone(), foreign.clone()]);
+    }
+    let detach = FirewallOp::DetachHook {
+        hook: Hook::Output,
+        chain: name("margay-output"),
+    };
+    let p = plan(std::slice::from_ref(&detach), &known).expect("plan");
+    let want = "*filter\n-D OUTPUT -m comment --comment margay-hook -j margay-output\nCOMMIT\n";
+    assert_eq!(p.v4, want);
+    assert_eq!(p.v6, want);
+    for family in FAMILIES {
+        assert_eq!(
+            p.next.builtins[&(family, Hook::Output)],
+            vec![foreign.clone()]
+        );
+    }
+    // Attached again by the same ops: the attachment stays.
+    let attach = FirewallOp::AttachHook {
+        hook: Hook::Output,
+        chain: name("margay-output"),
+    };
+    let p = plan(&[detach, attach], &known).expect("plan");
+    assert!(p.is_empty(), "{p:?}");
+}
+
 /// Plays restore text on a model of one table's user chains with
 /// iptables' rule: a chain still jumped to cannot be deleted. Returns
 /// the first refused line.

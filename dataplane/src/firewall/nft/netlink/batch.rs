@@ -173,6 +173,17 @@ impl BatchWriter {
                 };
                 self.rule_inner(base, &jump, false)?;
             }
+            FirewallOp::DetachHook { hook, .. } => {
+                // Declared first (a no-op when it exists), so the delete
+                // succeeds even when someone else removed it meanwhile.
+                let base = hook_chain(*hook);
+                self.chain(base, Some(*hook));
+                self.flush(base);
+                let m = self.msg(MSG_DELCHAIN, 0, || format!("delete base chain {base}"));
+                self.b.put_str(NFTA_CHAIN_TABLE, TABLE);
+                self.b.put_str(NFTA_CHAIN_NAME, base);
+                self.b.end_msg(m);
+            }
         }
         Ok(())
     }

@@ -330,6 +330,24 @@ mod tests {
     }
 
     #[test]
+    fn a_detached_hook_reads_back_as_gone() {
+        let attach = FirewallOp::AttachHook {
+            hook: Hook::Output,
+            chain: name("margay-output"),
+        };
+        let detach = FirewallOp::DetachHook {
+            hook: Hook::Output,
+            chain: name("margay-output"),
+        };
+        let rebuilt = |ops: &[FirewallOp]| {
+            observe_batch(&encode_batch(ops).expect("encodes")).expect("decodes")
+        };
+        assert!(rebuilt(&[attach.clone(), detach.clone()]).hooks.is_empty());
+        let again = rebuilt(&[detach, attach]);
+        assert_eq!(again.hooks.get(&Hook::Output), Some(&name("margay-output")));
+    }
+
+    #[test]
     fn a_member_of_the_other_family_is_refused_by_name() {
         let ops = [FirewallOp::AddMembers {
             set: name("margay-s"),
