@@ -146,6 +146,20 @@ fn firewall_without_counters(c: &Cluster) -> String {
         .join("\n")
 }
 
+/// The lines only `before` has (`- `) and only `after` has (`+ `).
+fn line_changes(before: &str, after: &str) -> String {
+    let only = |sign: &str, a: &str, b: &str| -> Vec<String> {
+        let others: Vec<&str> = b.lines().collect();
+        a.lines()
+            .filter(|l| !others.contains(l))
+            .map(|l| format!("{sign} {l}"))
+            .collect()
+    };
+    let mut lines = only("-", before, after);
+    lines.extend(only("+", after, before));
+    lines.join("\n")
+}
+
 fn strip_counter(line: &str) -> String {
     const COUNTER: &str = "counter packets ";
     let Some(at) = line.find(COUNTER) else {
@@ -332,7 +346,8 @@ fn deleted_host_endpoint_leaves_nothing_behind(dp: Dataplane) {
     });
     assert!(
         same,
-        "the firewall differs from before the host endpoint:\n--- before\n{before}\n--- after\n{after}"
+        "the firewall differs from before the host endpoint (- only before, + only after):\n{}\n--- after:\n{after}",
+        line_changes(&before, &after)
     );
     for leftover in [
         "margay-hi-",
