@@ -22,14 +22,16 @@
 //! - workload to host with `RETURN`: the inbound policy of the interface
 //!   owning the destination address, and no failsafe for workloads;
 //! - invalid host endpoints rejected, logged, counted, alone;
-//! - status `up`/`down` with `EndpointReportingEnabled`.
+//! - status `up`/`down` with `EndpointReportingEnabled`;
+//! - workload traffic forwarded between hosts crosses deny-all host
+//!   endpoints untouched.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use margay_tests::both_backends;
 use margay_tests::sandbox::{
-    allow_all_rules, eventually, fixture, reach, wait_for, Cluster, Dataplane, Origin,
+    allow, allow_all_rules, eventually, fixture, reach, wait_for, Cluster, Dataplane, Origin,
     CONVERGE_TIMEOUT, FABRIC_IFACE, OUTSIDE_IP, OUTSIDE_PORT, PREFIX, SIDE_IFACE, SIDE_PEER_IP,
 };
 use serde_json::{json, Value};
@@ -44,6 +46,7 @@ both_backends!(
     workload_to_host_with_return_meets_the_host_endpoint,
     invalid_host_endpoints_are_rejected_alone,
     host_endpoint_status_is_reported,
+    forwarded_workload_traffic_ignores_host_endpoints,
 );
 
 /// Ports the host serves on its fabric address: ssh (failsafe by default),
@@ -274,7 +277,7 @@ fn failsafe_lists_change_live(dp: Dataplane) {
 /// A host endpoint with only an expected address binds to the interface
 /// carrying it, and follows the address to another interface.
 fn binding_by_address_follows_the_address(dp: Dataplane) {
-    let c = one_host(dp, &[]);
+    let mut c = one_host(dp, &[]);
     c.add_side_link("h1");
     c.place_host_address("h1", MOVING_IP, FABRIC_IFACE);
     for port in [80, 8080] {
@@ -311,6 +314,23 @@ fn binding_by_address_follows_the_address(dp: Dataplane) {
         c.peers("host-h1").contains(&SIDE_PEER_IP.into()),
         "no connection came over the side link"
     );
+
+    // A restarted agent binds by address from its first apply on: one
+    // round of probes right after it is ready, no waiting.
+    assert_eq!(
+        c.stop_agent("h1"),
+        Some(0),
+        "the agent did not stop cleanly"
+    );
+    c.start_agent("h1");
+    let wrong = c.check_reach(&followed);
+    assert!(
+        wrong.is_empty(),
+        "right after a restart:\n{}\n{}",
+        c.describe_reach(&wrong),
+        c.host_firewall_dump()
+    );
+
     // And back.
     c.place_host_address("h1", MOVING_IP, FABRIC_IFACE);
     c.assert_reach(&[
@@ -504,6 +524,38 @@ fn host_endpoint_status_is_reported(dp: Dataplane) {
     c.delete_host_endpoint("h1", "fabric");
     wait_status(&c, "fabric", None);
     wait_status(&c, "spare", Some("up"));
+}
+
+/// Deny-all host endpoints on both hosts' fabric interfaces: workload
+/// traffic forwarded between the hosts through them is not theirs to
+/// judge, traffic to a host itself (also from a remote workload) is.
+fn forwarded_workload_traffic_ignores_host_endpoints(dp: Dataplane) {
+    let mut c = Cluster::builder().hosts(2).dataplane(dp).build();
+    // Routes to other hosts' workloads are for pool addresses only.
+    c.put_pool("10.65.0.0/16", false);
+    c.put_profile_rules("OPEN", &allow_all_rules());
+    c.add_workload("a", "h1", "10.65.4.2");
+    c.add_workload("b", "h2", "10.65.5.2");
+    c.put_endpoint("a", &["OPEN"], &json!({}));
+    c.put_endpoint("b", &["OPEN"], &json!({}));
+    let across = [
+        allow("a", "b", 80),
+        allow("b", "a", 443),
+        allow("a", "b", 5432),
+    ];
+    c.assert_matrix(&across);
+
+    let h2 = SocketAddr::from((c.host("h2").ip(), 8080));
+    for host in ["h1", "h2"] {
+        c.listen_on_host(host, 8080);
+        c.put_host_endpoint(host, "fabric", &by_name(FABRIC_IFACE, &[], &json!({})));
+    }
+    c.assert_reach(&[
+        reach(from_outside(), h1(&c, 8080), false),
+        reach(from_outside(), h2, false),
+        reach(Origin::Workload("a".to_owned()), h2, false),
+    ]);
+    c.assert_matrix(&across);
 }
 
 #[test]
