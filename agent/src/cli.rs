@@ -181,7 +181,7 @@ async fn dispatch(
     }
     let result = match name {
         "run" => crate::cmd::run::run_agent(loader, resolved, log).await,
-        "check" => crate::cmd::check::run_check(&settings)
+        "check" => crate::cmd::check::run_check(&settings, loader)
             .await
             .map(|ok| ok.then_some(())),
         "plan" => crate::cmd::plan::run_plan(loader, &settings, json)

@@ -2,14 +2,18 @@
 //! agent's settings mapped into dataplane and firewall configuration, and
 //! opening the dataplane they describe.
 
+use std::net::SocketAddr;
+
 use anyhow::Context as _;
 use margay_config::{DataplaneKind, Settings};
 use margay_dataplane::firewall::lower::{EndpointToHostAction, FirewallSettings};
 use margay_dataplane::firewall::BackendKind;
 use margay_dataplane::{Dataplane, DataplaneConfig};
 
-/// The firewall settings carried by the agent's settings.
-pub fn firewall_settings(s: &Settings) -> FirewallSettings {
+/// The firewall settings carried by the agent's settings, with the etcd
+/// endpoints the agent talks to (resolved once at start:
+/// [`crate::host_guard::resolve_etcd_endpoints`]).
+pub fn firewall_settings(s: &Settings, own_endpoints: &[SocketAddr]) -> FirewallSettings {
     let ports = |v: &[margay_config::ProtoPort]| {
         v.iter()
             .map(|p| (p.protocol.number(), p.port))
@@ -24,7 +28,7 @@ pub fn firewall_settings(s: &Settings) -> FirewallSettings {
         },
         failsafe_inbound: ports(&s.failsafe_inbound_host_ports),
         failsafe_outbound: ports(&s.failsafe_outbound_host_ports),
-        own_endpoints: Vec::new(),
+        own_endpoints: own_endpoints.to_vec(),
     }
 }
 

@@ -1,9 +1,10 @@
 //! Host protection at the agent's edge: no datastore content may cut this
 //! host off from its network or from etcd.
 //!
-//! - The etcd endpoints' addresses are resolved once at start
-//!   ([`resolve_etcd_addresses`]; IP literals directly) and handed to the
-//!   dataplane, which never lets an endpoint route cover them, the host's
+//! - The etcd endpoints are resolved once at start
+//!   ([`resolve_etcd_endpoints`]; IP literals directly). The firewall keeps
+//!   them reachable through host endpoints, whatever the policy says; their
+//!   addresses go to the dataplane, which never lets an endpoint route cover them, the host's
 //!   own addresses or its default gateways. Routes it refuses come back in
 //!   apply reports and are logged (rate-limited) and counted here
 //!   ([`report_refused`]); routes of ours a previous run left on such an
@@ -15,7 +16,7 @@
 //!   it). A prefix matching `lo` is already invalid in the config crate.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -59,9 +60,12 @@ pub fn endpoint_host(url: &str) -> Option<(String, u16)> {
     Some((host.to_owned(), port))
 }
 
-/// The addresses of the etcd endpoints: IP literals as they are, host
-/// names resolved (once; a failure is logged and that name skipped).
-pub async fn resolve_etcd_addresses(endpoints: &[String]) -> Vec<IpAddr> {
+/// The etcd endpoints as socket addresses (port from the URL, 2379 when
+/// it names none): IP literals as they are, host names resolved (once; a
+/// failure is logged and that name skipped). Sorted, without repeats. The
+/// firewall keeps these reachable through host endpoints
+/// (`FirewallSettings::own_endpoints`).
+pub async fn resolve_etcd_endpoints(endpoints: &[String]) -> Vec<SocketAddr> {
     let mut out = BTreeSet::new();
     for url in endpoints {
         let shown = crate::logging::redact_url(url);
@@ -70,13 +74,13 @@ pub async fn resolve_etcd_addresses(endpoints: &[String]) -> Vec<IpAddr> {
             continue;
         };
         if let Ok(ip) = host.parse::<IpAddr>() {
-            out.insert(ip);
+            out.insert(SocketAddr::new(ip, port));
             continue;
         }
         let lookup = tokio::net::lookup_host((host.as_str(), port));
         let resolved = tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await;
         match resolved {
-            Ok(Ok(addrs)) => out.extend(addrs.map(|a| a.ip())),
+            Ok(Ok(addrs)) => out.extend(addrs),
             Ok(Err(e)) => {
                 tracing::warn!(endpoint = %shown, error = %e, "cannot resolve etcd endpoint; its address is not protected")
             }
@@ -86,6 +90,18 @@ pub async fn resolve_etcd_addresses(endpoints: &[String]) -> Vec<IpAddr> {
         }
     }
     out.into_iter().collect()
+}
+
+/// The addresses of resolved etcd endpoints, sorted, without repeats.
+pub fn endpoint_addresses(endpoints: &[SocketAddr]) -> Vec<IpAddr> {
+    let ips: BTreeSet<IpAddr> = endpoints.iter().map(SocketAddr::ip).collect();
+    ips.into_iter().collect()
+}
+
+/// The addresses of the etcd endpoints ([`resolve_etcd_endpoints`]
+/// without the ports).
+pub async fn resolve_etcd_addresses(endpoints: &[String]) -> Vec<IpAddr> {
+    endpoint_addresses(&resolve_etcd_endpoints(endpoints).await)
 }
 
 /// Logs (rate-limited) and counts endpoint routes the dataplane refused.
@@ -357,6 +373,36 @@ mod tests {
             let got = endpoint_host(url);
             assert_eq!(got.as_ref().map(|(h, p)| (h.as_str(), *p)), want, "{url}");
         }
+    }
+
+    #[tokio::test]
+    async fn endpoints_keep_their_ports() {
+        let got = resolve_etcd_endpoints(&[
+            "http://192.0.2.2:2379".to_owned(),
+            "https://[fd00::2]:4001/".to_owned(),
+            "http://192.0.2.2".to_owned(),
+            "http://localhost:2380".to_owned(),
+        ])
+        .await;
+        let want = |s: &str| s.parse::<SocketAddr>().expect("socket address");
+        assert!(got.contains(&want("192.0.2.2:2379")), "{got:?}");
+        assert!(got.contains(&want("[fd00::2]:4001")), "{got:?}");
+        assert!(
+            got.iter().any(|a| a.ip().is_loopback() && a.port() == 2380),
+            "{got:?}"
+        );
+        assert_eq!(
+            got.iter().filter(|a| a.port() == 2379).count(),
+            1,
+            "{got:?}"
+        );
+        assert_eq!(
+            endpoint_addresses(&got)
+                .iter()
+                .filter(|a| a.to_string() == "192.0.2.2")
+                .count(),
+            1
+        );
     }
 
     #[tokio::test]

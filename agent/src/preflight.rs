@@ -14,8 +14,10 @@ const SBIN_DIRS: &[&str] = &["/usr/local/sbin", "/usr/sbin", "/sbin"];
 pub struct CheckResult {
     /// What was checked, e.g. `etcd reachable`.
     pub name: String,
-    /// True when fine.
+    /// True when fine (a warning is fine: it does not fail `margay check`).
     pub ok: bool,
+    /// Fine, but the operator should know (shown as `WARNING`).
+    pub warning: bool,
     /// What was found (shown in parentheses when ok, after `:` otherwise).
     pub detail: String,
     /// What to do about a problem (empty when ok).
@@ -28,8 +30,20 @@ impl CheckResult {
         CheckResult {
             name: name.to_string(),
             ok: true,
+            warning: false,
             detail: detail.into(),
             hint: String::new(),
+        }
+    }
+
+    /// A passed check the operator should still know about, with a hint.
+    pub fn warning(name: &str, detail: impl Into<String>, hint: impl Into<String>) -> Self {
+        CheckResult {
+            name: name.to_string(),
+            ok: true,
+            warning: true,
+            detail: detail.into(),
+            hint: hint.into(),
         }
     }
 
@@ -38,6 +52,7 @@ impl CheckResult {
         CheckResult {
             name: name.to_string(),
             ok: false,
+            warning: false,
             detail: detail.into(),
             hint: hint.into(),
         }
@@ -45,16 +60,18 @@ impl CheckResult {
 }
 
 impl fmt::Display for CheckResult {
-    /// `ok       name (detail)` or `PROBLEM  name: detail — hint: hint`.
+    /// `ok       name (detail)`, `WARNING  name: detail — hint: hint` or
+    /// `PROBLEM  name: detail — hint: hint`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.ok {
+        if self.ok && !self.warning {
             write!(f, "{:<9}{}", "ok", self.name)?;
             if !self.detail.is_empty() {
                 write!(f, " ({})", self.detail)?;
             }
             return Ok(());
         }
-        write!(f, "{:<9}{}", "PROBLEM", self.name)?;
+        let label = if self.ok { "WARNING" } else { "PROBLEM" };
+        write!(f, "{label:<9}{}", self.name)?;
         if !self.detail.is_empty() {
             write!(f, ": {}", self.detail)?;
         }

@@ -20,7 +20,7 @@ fn etcd_config(url: String) -> EtcdConfig {
 }
 
 fn ep(workload: &str) -> EndpointName {
-    EndpointName {
+    EndpointName::Workload {
         orchestrator: "k8s".into(),
         workload: workload.into(),
         endpoint: "eth0".into(),
@@ -246,5 +246,79 @@ async fn leftovers_are_removed_even_with_reporting_disabled() {
         async move { get(&mut c, stale).await.is_none() }
     })
     .await;
+    task.abort();
+}
+
+fn host_ep(id: &str) -> EndpointName {
+    EndpointName::Host {
+        endpoint: id.into(),
+    }
+}
+
+#[tokio::test]
+async fn host_endpoint_statuses_follow_and_leftovers_go() {
+    let etcd = EtcdServer::new();
+    let mut client = etcd.client().await;
+    let stale = "/calico/felix/v1/host/h1/endpoint/old";
+    let other = "/calico/felix/v1/host/h2/endpoint/eth0";
+    for key in [stale, other] {
+        client
+            .put(key, r#"{"status":"up"}"#, None)
+            .await
+            .expect("put");
+    }
+    let (_cfg_tx, cfg_rx) = watch::channel(ReportConfig {
+        interval: None,
+        ttl_secs: 90,
+        endpoints_enabled: true,
+    });
+    let (ep_tx, ep_rx) = watch::channel(EndpointStatuses::from([
+        (host_ep("eth0"), EndpointStatus::Up),
+        (host_ep("mgmt"), EndpointStatus::Down),
+        (ep("a"), EndpointStatus::Up),
+    ]));
+    let task = margay_datastore::status::spawn(
+        etcd_config(etcd.client_url()),
+        "/calico/felix/v1",
+        "h1",
+        cfg_rx,
+        ep_rx,
+    );
+    let dir = "/calico/felix/v1/host/h1/endpoint/";
+    let eth0 = "/calico/felix/v1/host/h1/endpoint/eth0";
+    let mgmt = "/calico/felix/v1/host/h1/endpoint/mgmt";
+    eventually("host endpoint statuses, stale one removed", || {
+        let mut c = client.clone();
+        async move { keys_under(&mut c, dir).await == vec![eth0.to_owned(), mgmt.to_owned()] }
+    })
+    .await;
+    assert_eq!(
+        get(&mut client, eth0).await.map(|(v, _)| v).as_deref(),
+        Some(r#"{"status":"up"}"#)
+    );
+    assert_eq!(
+        get(&mut client, mgmt).await.map(|(v, _)| v).as_deref(),
+        Some(r#"{"status":"down"}"#)
+    );
+    let workload = "/calico/felix/v1/host/h1/workload/k8s/a/endpoint/eth0";
+    assert!(get(&mut client, workload).await.is_some());
+
+    // mgmt is bound now; eth0's host endpoint is deleted.
+    ep_tx.send_replace(EndpointStatuses::from([
+        (host_ep("mgmt"), EndpointStatus::Up),
+        (ep("a"), EndpointStatus::Up),
+    ]));
+    eventually("eth0 removed, mgmt up", || {
+        let mut c = client.clone();
+        async move {
+            keys_under(&mut c, dir).await == vec![mgmt.to_owned()]
+                && get(&mut c, mgmt)
+                    .await
+                    .is_some_and(|(v, _)| v.contains("\"up\""))
+        }
+    })
+    .await;
+    assert!(get(&mut client, workload).await.is_some());
+    assert!(get(&mut client, other).await.is_some(), "another host's");
     task.abort();
 }

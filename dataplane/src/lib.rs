@@ -19,6 +19,11 @@
 //! that appeared, forgets those of one that vanished, and puts back a route
 //! of ours someone deleted. Call `repair_routes` / `repair_firewall_drift`
 //! on a timer as a safety net.
+//!
+//! The addresses of each host interface, which host endpoints bound by
+//! expected address follow, go from host networking to the firewall: at
+//! start (before the first apply) and whenever an event batch, a repair
+//! or an apply finds them changed.
 
 pub mod bird;
 pub mod firewall;
@@ -218,6 +223,23 @@ impl Plan {
     }
 }
 
+/// Adds the counts of two firewall writes made for one call.
+fn merge_firewall_stats(a: FirewallApplyStats, b: FirewallApplyStats) -> FirewallApplyStats {
+    FirewallApplyStats {
+        full: a.full || b.full,
+        ops: a.ops + b.ops,
+        chains_replaced: a.chains_replaced + b.chains_replaced,
+        rules_written: a.rules_written + b.rules_written,
+        chains_deleted: a.chains_deleted + b.chains_deleted,
+        sets_created: a.sets_created + b.sets_created,
+        sets_deleted: a.sets_deleted + b.sets_deleted,
+        members_added: a.members_added + b.members_added,
+        members_removed: a.members_removed + b.members_removed,
+        hooks_attached: a.hooks_attached + b.hooks_attached,
+        micros: a.micros + b.micros,
+    }
+}
+
 /// Runs a synchronous firewall call without stalling other tasks when the
 /// runtime has threads to spare.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -237,6 +259,13 @@ pub struct Dataplane {
     /// nftables backend only: the workload accept in a foreign iptables
     /// `FORWARD` chain with policy `DROP` (Docker hosts).
     forward_accept: Option<ManagedAccept>,
+    /// The generation of the interface addresses the firewall last took
+    /// (`None`: not handed over yet).
+    addresses_handed: Option<u64>,
+    /// The last desired state applied had host endpoints: only then do
+    /// address changes reach the firewall between applies (without any,
+    /// no binding depends on them; the next apply hands them over).
+    host_endpoints_wanted: bool,
 }
 
 impl Dataplane {
@@ -259,6 +288,8 @@ impl Dataplane {
             forward_accept: (cfg.backend == BackendKind::Nftables)
                 .then(|| ManagedAccept::new(&target)),
             target,
+            addresses_handed: None,
+            host_endpoints_wanted: false,
         })
     }
 
@@ -299,21 +330,52 @@ impl Dataplane {
         self.host.start().await?;
         let fw = &mut self.firewall;
         blocking(|| fw.start())?;
+        self.addresses_handed = None;
+        self.hand_over_interface_addresses()?;
         Ok(())
+    }
+
+    /// Hands the host's interface addresses to the firewall when they
+    /// changed since it last took them (host endpoints bound by address
+    /// follow them). Returns what the firewall wrote; on failure the
+    /// addresses are handed again next time.
+    fn hand_over_interface_addresses(&mut self) -> Result<FirewallApplyStats, FirewallError> {
+        let generation = self.host.interface_addresses_generation();
+        if self.addresses_handed == Some(generation) {
+            return Ok(FirewallApplyStats::default());
+        }
+        let (fw, addrs) = (&mut self.firewall, self.host.interface_addresses());
+        let stats = blocking(|| fw.set_interface_addresses(addrs))?;
+        self.addresses_handed = Some(generation);
+        Ok(stats)
     }
 
     /// Makes the kernel match `desired` for the keys `changes` names
     /// (everything on the first call). The firewall goes first, so a new
     /// workload is filtered before it becomes reachable; host networking is
     /// written even when the firewall fails (then the firewall error is returned).
+    /// Interface addresses the firewall has not taken yet (a failed
+    /// hand-over) are handed over first; before the first apply the
+    /// interfaces and addresses are re-read, as the caller may have skipped
+    /// events while it waited for the first desired state.
     pub async fn apply(
         &mut self,
         desired: &DesiredState,
         changes: &Changes,
         settings: &FirewallSettings,
     ) -> Result<ApplyReport, DataplaneError> {
+        if !self.host.is_primed() {
+            // Events may have been skipped while the first state was built.
+            self.host.reread_interfaces().await?;
+        }
+        self.host_endpoints_wanted = !desired.host_endpoints.is_empty();
+        let moved = self.hand_over_interface_addresses();
         let fw = &mut self.firewall;
-        let fw_result = blocking(|| fw.apply(desired, changes, settings));
+        let applied = blocking(|| fw.apply(desired, changes, settings));
+        let fw_result = match (moved, applied) {
+            (Ok(moved), Ok(applied)) => Ok(merge_firewall_stats(moved, applied)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
         let accepts = match (self.forward_accept.as_mut(), &fw_result) {
             (Some(fa), Ok(_)) => blocking(|| fa.after_apply(&settings.valid_prefixes())),
             _ => 0,
@@ -339,9 +401,19 @@ impl Dataplane {
     }
 
     /// Full repair of routes, neighbours and sysctls: re-reads them all,
-    /// diffs against `desired` and writes the difference. Returns the writes.
+    /// diffs against `desired` and writes the difference. Returns those
+    /// writes (the re-read interface addresses also reach the firewall,
+    /// whose writes for them are not counted as drift).
     pub async fn repair_routes(&mut self, desired: &DesiredState) -> Result<usize, DataplaneError> {
         let report = self.host.repair(desired).await?;
+        self.host_endpoints_wanted = !desired.host_endpoints.is_empty();
+        let moved = self.hand_over_interface_addresses()?;
+        if moved.ops > 0 {
+            tracing::debug!(
+                ops = moved.ops,
+                "interface addresses changed; host endpoint chains rewritten"
+            );
+        }
         Ok(report.writes())
     }
 
@@ -410,13 +482,21 @@ impl Dataplane {
         self.handle_events([event]).await
     }
 
-    /// Like [`Self::handle_event`] for several events, writing once.
+    /// Like [`Self::handle_event`] for several events, writing once. When
+    /// they changed an interface's addresses and the state last applied has
+    /// host endpoints, the firewall learns it (host endpoints bound by
+    /// address move) and what it wrote is in the report.
     pub async fn handle_events(
         &mut self,
         events: impl IntoIterator<Item = DataplaneEvent>,
     ) -> Result<ApplyReport, DataplaneError> {
         let host = self.host.handle_events(events).await?;
-        Ok(ApplyReport::from_parts(host, FirewallApplyStats::default()))
+        let fw = if self.host_endpoints_wanted {
+            self.hand_over_interface_addresses()?
+        } else {
+            FirewallApplyStats::default()
+        };
+        Ok(ApplyReport::from_parts(host, fw))
     }
 
     /// Sizes of what we own.

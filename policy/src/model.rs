@@ -49,7 +49,7 @@ pub struct WorkloadEndpoint {
     pub labels: Labels,
 }
 
-/// A validated host endpoint document (programming it is a later milestone).
+/// A validated host endpoint document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostEndpoint {
     /// `name`: the interface, when given.

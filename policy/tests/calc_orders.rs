@@ -7,7 +7,9 @@
 //! onto a copy of the previous state reproduces the new state. The small
 //! universe (three local endpoint slots on five interfaces, a dozen
 //! addresses, pools that come and go) makes interface and address conflicts
-//! and remote addresses outside every pool frequent. BGP keys are part of
+//! and remote addresses outside every pool frequent. Host endpoints of this
+//! host and another one (by name, by expected addresses sharing the
+//! workloads' addresses, or both) are part of it too. BGP keys are part of
 //! the universe: every history reaches the same `bgp_config()`, and
 //! whenever it differs from the one at the previous take, `Changes.bgp`
 //! said so. Remote routes are switched off and on in the middle of every
@@ -22,8 +24,8 @@ use margay_policy::bgp::{AsNumber, BgpConfig, BgpUnavailable};
 use margay_policy::calc::CalcEngine;
 use margay_policy::desired::{Changes, DesiredState, IpVersion, RuleAction, WorkloadEndpointKey};
 use margay_policy::model::{
-    self, BgpKey, BgpValue, EndpointState, IpPool, Labels, Order, Policy, ProfileRules,
-    ResourceKey, TierMetadata, Update, Value, WorkloadEndpoint,
+    self, BgpKey, BgpValue, EndpointState, HostEndpoint, HostEndpointKey, IpPool, Labels, Order,
+    Policy, ProfileRules, ResourceKey, TierMetadata, Update, Value, WorkloadEndpoint,
 };
 use margay_policy::names::{Id, InterfaceName, MacAddr};
 use proptest::prelude::*;
@@ -46,6 +48,9 @@ const SELECTORS: [&str; 8] = [
 const LABEL_KEYS: [&str; 2] = ["app", "role"];
 const LABEL_VALUES: [&str; 2] = ["a", "b"];
 const EP_SLOTS: usize = 9;
+const HOST_EP_SLOTS: usize = 4;
+/// Host endpoint names; `cali0` is a workload interface too (never a conflict).
+const HOST_IFACES: [&str; 3] = ["eth0", "eth1", "cali0"];
 
 // ------------------------------------------------------------- generation
 
@@ -143,6 +148,38 @@ fn arb_endpoint() -> impl Strategy<Value = WorkloadEndpoint> {
         )
 }
 
+fn arb_host_endpoint() -> impl Strategy<Value = HostEndpoint> {
+    (
+        prop::option::of(prop::sample::select(&HOST_IFACES[..])),
+        prop::collection::vec(0u8..12, 0..3),
+        prop::collection::vec(0u8..3, 0..2),
+        prop::collection::vec(arb_id(&PROFILES), 0..3),
+        arb_labels(),
+    )
+        .prop_map(|(name, a4, a6, profile_ids, labels)| {
+            let mut a4: Vec<IpAddr> = a4.into_iter().map(|i| IpAddr::V4(v4(i).addr())).collect();
+            // The data model requires a name or an expected address.
+            if name.is_none() && a4.is_empty() {
+                a4.push(IpAddr::V4(v4(0).addr()));
+            }
+            HostEndpoint {
+                name: name.map(|n| InterfaceName::new(n).expect("iface")),
+                expected_ipv4_addrs: a4,
+                expected_ipv6_addrs: a6.into_iter().map(|i| IpAddr::V6(v6(i).addr())).collect(),
+                profile_ids,
+                labels,
+            }
+        })
+}
+
+/// Host endpoint slot `i`: even slots on this host, odd ones on h2.
+fn host_slot_key(i: usize) -> HostEndpointKey {
+    HostEndpointKey {
+        host: HOSTS[i % 2].to_owned(),
+        endpoint: id(&format!("hep{i}")),
+    }
+}
+
 fn arb_policy() -> impl Strategy<Value = Policy> {
     (
         prop::sample::select(&SELECTORS[..]),
@@ -165,6 +202,10 @@ fn slot_key(i: usize) -> WorkloadEndpointKey {
 /// One complete datastore: a value (or absence) for every key of a small universe.
 fn arb_world() -> impl Strategy<Value = World> {
     let endpoints = prop::collection::vec(prop::option::weighted(0.8, arb_endpoint()), EP_SLOTS);
+    let host_endpoints = prop::collection::vec(
+        prop::option::weighted(0.7, arb_host_endpoint()),
+        HOST_EP_SLOTS,
+    );
     let profiles = prop::collection::vec(
         (
             prop::option::weighted(0.8, (arb_rules(), arb_rules())),
@@ -186,95 +227,118 @@ fn arb_world() -> impl Strategy<Value = World> {
         prop::collection::vec(prop::option::of(prop::sample::select(vec!["x", "y"])), 4),
         prop::option::of(any::<bool>()),
     );
-    (endpoints, profiles, tiers, pools, misc, arb_bgp()).prop_map(
-        |(endpoints, profiles, tiers, pools, (birds, configs, ready), bgp)| {
-            let mut w = bgp;
-            for (i, ep) in endpoints.into_iter().enumerate() {
-                if let Some(ep) = ep {
-                    w.insert(
-                        ResourceKey::WorkloadEndpoint(slot_key(i)),
-                        Value::WorkloadEndpoint(ep),
-                    );
-                }
-            }
-            for (i, (rules, tags, labels)) in profiles.into_iter().enumerate() {
-                let p = id(PROFILES[i]);
-                if let Some((inbound, outbound)) = rules {
-                    w.insert(
-                        ResourceKey::ProfileRules(p.clone()),
-                        Value::ProfileRules(ProfileRules { inbound, outbound }),
-                    );
-                }
-                if let Some(t) = tags {
-                    w.insert(ResourceKey::ProfileTags(p.clone()), Value::ProfileTags(t));
-                }
-                if let Some(l) = labels {
-                    w.insert(ResourceKey::ProfileLabels(p), Value::ProfileLabels(l));
-                }
-            }
-            for (i, (meta, policies)) in tiers.into_iter().enumerate() {
-                let t = id(TIERS[i]);
-                if let Some(order) = meta {
-                    w.insert(
-                        ResourceKey::TierMetadata(t.clone()),
-                        Value::TierMetadata(TierMetadata { order }),
-                    );
-                }
-                for (j, pol) in policies.into_iter().enumerate() {
-                    if let Some(pol) = pol {
+    (
+        (endpoints, host_endpoints),
+        profiles,
+        tiers,
+        pools,
+        misc,
+        arb_bgp(),
+    )
+        .prop_map(
+            |(
+                (endpoints, host_endpoints),
+                profiles,
+                tiers,
+                pools,
+                (birds, configs, ready),
+                bgp,
+            )| {
+                let mut w = bgp;
+                for (i, hep) in host_endpoints.into_iter().enumerate() {
+                    if let Some(hep) = hep {
                         w.insert(
-                            ResourceKey::Policy {
-                                tier: t.clone(),
-                                policy: id(&format!("pol{j}")),
-                            },
-                            Value::Policy(pol),
+                            ResourceKey::HostEndpoint(host_slot_key(i)),
+                            Value::HostEndpoint(hep),
                         );
                     }
                 }
-            }
-            for (cidr, masq) in ["10.0.0.0/24", "10.9.0.0/16", "fd00::/64"]
-                .into_iter()
-                .zip(pools)
-            {
-                if let Some(masquerade) = masq {
-                    w.insert(
-                        ResourceKey::IpPool(net(cidr)),
-                        Value::IpPool(IpPool {
-                            cidr: net(cidr),
-                            masquerade,
-                        }),
-                    );
+                for (i, ep) in endpoints.into_iter().enumerate() {
+                    if let Some(ep) = ep {
+                        w.insert(
+                            ResourceKey::WorkloadEndpoint(slot_key(i)),
+                            Value::WorkloadEndpoint(ep),
+                        );
+                    }
                 }
-            }
-            for (h, b) in HOSTS.iter().zip(birds) {
-                if let Some(b) = b {
-                    let ip = format!("192.168.0.{b}").parse().expect("ip");
-                    w.insert(ResourceKey::HostIp(h.to_string()), Value::HostIp(ip));
+                for (i, (rules, tags, labels)) in profiles.into_iter().enumerate() {
+                    let p = id(PROFILES[i]);
+                    if let Some((inbound, outbound)) = rules {
+                        w.insert(
+                            ResourceKey::ProfileRules(p.clone()),
+                            Value::ProfileRules(ProfileRules { inbound, outbound }),
+                        );
+                    }
+                    if let Some(t) = tags {
+                        w.insert(ResourceKey::ProfileTags(p.clone()), Value::ProfileTags(t));
+                    }
+                    if let Some(l) = labels {
+                        w.insert(ResourceKey::ProfileLabels(p), Value::ProfileLabels(l));
+                    }
                 }
-            }
-            let config_keys = [
-                ResourceKey::GlobalConfig("A".into()),
-                ResourceKey::GlobalConfig("B".into()),
-                ResourceKey::HostConfig {
-                    host: ME.into(),
-                    name: "A".into(),
-                },
-                ResourceKey::HostConfig {
-                    host: "h2".into(),
-                    name: "B".into(),
-                },
-            ];
-            for (k, v) in config_keys.into_iter().zip(configs) {
-                if let Some(v) = v {
-                    w.insert(k, Value::Config(v.into()));
+                for (i, (meta, policies)) in tiers.into_iter().enumerate() {
+                    let t = id(TIERS[i]);
+                    if let Some(order) = meta {
+                        w.insert(
+                            ResourceKey::TierMetadata(t.clone()),
+                            Value::TierMetadata(TierMetadata { order }),
+                        );
+                    }
+                    for (j, pol) in policies.into_iter().enumerate() {
+                        if let Some(pol) = pol {
+                            w.insert(
+                                ResourceKey::Policy {
+                                    tier: t.clone(),
+                                    policy: id(&format!("pol{j}")),
+                                },
+                                Value::Policy(pol),
+                            );
+                        }
+                    }
                 }
-            }
-            if let Some(r) = ready {
-                w.insert(ResourceKey::Ready, Value::Ready(r));
-            }
-            w
-        },
-    )
+                for (cidr, masq) in ["10.0.0.0/24", "10.9.0.0/16", "fd00::/64"]
+                    .into_iter()
+                    .zip(pools)
+                {
+                    if let Some(masquerade) = masq {
+                        w.insert(
+                            ResourceKey::IpPool(net(cidr)),
+                            Value::IpPool(IpPool {
+                                cidr: net(cidr),
+                                masquerade,
+                            }),
+                        );
+                    }
+                }
+                for (h, b) in HOSTS.iter().zip(birds) {
+                    if let Some(b) = b {
+                        let ip = format!("192.168.0.{b}").parse().expect("ip");
+                        w.insert(ResourceKey::HostIp(h.to_string()), Value::HostIp(ip));
+                    }
+                }
+                let config_keys = [
+                    ResourceKey::GlobalConfig("A".into()),
+                    ResourceKey::GlobalConfig("B".into()),
+                    ResourceKey::HostConfig {
+                        host: ME.into(),
+                        name: "A".into(),
+                    },
+                    ResourceKey::HostConfig {
+                        host: "h2".into(),
+                        name: "B".into(),
+                    },
+                ];
+                for (k, v) in config_keys.into_iter().zip(configs) {
+                    if let Some(v) = v {
+                        w.insert(k, Value::Config(v.into()));
+                    }
+                }
+                if let Some(r) = ready {
+                    w.insert(ResourceKey::Ready, Value::Ready(r));
+                }
+                w
+            },
+        )
 }
 
 /// BGP keys over a small universe: addresses that collide with each other

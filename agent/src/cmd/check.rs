@@ -18,7 +18,9 @@
 //! a few etcd `get`s; nothing is changed. With `inter_host_routes = bgp`
 //! (as resolved from flags, environment and file), BIRD must be installed
 //! and answer on `bird_socket` ([`bgp`]). etcd is reached the way `margay
-//! run` reaches it ([`margay_datastore::connect`]).
+//! run` reaches it ([`margay_datastore::connect`]). When etcd answers, the
+//! datastore is listed once to warn about host endpoints that would block
+//! the agent's etcd port but for margay's own pass ([`host_endpoints`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -28,6 +30,7 @@ use margay_config::{DataplaneKind, InterHostRoutes, Settings};
 use margay_datastore::connect::{connect, timed, EtcdConfig, SYSTEM_CA_BUNDLE};
 
 use crate::preflight::{find_tool, CheckResult};
+use crate::settings::SettingsLoader;
 
 /// How long one external command or the etcd probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,11 +41,19 @@ const CAP_NET_RAW: u32 = 13;
 
 /// Runs every check for `settings`, prints one line per check to stdout and
 /// a last summary line, and returns `Ok(true)` when everything is fine.
-pub async fn run_check(settings: &Settings) -> anyhow::Result<bool> {
-    let results = gather(settings).await;
+/// `loader` holds the local settings layers: the datastore's are added for
+/// the checks that read the datastore.
+pub async fn run_check(settings: &Settings, mut loader: SettingsLoader) -> anyhow::Result<bool> {
+    let results = gather(settings, &mut loader).await;
     let mut text: String = results.iter().map(|r| format!("{r}\n")).collect();
     let problems = results.iter().filter(|r| !r.ok).count();
-    if problems == 0 {
+    let warnings = results.iter().filter(|r| r.warning).count();
+    if problems == 0 && warnings > 0 {
+        text.push_str(&format!(
+            "all {} checks passed, {warnings} with a warning\n",
+            results.len()
+        ));
+    } else if problems == 0 {
         text.push_str(&format!("all {} checks passed\n", results.len()));
     } else {
         text.push_str(&format!(
@@ -55,7 +66,7 @@ pub async fn run_check(settings: &Settings) -> anyhow::Result<bool> {
 }
 
 /// Every check, in display order.
-pub async fn gather(settings: &Settings) -> Vec<CheckResult> {
+pub async fn gather(settings: &Settings, loader: &mut SettingsLoader) -> Vec<CheckResult> {
     let mut results = vec![check_capabilities(&read_proc("/proc/self/status"))];
     results.extend(firewall_checks(settings.dataplane).await);
     results.extend(crate::foreign_drop::gather(
@@ -69,7 +80,12 @@ pub async fn gather(settings: &Settings) -> Vec<CheckResult> {
         read_proc("/proc/sys/net/ipv4/conf/all/rp_filter").as_deref(),
     ));
     results.extend(check_tls_files(settings));
-    results.extend(etcd_checks(settings).await);
+    let etcd = etcd_checks(settings).await;
+    let etcd_answers = etcd.first().is_some_and(|r| r.ok);
+    results.extend(etcd);
+    if etcd_answers {
+        results.push(host_endpoints::gather(settings, loader).await);
+    }
     results.push(crate::host_guard::gather_prefix_check(settings).await);
     if settings.inter_host_routes == InterHostRoutes::Bgp {
         results.extend(bgp::gather(&settings.bird_socket).await);
@@ -426,6 +442,7 @@ pub fn etcd_results(settings: &Settings, probe: &Result<EtcdProbe, String>) -> V
 }
 
 pub mod bgp;
+pub mod host_endpoints;
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 //! nothing here depends on it.
 
 pub mod check;
+pub mod host_endpoints;
 pub mod plan;
 pub mod run;
 pub mod status;

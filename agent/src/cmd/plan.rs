@@ -9,8 +9,13 @@
 //! {"hostname": "h1", "revision": 42, "keys": 17, "ready": true,
 //!  "invalid": [{"key": "...", "reason": "..."}],
 //!  "problems": ["endpoint ...: profile p is missing or invalid; ..."],
-//!  "plan": {"routes": [...], "firewall": [...]}}
+//!  "plan": {"routes": [...], "firewall": [...]},
+//!  "host_endpoints": [{"id": "mgmt", "name": "eth0", "bound_to": ["eth0"], "chains": [...]}]}
 //! ```
+//!
+//! The text form lists this host's host endpoints after the plan: how each
+//! finds its interfaces, where it is bound now, and its chains by name, so
+//! the `margay-hi-*`/`margay-ho-*` chain lines above can be told apart.
 
 use std::collections::BTreeMap;
 
@@ -102,12 +107,16 @@ pub async fn run_plan(
 ) -> anyhow::Result<()> {
     let computed = compute(settings, Some(&mut loader)).await?;
     let effective = computed.settings.clone();
+    let own_endpoints = crate::host_guard::resolve_etcd_endpoints(&effective.etcd_endpoints).await;
     let mut dp = open_dataplane(&effective).await?;
     dp.start_read_only()
         .await
         .context("cannot read the dataplane")?;
     let mut plan = dp
-        .plan(computed.calc.state(), &firewall_settings(&effective))
+        .plan(
+            computed.calc.state(),
+            &firewall_settings(&effective, &own_endpoints),
+        )
         .await
         .context("cannot compute the plan")?;
     if effective.dataplane == DataplaneKind::None {
@@ -116,6 +125,9 @@ pub async fn run_plan(
         plan.firewall.clear();
     }
     let problems = computed.calc.problems();
+    let state = computed.calc.state();
+    let bindings =
+        crate::cmd::host_endpoints::dataplane_bindings(&dp, state, &effective.interface_prefixes);
     if json {
         let doc = json!({
             "hostname": effective.hostname,
@@ -125,6 +137,7 @@ pub async fn run_plan(
             "invalid": computed.invalid.iter().map(|(k, r)| json!({"key": k, "reason": r})).collect::<Vec<_>>(),
             "problems": problems,
             "plan": plan_json(&plan),
+            "host_endpoints": crate::cmd::host_endpoints::section_json(state, &bindings),
         });
         super::print_report(&format!("{doc}\n")).context("writing the plan")?;
         return Ok(());
@@ -149,5 +162,6 @@ pub async fn run_plan(
         text.push_str(&format!("problem: {}\n", crate::logging::sanitize(p)));
     }
     text.push_str(&plan_text(&plan));
+    text.push_str(&crate::cmd::host_endpoints::section_text(state, &bindings));
     super::print_report(&text).context("writing the plan")
 }

@@ -59,9 +59,8 @@ pub async fn run_agent(
     let http = tokio::spawn(server.serve());
 
     let mut dp = open_dataplane(&settings).await?;
-    dp.set_etcd_addresses(
-        crate::host_guard::resolve_etcd_addresses(&settings.etcd_endpoints).await,
-    );
+    let own_endpoints = crate::host_guard::resolve_etcd_endpoints(&settings.etcd_endpoints).await;
+    dp.set_etcd_addresses(crate::host_guard::endpoint_addresses(&own_endpoints));
     dp.start()
         .await
         .context("cannot read the existing dataplane state")?;
@@ -101,7 +100,7 @@ pub async fn run_agent(
         report_config,
         endpoint_status,
     };
-    let mut agent = Agent::new(loader, resolved, dp, outputs);
+    let mut agent = Agent::new(loader, resolved, dp, outputs).with_own_endpoints(own_endpoints);
     let result = agent
         .run(LoopInputs {
             sync,

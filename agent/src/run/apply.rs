@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use margay_dataplane::ApplyReport;
 use margay_policy::desired::Changes;
 
-use super::endpoint_status::endpoint_statuses;
+use super::endpoint_status::{endpoint_statuses, host_endpoint_statuses, replace_host_statuses};
 use super::{Agent, Driver};
 use crate::metrics::{Metrics, ObjectCounts};
 use crate::notify::StatusSummary;
@@ -129,10 +129,23 @@ impl<D: Driver> Agent<D> {
             sets: dp.sets as u64,
             set_members: dp.set_members as u64,
         });
-        let statuses = endpoint_statuses(&self.calc, report);
+        let mut statuses = endpoint_statuses(&self.calc, report);
+        statuses.extend(host_endpoint_statuses(
+            self.calc.state(),
+            &self.dp.host_endpoint_bindings(),
+        ));
         self.out
             .endpoint_status
             .send_if_modified(|s| std::mem::replace(s, statuses.clone()) != statuses);
+    }
+
+    /// Re-reads which host endpoints are bound (an address moved between
+    /// interfaces) and updates their statuses, leaving the workload ones.
+    pub(super) fn publish_host_endpoint_statuses(&mut self) {
+        let hosts = host_endpoint_statuses(self.calc.state(), &self.dp.host_endpoint_bindings());
+        self.out
+            .endpoint_status
+            .send_if_modified(|s| replace_host_statuses(s, hosts));
     }
 
     pub(super) fn summary(&self) -> StatusSummary {

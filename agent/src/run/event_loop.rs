@@ -2,6 +2,7 @@
 //! it, folds in what is already queued, then applies at most once.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use margay_config::{InterHostRoutes, Resolved, Settings};
@@ -49,7 +50,7 @@ impl<D: Driver> Agent<D> {
         calc.set_remote_routes(settings.inter_host_routes == InterHostRoutes::Direct);
         Agent {
             datastore: DatastoreSettings::new(&data_prefix, &settings.hostname),
-            firewall: firewall_settings(&settings),
+            firewall: firewall_settings(&settings, &[]),
             data_prefix,
             calc,
             loader,
@@ -74,6 +75,14 @@ impl<D: Driver> Agent<D> {
             bgp_dirty: true,
             bgp_unavailable_logged: false,
         }
+    }
+
+    /// The etcd endpoints the agent talks to (resolved): the firewall keeps
+    /// them reachable through host endpoints. Fixed for the agent's life
+    /// (changing `etcd_endpoints` needs a restart).
+    pub fn with_own_endpoints(mut self, endpoints: Vec<SocketAddr>) -> Self {
+        self.firewall.own_endpoints = endpoints;
+        self
     }
 
     /// The calculation (tests, diagnostics).

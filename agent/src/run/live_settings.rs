@@ -98,7 +98,7 @@ impl<D: Driver> Agent<D> {
             self.adopt_inter_host_routes();
         }
         self.collect_calc_changes();
-        let firewall = firewall_settings(&self.settings);
+        let firewall = firewall_settings(&self.settings, &self.firewall.own_endpoints);
         if firewall != self.firewall {
             self.firewall = firewall;
             self.pending.settings = true;

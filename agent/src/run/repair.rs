@@ -21,12 +21,14 @@ impl<D: Driver> Agent<D> {
         if overrun {
             tracing::warn!("netlink events were lost; re-reading routes");
             self.repair_routes().await;
+            self.publish_host_endpoint_statuses();
             return;
         }
         match self.dp.handle_events(events).await {
             Ok(report) => {
                 record_writes(&self.out.metrics, &report);
                 self.report_refused(&report);
+                self.publish_host_endpoint_statuses();
                 if foreign && report.routes > 0 {
                     self.out
                         .metrics

@@ -13,6 +13,10 @@
 //!    one may jump to another);
 //! 5. delete sets no longer wanted, then remove members.
 //!
+//! No op detaches a hook: when the desired ruleset stops using a hook (the
+//! output hook once no host endpoint is bound), the chain it calls is kept,
+//! emptied, so the hook decides nothing.
+//!
 //! Chains compare by rule fingerprints, sets by members. With a scope
 //! ([`DirtyNames`], from the incremental lowering) only the named objects
 //! are compared, and for sets only the named members: the cost of a
@@ -168,6 +172,15 @@ pub fn apply_to(observed: &mut ObservedRuleset, ops: &[FirewallOp]) {
     }
 }
 
+/// True when a hook we attached calls `chain` but `desired` uses that hook
+/// no more.
+fn calls_unwanted_hook(chain: &ObjectName, desired: &Ruleset, observed: &ObservedRuleset) -> bool {
+    observed
+        .hooks
+        .iter()
+        .any(|(hook, c)| c == chain && !desired.hooks.contains_key(hook))
+}
+
 /// The chains a rule list jumps or goes to.
 pub fn targets(rules: &[GenericRule]) -> impl Iterator<Item = &ObjectName> {
     rules.iter().filter_map(|r| match &r.action {
@@ -270,6 +283,14 @@ impl Plan {
             }
             (Some(_), None) => {
                 self.replace_chains.insert(name.clone());
+            }
+            (None, Some(fps)) if calls_unwanted_hook(name, desired, observed) => {
+                // No op detaches a hook: a hook the ruleset no longer uses
+                // (the output hook once no host endpoint is bound) keeps
+                // its chain, emptied, so it decides nothing.
+                if !fps.is_empty() {
+                    self.replace_chains.insert(name.clone());
+                }
             }
             (None, Some(_)) => self.delete_chains.push(name.clone()),
             (None, None) => {}

@@ -16,7 +16,7 @@ use margay_policy::names::{Id, InterfaceName};
 use tracing::{debug, warn};
 
 use super::diff::{apply_to, diff};
-use super::lower::{FirewallSettings, InterfaceAddresses, Lowerer};
+use super::lower::{interfaces_by_endpoint, FirewallSettings, InterfaceAddresses, Lowerer};
 use super::model::{Hook, ObjectName, ObservedRuleset};
 use super::nft::NftBackend;
 use super::noop::NoopBackend;
@@ -171,6 +171,9 @@ pub struct FirewallManager {
     /// The read-back running on its own thread, if any.
     pending: Option<PendingReadback>,
     readbacks: ReadbackStats,
+    /// The host's interfaces and addresses, as last told (host endpoints
+    /// bind by them; kept for fresh lowerers).
+    iface_addrs: InterfaceAddresses,
 }
 
 impl FirewallManager {
@@ -187,7 +190,15 @@ impl FirewallManager {
             observer: None,
             pending: None,
             readbacks: ReadbackStats::default(),
+            iface_addrs: InterfaceAddresses::new(),
         }
+    }
+
+    /// A lowerer that has lowered nothing yet but knows the interfaces.
+    fn fresh_lowerer(&self) -> Lowerer {
+        let mut l = Lowerer::new();
+        l.set_interface_addresses(&self.iface_addrs);
+        l
     }
 
     /// The backend's name, for logs and metric labels.
@@ -250,21 +261,39 @@ impl FirewallManager {
     /// Tells the firewall which addresses each host interface carries now.
     /// Host endpoints bound by expected address follow it: when a binding
     /// changes (after the first apply), the chains involved are rewritten at
-    /// once. Returns what was written.
-    // Contract stub: implemented with the host endpoint lowering.
+    /// once, in one transaction. Returns what was written. Before the first
+    /// apply, or while a resync is owed, it only stores them: the next
+    /// apply lowers with them.
     pub fn set_interface_addresses(
         &mut self,
         ifaces: &InterfaceAddresses,
     ) -> Result<FirewallApplyStats, FirewallError> {
-        let _ = ifaces;
-        Ok(FirewallApplyStats::default())
+        let t0 = Instant::now();
+        if &self.iface_addrs == ifaces {
+            return Ok(FirewallApplyStats::default());
+        }
+        self.iface_addrs = ifaces.clone();
+        let dirty = self.lowerer.set_interface_addresses(ifaces);
+        if dirty.is_empty() || !self.started || self.resync {
+            return Ok(FirewallApplyStats::default());
+        }
+        let ops = diff(self.lowerer.ruleset(), &self.observed, Some(&dirty));
+        self.write(&ops)?;
+        let mut stats = FirewallApplyStats::count(&ops, false);
+        stats.micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        debug!(
+            backend = self.backend.name(),
+            ops = stats.ops,
+            micros = stats.micros,
+            "host endpoint bindings applied"
+        );
+        Ok(stats)
     }
 
     /// The interfaces each of this host's host endpoints is bound to now
     /// (endpoints bound to none are absent).
-    // Contract stub: implemented with the host endpoint lowering.
     pub fn host_endpoint_bindings(&self) -> BTreeMap<Id, BTreeSet<InterfaceName>> {
-        BTreeMap::new()
+        interfaces_by_endpoint(self.lowerer.host_bindings())
     }
 
     /// True until the first full lowering after a (re)start.
@@ -275,7 +304,7 @@ impl FirewallManager {
     /// The ops a full apply of `desired` would write now (nothing is written
     /// and the manager's state does not change).
     pub fn plan(&self, desired: &DesiredState, settings: &FirewallSettings) -> Vec<FirewallOp> {
-        let mut l = Lowerer::new();
+        let mut l = self.fresh_lowerer();
         l.lower_all(desired, settings);
         diff(l.ruleset(), &self.observed, None)
     }
@@ -449,7 +478,7 @@ impl FirewallManager {
                 warn!(backend = self.backend.name(), error = %e, "firewall write failed");
                 self.resync = true;
                 // Force a full lowering and diff after the re-read.
-                self.lowerer = Lowerer::new();
+                self.lowerer = self.fresh_lowerer();
                 Err(e)
             }
         }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 use margay_policy::desired::{
     Changes, DesiredState, Direction, DirectionProgram, EndpointProgram, IpSetId, LocalEndpoint,
-    Rule, RuleAction, RuleSet, RuleSetId, RuleSetOwner, SideMatch, TierProgram,
+    LocalHostEndpoint, Rule, RuleAction, RuleSet, RuleSetId, RuleSetOwner, SideMatch, TierProgram,
     WorkloadEndpointKey,
 };
 use margay_policy::names::{Id, InterfaceName};
@@ -154,6 +154,58 @@ impl DesiredBuilder {
         self
     }
 
+    /// Adds a host endpoint `id` on interface `name` (or, without one, on
+    /// whichever interfaces carry one of `addrs`) using `profiles` (none:
+    /// its program fails closed).
+    pub fn host_endpoint(
+        &mut self,
+        hep: &str,
+        name: Option<&str>,
+        addrs: &[&str],
+        profiles: &[&str],
+    ) -> &mut Self {
+        let mut expected_addrs: Vec<std::net::IpAddr> = addrs
+            .iter()
+            .map(|a| a.parse().unwrap_or_else(|e| panic!("bad addr {a}: {e}")))
+            .collect();
+        expected_addrs.sort_by_key(|a| (a.is_ipv6(), *a));
+        expected_addrs.dedup();
+        let program = |d: Direction| DirectionProgram {
+            tiers: vec![],
+            profiles: profiles.iter().map(|p| profile_rs(p, d)).collect(),
+            fail_closed: profiles.is_empty(),
+        };
+        let h = LocalHostEndpoint {
+            id: id(hep),
+            name: name.map(iface),
+            expected_addrs,
+            program: EndpointProgram {
+                inbound: program(Direction::Inbound),
+                outbound: program(Direction::Outbound),
+            },
+        };
+        self.state.host_endpoints.insert(id(hep), h);
+        self
+    }
+
+    /// Puts `policies` of `tier` (in order) in front of a host endpoint's
+    /// profiles, both directions.
+    pub fn host_tier(&mut self, hep: &str, tier: &str, policies: &[&str]) -> &mut Self {
+        let Some(h) = self.state.host_endpoints.get_mut(&id(hep)) else {
+            panic!("tier for unknown host endpoint {hep}");
+        };
+        for (d, prog) in [
+            (Direction::Inbound, &mut h.program.inbound),
+            (Direction::Outbound, &mut h.program.outbound),
+        ] {
+            prog.tiers.push(TierProgram {
+                tier: id(tier),
+                policies: policies.iter().map(|x| policy_rs(tier, x, d)).collect(),
+            });
+        }
+        self
+    }
+
     /// Puts `policies` of `tier` (in order) in front of an endpoint's
     /// profiles, both directions.
     pub fn tier(&mut self, ifname: &str, tier: &str, policies: &[&str]) -> &mut Self {
@@ -213,6 +265,7 @@ pub fn changes_between(old: &DesiredState, new: &DesiredState) -> Changes {
         programs: changed_keys(&old.programs, &new.programs),
         rule_sets: changed_keys(&old.rule_sets, &new.rule_sets),
         routes: changed_keys(&old.routes, &new.routes),
+        host_endpoints: changed_keys(&old.host_endpoints, &new.host_endpoints),
         ..Changes::default()
     };
     for (set, members) in &new.ip_sets {

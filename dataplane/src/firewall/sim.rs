@@ -24,6 +24,8 @@ pub struct Packet {
     /// `None`: a new connection.
     pub ct: Option<CtState>,
     pub mark: u32,
+    /// Rules this packet was compared with so far (the per-packet cost).
+    pub walked: usize,
 }
 
 impl Packet {
@@ -40,6 +42,7 @@ impl Packet {
             icmp: None,
             ct: None,
             mark: 0,
+            walked: 0,
         }
     }
 
@@ -85,6 +88,7 @@ fn eval_chain(rs: &Ruleset, name: &ObjectName, pkt: &mut Packet, depth: usize) -
         .get(name)
         .unwrap_or_else(|| panic!("jump to missing chain {name}"));
     for r in rules {
+        pkt.walked += 1;
         if !r.matches.iter().all(|m| matches(rs, m, pkt)) {
             continue;
         }

@@ -10,6 +10,12 @@
 //! interfaces to the world and to etcd) current: read at start, re-read when
 //! an address or a default route changes and on full repairs, and handed to
 //! the route manager as the addresses no endpoint route may cover.
+//!
+//! And the addresses of each interface by name ([`InterfaceAddresses`]),
+//! for host endpoints bound by expected address: regrouped from the same
+//! address dump, and without a dump when an interface is created, renamed
+//! or deleted; [`HostNetwork::interface_addresses_generation`] moves when
+//! the map changes.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -19,6 +25,7 @@ use margay_policy::desired::{Changes, DesiredState};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+use super::addresses::{self, AddressEntry};
 use super::links::{self, LinkCache, LinkChange};
 use super::neigh::NeighManager;
 use super::netlink::{self, BatchWriter, NetlinkError};
@@ -29,6 +36,7 @@ use super::routes::{dumps, facts, RouteManager};
 use super::sysctl::SysctlManager;
 use super::tracker::Op;
 use super::watch::{self, DataplaneEvent};
+use crate::firewall::lower::InterfaceAddresses;
 use crate::netns::{NetnsError, NetnsTarget};
 
 /// Why host networking could not be read or written.
@@ -84,8 +92,12 @@ pub struct HostNetwork {
     etcd: Vec<IpAddr>,
     facts: HostFacts,
     /// What the facts are derived from (addresses, relevant routes).
-    fact_addrs: Vec<IpAddr>,
+    address_entries: Vec<AddressEntry>,
     fact_routes: Vec<RawRoute>,
+    /// The own addresses of each interface, by kernel name.
+    iface_addrs: InterfaceAddresses,
+    /// Bumped whenever `iface_addrs` changes.
+    iface_addrs_generation: u64,
 }
 
 impl Drop for HostNetwork {
@@ -112,8 +124,10 @@ impl HostNetwork {
             primed: false,
             etcd: Vec::new(),
             facts: HostFacts::default(),
-            fact_addrs: Vec::new(),
+            address_entries: Vec::new(),
             fact_routes: Vec::new(),
+            iface_addrs: InterfaceAddresses::new(),
+            iface_addrs_generation: 0,
         })
     }
 
@@ -128,15 +142,49 @@ impl HostNetwork {
         &self.facts
     }
 
+    /// The own addresses of each interface (kernel names, up or down;
+    /// interfaces without an address are absent), as of the last address
+    /// dump and link event handled.
+    pub fn interface_addresses(&self) -> &InterfaceAddresses {
+        &self.iface_addrs
+    }
+
+    /// Moves (by one) each time [`Self::interface_addresses`] changes:
+    /// compare with the generation last handed on to know whether to
+    /// hand it on again.
+    pub fn interface_addresses_generation(&self) -> u64 {
+        self.iface_addrs_generation
+    }
+
+    /// Regroups the address entries by interface name (after an address
+    /// dump or a link change); bumps the generation when the map changed.
+    fn regroup_interface_addresses(&mut self) {
+        let fresh = addresses::by_interface(&self.address_entries, &self.links);
+        if fresh != self.iface_addrs {
+            tracing::debug!(interfaces = fresh.len(), "interface addresses changed");
+            self.iface_addrs = fresh;
+            self.iface_addrs_generation += 1;
+        }
+    }
+
     /// Re-reads the host's addresses and (when `routes`) the routes that
     /// matter, and hands the protected addresses to the route manager.
     async fn refresh_facts(&mut self, routes: bool) -> Result<(), HostNetError> {
-        self.fact_addrs = facts::addresses(&self.handle).await?;
+        let entries = addresses::dump(&self.handle).await?;
+        if entries != self.address_entries {
+            self.address_entries = entries;
+            self.regroup_interface_addresses();
+        }
         if routes {
             self.fact_routes = facts::relevant_routes(&self.handle, &self.etcd).await?;
         }
+        let fact_addrs: Vec<IpAddr> = self
+            .address_entries
+            .iter()
+            .flat_map(AddressEntry::all_ips)
+            .collect();
         let facts = facts::derive(
-            &self.fact_addrs,
+            &fact_addrs,
             &self.fact_routes,
             &self.links,
             &self.etcd,
@@ -186,6 +234,19 @@ impl HostNetwork {
         self.routes.resync(&self.handle, &self.links, true).await?;
         self.neigh.resync(&self.handle, &self.links).await?;
         Ok(())
+    }
+
+    /// True once the desired state was taken (first apply or repair).
+    pub fn is_primed(&self) -> bool {
+        self.primed
+    }
+
+    /// Re-reads the interfaces and their addresses (and the host facts
+    /// derived from them), for a caller that may have skipped events since
+    /// [`Self::start`], e.g. while waiting for the first desired state.
+    pub async fn reread_interfaces(&mut self) -> Result<(), HostNetError> {
+        self.reload_links().await?;
+        self.refresh_facts(false).await
     }
 
     /// The watcher's events (once); each should go to [`Self::handle_event`].
@@ -276,6 +337,7 @@ impl HostNetwork {
 
     async fn reload_links(&mut self) -> Result<(), HostNetError> {
         self.links = links::dump_links(&self.handle).await?;
+        self.regroup_interface_addresses();
         Ok(())
     }
 
@@ -294,11 +356,13 @@ impl HostNetwork {
     ) -> Result<HostReport, HostNetError> {
         let mut dirty = false;
         let mut facts_stale = None;
+        let mut names_moved = false;
         let mut report = HostReport::default();
         for ev in events {
             if let Some(routes) = changes_facts(&ev, self.routes.protocol(), &self.etcd) {
                 facts_stale = Some(routes || facts_stale.unwrap_or(false));
             }
+            names_moved |= self.moves_a_name(&ev);
             match ev {
                 DataplaneEvent::Overrun => {
                     self.resync_all().await?;
@@ -311,10 +375,27 @@ impl HostNetwork {
             self.refresh_facts(routes).await?;
             dirty = true;
         }
+        if names_moved {
+            // Even after a dump: one that found the same entries regroups nothing.
+            self.regroup_interface_addresses();
+        }
         if dirty {
             report.merge(self.flush().await?);
         }
         Ok(report)
+    }
+
+    /// True when `event` gives an interface index a name it did not have
+    /// (created, renamed) or takes its name away (deleted): the addresses
+    /// by interface name must be regrouped. Call before applying it.
+    fn moves_a_name(&self, event: &DataplaneEvent) -> bool {
+        match event {
+            DataplaneEvent::Link { index, link } => {
+                self.links.kernel_name(*index) != Some(link.name.as_str())
+            }
+            DataplaneEvent::LinkGone { index } => self.links.kernel_name(*index).is_some(),
+            _ => false,
+        }
     }
 
     /// Updates caches for one event; true when something may need writing.

@@ -8,10 +8,13 @@
 //! - [`routes`], [`neigh`], [`sysctl`]: one manager per kind of object,
 //!   each over the generic per-interface manager [`iface_objects`].
 //! - [`watch`]: link/address/route notifications as [`DataplaneEvent`]s.
+//! - [`addresses`]: the interfaces' addresses by interface name (what host
+//!   endpoints bound by expected address follow).
 //! - shared pieces: [`tracker`] (desired vs observed, pure), [`links`]
 //!   (interface cache), [`netlink`] (sockets, the batch writer) and
 //!   [`report`] (what a flush did, typed write failures).
 
+pub mod addresses;
 pub mod host;
 pub mod iface_objects;
 pub mod links;

@@ -52,16 +52,24 @@ impl EndpointStatus {
     }
 }
 
-/// A local workload endpoint as its status key names it:
-/// `.../workload/<orchestrator>/<workload>/endpoint/<endpoint>`.
+/// A local endpoint as its status key names it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EndpointName {
-    /// Orchestrator segment, e.g. `k8s`.
-    pub orchestrator: String,
-    /// Workload segment.
-    pub workload: String,
-    /// Endpoint id.
-    pub endpoint: String,
+pub enum EndpointName {
+    /// A workload endpoint:
+    /// `.../workload/<orchestrator>/<workload>/endpoint/<endpoint>`.
+    Workload {
+        /// Orchestrator segment, e.g. `k8s`.
+        orchestrator: String,
+        /// Workload segment.
+        workload: String,
+        /// Endpoint id.
+        endpoint: String,
+    },
+    /// A host endpoint of this host: `.../endpoint/<endpoint>`.
+    Host {
+        /// Host endpoint id.
+        endpoint: String,
+    },
 }
 
 /// Endpoint statuses by endpoint.
@@ -91,17 +99,35 @@ impl StatusKeys {
         format!("{}/last_reported_status", self.host_dir)
     }
 
-    /// `.../host/<host>/workload/` (parent of every endpoint status).
+    /// `.../host/<host>/workload/` (parent of every workload endpoint status).
     pub fn workload_dir(&self) -> String {
         format!("{}/workload/", self.host_dir)
     }
 
-    /// `.../host/<host>/workload/<orch>/<wl>/endpoint/<id>`.
+    /// `.../host/<host>/endpoint/` (parent of every host endpoint status).
+    pub fn host_endpoint_dir(&self) -> String {
+        format!("{}/endpoint/", self.host_dir)
+    }
+
+    /// The directories holding endpoint statuses (listed for leftovers).
+    pub fn endpoint_dirs(&self) -> [String; 2] {
+        [self.workload_dir(), self.host_endpoint_dir()]
+    }
+
+    /// `.../host/<host>/workload/<orch>/<wl>/endpoint/<id>` for a workload
+    /// endpoint, `.../host/<host>/endpoint/<id>` for a host endpoint.
     pub fn endpoint(&self, key: &EndpointName) -> String {
-        format!(
-            "{}/workload/{}/{}/endpoint/{}",
-            self.host_dir, key.orchestrator, key.workload, key.endpoint
-        )
+        match key {
+            EndpointName::Workload {
+                orchestrator,
+                workload,
+                endpoint,
+            } => format!(
+                "{}/workload/{orchestrator}/{workload}/endpoint/{endpoint}",
+                self.host_dir
+            ),
+            EndpointName::Host { endpoint } => format!("{}{endpoint}", self.host_endpoint_dir()),
+        }
     }
 }
 
@@ -165,7 +191,7 @@ mod tests {
             keys.last_reported(),
             "/calico/felix/v1/host/h1/last_reported_status"
         );
-        let ep = EndpointName {
+        let ep = EndpointName::Workload {
             orchestrator: "k8s".into(),
             workload: "ns.pod".into(),
             endpoint: "eth0".into(),
@@ -174,9 +200,24 @@ mod tests {
             keys.endpoint(&ep),
             "/calico/felix/v1/host/h1/workload/k8s/ns.pod/endpoint/eth0"
         );
+        let hep = EndpointName::Host {
+            endpoint: "eth0".into(),
+        };
+        assert_eq!(
+            keys.endpoint(&hep),
+            "/calico/felix/v1/host/h1/endpoint/eth0"
+        );
+        assert!(keys.endpoint(&hep).starts_with(&keys.host_endpoint_dir()));
         let mut statuses = EndpointStatuses::new();
         statuses.insert(ep, EndpointStatus::Up);
-        assert_eq!(desired_endpoint_docs(&keys, &statuses, true).len(), 1);
+        statuses.insert(hep, EndpointStatus::Down);
+        let docs = desired_endpoint_docs(&keys, &statuses, true);
+        assert_eq!(
+            docs.get("/calico/felix/v1/host/h1/endpoint/eth0")
+                .map(String::as_str),
+            Some(r#"{"status":"down"}"#)
+        );
+        assert_eq!(docs.len(), 2);
         assert!(desired_endpoint_docs(&keys, &statuses, false).is_empty());
     }
 }

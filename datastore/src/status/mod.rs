@@ -6,8 +6,10 @@
 //! document without a lease to `host/<host>/last_reported_status`. With
 //! `EndpointReportingEnabled` it also keeps one
 //! `host/<host>/workload/<orch>/<wl>/endpoint/<id>` = `{"status": ...}` per
-//! local endpoint and removes those whose endpoint went away (including
-//! leftovers of a previous run, found by listing on each connect).
+//! local workload endpoint and one `host/<host>/endpoint/<id>` per host
+//! endpoint of this host, and removes those whose endpoint went away
+//! (including leftovers of a previous run, found by listing both
+//! directories on each connect).
 //!
 //! It runs on its own task with its own etcd connection, so a slow or absent
 //! etcd never delays the main loop; it learns what to report through
@@ -138,15 +140,18 @@ impl Reporter {
         self.lease = None;
         let mut client = conn.client;
         // Learn what a previous run left, so stale endpoint keys get removed.
-        let dir = self.keys.workload_dir();
-        let (_, listed) = list_all(
-            &mut client,
-            &dir,
-            DEFAULT_PAGE_SIZE,
-            self.etcd.request_timeout,
-        )
-        .await?;
-        self.written = listed.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        let mut written = BTreeMap::new();
+        for dir in self.keys.endpoint_dirs() {
+            let (_, listed) = list_all(
+                &mut client,
+                &dir,
+                DEFAULT_PAGE_SIZE,
+                self.etcd.request_timeout,
+            )
+            .await?;
+            written.extend(listed.into_iter().map(|kv| (kv.key, kv.value)));
+        }
+        self.written = written;
         self.client = Some(client.clone());
         self.listed_leftovers = true;
         Ok(client)

@@ -13,7 +13,8 @@ use super::hashing::{FastMap, FastState};
 use super::sets::{SetIdx, SetSpec};
 use super::slab::{handle, HandleSet, Slab};
 use super::{CalcEngine, EpIdx};
-use crate::model::{Labels, WorkloadEndpoint};
+use crate::model::Labels;
+use crate::names::Id;
 
 handle!(
     /// Handle of a label class.
@@ -74,13 +75,12 @@ fn same_labels(a: &Labels, b: &LabelRefs<'_>) -> bool {
 impl CalcEngine {
     /// An endpoint's labels: its profiles' labels in profile order (later
     /// wins), overlaid by its own; borrowed and sorted by key.
-    fn label_refs<'a>(&'a self, doc: &'a WorkloadEndpoint) -> LabelRefs<'a> {
-        let mut out: LabelRefs<'a> = Vec::with_capacity(doc.labels.len() + 4);
-        let profile_labels = doc
-            .profile_ids
+    fn label_refs<'a>(&'a self, profile_ids: &'a [Id], own: &'a Labels) -> LabelRefs<'a> {
+        let mut out: LabelRefs<'a> = Vec::with_capacity(own.len() + 4);
+        let profile_labels = profile_ids
             .iter()
             .filter_map(|p| self.profiles.map.get(p)?.labels.as_ref());
-        for labels in profile_labels.chain(std::iter::once(&doc.labels)) {
+        for labels in profile_labels.chain(std::iter::once(own)) {
             for (k, v) in labels {
                 match out.binary_search_by(|(ok, _)| (*ok).cmp(k.as_str())) {
                     Ok(i) => out[i].1 = v,
@@ -91,18 +91,19 @@ impl CalcEngine {
         out
     }
 
-    /// The class of `doc`'s effective labels, created if needed. The caller
-    /// adds the endpoint to it at once.
-    pub(super) fn class_of(&mut self, doc: &WorkloadEndpoint) -> ClassIdx {
-        match self.find_class(doc) {
+    /// The class of the effective labels of an endpoint listing
+    /// `profile_ids` with labels `own`, created if needed. The caller adds
+    /// the endpoint to it at once.
+    pub(super) fn class_of(&mut self, profile_ids: &[Id], own: &Labels) -> ClassIdx {
+        match self.find_class(profile_ids, own) {
             Ok(c) => c,
             Err((labels, hash)) => self.create_class(labels, hash),
         }
     }
 
-    /// The existing class of `doc`'s labels, or the labels and their hash.
-    fn find_class(&self, doc: &WorkloadEndpoint) -> Result<ClassIdx, (Labels, u64)> {
-        let refs = self.label_refs(doc);
+    /// The existing class of these labels, or the labels and their hash.
+    fn find_class(&self, profile_ids: &[Id], own: &Labels) -> Result<ClassIdx, (Labels, u64)> {
+        let refs = self.label_refs(profile_ids, own);
         let hash = self.classes.hash(&refs);
         if let Some(c) = self.classes.find(hash, &refs) {
             return Ok(c);
@@ -157,10 +158,11 @@ impl CalcEngine {
     pub(super) fn reclassify(&mut self, e: EpIdx) -> bool {
         let old = self.eps.slab[e].class;
         let ep = &self.eps.slab[e];
-        if same_labels(&self.classes.slab[old].labels, &self.label_refs(&ep.doc)) {
+        let refs = self.label_refs(ep.profile_ids(), ep.labels());
+        if same_labels(&self.classes.slab[old].labels, &refs) {
             return false;
         }
-        let new = match self.find_class(&self.eps.slab[e].doc) {
+        let new = match self.find_class(ep.profile_ids(), ep.labels()) {
             Ok(c) => c,
             Err((labels, hash)) => self.create_class(labels, hash),
         };

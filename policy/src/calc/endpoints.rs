@@ -1,8 +1,14 @@
-//! Workload endpoints of every host: the record kept per endpoint, and how
-//! an endpoint update flows into label classes, set membership, routes and
+//! Endpoints of every host: the record kept per endpoint, and how an
+//! endpoint update flows into label classes, set membership, routes and
 //! (for this host's endpoints) plumbing and programs.
+//!
+//! The slab holds workload and host endpoints alike ([`Kind`]), so label
+//! classes, tag and selector sets and the profile index treat both the same
+//! way. Only workload endpoints have routes, claim interfaces, appear in
+//! `locals`/`by_host` and can conflict; host endpoints have their own index
+//! and, on this host, their own state entry (`hosts`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::hashing::FastMap;
@@ -16,20 +22,39 @@ use super::sets::SetIdx;
 use super::slab::{handle, HandleSet, Slab};
 use super::CalcEngine;
 use crate::desired::WorkloadEndpointKey;
-use crate::model::WorkloadEndpoint;
-use crate::names::InterfaceName;
+use crate::model::{HostEndpoint, HostEndpointKey, Labels, WorkloadEndpoint};
+use crate::names::{Id, InterfaceName};
 
 handle!(
-    /// Handle of a known workload endpoint.
+    /// Handle of a known endpoint (workload or host).
     EpIdx
 );
 
+/// Which kind of endpoint a record is, with its identity and document.
+pub(super) enum Kind {
+    /// A workload endpoint.
+    Workload {
+        /// Datastore identity (shared with the index).
+        key: Arc<WorkloadEndpointKey>,
+        /// The current document.
+        doc: WorkloadEndpoint,
+    },
+    /// A host endpoint.
+    Host {
+        /// Datastore identity (shared with the host index).
+        key: Arc<HostEndpointKey>,
+        /// The current document.
+        doc: HostEndpoint,
+        /// Of this host's host endpoints: policies whose selector matches
+        /// it, (tier, policy). Empty for other hosts'.
+        matched: BTreeSet<(Id, Id)>,
+    },
+}
+
 /// What the engine keeps per endpoint.
 pub(super) struct Endpoint {
-    /// Datastore identity (shared with the index).
-    pub key: Arc<WorkloadEndpointKey>,
-    /// The current document.
-    pub doc: WorkloadEndpoint,
+    /// Kind, identity and document.
+    pub kind: Kind,
     /// Host segment is this host.
     pub local: bool,
     /// Label class of its effective labels.
@@ -38,32 +63,103 @@ pub(super) struct Endpoint {
     pub addrs: Vec<IpNet>,
     /// Active sets it is a member of (sorted).
     pub member_of: Vec<SetIdx>,
-    /// Route claim currently registered.
+    /// Route claim currently registered (workloads only).
     pub route: Option<RouteClaim>,
-    /// Interface claim registered (local, active, with a prefix).
+    /// Interface claim registered (local workload, active, with a prefix).
     pub claim: Option<InterfaceName>,
     /// Set while it is plumbed (it owns its interface).
     pub publ: Option<Box<Published>>,
+}
+
+impl Endpoint {
+    /// A fresh record of `kind`, in class `class`, a member of nothing yet.
+    pub fn new(kind: Kind, local: bool, class: ClassIdx) -> Self {
+        Endpoint {
+            kind,
+            local,
+            class,
+            addrs: Vec::new(),
+            member_of: Vec::new(),
+            route: None,
+            claim: None,
+            publ: None,
+        }
+    }
+
+    /// Its `profile_ids`.
+    pub fn profile_ids(&self) -> &[Id] {
+        match &self.kind {
+            Kind::Workload { doc, .. } => &doc.profile_ids,
+            Kind::Host { doc, .. } => &doc.profile_ids,
+        }
+    }
+
+    /// Its `profile_ids`, to take and put back.
+    pub fn profile_ids_mut(&mut self) -> &mut Vec<Id> {
+        match &mut self.kind {
+            Kind::Workload { doc, .. } => &mut doc.profile_ids,
+            Kind::Host { doc, .. } => &mut doc.profile_ids,
+        }
+    }
+
+    /// Its own `labels` (without those inherited from profiles).
+    pub fn labels(&self) -> &Labels {
+        match &self.kind {
+            Kind::Workload { doc, .. } => &doc.labels,
+            Kind::Host { doc, .. } => &doc.labels,
+        }
+    }
+
+    /// Its workload key and document; `None` for a host endpoint.
+    pub fn workload(&self) -> Option<(&Arc<WorkloadEndpointKey>, &WorkloadEndpoint)> {
+        match &self.kind {
+            Kind::Workload { key, doc } => Some((key, doc)),
+            Kind::Host { .. } => None,
+        }
+    }
+
+    /// True for a host endpoint.
+    pub fn is_host(&self) -> bool {
+        matches!(self.kind, Kind::Host { .. })
+    }
+
+    /// The addresses it contributes to sets (a host endpoint's expected
+    /// addresses as /32 and /128), sorted and without repeats, into `v`.
+    fn addrs_into(&self, v: &mut Vec<IpNet>) {
+        v.clear();
+        match &self.kind {
+            Kind::Workload { doc, .. } => {
+                v.extend(doc.ipv4_nets.iter().map(|&n| IpNet::V4(n)));
+                v.extend(doc.ipv6_nets.iter().map(|&n| IpNet::V6(n)));
+            }
+            Kind::Host { doc, .. } => {
+                let expected = doc.expected_ipv4_addrs.iter();
+                v.extend(
+                    expected
+                        .chain(&doc.expected_ipv6_addrs)
+                        .map(|&a| IpNet::from(a)),
+                );
+            }
+        }
+        v.sort_unstable();
+        v.dedup();
+    }
 }
 
 /// All endpoints, with the lookups updates need.
 #[derive(Default)]
 pub(super) struct Endpoints {
     pub slab: Slab<EpIdx, Endpoint>,
+    /// Workload endpoints by key.
     pub index: FastMap<Arc<WorkloadEndpointKey>, EpIdx>,
-    /// Endpoints of this host, active or not.
+    /// Workload endpoints of this host, active or not.
     pub locals: BTreeMap<WorkloadEndpointKey, EpIdx>,
-    /// Endpoints of other hosts, by host.
+    /// Workload endpoints of other hosts, by host.
     pub by_host: FastMap<String, HandleSet<EpIdx>>,
-}
-
-/// An endpoint's addresses, sorted and without repeats, into `v`.
-fn addrs_into(doc: &WorkloadEndpoint, v: &mut Vec<IpNet>) {
-    v.clear();
-    v.extend(doc.ipv4_nets.iter().map(|&n| IpNet::V4(n)));
-    v.extend(doc.ipv6_nets.iter().map(|&n| IpNet::V6(n)));
-    v.sort_unstable();
-    v.dedup();
+    /// Host endpoints (of every host) by key.
+    pub host_index: FastMap<Arc<HostEndpointKey>, EpIdx>,
+    /// Host endpoints of this host, by id.
+    pub host_locals: BTreeMap<Id, EpIdx>,
 }
 
 impl CalcEngine {
@@ -77,19 +173,13 @@ impl CalcEngine {
 
     fn create_endpoint(&mut self, key: WorkloadEndpointKey, doc: WorkloadEndpoint) {
         let local = key.host == self.hostname;
-        let class = self.class_of(&doc);
+        let class = self.class_of(&doc.profile_ids, &doc.labels);
         let key = Arc::new(key);
-        let e = self.eps.slab.insert(Endpoint {
+        let kind = Kind::Workload {
             key: Arc::clone(&key),
             doc,
-            local,
-            class,
-            addrs: Vec::new(),
-            member_of: Vec::new(),
-            route: None,
-            claim: None,
-            publ: None,
-        });
+        };
+        let e = self.eps.slab.insert(Endpoint::new(kind, local, class));
         self.classes.slab[class].endpoints.insert(e);
         if local {
             self.eps.locals.insert((*key).clone(), e);
@@ -101,30 +191,50 @@ impl CalcEngine {
             self.eps.by_host.insert(key.host.clone(), eps);
         }
         self.eps.index.insert(key, e);
-        let ids = std::mem::take(&mut self.eps.slab[e].doc.profile_ids);
-        self.index_profiles(e, &[], &ids);
-        self.eps.slab[e].doc.profile_ids = ids;
+        self.index_new_profiles(e);
         self.refresh_endpoint(e, Refresh::Membership);
     }
 
+    /// Adds a new endpoint `e` to the index of the profiles it lists.
+    pub(super) fn index_new_profiles(&mut self, e: EpIdx) {
+        let ids = std::mem::take(self.eps.slab[e].profile_ids_mut());
+        self.index_profiles(e, &[], &ids);
+        *self.eps.slab[e].profile_ids_mut() = ids;
+    }
+
     fn update_endpoint(&mut self, e: EpIdx, doc: WorkloadEndpoint) {
-        let ep = &mut self.eps.slab[e];
-        if ep.doc == doc {
+        let Kind::Workload { doc: current, .. } = &mut self.eps.slab[e].kind else {
+            return;
+        };
+        if *current == doc {
             return;
         }
-        let old = std::mem::replace(&mut ep.doc, doc);
-        let profiles_changed = old.profile_ids != ep.doc.profile_ids;
-        let what = if profiles_changed || old.labels != ep.doc.labels {
+        let old = std::mem::replace(current, doc);
+        let what = self.reindex_profiles(e, &old.profile_ids, &old.labels);
+        self.refresh_endpoint(e, what);
+    }
+
+    /// `e` just got a new document in place of one listing `old_profiles`
+    /// with `old_labels`: moves it in the profile index and says what to refresh.
+    pub(super) fn reindex_profiles(
+        &mut self,
+        e: EpIdx,
+        old_profiles: &[Id],
+        old_labels: &Labels,
+    ) -> Refresh {
+        let ep = &mut self.eps.slab[e];
+        let profiles_changed = old_profiles != ep.profile_ids();
+        let what = if profiles_changed || old_labels != ep.labels() {
             Refresh::Labels
         } else {
             Refresh::Addresses
         };
         if profiles_changed {
-            let ids = std::mem::take(&mut ep.doc.profile_ids);
-            self.index_profiles(e, &old.profile_ids, &ids);
-            self.eps.slab[e].doc.profile_ids = ids;
+            let ids = std::mem::take(ep.profile_ids_mut());
+            self.index_profiles(e, old_profiles, &ids);
+            *self.eps.slab[e].profile_ids_mut() = ids;
         }
-        self.refresh_endpoint(e, what);
+        what
     }
 
     /// Brings everything derived from endpoint `e` up to date.
@@ -135,10 +245,12 @@ impl CalcEngine {
         } else {
             self.sync_membership(e);
         }
-        if self.eps.slab[e].local {
-            self.sync_local_claim(e, relabelled);
-        } else {
-            self.sync_route(e);
+        let ep = &self.eps.slab[e];
+        match (ep.is_host(), ep.local) {
+            (true, true) => self.sync_host_entry(e, relabelled),
+            (true, false) => {}
+            (false, true) => self.sync_local_claim(e, relabelled),
+            (false, false) => self.sync_route(e),
         }
     }
 
@@ -153,7 +265,7 @@ impl CalcEngine {
         // must not find this one.
         let (profiles, class) = {
             let ep = &mut self.eps.slab[e];
-            (std::mem::take(&mut ep.doc.profile_ids), ep.class)
+            (std::mem::take(ep.profile_ids_mut()), ep.class)
         };
         self.index_profiles(e, &profiles, &[]);
         self.leave_class(e, class);
@@ -176,7 +288,7 @@ impl CalcEngine {
     pub(super) fn sync_membership(&mut self, e: EpIdx) {
         let mut addrs = std::mem::take(&mut self.scratch.addrs);
         let mut sets = std::mem::take(&mut self.scratch.sets);
-        addrs_into(&self.eps.slab[e].doc, &mut addrs);
+        self.eps.slab[e].addrs_into(&mut addrs);
         self.desired_sets(e, &mut sets);
         let (addrs, sets) = self.apply_membership(e, addrs, sets);
         self.scratch.addrs = addrs;
@@ -188,7 +300,7 @@ impl CalcEngine {
         let mut addrs = std::mem::take(&mut self.scratch.addrs);
         let mut sets = std::mem::take(&mut self.scratch.sets);
         let ep = &self.eps.slab[e];
-        addrs_into(&ep.doc, &mut addrs);
+        ep.addrs_into(&mut addrs);
         sets.clear();
         sets.extend_from_slice(&ep.member_of);
         let (addrs, sets) = self.apply_membership(e, addrs, sets);
@@ -206,7 +318,7 @@ impl CalcEngine {
             return;
         }
         let before = sets.len();
-        for p in &ep.doc.profile_ids {
+        for p in ep.profile_ids() {
             let Some(tags) = self.profiles.map.get(p).and_then(|p| p.tags.as_ref()) else {
                 continue;
             };
@@ -221,7 +333,7 @@ impl CalcEngine {
     /// Moves `e` from its current membership to `sets` with `addrs`,
     /// touching only the set members that differ. Returns the vectors no
     /// longer needed (for reuse).
-    fn apply_membership(
+    pub(super) fn apply_membership(
         &mut self,
         e: EpIdx,
         addrs: Vec<IpNet>,

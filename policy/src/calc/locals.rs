@@ -72,7 +72,7 @@ fn drop_all() -> EndpointProgram {
 }
 
 /// Rule sets a program lists, once per mention.
-fn program_refs(p: &EndpointProgram) -> Vec<RuleSetId> {
+pub(super) fn program_refs(p: &EndpointProgram) -> Vec<RuleSetId> {
     [&p.inbound, &p.outbound]
         .into_iter()
         .flat_map(|d| {
@@ -88,7 +88,7 @@ fn program_refs(p: &EndpointProgram) -> Vec<RuleSetId> {
 impl CalcEngine {
     /// The interface `e` may claim: active, with an interface prefix.
     fn wanted_claim(&self, e: EpIdx) -> Option<InterfaceName> {
-        let doc = &self.eps.slab[e].doc;
+        let (_, doc) = self.eps.slab[e].workload()?;
         (doc.state == EndpointState::Active && doc.name.has_prefix(&self.prefixes))
             .then(|| doc.name.clone())
     }
@@ -110,7 +110,11 @@ impl CalcEngine {
     ) {
         let old = self.eps.slab[e].claim.clone();
         if old != want {
-            let key = self.eps.slab[e].key.clone();
+            // Only workload endpoints claim interfaces.
+            let Some((key, _)) = self.eps.slab[e].workload() else {
+                return;
+            };
+            let key = Arc::clone(key);
             if let Some(o) = &old {
                 if let Some(claims) = self.ifaces.claims.get_mut(o) {
                     claims.remove(&key);
@@ -239,13 +243,16 @@ impl CalcEngine {
                 matched,
             }));
         }
-        let ep = &self.eps.slab[e];
+        // Only workload endpoints are plumbed.
+        let Some((key, doc)) = self.eps.slab[e].workload() else {
+            return;
+        };
         let value = LocalEndpoint {
-            key: (*ep.key).clone(),
+            key: (**key).clone(),
             iface: iface.clone(),
-            mac: ep.doc.mac,
-            ipv4: ep.doc.ipv4_nets.clone(),
-            ipv6: ep.doc.ipv6_nets.clone(),
+            mac: doc.mac,
+            ipv4: doc.ipv4_nets.clone(),
+            ipv6: doc.ipv6_nets.clone(),
         };
         self.out.set_endpoint(&iface, Some(value));
         self.ifaces.publisher.insert(iface, e);

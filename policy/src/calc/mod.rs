@@ -14,8 +14,11 @@
 //!   was) a member of and its own routes;
 //! - rule sets, sets and set members are reference counted, so shared ones
 //!   stay while used and disappear with their last user (`rules`);
-//! - policy selectors are evaluated against plumbed local endpoints only
-//!   (`policies`).
+//! - policy selectors are evaluated against plumbed local endpoints and
+//!   this host's host endpoints only (`policies`);
+//! - host endpoints of every host are endpoints too, for tags and selectors
+//!   (their expected addresses are members); this host's get a state entry
+//!   with a program, like a plumbed workload's (`hosts`).
 //!
 //! The resulting state does not depend on the order the updates arrived in:
 //! every tie is broken by key, not by arrival. Pure: no I/O, no clocks.
@@ -50,6 +53,7 @@ mod classes;
 mod conflicts;
 mod endpoints;
 mod hashing;
+mod hosts;
 mod locals;
 mod output;
 mod policies;
@@ -78,7 +82,7 @@ pub const DEFAULT_INTERFACE_PREFIX: &str = "cali";
 pub struct CalcStats {
     /// Plumbed local endpoints (entries of [`DesiredState::endpoints`]).
     pub local_endpoints: usize,
-    /// Endpoints of other hosts.
+    /// Workload endpoints of other hosts.
     pub remote_endpoints: usize,
     /// Profiles with at least one document.
     pub profiles: usize,
@@ -94,6 +98,8 @@ pub struct CalcStats {
     pub ip_set_members: usize,
     /// Rule sets in the desired state.
     pub rule_sets: usize,
+    /// This host's host endpoints (entries of [`DesiredState::host_endpoints`]).
+    pub host_endpoints: usize,
 }
 
 /// The calculation: datastore updates in, desired state of this host out.
@@ -205,8 +211,10 @@ impl CalcEngine {
                 Some(Value::WorkloadEndpoint(doc)) => self.upsert_endpoint(k, doc),
                 _ => self.delete_endpoint(&k),
             },
-            // Programming host endpoints is a later milestone.
-            ResourceKey::HostEndpoint(_) => {}
+            ResourceKey::HostEndpoint(k) => match value {
+                Some(Value::HostEndpoint(doc)) => self.upsert_host_endpoint(k, doc),
+                _ => self.delete_host_endpoint(&k),
+            },
             ResourceKey::ProfileRules(p) => {
                 let rules = match value {
                     Some(Value::ProfileRules(r)) => Some(r),
@@ -333,6 +341,7 @@ impl CalcEngine {
             ip_sets: state.ip_sets.len(),
             ip_set_members: state.ip_sets.values().map(|s| s.len()).sum(),
             rule_sets: state.rule_sets.len(),
+            host_endpoints: state.host_endpoints.len(),
         }
     }
 
@@ -354,18 +363,24 @@ impl CalcEngine {
 
     /// Human-readable problems with this host's endpoints, for logs: not
     /// plumbed for lack of an interface prefix or because of a conflict;
-    /// failing closed for want of (valid) profiles.
+    /// failing closed for want of (valid) profiles (workload and host
+    /// endpoints alike).
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (key, &e) in &self.eps.locals {
             self.endpoint_problems(key, e, &mut out);
+        }
+        for &e in self.eps.host_locals.values() {
+            self.host_endpoint_problems(e, &mut out);
         }
         out
     }
 
     fn endpoint_problems(&self, key: &WorkloadEndpointKey, e: EpIdx, out: &mut Vec<String>) {
         let ep = &self.eps.slab[e];
-        let doc = &ep.doc;
+        let Some((_, doc)) = ep.workload() else {
+            return;
+        };
         let name = key_text(key);
         if doc.state != EndpointState::Active {
             return;

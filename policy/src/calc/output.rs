@@ -9,9 +9,10 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 
 use crate::desired::{
-    Changes, DesiredState, EndpointProgram, IpSetId, LocalEndpoint, RouteTarget, RuleSet, RuleSetId,
+    Changes, DesiredState, EndpointProgram, IpSetId, LocalEndpoint, LocalHostEndpoint, RouteTarget,
+    RuleSet, RuleSetId,
 };
-use crate::names::InterfaceName;
+use crate::names::{Id, InterfaceName};
 
 /// Desired state plus dirty keys.
 #[derive(Debug, Default)]
@@ -47,6 +48,21 @@ impl Output {
         match value {
             Some(p) => self.state.programs.insert(iface.clone(), p),
             None => self.state.programs.remove(iface),
+        }
+    }
+
+    /// Replaces (or with `None` removes) this host's host endpoint `id`;
+    /// returns the previous entry. The caller has checked that it differs
+    /// and handles the rule-set reference counts of the programs.
+    pub fn replace_host_endpoint(
+        &mut self,
+        id: &Id,
+        value: Option<LocalHostEndpoint>,
+    ) -> Option<LocalHostEndpoint> {
+        self.changes.host_endpoints.insert(id.clone());
+        match value {
+            Some(v) => self.state.host_endpoints.insert(id.clone(), v),
+            None => self.state.host_endpoints.remove(id),
         }
     }
 

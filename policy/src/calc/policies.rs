@@ -1,9 +1,9 @@
 //! Tiers and policies, and the per-endpoint filter program built from them.
 //!
-//! Policy selectors are evaluated against plumbed local endpoints only: each
-//! keeps the set of policies matching it, updated when a policy's selector
-//! changes (one evaluation per plumbed endpoint) or the endpoint's labels
-//! change (one evaluation per policy).
+//! Policy selectors are evaluated against plumbed local endpoints and this
+//! host's host endpoints only: each keeps the set of policies matching it,
+//! updated when a policy's selector changes (one evaluation per such
+//! endpoint) or the endpoint's labels change (one evaluation per policy).
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -87,8 +87,18 @@ impl CalcEngine {
         let ep = &self.eps.slab[e];
         let empty = BTreeSet::new();
         let matched = ep.publ.as_ref().map_or(&empty, |p| &p.matched);
+        self.program_for(matched, ep.profile_ids())
+    }
+
+    /// The program of an endpoint matched by the policies `matched` and
+    /// listing `profiles`: the tiers of those policies in order, then the
+    /// profiles; failing closed without profiles or with a missing one.
+    pub(super) fn program_for(
+        &self,
+        matched: &BTreeSet<(Id, Id)>,
+        profiles: &[Id],
+    ) -> EndpointProgram {
         let groups = self.ordered_tiers(matched);
-        let profiles = &ep.doc.profile_ids;
         let profiles_ok = !profiles.is_empty()
             && profiles.iter().all(|p| {
                 self.profiles
@@ -149,6 +159,14 @@ impl CalcEngine {
                 self.rebuild_program(e);
             }
         }
+        for e in self.local_hosts() {
+            let uses_tier = self
+                .host_matched(e)
+                .is_some_and(|m| m.iter().any(|(t, _)| *t == tier));
+            if uses_tier {
+                self.sync_host_entry(e, false);
+            }
+        }
         self.gc_tier(&tier);
     }
 
@@ -204,6 +222,21 @@ impl CalcEngine {
             };
             if was || now {
                 self.rebuild_program(e);
+            }
+        }
+        for e in self.local_hosts() {
+            let class = self.eps.slab[e].class;
+            let now = selector.is_some_and(|s| s.matches(&self.classes.slab[class].labels));
+            let Some(matched) = self.host_matched_mut(e) else {
+                continue;
+            };
+            let was = if now {
+                !matched.insert(key.clone())
+            } else {
+                matched.remove(&key)
+            };
+            if was || now {
+                self.sync_host_entry(e, false);
             }
         }
     }

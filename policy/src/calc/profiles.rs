@@ -20,7 +20,7 @@ pub(super) struct Profile {
     pub tags: Option<Vec<Id>>,
     /// `/labels`.
     pub labels: Option<Labels>,
-    /// Endpoints (any host) listing this profile.
+    /// Endpoints (any host, either kind) listing this profile.
     pub endpoints: HandleSet<EpIdx>,
 }
 
@@ -72,7 +72,7 @@ impl CalcEngine {
     fn plumbed_users(&self, p: &Id) -> Vec<EpIdx> {
         self.plumbed()
             .into_iter()
-            .filter(|&e| self.eps.slab[e].doc.profile_ids.contains(p))
+            .filter(|&e| self.eps.slab[e].profile_ids().contains(p))
             .collect()
     }
 
@@ -89,6 +89,9 @@ impl CalcEngine {
             // Users switch between failing closed and listing this profile.
             for e in self.plumbed_users(&p) {
                 self.rebuild_program(e);
+            }
+            for e in self.local_host_users(&p) {
+                self.sync_host_entry(e, false);
             }
         } else {
             for direction in [Direction::Inbound, Direction::Outbound] {

@@ -113,14 +113,15 @@ impl CalcEngine {
     /// Where endpoint `e`'s addresses should be routed now, if anywhere.
     fn route_target(&self, e: EpIdx) -> Option<RouteTarget> {
         let ep = &self.eps.slab[e];
+        let (key, doc) = ep.workload()?;
         if ep.local {
             return ep.claim.clone().map(RouteTarget::Interface);
         }
-        if ep.doc.state != EndpointState::Active || !self.remote_routes {
+        if doc.state != EndpointState::Active || !self.remote_routes {
             return None;
         }
         self.host_ips
-            .get(&ep.key.host)
+            .get(&key.host)
             .map(|&gw| RouteTarget::Gateway(gw))
     }
 
@@ -237,7 +238,7 @@ fn decide_route(
     let mut remote: Option<(&RouteTarget, &WorkloadEndpointKey)> = None;
     for &c in claims {
         let ep = &eps.slab[c];
-        let Some(claim) = ep.route.as_ref() else {
+        let (Some(claim), Some((key, _))) = (ep.route.as_ref(), ep.workload()) else {
             continue;
         };
         if ep.local {
@@ -246,15 +247,16 @@ fn decide_route(
                 Some(_) => {}
                 None => local = Some(&claim.target),
             }
-        } else if !matches!(remote, Some((_, k)) if *k < *ep.key) {
-            remote = Some((&claim.target, &ep.key));
+        } else if !matches!(remote, Some((_, k)) if *k < **key) {
+            remote = Some((&claim.target, &**key));
         }
     }
     let contested = disagree.then(|| {
         claims
             .iter()
             .filter(|&&c| eps.slab[c].local)
-            .map(|&c| (*eps.slab[c].key).clone())
+            .filter_map(|&c| eps.slab[c].workload())
+            .map(|(key, _)| (**key).clone())
             .collect()
     });
     conflicts.set_address(net, contested);

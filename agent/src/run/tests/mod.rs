@@ -12,10 +12,10 @@ use std::time::Duration;
 use margay_dataplane::firewall::lower::{EndpointToHostAction, FirewallSettings};
 use margay_dataplane::firewall::manager::DriftReport;
 use margay_dataplane::{ApplyReport, DataplaneError, DataplaneEvent, DataplaneStats};
-use margay_datastore::status::{EndpointStatus, EndpointStatuses, ReportConfig};
+use margay_datastore::status::{EndpointName, EndpointStatus, EndpointStatuses, ReportConfig};
 use margay_datastore::sync::{KvChange, ResyncReason, SyncEvent};
 use margay_policy::desired::{Changes, DesiredState};
-use margay_policy::names::InterfaceName;
+use margay_policy::names::{Id, InterfaceName};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::*;
@@ -35,6 +35,8 @@ struct Fake {
     firewall_repairs: usize,
     route_repairs: usize,
     events: Vec<DataplaneEvent>,
+    /// What `host_endpoint_bindings` answers.
+    bindings: BTreeMap<Id, BTreeSet<InterfaceName>>,
 }
 
 impl Fake {
@@ -49,6 +51,7 @@ impl Fake {
             firewall_repairs: 0,
             route_repairs: 0,
             events: Vec::new(),
+            bindings: BTreeMap::new(),
         }
     }
 }
@@ -115,6 +118,10 @@ impl Driver for Fake {
 
     fn uplinks(&self) -> BTreeSet<String> {
         BTreeSet::from(["eth0".to_owned()])
+    }
+
+    fn host_endpoint_bindings(&self) -> BTreeMap<Id, BTreeSet<InterfaceName>> {
+        self.bindings.clone()
     }
 }
 

@@ -128,6 +128,51 @@ async fn only_firewall_settings_make_the_firewall_re_lower() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn failsafe_ports_change_live_and_own_endpoints_stay() {
+    let (agent, inputs, h) = agent_with(&[], Fake::new());
+    let etcd: std::net::SocketAddr = "192.0.2.10:12379".parse().expect("socket address");
+    let mut agent = agent.with_own_endpoints(vec![etcd]);
+    let driver = async {
+        let first = vec![put("Ready", "true"), profile(), endpoint(1)];
+        h.sync.send(snapshot(first)).await.expect("send");
+        settle().await;
+        let inbound = put("config/FailsafeInboundHostPorts", "tcp:22,udp:68,tcp:8443");
+        h.sync.send(updates(vec![inbound])).await.expect("send");
+        settle().await;
+        let outbound = put("host/h1/config/FailsafeOutboundHostPorts", "none");
+        h.sync.send(updates(vec![outbound])).await.expect("send");
+        settle().await;
+        // The Felix 1.4 form: bare ports are tcp.
+        let felix_form = put("config/FailsafeInboundHostPorts", "22,2379");
+        h.sync.send(updates(vec![felix_form])).await.expect("send");
+        settle().await;
+        h.control.send(Control::Stop).await.expect("stop");
+    };
+    let (result, ()) = tokio::join!(agent.run(inputs), driver);
+    result.expect("clean stop");
+    let applies = &agent.driver().applies;
+    assert_eq!(applies.len(), 4, "the snapshot, then one apply per change");
+    let defaults = &applies[0].1;
+    assert!(defaults.failsafe_inbound.contains(&(6, 22)), "{defaults:?}");
+    assert!(
+        defaults.failsafe_outbound.contains(&(6, 179)),
+        "{defaults:?}"
+    );
+    for (changes, settings, _) in &applies[1..] {
+        assert!(changes.settings, "the firewall is told to re-lower");
+        assert_eq!(settings.own_endpoints, vec![etcd], "own endpoints stay");
+    }
+    assert_eq!(
+        applies[1].1.failsafe_inbound,
+        vec![(6, 22), (17, 68), (6, 8443)]
+    );
+    assert_eq!(applies[1].1.failsafe_outbound, defaults.failsafe_outbound);
+    assert!(applies[2].1.failsafe_outbound.is_empty(), "none");
+    assert_eq!(applies[3].1.failsafe_inbound, vec![(6, 22), (6, 2379)]);
+    assert_eq!(applies[0].1.own_endpoints, vec![etcd]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn invalid_keys_are_counted_and_never_fatal() {
     let (mut agent, inputs, h) = agent_with(&[], Fake::new());
     let driver = async {
@@ -233,11 +278,85 @@ async fn endpoint_statuses_follow_the_applied_state() {
     let statuses = h.statuses.borrow_and_update().clone();
     let by_workload: BTreeMap<_, _> = statuses
         .iter()
-        .map(|(k, v)| (k.workload.clone(), *v))
+        .filter_map(|(k, v)| match k {
+            EndpointName::Workload { workload, .. } => Some((workload.clone(), *v)),
+            EndpointName::Host { .. } => None,
+        })
         .collect();
     assert_eq!(
         by_workload,
         BTreeMap::from([("idle".to_owned(), EndpointStatus::Down)]),
         "pod1 went away; idle is inactive"
+    );
+}
+
+/// The host endpoint document Calico's bare-metal guide shows as rejected
+/// (neither `name` nor expected addresses).
+const REJECTED_HOST_ENDPOINT: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/calico-v1/baremetal-doc-host-endpoint-REJECTED.json"
+));
+
+#[tokio::test(start_paused = true)]
+async fn host_endpoint_statuses_follow_bindings_and_invalid_ones_are_counted() {
+    let mut fake = Fake::new();
+    let eth0 = Id::new("eth0").expect("id");
+    fake.bindings = BTreeMap::from([(eth0, BTreeSet::from([iface("eth0")]))]);
+    let (mut agent, inputs, mut h) = agent_with(&[], fake);
+    let host = |id: &str| EndpointName::Host {
+        endpoint: id.to_owned(),
+    };
+    let driver = async {
+        let first = vec![
+            put("Ready", "true"),
+            profile(),
+            put(
+                "host/h1/endpoint/eth0",
+                r#"{"name":"eth0","profile_ids":["p1"]}"#,
+            ),
+            put(
+                "host/h1/endpoint/spare",
+                r#"{"expected_ipv4_addrs":["10.0.0.9"],"profile_ids":["p1"]}"#,
+            ),
+            put("host/h1/endpoint/bad", REJECTED_HOST_ENDPOINT),
+            put(
+                "host/h2/endpoint/other",
+                r#"{"name":"eth0","profile_ids":["p1"]}"#,
+            ),
+        ];
+        h.sync.send(snapshot(first)).await.expect("send");
+        settle().await;
+        assert_eq!(
+            *h.statuses.borrow_and_update(),
+            EndpointStatuses::from([
+                (host("eth0"), EndpointStatus::Up),
+                (host("spare"), EndpointStatus::Down),
+            ]),
+            "bound: up; unbound: down; the invalid one and another host's: none"
+        );
+        assert!(
+            metric_line(&h.metrics, "margay_invalid_objects{kind=\"host_endpoint\"}")
+                .ends_with(" 1")
+        );
+        h.sync
+            .send(updates(vec![del("host/h1/endpoint/eth0")]))
+            .await
+            .expect("send");
+        settle().await;
+        assert_eq!(
+            *h.statuses.borrow_and_update(),
+            EndpointStatuses::from([(host("spare"), EndpointStatus::Down)]),
+            "a deleted host endpoint's status goes"
+        );
+        h.control.send(Control::Stop).await.expect("stop");
+    };
+    let (result, ()) = tokio::join!(agent.run(inputs), driver);
+    result.expect("clean stop");
+    let applies = &agent.driver().applies;
+    let host_changes: Vec<_> = applies.iter().map(|a| a.0.host_endpoints.len()).collect();
+    assert_eq!(
+        host_changes.last(),
+        Some(&1),
+        "the delete reaches the dataplane: {host_changes:?}"
     );
 }

@@ -1,28 +1,29 @@
 //! The base chains the hooks call: `margay-forward`, `margay-input`,
-//! `margay-wl-to-host` and `margay-nat-post`.
+//! `margay-wl-to-host` and `margay-nat-post` (`margay-output` is lowered
+//! with the host endpoints, as it exists only while one is bound).
 
 use margay_policy::desired::{Direction, IpSetId, IpVersion, PortRange};
 
 use super::dispatch::iface_match;
+use margay_policy::names::InterfaceName;
+
 use super::names::{
-    set_name, CHAIN_DISPATCH_FROM, CHAIN_DISPATCH_TO, CHAIN_FORWARD, CHAIN_INPUT, CHAIN_NAT_POST,
-    CHAIN_WL_TO_HOST, FAMILIES,
+    host_chain, set_name, HostChain, CHAIN_DISPATCH_FROM, CHAIN_DISPATCH_TO, CHAIN_FORWARD,
+    CHAIN_HEP_DST, CHAIN_INPUT, CHAIN_NAT_POST, CHAIN_WL_TO_HOST, FAMILIES,
 };
 use super::settings::EndpointToHostAction;
 use super::{rule, Lowerer};
 use crate::firewall::model::{Action, CtState, GenericRule, Hook, Match, ObjectName};
 
 impl Lowerer {
-    pub(super) fn lower_base_chains(&mut self, to_host: EndpointToHostAction) {
+    /// The forward and nat chains and the hooks every ruleset uses;
+    /// `margay-input` and `margay-wl-to-host` list the bound host
+    /// interfaces, so the host endpoint lowering writes them.
+    pub(super) fn lower_base_chains(&mut self) {
         let chains = &mut self.ruleset.chains;
         chains.insert(
             ObjectName::fixed(CHAIN_FORWARD),
             forward_chain(&self.prefixes),
-        );
-        chains.insert(ObjectName::fixed(CHAIN_INPUT), input_chain(&self.prefixes));
-        chains.insert(
-            ObjectName::fixed(CHAIN_WL_TO_HOST),
-            wl_to_host_chain(to_host),
         );
         chains.insert(ObjectName::fixed(CHAIN_NAT_POST), nat_chain());
         let hooks = &mut self.ruleset.hooks;
@@ -61,17 +62,24 @@ fn forward_chain(prefixes: &[String]) -> Vec<GenericRule> {
     rules
 }
 
-fn input_chain(prefixes: &[String]) -> Vec<GenericRule> {
-    prefixes
-        .iter()
-        .map(|p| {
-            let m = vec![Match::InInterface {
-                name: p.clone(),
-                prefix: true,
-            }];
-            rule(m, Action::Goto(ObjectName::fixed(CHAIN_WL_TO_HOST)))
-        })
-        .collect()
+/// Workload interfaces to `margay-wl-to-host`, then each bound host
+/// interface to its `margay-hi-<iface>`; the rest is not ours to judge.
+pub(super) fn input_chain(prefixes: &[String], bound: &[InterfaceName]) -> Vec<GenericRule> {
+    let workloads = prefixes.iter().map(|p| {
+        let m = vec![Match::InInterface {
+            name: p.clone(),
+            prefix: true,
+        }];
+        rule(m, Action::Goto(ObjectName::fixed(CHAIN_WL_TO_HOST)))
+    });
+    let hosts = bound.iter().map(|iface| {
+        let m = vec![Match::InInterface {
+            name: iface.as_str().to_owned(),
+            prefix: false,
+        }];
+        rule(m, Action::Goto(host_chain(HostChain::In, iface)))
+    });
+    workloads.chain(hosts).collect()
 }
 
 fn udp_ports(family: IpVersion, sport: u16, dport: u16) -> Vec<Match> {
@@ -93,7 +101,11 @@ fn udp_ports(family: IpVersion, sport: u16, dport: u16) -> Vec<Match> {
     ]
 }
 
-fn wl_to_host_chain(action: EndpointToHostAction) -> Vec<GenericRule> {
+/// Traffic from a workload to the host. With `hep_dst` (`Return` while a
+/// host interface is bound), what the workload's outbound policy let
+/// through then meets the inbound program of the host endpoint owning the
+/// destination address.
+pub(super) fn wl_to_host_chain(action: EndpointToHostAction, hep_dst: bool) -> Vec<GenericRule> {
     let mut rules = vec![
         rule(
             vec![Match::ConnState(CtState::EstablishedRelated)],
@@ -123,7 +135,12 @@ fn wl_to_host_chain(action: EndpointToHostAction) -> Vec<GenericRule> {
         EndpointToHostAction::Drop => rules.push(rule(vec![], Action::Drop)),
         // The dispatch drops or returns; a return leaves our chains and the
         // host's own rules decide.
-        EndpointToHostAction::Return => rules.push(dispatch()),
+        EndpointToHostAction::Return => {
+            rules.push(dispatch());
+            if hep_dst {
+                rules.push(rule(vec![], Action::Jump(ObjectName::fixed(CHAIN_HEP_DST))));
+            }
+        }
         EndpointToHostAction::Accept => {
             rules.push(dispatch());
             rules.push(rule(vec![], Action::Accept));

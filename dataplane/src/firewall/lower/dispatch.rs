@@ -62,7 +62,12 @@ impl Lowerer {
         }
     }
 
-    fn set_chain(&mut self, name: ObjectName, rules: Vec<GenericRule>, dirty: &mut DirtyNames) {
+    pub(super) fn set_chain(
+        &mut self,
+        name: ObjectName,
+        rules: Vec<GenericRule>,
+        dirty: &mut DirtyNames,
+    ) {
         if self.ruleset.chains.get(&name) != Some(&rules) {
             self.ruleset.chains.insert(name.clone(), rules);
             dirty.chains.insert(name);

@@ -12,6 +12,8 @@ use proptest::prelude::*;
 const IFACES: [&str; 6] = ["cali0a", "cali0b", "cali1a", "cali", "tap9", "calixy"];
 const PROFILES: [&str; 3] = ["p0", "p1", "p2"];
 const TAGS: [&str; 3] = ["t0", "t1", "t2"];
+const HOST_IFACES: [&str; 4] = ["eth0", "eth1", "lo", "cali0a"];
+const HOST_ADDRS: [&str; 3] = ["192.0.2.1", "192.0.2.2", "fd00::9"];
 
 #[derive(Debug, Clone)]
 enum Edit {
@@ -44,6 +46,17 @@ enum Edit {
         ifc: usize,
         remove: bool,
     },
+    HostEndpoint {
+        hep: usize,
+        name: Option<usize>,
+        addr: usize,
+        profiles: Vec<usize>,
+        remove: bool,
+    },
+    /// Where each of `HOST_ADDRS` is now (an index past `HOST_IFACES`: nowhere).
+    Addrs {
+        placement: Vec<usize>,
+    },
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -72,7 +85,77 @@ fn edit() -> impl Strategy<Value = Edit> {
         (0usize..3).prop_map(|tag| Edit::DropTag { tag }),
         (any::<bool>(), 0u8..4).prop_map(|(masq, n)| Edit::Pools { masq, n }),
         (0usize..6, any::<bool>()).prop_map(|(ifc, remove)| Edit::Tier { ifc, remove }),
+        (
+            0usize..3,
+            proptest::option::of(0usize..4),
+            0usize..3,
+            proptest::collection::vec(0usize..3, 0..3),
+            any::<bool>()
+        )
+            .prop_map(|(hep, name, addr, profiles, remove)| Edit::HostEndpoint {
+                hep,
+                name,
+                addr,
+                profiles,
+                remove
+            }),
+        proptest::collection::vec(0usize..5, 3).prop_map(|placement| Edit::Addrs { placement }),
     ]
+}
+
+fn edit_host_endpoint(
+    b: &mut DesiredBuilder,
+    hep: usize,
+    name: Option<usize>,
+    addr: usize,
+    profiles: &[usize],
+    remove: bool,
+) {
+    let id = format!("hep{hep}");
+    if remove {
+        b.state
+            .host_endpoints
+            .remove(&crate::firewall::scenario::id(&id));
+        return;
+    }
+    let ps: Vec<&str> = profiles.iter().map(|p| PROFILES[*p]).collect();
+    b.host_endpoint(&id, name.map(|n| HOST_IFACES[n]), &[HOST_ADDRS[addr]], &ps);
+}
+
+fn placed(placement: &[usize]) -> InterfaceAddresses {
+    let mut out: InterfaceAddresses = HOST_IFACES
+        .iter()
+        .map(|i| ((*i).to_owned(), BTreeSet::new()))
+        .collect();
+    for (addr, at) in HOST_ADDRS.iter().zip(placement) {
+        if let Some(iface) = HOST_IFACES.get(*at) {
+            let a = addr.parse().expect("test address");
+            out.entry((*iface).to_owned()).or_default().insert(a);
+        }
+    }
+    out
+}
+
+/// `observed` without the hooks `desired` no longer uses, whose chains the
+/// diff leaves attached but empty (no op detaches a hook).
+fn without_unused_hooks(
+    mut observed: crate::firewall::model::ObservedRuleset,
+    desired: &Ruleset,
+) -> crate::firewall::model::ObservedRuleset {
+    let unused: Vec<_> = observed
+        .hooks
+        .iter()
+        .filter(|(h, _)| !desired.hooks.contains_key(h))
+        .map(|(h, c)| (*h, c.clone()))
+        .collect();
+    for (hook, chain) in unused {
+        if !desired.chains.contains_key(&chain) {
+            let rules = observed.chains.remove(&chain);
+            assert_eq!(rules, Some(vec![]), "{chain} left with rules");
+        }
+        observed.hooks.remove(&hook);
+    }
+    observed
 }
 
 fn tag(i: usize) -> IpSetId {
@@ -113,6 +196,15 @@ fn apply_edit(b: &mut DesiredBuilder, e: &Edit) {
             b.set(id, &nets[..usize::from(*n)]);
         }
         Edit::Tier { ifc, remove } => edit_tier(b, *ifc, *remove),
+        Edit::HostEndpoint {
+            hep,
+            name,
+            addr,
+            profiles,
+            remove,
+        } => edit_host_endpoint(b, *hep, *name, *addr, profiles, *remove),
+        // Not a desired-state edit: the loop hands it to the lowerer.
+        Edit::Addrs { .. } => {}
     }
 }
 
@@ -192,18 +284,30 @@ proptest! {
         };
         let mut b = DesiredBuilder::new();
         let mut l = Lowerer::new();
+        let mut addrs = placed(&[0, 1, 4]);
+        l.set_interface_addresses(&addrs);
         l.lower_all(&b.build(), &settings);
         let mut observed = observed_of(l.ruleset());
         for e in &edits {
             let before = b.build();
             apply_edit(&mut b, e);
             let after = b.build();
-            let dirty = l.update(&after, &changes_between(&before, &after));
-            let full = lower(&after, &settings);
-            assert_same(l.ruleset(), &full);
+            let dirty = match e {
+                Edit::Addrs { placement } => {
+                    addrs = placed(placement);
+                    l.set_interface_addresses(&addrs)
+                }
+                _ => l.update(&after, &changes_between(&before, &after)),
+            };
+            let mut fresh = Lowerer::new();
+            fresh.set_interface_addresses(&addrs);
+            fresh.lower_all(&after, &settings);
+            let full = fresh.ruleset();
+            assert_same(l.ruleset(), full);
+            prop_assert_eq!(l.host_bindings(), fresh.host_bindings());
             let ops = diff(l.ruleset(), &observed, Some(&dirty));
             apply_to(&mut observed, &ops);
-            prop_assert_eq!(&observed, &observed_of(&full));
+            prop_assert_eq!(&without_unused_hooks(observed.clone(), full), &observed_of(full));
         }
     }
 }

@@ -20,6 +20,19 @@
 //!   `DefaultEndpointToHostAction` (`Drop`; `Return` = outbound endpoint
 //!   policy then back to the host's own rules; `Accept` = outbound policy then
 //!   accept).
+//!   With `Return` and a bound host interface, `margay-wl-to-host` then
+//!   jumps to `margay-hep-dst`, which sends traffic to an address of a bound
+//!   interface through that host endpoint's inbound program.
+//! * Host endpoints (see `host_endpoints`): `margay-input` then sends
+//!   traffic arriving on each bound host interface X to `margay-hi-X`, and
+//!   `margay-output` (hook output, used only while an interface is bound)
+//!   sends traffic leaving through X to `margay-ho-X`. Both accept
+//!   established traffic and ICMPv6 neighbour discovery, run the failsafe
+//!   chain (`margay-fsafe-in` / `margay-fsafe-out`: the failsafe ports of
+//!   [`FirewallSettings`] and the agent's own datastore endpoints), then
+//!   the host endpoint's program (`margay-hin-X` / `margay-hout-X`, lowered
+//!   like a workload's), and accept what it accepted. Unbound interfaces and
+//!   `lo` fall through untouched; forwarded traffic never meets these chains.
 //! * Host to workload (hook output) is not filtered, as in Felix: the host
 //!   must reach its workloads (health checks), and the replies come back
 //!   through `margay-wl-to-host` as established traffic.
@@ -51,18 +64,19 @@
 //!   /`s6` for selectors, `margay-pools4/6` and `margay-masq4/6`. A rule
 //!   without an IP version that names a set becomes one rule per family.
 //!
-//! Failsafe ports in [`FirewallSettings`] protect host endpoints, which are
-//! not programmed yet; they are carried but not rendered.
-//!
 //! # Files
 //! `names` (every generated chain and set name), `settings`, `sets`
 //! (address sets), `rule_set` (profile and policy chains), `program`
 //! (endpoint chains), `dispatch` (the dispatch trees), `base` (the chains
-//! the hooks call); this module keeps the [`Lowerer`] and its dependency
-//! maps, which decide what an update re-lowers.
+//! the hooks call), `host_binding` (which host endpoint governs which
+//! interface) and `host_endpoints` (their chains); this module keeps the
+//! [`Lowerer`] and its dependency maps, which decide what an update
+//! re-lowers.
 
 mod base;
 mod dispatch;
+mod host_binding;
+mod host_endpoints;
 mod names;
 mod program;
 mod rule_set;
@@ -71,16 +85,19 @@ mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use margay_policy::desired::LocalHostEndpoint;
 use margay_policy::desired::{Changes, DesiredState, IpSetId, RuleSetId};
-use margay_policy::names::InterfaceName;
+use margay_policy::names::{Id, InterfaceName};
 
 use super::diff::DirtyNames;
 use super::model::{Action, GenericRule, Match, ObjectName, Ruleset};
 
 pub use dispatch::DISPATCH_LEAF;
+pub use host_binding::{bind_host_endpoints, interfaces_by_endpoint, Binding};
 pub use names::{
-    endpoint_chain, net_family, rule_set_chain, set_name, CHAIN_DISPATCH_FROM, CHAIN_DISPATCH_TO,
-    CHAIN_FORWARD, CHAIN_INPUT, CHAIN_NAT_POST, CHAIN_WL_TO_HOST,
+    endpoint_chain, host_chain, net_family, rule_set_chain, set_name, HostChain,
+    CHAIN_DISPATCH_FROM, CHAIN_DISPATCH_TO, CHAIN_FAILSAFE_IN, CHAIN_FAILSAFE_OUT, CHAIN_FORWARD,
+    CHAIN_HEP_DST, CHAIN_INPUT, CHAIN_NAT_POST, CHAIN_OUTPUT, CHAIN_WL_TO_HOST,
 };
 pub use rule_set::{lower_rule, valid_log_prefix, DEFAULT_LOG_PREFIX};
 pub use sets::normalize_members;
@@ -124,6 +141,12 @@ pub struct Lowerer {
     rule_set_users: BTreeMap<RuleSetId, BTreeSet<InterfaceName>>,
     /// Reverse of `rule_set_users`.
     program_rule_sets: BTreeMap<InterfaceName, BTreeSet<RuleSetId>>,
+    /// The kernel's interfaces and their addresses (kept across `lower_all`).
+    iface_addrs: InterfaceAddresses,
+    /// This host's host endpoints, as last lowered.
+    host_endpoints: BTreeMap<Id, LocalHostEndpoint>,
+    /// The bound host interfaces, as last lowered.
+    bindings: BTreeMap<InterfaceName, Binding>,
 }
 
 impl Lowerer {
@@ -147,6 +170,8 @@ impl Lowerer {
         let prefixes = settings.valid_prefixes();
         *self = Lowerer {
             settings: Some(settings.clone()),
+            iface_addrs: std::mem::take(&mut self.iface_addrs),
+            host_endpoints: desired.host_endpoints.clone(),
             groups: vec![BTreeSet::new(); prefixes.len()],
             group_chains: vec![BTreeSet::new(); prefixes.len()],
             prefixes,
@@ -167,7 +192,9 @@ impl Lowerer {
             self.relower_program(desired, iface, &mut sink, &mut dirty_groups);
         }
         self.relower_dispatch(&dirty_groups, &mut sink);
-        self.lower_base_chains(settings.endpoint_to_host);
+        self.lower_base_chains();
+        let all: BTreeSet<Id> = desired.host_endpoints.keys().cloned().collect();
+        self.relower_hosts(&all, &mut sink);
     }
 
     /// Applies `changes` (taken against `desired`) and returns the kernel
@@ -188,6 +215,7 @@ impl Lowerer {
         }
         let mut programs: BTreeSet<InterfaceName> = changes.programs.clone();
         programs.extend(changes.endpoints.iter().cloned());
+        let mut host_endpoints: BTreeSet<Id> = changes.host_endpoints.clone();
         for id in &rule_sets {
             let was = self.ruleset.chains.contains_key(&rule_set_chain(id));
             self.relower_rule_set(desired, id, &mut dirty);
@@ -196,6 +224,7 @@ impl Lowerer {
                 if let Some(users) = self.rule_set_users.get(id) {
                     programs.extend(users.iter().cloned());
                 }
+                host_endpoints.extend(self.host_users_of(id));
             }
         }
         let mut dirty_groups = BTreeSet::new();
@@ -203,6 +232,10 @@ impl Lowerer {
             self.relower_program(desired, iface, &mut dirty, &mut dirty_groups);
         }
         self.relower_dispatch(&dirty_groups, &mut dirty);
+        if !host_endpoints.is_empty() {
+            self.take_host_endpoints(desired, &changes.host_endpoints);
+            self.relower_hosts(&host_endpoints, &mut dirty);
+        }
         dirty
     }
 }
@@ -212,6 +245,8 @@ fn rule(matches: Vec<Match>, action: Action) -> GenericRule {
     GenericRule { matches, action }
 }
 
+#[cfg(test)]
+mod host_tests;
 #[cfg(test)]
 mod incremental_tests;
 #[cfg(test)]

@@ -21,6 +21,15 @@ pub const CHAIN_DISPATCH_FROM: &str = "margay-disp-fr";
 pub const CHAIN_DISPATCH_TO: &str = "margay-disp-to";
 /// Chain the nat postrouting hook calls.
 pub const CHAIN_NAT_POST: &str = "margay-nat-post";
+/// Chain the output hook calls (only while a host endpoint is bound).
+pub const CHAIN_OUTPUT: &str = "margay-output";
+/// Failsafe ports and own endpoints towards the host.
+pub const CHAIN_FAILSAFE_IN: &str = "margay-fsafe-in";
+/// Failsafe ports and own endpoints from the host.
+pub const CHAIN_FAILSAFE_OUT: &str = "margay-fsafe-out";
+/// Workload-to-host traffic by destination address, to the inbound program
+/// of the host endpoint owning it (`DefaultEndpointToHostAction = RETURN`).
+pub const CHAIN_HEP_DST: &str = "margay-hep-dst";
 
 /// The chain of an endpoint's program in one direction.
 pub fn endpoint_chain(direction: Direction, iface: &InterfaceName) -> ObjectName {
@@ -29,6 +38,40 @@ pub fn endpoint_chain(direction: Direction, iface: &InterfaceName) -> ObjectName
         Direction::Outbound => "fr",
     };
     ObjectName::generate(kind, iface.as_str())
+}
+
+/// The chains of a bound host interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostChain {
+    /// `margay-hi-<iface>`: traffic reaching the host through it.
+    In,
+    /// `margay-ho-<iface>`: traffic the host sends out of it.
+    Out,
+    /// `margay-hin-<iface>`: the host endpoint's inbound program.
+    InProgram,
+    /// `margay-hout-<iface>`: the host endpoint's outbound program.
+    OutProgram,
+}
+
+impl HostChain {
+    /// All four, in a fixed order.
+    pub const ALL: [HostChain; 4] = [
+        HostChain::In,
+        HostChain::Out,
+        HostChain::InProgram,
+        HostChain::OutProgram,
+    ];
+}
+
+/// The `kind` chain of the host interface `iface`.
+pub fn host_chain(kind: HostChain, iface: &InterfaceName) -> ObjectName {
+    let tag = match kind {
+        HostChain::In => "hi",
+        HostChain::Out => "ho",
+        HostChain::InProgram => "hin",
+        HostChain::OutProgram => "hout",
+    };
+    ObjectName::generate(tag, iface.as_str())
 }
 
 /// The chain of a profile's or policy's rules in one direction.

@@ -76,7 +76,7 @@ impl Lowerer {
     }
 }
 
-fn rule_sets_used(p: &DirectionProgram) -> impl Iterator<Item = &RuleSetId> {
+pub(super) fn rule_sets_used(p: &DirectionProgram) -> impl Iterator<Item = &RuleSetId> {
     p.tiers
         .iter()
         .flat_map(|t| t.policies.iter())
@@ -109,7 +109,10 @@ fn accepted_return() -> GenericRule {
 }
 
 /// One endpoint direction's chain: tiers, then profiles, then drop.
-fn lower_direction(p: &DirectionProgram, present: &dyn Fn(&RuleSetId) -> bool) -> Vec<GenericRule> {
+pub(super) fn lower_direction(
+    p: &DirectionProgram,
+    present: &dyn Fn(&RuleSetId) -> bool,
+) -> Vec<GenericRule> {
     let mut rules = Vec::new();
     for tier in &p.tiers {
         rules.push(clear_marks());

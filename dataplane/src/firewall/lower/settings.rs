@@ -1,5 +1,7 @@
 //! The datastore settings that shape the lowered firewall: workload
-//! interface prefixes and what happens to traffic from a workload to the host.
+//! interface prefixes, what happens to traffic from a workload to the host,
+//! and what stays open through host endpoints whatever their policy (the
+//! failsafe ports and the agent's own datastore endpoints).
 
 use std::net::SocketAddr;
 
@@ -36,19 +38,48 @@ pub struct FirewallSettings {
     pub own_endpoints: Vec<SocketAddr>,
 }
 
+/// The defaults of `FailsafeInboundHostPorts` / `FailsafeOutboundHostPorts`
+/// (Felix's, as the config crate documents them).
 impl Default for FirewallSettings {
     fn default() -> Self {
         FirewallSettings {
             interface_prefixes: vec!["cali".to_owned()],
             endpoint_to_host: EndpointToHostAction::Drop,
-            failsafe_inbound: vec![(6, 22), (17, 68)],
-            failsafe_outbound: vec![(17, 53), (17, 67), (6, 179), (6, 2379), (6, 2380)],
+            failsafe_inbound: vec![
+                (6, 22),
+                (17, 68),
+                (6, 179),
+                (6, 2379),
+                (6, 2380),
+                (6, 6666),
+                (6, 6667),
+            ],
+            failsafe_outbound: vec![
+                (17, 53),
+                (17, 67),
+                (6, 179),
+                (6, 2379),
+                (6, 2380),
+                (6, 6666),
+                (6, 6667),
+            ],
             own_endpoints: Vec::new(),
         }
     }
 }
 
 impl FirewallSettings {
+    /// The agent's own datastore endpoints whose TCP port no outbound
+    /// failsafe entry covers: still let through by the failsafe chains,
+    /// but a host policy would block them otherwise (`margay check` warns).
+    pub fn own_endpoints_outside_failsafe(&self) -> Vec<SocketAddr> {
+        self.own_endpoints
+            .iter()
+            .filter(|e| !self.failsafe_outbound.contains(&(6, e.port())))
+            .copied()
+            .collect()
+    }
+
     /// The prefixes that are safe to render: valid interface names, deduplicated, in order.
     pub fn valid_prefixes(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -58,5 +89,28 @@ impl FirewallSettings {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_endpoints_outside_failsafe_are_named() {
+        let s = FirewallSettings {
+            own_endpoints: vec![
+                "192.0.2.1:2379".parse().expect("addr"),
+                "[fd00::1]:12379".parse().expect("addr"),
+            ],
+            ..FirewallSettings::default()
+        };
+        let outside = s.own_endpoints_outside_failsafe();
+        assert_eq!(outside, vec!["[fd00::1]:12379".parse().expect("addr")]);
+        let none = FirewallSettings {
+            failsafe_outbound: vec![],
+            ..s
+        };
+        assert_eq!(none.own_endpoints_outside_failsafe().len(), 2);
     }
 }

@@ -201,3 +201,64 @@ fn rules_with_unknown_fingerprints_are_rewritten_once_then_left_alone() {
     );
     assert_eq!(backend.inner.lock().expect("lock").0.writes(), writes);
 }
+
+#[test]
+fn host_endpoint_bindings_follow_interface_addresses() {
+    let addrs = |list: &[(&str, &str)]| -> InterfaceAddresses {
+        list.iter()
+            .map(|(i, a)| {
+                let set = a.parse().into_iter().collect();
+                ((*i).to_owned(), set)
+            })
+            .collect()
+    };
+    let backend = Shared::default();
+    let settings = FirewallSettings::default();
+    let mut m = FirewallManager::new(Box::new(backend.clone()));
+    let before_apply = m
+        .set_interface_addresses(&addrs(&[("eth0", "192.0.2.1")]))
+        .expect("stored");
+    assert_eq!(before_apply.ops, 0, "nothing applied yet: only stored");
+    let mut b = state(1);
+    b.host_endpoint("by-addr", None, &["192.0.2.1"], &["web"]);
+    let s = b.build();
+    m.apply(&s, &changes_between(&Default::default(), &s), &settings)
+        .expect("apply");
+    let hep = crate::firewall::scenario::id("by-addr");
+    let on = |i: &str| BTreeMap::from([(hep.clone(), BTreeSet::from([iface(i)]))]);
+    assert_eq!(m.host_endpoint_bindings(), on("eth0"));
+
+    let moved = m
+        .set_interface_addresses(&addrs(&[("eth0", "192.0.2.9"), ("eth1", "192.0.2.1")]))
+        .expect("moved");
+    assert!(!moved.full && moved.chains_replaced > 0 && moved.chains_deleted > 0);
+    assert_eq!(m.host_endpoint_bindings(), on("eth1"));
+    assert_eq!(&backend.clone().observe().expect("observe"), m.observed());
+    assert!(
+        m.plan(&s, &settings).is_empty(),
+        "plan knows the interfaces"
+    );
+
+    m.set_interface_addresses(&addrs(&[("eth1", "192.0.2.9")]))
+        .expect("gone");
+    assert!(m.host_endpoint_bindings().is_empty());
+    let observed = backend.clone().observe().expect("observe");
+    let leftovers: Vec<&ObjectName> = observed
+        .chains
+        .keys()
+        .filter(|c| c.as_str().starts_with("margay-h") || c.as_str().contains("fsafe"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let output = ObjectName::fixed(crate::firewall::lower::CHAIN_OUTPUT);
+    assert_eq!(observed.chains.get(&output), Some(&vec![]), "emptied");
+    let mut adopting = FirewallManager::new(Box::new(backend.clone()));
+    adopting.start().expect("start");
+    adopting
+        .set_interface_addresses(&addrs(&[("eth1", "192.0.2.9")]))
+        .expect("stored");
+    assert!(adopting.plan(&s, &settings).is_empty());
+}
+
+fn iface(name: &str) -> InterfaceName {
+    crate::firewall::scenario::iface(name)
+}

@@ -6,11 +6,9 @@
 
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
-use netlink_packet_route::address::AddressAttribute;
-
 use super::model::{self, RawRoute};
 use super::protect::HostFacts;
+use crate::hostnet::addresses::AddressEntry;
 use crate::hostnet::links::{self, LinkCache};
 use crate::hostnet::netlink::{self, NetlinkError};
 
@@ -55,26 +53,11 @@ pub async fn relevant_routes(
     Ok(all)
 }
 
-/// Every address on this namespace's interfaces.
+/// Every address on this namespace's interfaces (own and point-to-point
+/// peers).
 pub async fn addresses(handle: &rtnetlink::Handle) -> Result<Vec<IpAddr>, NetlinkError> {
-    let msgs: Vec<_> = handle
-        .address()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|source| NetlinkError::Dump {
-            what: "addresses",
-            source,
-        })?;
-    Ok(msgs
-        .iter()
-        .flat_map(|m| &m.attributes)
-        .filter_map(|a| match a {
-            AddressAttribute::Address(ip) | AddressAttribute::Local(ip) => Some(*ip),
-            _ => None,
-        })
-        .collect())
+    let entries = crate::hostnet::addresses::dump(handle).await?;
+    Ok(entries.iter().flat_map(AddressEntry::all_ips).collect())
 }
 
 /// Every main-table route of both families, whatever its protocol.
