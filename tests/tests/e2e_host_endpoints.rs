@@ -16,7 +16,8 @@
 //!   and applies later changes;
 //! - failsafe lists changed in etcd, both forms, applied live;
 //! - binding by expected address; the address moved to another interface:
-//!   the policy follows within [`FOLLOW_BUDGET`];
+//!   the policy follows within [`FOLLOW_BUDGET`], and a restarted agent
+//!   binds it from its first apply;
 //! - a deleted host endpoint leaves the firewall as it was before;
 //! - a tier's policy selecting host endpoints by label (bare-metal docs);
 //! - workload to host with `RETURN`: the inbound policy of the interface
