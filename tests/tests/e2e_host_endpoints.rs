@@ -316,21 +316,23 @@ fn binding_by_address_follows_the_address(dp: Dataplane) {
         "no connection came over the side link"
     );
 
-    // A restarted agent binds by address from its first apply on: one
-    // round of probes right after it is ready, no waiting.
+    // A restarted agent binds by address from its first apply on: right
+    // after it is ready the port is closed, and stays so (a dropped probe
+    // cannot be a false alarm under load; the allowed facts may converge).
     assert_eq!(
         c.stop_agent("h1"),
         Some(0),
         "the agent did not stop cleanly"
     );
     c.start_agent("h1");
-    let wrong = c.check_reach(&followed);
-    assert!(
-        wrong.is_empty(),
-        "right after a restart:\n{}\n{}",
-        c.describe_reach(&wrong),
-        c.host_firewall_dump()
-    );
+    for _ in 0..3 {
+        assert!(
+            !c.can_reach(&from_outside(), moving(8080)),
+            "right after a restart the address is unbound:\n{}",
+            c.host_firewall_dump()
+        );
+    }
+    c.assert_reach(&followed);
 
     // And back.
     c.place_host_address("h1", MOVING_IP, FABRIC_IFACE);
