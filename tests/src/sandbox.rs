@@ -60,7 +60,9 @@ mod v6;
 
 pub use bgp::{BgpOptions, BGP_PREFIX, ROUTER_AS, ROUTER_IP_B, SUBNET_B};
 pub use binary::margay_bin;
-pub use host_endpoints::{reach, Origin, Reach, FABRIC_IFACE, SIDE_IFACE, SIDE_PEER_IP};
+pub use host_endpoints::{
+    line_changes, reach, Origin, Reach, FABRIC_IFACE, OUTSIDE_V6, SIDE_IFACE, SIDE_PEER_IP,
+};
 use listeners::Listeners;
 use ns_etcd::NsEtcd;
 use util::*;

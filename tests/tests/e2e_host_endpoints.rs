@@ -25,15 +25,18 @@
 //! - invalid host endpoints rejected, logged, counted, alone;
 //! - status `up`/`down` with `EndpointReportingEnabled`;
 //! - workload traffic forwarded between hosts crosses deny-all host
-//!   endpoints untouched.
+//!   endpoints untouched;
+//! - IPv6: binding by an expected IPv6 address alone, neighbour discovery
+//!   through an endpoint that allows nothing else of ICMPv6.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use margay_tests::both_backends;
 use margay_tests::sandbox::{
-    allow, allow_all_rules, eventually, fixture, reach, wait_for, Cluster, Dataplane, Origin,
-    CONVERGE_TIMEOUT, FABRIC_IFACE, OUTSIDE_IP, OUTSIDE_PORT, PREFIX, SIDE_IFACE, SIDE_PEER_IP,
+    allow, allow_all_rules, eventually, fixture, line_changes, reach, wait_for, Cluster, Dataplane,
+    Origin, CONVERGE_TIMEOUT, FABRIC_IFACE, OUTSIDE_IP, OUTSIDE_PORT, PREFIX, SIDE_IFACE,
+    SIDE_PEER_IP,
 };
 use serde_json::{json, Value};
 
@@ -48,6 +51,7 @@ both_backends!(
     invalid_host_endpoints_are_rejected_alone,
     host_endpoint_status_is_reported,
     forwarded_workload_traffic_ignores_host_endpoints,
+    ipv6_expected_address_and_neighbour_discovery,
 );
 
 /// Ports the host serves on its fabric address: ssh (failsafe by default),
@@ -137,41 +141,6 @@ fn wait_connected(c: &Cluster, connected: bool) {
         CONVERGE_TIMEOUT,
         || c.metric("h1", "margay_datastore_connected") == Some(want),
     );
-}
-
-/// The host's firewall without what changes by itself: packet counters
-/// (`counter packets N bytes M`) and ipset memory sizes.
-fn firewall_without_counters(c: &Cluster) -> String {
-    c.firewall_dump("h1")
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("Size in memory"))
-        .map(strip_counter)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The lines only `before` has (`- `) and only `after` has (`+ `).
-fn line_changes(before: &str, after: &str) -> String {
-    let only = |sign: &str, a: &str, b: &str| -> Vec<String> {
-        let others: Vec<&str> = b.lines().collect();
-        a.lines()
-            .filter(|l| !others.contains(l))
-            .map(|l| format!("{sign} {l}"))
-            .collect()
-    };
-    let mut lines = only("-", before, after);
-    lines.extend(only("+", after, before));
-    lines.join("\n")
-}
-
-fn strip_counter(line: &str) -> String {
-    const COUNTER: &str = "counter packets ";
-    let Some(at) = line.find(COUNTER) else {
-        return line.to_owned();
-    };
-    // "<n> bytes <m>" then the rest of the rule.
-    let mut rest = line[at + COUNTER.len()..].splitn(4, ' ').skip(3);
-    format!("{}counter {}", &line[..at], rest.next().unwrap_or(""))
 }
 
 /// A profile allowing tcp 80 in and everything out on the fabric interface.
@@ -347,14 +316,14 @@ fn binding_by_address_follows_the_address(dp: Dataplane) {
 fn deleted_host_endpoint_leaves_nothing_behind(dp: Dataplane) {
     let c = one_host(dp, &[]);
     c.assert_reach(&[reach(from_outside(), h1(&c, 8080), true)]);
-    let before = firewall_without_counters(&c);
+    let before = c.firewall_dump_without_counters("h1");
 
     c.put_host_endpoint("h1", "fabric", &by_name(FABRIC_IFACE, &[], &json!({})));
     c.assert_reach(&[
         reach(from_outside(), h1(&c, 8080), false),
         reach(from_h1(), outside_server(), false),
     ]);
-    let with = firewall_without_counters(&c);
+    let with = c.firewall_dump_without_counters("h1");
     assert!(with.contains("margay-hi-eth0"), "no host chain:\n{with}");
 
     c.delete_host_endpoint("h1", "fabric");
@@ -364,7 +333,7 @@ fn deleted_host_endpoint_leaves_nothing_behind(dp: Dataplane) {
     ]);
     let mut after = String::new();
     let same = eventually(CONVERGE_TIMEOUT, || {
-        after = firewall_without_counters(&c);
+        after = c.firewall_dump_without_counters("h1");
         after == before
     });
     assert!(
@@ -561,15 +530,36 @@ fn forwarded_workload_traffic_ignores_host_endpoints(dp: Dataplane) {
     c.assert_matrix(&across);
 }
 
-#[test]
-fn counters_are_stripped_from_firewall_lines() {
-    assert_eq!(
-        strip_counter("\t\tiifname \"eth0\" counter packets 12 bytes 3400 goto margay-hi-eth0"),
-        "\t\tiifname \"eth0\" counter goto margay-hi-eth0"
-    );
-    assert_eq!(strip_counter("counter packets 0 bytes 0"), "counter ");
-    assert_eq!(
-        strip_counter("-A INPUT -j margay-input"),
-        "-A INPUT -j margay-input"
+/// IPv6 on the fabric: a host endpoint bound by its expected IPv6 address
+/// alone, allowing tcp 80 in and nothing out. With the neighbour caches
+/// flushed, port 80 still answers over IPv6 (neighbour solicitations and
+/// advertisements cross the endpoint both ways) while 8080 is dropped, on
+/// both families: the whole interface is bound.
+fn ipv6_expected_address_and_neighbour_discovery(dp: Dataplane) {
+    let c = one_host(dp, &[]);
+    let v6 = c.add_fabric_v6("h1");
+    let at = |port| SocketAddr::from((v6, port));
+    for port in [80, 8080] {
+        c.listen_on_host_addr("h1", at(port));
+    }
+    c.assert_reach(&[reach(from_outside(), at(8080), true)]);
+
+    c.put_profile_rules("INONLY", &inbound_tcp(&[80], false));
+    let endpoint = json!({"expected_ipv6_addrs": [v6.to_string()], "profile_ids": ["INONLY"]});
+    c.put_host_endpoint("h1", "v6", &endpoint);
+    c.assert_reach(&[
+        reach(from_outside(), at(8080), false),
+        reach(from_outside(), h1(&c, 8080), false),
+    ]);
+    for ns in [c.outside(), c.host("h1").ns()] {
+        ns.exec_ok(&["ip", "-6", "neigh", "flush", "all"]);
+    }
+    c.assert_reach(&[reach(from_outside(), at(80), true)]);
+    let neighbours = c
+        .outside()
+        .exec_ok(&["ip", "-6", "neigh", "show", &v6.to_string()]);
+    assert!(
+        neighbours.contains("lladdr"),
+        "the outside has no neighbour entry for {v6}: {neighbours}"
     );
 }

@@ -8,6 +8,8 @@
 //! connection means the packet reached the host's stack (no listener), which
 //! says nothing about the firewall, so it fails the test instead.
 
+use std::net::Ipv6Addr;
+
 use super::*;
 
 /// The outside namespace's address on a host's second link
@@ -17,6 +19,9 @@ pub const SIDE_PEER_IP: Ipv4Addr = Ipv4Addr::new(172, 31, 0, 1);
 pub const SIDE_IFACE: &str = "eth1";
 /// The host's interface on the fabric (its uplink; etcd is reached over it).
 pub const FABRIC_IFACE: &str = "eth0";
+/// The outside namespace's IPv6 address on the fabric, once
+/// [`Cluster::add_fabric_v6`] gave the fabric IPv6 (`/64`).
+pub const OUTSIDE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
 
 /// Where a probe starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,5 +254,91 @@ impl Cluster {
             ]
         };
         self.outside.exec_ok(&route);
+    }
+}
+
+impl Cluster {
+    /// Gives the fabric IPv6: [`OUTSIDE_V6`] on the outside namespace and
+    /// `2001:db8:2::<last octet of its IPv4>`/64 on `host`'s uplink (both
+    /// without duplicate address detection, so usable at once). Returns the
+    /// host's address.
+    pub fn add_fabric_v6(&self, host: &str) -> Ipv6Addr {
+        let h = self.host(host);
+        let octet = u16::from(h.ip.octets()[3]);
+        let ip = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, octet);
+        for (ns, addr) in [(&self.outside, OUTSIDE_V6), (&h.ns, ip)] {
+            let cidr = format!("{addr}/64");
+            ns.exec_ok(&["ip", "-6", "addr", "replace", &cidr, "dev", "eth0", "nodad"]);
+        }
+        ip
+    }
+
+    /// [`Cluster::firewall_dump`] of `host` (with iptables, plus
+    /// `ip6tables-save`) without what changes by itself: packet counters
+    /// (`counter packets N bytes M`, `[n:m]`), ipset memory sizes, comments.
+    pub fn firewall_dump_without_counters(&self, host: &str) -> String {
+        let mut dump = self.firewall_dump(host);
+        if self.dataplane == Dataplane::Iptables {
+            dump.push_str(&self.host(host).ns.exec_ok(&["ip6tables-save"]));
+        }
+        dump.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim_start().starts_with("Size in memory"))
+            .map(strip_counter)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// The lines only `before` has (`- `) and only `after` has (`+ `).
+pub fn line_changes(before: &str, after: &str) -> String {
+    let only = |sign: &str, a: &str, b: &str| -> Vec<String> {
+        let others: Vec<&str> = b.lines().collect();
+        a.lines()
+            .filter(|l| !others.contains(l))
+            .map(|l| format!("{sign} {l}"))
+            .collect()
+    };
+    let mut lines = only("-", before, after);
+    lines.extend(only("+", after, before));
+    lines.join("\n")
+}
+
+/// `counter packets N bytes M` becomes `counter`; a chain line of
+/// iptables-save (`:NAME POLICY [n:m]`) loses its `[n:m]`.
+fn strip_counter(line: &str) -> String {
+    if line.starts_with(':') {
+        if let Some(at) = line.find(" [") {
+            return line[..at].to_owned();
+        }
+    }
+    const COUNTER: &str = "counter packets ";
+    let Some(at) = line.find(COUNTER) else {
+        return line.to_owned();
+    };
+    // "<n> bytes <m>" then the rest of the rule.
+    let mut rest = line[at + COUNTER.len()..].splitn(4, ' ').skip(3);
+    format!("{}counter {}", &line[..at], rest.next().unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_stripped_from_firewall_lines() {
+        assert_eq!(
+            strip_counter("\t\tiifname \"eth0\" counter packets 12 bytes 3400 goto margay-hi-eth0"),
+            "\t\tiifname \"eth0\" counter goto margay-hi-eth0"
+        );
+        assert_eq!(strip_counter("counter packets 0 bytes 0"), "counter ");
+        assert_eq!(strip_counter(":OUTPUT ACCEPT [12:960]"), ":OUTPUT ACCEPT");
+        let plain = "-A INPUT -j margay-input";
+        assert_eq!(strip_counter(plain), plain);
+    }
+
+    #[test]
+    fn line_changes_name_both_sides() {
+        assert_eq!(line_changes("a\nb\n", "b\nc\n"), "- a\n+ c");
+        assert_eq!(line_changes("a\n", "a\n"), "");
     }
 }
