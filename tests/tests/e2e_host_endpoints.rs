@@ -11,7 +11,7 @@
 //! - a profile allowing tcp 80 on `eth0`: 80 reachable, 8080 not; the host's
 //!   own connections out get their replies;
 //! - deny-all on `eth0`: tcp 22 still reaches the host (failsafe), loopback
-//!   is untouched, and the agent reconnects to a restarted etcd through the
+//!   is untouched (also by host endpoints naming `lo` or `127.0.0.1`), and the agent reconnects to a restarted etcd through the
 //!   endpoint (no failsafe covers 2379 outbound: only the own-endpoint rule)
 //!   and applies later changes;
 //! - failsafe lists changed in etcd, both forms, applied live;
@@ -169,7 +169,10 @@ fn profile_on_the_fabric_interface_allows_only_its_port(dp: Dataplane) {
 fn deny_all_keeps_failsafe_ports_and_the_agents_etcd(dp: Dataplane) {
     let mut c = one_host(dp, &[("FailsafeOutboundHostPorts", "udp:53")]);
     let pid = c.agent_pid("h1");
-    // No profile: fails closed both ways.
+    // No profile: fails closed both ways. Loopback is never bound, neither
+    // by name nor by address (written first, so in force with the last).
+    c.put_host_endpoint("h1", "loop", &by_name("lo", &[], &json!({})));
+    c.put_host_endpoint("h1", "loopaddr", &by_address(Ipv4Addr::LOCALHOST, &[]));
     c.put_host_endpoint("h1", "fabric", &by_name(FABRIC_IFACE, &[], &json!({})));
     c.assert_reach(&[
         reach(from_outside(), h1(&c, 22), true),
@@ -178,6 +181,8 @@ fn deny_all_keeps_failsafe_ports_and_the_agents_etcd(dp: Dataplane) {
         reach(from_h1(), outside_server(), false),
     ]);
     assert!(c.agent_ready("h1"), "loopback (/readyz) is filtered");
+    let dump = c.firewall_dump("h1");
+    assert!(!dump.contains("margay-hi-lo"), "loopback bound:\n{dump}");
 
     // The connection the agent already had carries a change.
     c.put_profile_rules("INONLY", &inbound_tcp(&[80], false));
