@@ -94,13 +94,19 @@ impl Drop for Listener {
     }
 }
 
-/// Listens on TCP `port` in `ns`, returning once the socket is up.
+/// Listens on TCP `port` (IPv4) in `ns`, returning once the socket is up.
 fn listen(ns: &TestNetns, port: u16) -> Listener {
+    listen_family(ns, "-4", port)
+}
+
+/// Listens on TCP `port` in `ns` for `family` (`-4` or `-6`).
+fn listen_family(ns: &TestNetns, family: &str, port: u16) -> Listener {
     // Owned by the guard from the start: killed and reaped on every path.
-    let listener = Listener(ns.spawn(&["nc", "-lk", &port.to_string()]));
+    let listener = Listener(ns.spawn(&["nc", family, "-lk", &port.to_string()]));
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let out = ns.exec(&["ss", "-Hltn", &format!("sport = :{port}")]);
+        let ss_family = if family == "-6" { "-6" } else { "-4" };
+        let out = ns.exec(&["ss", "-Hltn", ss_family, &format!("sport = :{port}")]);
         if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
             return listener;
         }
@@ -365,6 +371,79 @@ pub fn workload_to_host_meets_the_host_policy(b: Backend) {
     );
 }
 
+/// Over IPv6 with a deny-all host endpoint: neighbour discovery still
+/// works both ways (the neighbour caches are flushed after programming),
+/// so the failsafe port and the own datastore endpoint stay reachable.
+pub fn ipv6_neighbour_discovery_and_failsafe(b: Backend) {
+    if skip("ipv6_neighbour_discovery_and_failsafe") {
+        return;
+    }
+    let lab = lab("he-v6", 0);
+    let v6 = |ns: &TestNetns, a: &str, dev: &str| {
+        ns.exec_ok(&["ip", "-6", "addr", "add", a, "dev", dev, "nodad"]);
+    };
+    v6(&lab.host, "fd00:2::1/64", "ext0");
+    v6(&lab.ext, "fd00:2::2/64", "eth0");
+    let _host = [22, 8080].map(|p| listen_family(&lab.host, "-6", p));
+    let _peer = listen_family(&lab.ext, "-6", ETCD_PORT);
+    let own = format!("[fd00:2::2]:{ETCD_PORT}")
+        .parse()
+        .expect("endpoint");
+    let settings = FirewallSettings {
+        own_endpoints: vec![own],
+        ..FirewallSettings::default()
+    };
+    let mut m = manager(&lab, b);
+    let mut bld = DesiredBuilder::new();
+    bld.host_endpoint("fabric", Some("ext0"), &[], &[]);
+    let s0 = bld.build();
+    apply(&mut m, &DesiredState::default(), &s0, &settings);
+    lab.host
+        .exec_ok(&["ip", "-6", "neigh", "flush", "dev", "ext0"]);
+    lab.ext
+        .exec_ok(&["ip", "-6", "neigh", "flush", "dev", "eth0"]);
+    assert!(connects(&lab.ext, "fd00:2::1", 22), "failsafe in over IPv6");
+    assert!(!connects(&lab.ext, "fd00:2::1", 8080), "deny-all over IPv6");
+    lab.host
+        .exec_ok(&["ip", "-6", "neigh", "flush", "dev", "ext0"]);
+    lab.ext
+        .exec_ok(&["ip", "-6", "neigh", "flush", "dev", "eth0"]);
+    assert!(
+        connects(&lab.host, "fd00:2::2", ETCD_PORT),
+        "own endpoint over IPv6"
+    );
+}
+
+/// A tier in front of the host endpoint's profile decides first.
+pub fn a_tier_decides_for_the_host(b: Backend) {
+    if skip("a_tier_decides_for_the_host") {
+        return;
+    }
+    let lab = lab("he-tier", 0);
+    let _host = listen_all(&lab.host, &[80, 8080]);
+    let settings = FirewallSettings::default();
+    let mut m = manager(&lab, b);
+    let mut bld = DesiredBuilder::new();
+    fabric(&mut bld);
+    let s0 = bld.build();
+    apply(&mut m, &DesiredState::default(), &s0, &settings);
+    assert!(connects(&lab.ext, HOST_IP, 80) && !connects(&lab.ext, HOST_IP, 8080));
+    bld.policy(
+        "ops",
+        "mgmt",
+        vec![tcp(RuleAction::Allow, 8080), tcp(RuleAction::Deny, 80)],
+        vec![rule(RuleAction::NextTier)],
+    )
+    .host_tier("fabric", "ops", &["mgmt"]);
+    let s1 = bld.build();
+    apply(&mut m, &s0, &s1, &settings);
+    assert!(connects(&lab.ext, HOST_IP, 8080), "tier allow");
+    assert!(
+        !connects(&lab.ext, HOST_IP, 80),
+        "tier deny beats the profile"
+    );
+}
+
 macro_rules! host_endpoint_suite {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -392,6 +471,14 @@ macro_rules! host_endpoint_suite {
             #[test]
             fn workload_to_host_meets_the_host_policy() {
                 super::workload_to_host_meets_the_host_policy(B)
+            }
+            #[test]
+            fn ipv6_neighbour_discovery_and_failsafe() {
+                super::ipv6_neighbour_discovery_and_failsafe(B)
+            }
+            #[test]
+            fn a_tier_decides_for_the_host() {
+                super::a_tier_decides_for_the_host(B)
             }
         }
     };

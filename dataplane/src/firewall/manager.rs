@@ -263,7 +263,8 @@ impl FirewallManager {
     /// changes (after the first apply), the chains involved are rewritten at
     /// once, in one transaction. Returns what was written. Before the first
     /// apply, or while a resync is owed, it only stores them: the next
-    /// apply lowers with them.
+    /// apply lowers with them. After an error the next apply re-reads and
+    /// rewrites everything, as after any failed write.
     pub fn set_interface_addresses(
         &mut self,
         ifaces: &InterfaceAddresses,

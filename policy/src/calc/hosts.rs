@@ -177,24 +177,7 @@ impl CalcEngine {
         let Kind::Host { key, doc, .. } = &self.eps.slab[e].kind else {
             return;
         };
-        let name = &key.endpoint;
-        if doc.profile_ids.is_empty() {
-            out.push(format!(
-                "host endpoint {name}: no profiles; all its traffic is dropped except failsafe ports"
-            ));
-        }
-        for p in &doc.profile_ids {
-            let has_rules = self
-                .profiles
-                .map
-                .get(p)
-                .is_some_and(|prof| prof.rules.is_some());
-            if !has_rules {
-                out.push(format!(
-                    "host endpoint {name}: profile {p} is missing or invalid; \
-                     all its traffic is dropped except failsafe ports"
-                ));
-            }
-        }
+        let subject = format!("host endpoint {}", key.endpoint);
+        self.profile_problems(&subject, &doc.profile_ids, " except failsafe ports", out);
     }
 }

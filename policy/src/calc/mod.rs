@@ -72,6 +72,7 @@ use hashing::FastMap;
 
 use crate::desired::{Changes, DesiredState, IpSetId, WorkloadEndpointKey};
 use crate::model::{EndpointState, ResourceKey, Update, Value};
+use crate::names::Id;
 use crate::update::{parse_update, InvalidUpdate};
 
 /// Interface prefix used until [`CalcEngine::set_interface_prefixes`] says otherwise.
@@ -416,12 +417,26 @@ impl CalcEngine {
             ));
             return;
         }
-        if doc.profile_ids.is_empty() {
+        let subject = format!("endpoint {name}");
+        self.profile_problems(&subject, &doc.profile_ids, "", out);
+    }
+
+    /// The fail-closed problems of an endpoint's profile list: none at all,
+    /// or one that is missing or invalid. `subject` names the endpoint,
+    /// `except` qualifies "all its traffic is dropped" (or is empty).
+    fn profile_problems(
+        &self,
+        subject: &str,
+        profile_ids: &[Id],
+        except: &str,
+        out: &mut Vec<String>,
+    ) {
+        if profile_ids.is_empty() {
             out.push(format!(
-                "endpoint {name}: no profiles; all its traffic is dropped"
+                "{subject}: no profiles; all its traffic is dropped{except}"
             ));
         }
-        for p in &doc.profile_ids {
+        for p in profile_ids {
             let has_rules = self
                 .profiles
                 .map
@@ -429,7 +444,7 @@ impl CalcEngine {
                 .is_some_and(|prof| prof.rules.is_some());
             if !has_rules {
                 out.push(format!(
-                    "endpoint {name}: profile {p} is missing or invalid; all its traffic is dropped"
+                    "{subject}: profile {p} is missing or invalid; all its traffic is dropped{except}"
                 ));
             }
         }

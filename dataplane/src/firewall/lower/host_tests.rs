@@ -362,3 +362,32 @@ fn host_endpoints_add_no_rule_to_the_forward_path() {
         reachable(&without, Hook::Forward)
     );
 }
+
+#[test]
+fn one_host_endpoint_change_touches_only_its_program_chains() {
+    let s = settings();
+    let mut b = host_scenario();
+    for i in 0..10 {
+        b.host_endpoint(
+            &format!("hep{i}"),
+            Some(&format!("eth{}", i + 10)),
+            &[],
+            &["web"],
+        );
+    }
+    let before = b.build();
+    let mut l = Lowerer::new();
+    l.set_interface_addresses(&host_ifaces());
+    l.lower_all(&before, &s);
+    b.host_endpoint("hep3", Some("eth13"), &[], &["wl"]);
+    let after = b.build();
+    let dirty = l.update(&after, &changes_between(&before, &after));
+    assert_same(&l.ruleset, &lower_with(&after, &s, &host_ifaces()));
+    let eth13 = scenario_iface("eth13");
+    let expected: BTreeSet<ObjectName> = [HostChain::InProgram, HostChain::OutProgram]
+        .into_iter()
+        .map(|k| host_chain(k, &eth13))
+        .collect();
+    assert_eq!(dirty.chains, expected);
+    assert!(dirty.sets.is_empty() && !dirty.hooks);
+}

@@ -116,7 +116,10 @@ pub const MARK_MASK: u32 = MARK_ACCEPT | MARK_PASS;
 /// their expected addresses.
 pub type InterfaceAddresses = BTreeMap<String, BTreeSet<std::net::IpAddr>>;
 
-/// Lowers `desired` in one go (what [`Lowerer::lower_all`] keeps).
+/// Lowers `desired` in one go (what [`Lowerer::lower_all`] keeps), knowing
+/// no interface addresses: host endpoints with a `name` are bound, those
+/// bound by expected address only are not (use a [`Lowerer`] and
+/// [`Lowerer::set_interface_addresses`] for those).
 pub fn lower(desired: &DesiredState, settings: &FirewallSettings) -> Ruleset {
     let mut l = Lowerer::new();
     l.lower_all(desired, settings);

@@ -69,17 +69,6 @@ impl Default for FirewallSettings {
 }
 
 impl FirewallSettings {
-    /// The agent's own datastore endpoints whose TCP port no outbound
-    /// failsafe entry covers: still let through by the failsafe chains,
-    /// but a host policy would block them otherwise (`margay check` warns).
-    pub fn own_endpoints_outside_failsafe(&self) -> Vec<SocketAddr> {
-        self.own_endpoints
-            .iter()
-            .filter(|e| !self.failsafe_outbound.contains(&(6, e.port())))
-            .copied()
-            .collect()
-    }
-
     /// The prefixes that are safe to render: valid interface names, deduplicated, in order.
     pub fn valid_prefixes(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -89,28 +78,5 @@ impl FirewallSettings {
             }
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_endpoints_outside_failsafe_are_named() {
-        let s = FirewallSettings {
-            own_endpoints: vec![
-                "192.0.2.1:2379".parse().expect("addr"),
-                "[fd00::1]:12379".parse().expect("addr"),
-            ],
-            ..FirewallSettings::default()
-        };
-        let outside = s.own_endpoints_outside_failsafe();
-        assert_eq!(outside, vec!["[fd00::1]:12379".parse().expect("addr")]);
-        let none = FirewallSettings {
-            failsafe_outbound: vec![],
-            ..s
-        };
-        assert_eq!(none.own_endpoints_outside_failsafe().len(), 2);
     }
 }
