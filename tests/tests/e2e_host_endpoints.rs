@@ -16,8 +16,8 @@
 //!   and applies later changes;
 //! - failsafe lists changed in etcd, both forms, applied live;
 //! - binding by expected address; the address moved to another interface:
-//!   the policy follows within [`FOLLOW_BUDGET`], and a restarted agent
-//!   binds it from its first apply;
+//!   the firewall follows within [`REBIND_BUDGET`], traffic shows it, and
+//!   a restarted agent binds it from its first apply;
 //! - a deleted host endpoint leaves the firewall as it was before;
 //! - a tier's policy selecting host endpoints by label (bare-metal docs);
 //! - workload to host with `RETURN`: the inbound policy of the interface
@@ -57,9 +57,12 @@ both_backends!(
 /// Ports the host serves on its fabric address: ssh (failsafe by default),
 /// a web port and one no policy below allows.
 const HOST_PORTS: [u16; 3] = [22, 80, 8080];
-/// How long a policy may take to follow an address to another interface
-/// (the agent learns it from netlink within a second; probe rounds take
-/// up to half a second more).
+/// How long the firewall may take to move a binding after its address
+/// moved to another interface (the issue: within a second, from netlink
+/// events, no polling).
+const REBIND_BUDGET: Duration = Duration::from_secs(1);
+/// How long the traffic may take to show it (probe rounds of a dropped
+/// handshake take half a second each).
 const FOLLOW_BUDGET: Duration = Duration::from_secs(3);
 /// An address outside every pool that moves between the host's interfaces.
 const MOVING_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
@@ -270,6 +273,11 @@ fn binding_by_address_follows_the_address(dp: Dataplane) {
 
     let moved = Instant::now();
     c.place_host_address("h1", MOVING_IP, SIDE_IFACE);
+    wait_for("the binding to move to eth1", REBIND_BUDGET, || {
+        let dump = c.firewall_dump("h1");
+        dump.contains("margay-hi-eth1") && !dump.contains("margay-hi-eth0")
+    });
+    let rebound = moved.elapsed();
     let followed = [
         reach(from_outside(), moving(80), true),
         reach(from_outside(), moving(8080), false),
@@ -284,7 +292,7 @@ fn binding_by_address_follows_the_address(dp: Dataplane) {
         c.describe_reach(&wrong),
         c.host_firewall_dump()
     );
-    eprintln!("policy followed the address in {took:?}");
+    eprintln!("binding moved in {rebound:?}; traffic followed (probes) in {took:?}");
     assert!(
         c.peers("host-h1").contains(&SIDE_PEER_IP.into()),
         "no connection came over the side link"
