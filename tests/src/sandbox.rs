@@ -47,6 +47,7 @@ mod agents;
 mod bgp;
 mod binary;
 mod datastore;
+mod host_endpoints;
 mod listeners;
 mod ns_etcd;
 mod probes;
@@ -59,6 +60,9 @@ mod v6;
 
 pub use bgp::{BgpOptions, BGP_PREFIX, ROUTER_AS, ROUTER_IP_B, SUBNET_B};
 pub use binary::margay_bin;
+pub use host_endpoints::{
+    line_changes, reach, Origin, Reach, FABRIC_IFACE, OUTSIDE_V6, SIDE_IFACE, SIDE_PEER_IP,
+};
 use listeners::Listeners;
 use ns_etcd::NsEtcd;
 use util::*;
