@@ -11,9 +11,10 @@
 //! - a profile allowing tcp 80 on `eth0`: 80 reachable, 8080 not; the host's
 //!   own connections out get their replies;
 //! - deny-all on `eth0`: tcp 22 still reaches the host (failsafe), loopback
-//!   is untouched (also by host endpoints naming `lo` or `127.0.0.1`), and the agent reconnects to a restarted etcd through the
-//!   endpoint (no failsafe covers 2379 outbound: only the own-endpoint rule)
-//!   and applies later changes;
+//!   is untouched (also by host endpoints naming `lo` or `127.0.0.1`), and
+//!   the agent reconnects to a restarted etcd through the endpoint (no
+//!   failsafe covers 2379 outbound: only the own-endpoint rule) and applies
+//!   later changes;
 //! - failsafe lists changed in etcd, both forms, applied live;
 //! - binding by expected address; the address moved to another interface:
 //!   the firewall follows within [`REBIND_BUDGET`], traffic shows it, and
