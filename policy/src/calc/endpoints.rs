@@ -173,14 +173,12 @@ impl CalcEngine {
 
     fn create_endpoint(&mut self, key: WorkloadEndpointKey, doc: WorkloadEndpoint) {
         let local = key.host == self.hostname;
-        let class = self.class_of(&doc.profile_ids, &doc.labels);
         let key = Arc::new(key);
         let kind = Kind::Workload {
             key: Arc::clone(&key),
             doc,
         };
-        let e = self.eps.slab.insert(Endpoint::new(kind, local, class));
-        self.classes.slab[class].endpoints.insert(e);
+        let e = self.insert_endpoint(kind, local);
         if local {
             self.eps.locals.insert((*key).clone(), e);
         } else if let Some(eps) = self.eps.by_host.get_mut(&key.host) {
@@ -191,15 +189,35 @@ impl CalcEngine {
             self.eps.by_host.insert(key.host.clone(), eps);
         }
         self.eps.index.insert(key, e);
-        self.index_new_profiles(e);
         self.refresh_endpoint(e, Refresh::Membership);
     }
 
-    /// Adds a new endpoint `e` to the index of the profiles it lists.
-    pub(super) fn index_new_profiles(&mut self, e: EpIdx) {
+    /// Stores a new endpoint of either kind in the slab, its label class and
+    /// the index of the profiles it lists (the kind's own indexes are the
+    /// caller's).
+    pub(super) fn insert_endpoint(&mut self, kind: Kind, local: bool) -> EpIdx {
+        let class = match &kind {
+            Kind::Workload { doc, .. } => self.class_of(&doc.profile_ids, &doc.labels),
+            Kind::Host { doc, .. } => self.class_of(&doc.profile_ids, &doc.labels),
+        };
+        let e = self.eps.slab.insert(Endpoint::new(kind, local, class));
+        self.classes.slab[class].endpoints.insert(e);
         let ids = std::mem::take(self.eps.slab[e].profile_ids_mut());
         self.index_profiles(e, &[], &ids);
         *self.eps.slab[e].profile_ids_mut() = ids;
+        e
+    }
+
+    /// Takes endpoint `e` out of every set, the profile index and its label
+    /// class (the first step of deleting it, whatever its kind).
+    pub(super) fn unhook_endpoint(&mut self, e: EpIdx) {
+        self.apply_membership(e, Vec::new(), Vec::new());
+        let (profiles, class) = {
+            let ep = &mut self.eps.slab[e];
+            (std::mem::take(ep.profile_ids_mut()), ep.class)
+        };
+        self.index_profiles(e, &profiles, &[]);
+        self.leave_class(e, class);
     }
 
     fn update_endpoint(&mut self, e: EpIdx, doc: WorkloadEndpoint) {
@@ -259,16 +277,10 @@ impl CalcEngine {
         let Some(e) = self.eps.index.remove(key) else {
             return;
         };
-        self.apply_membership(e, Vec::new(), Vec::new());
         // Unhook it from the indexes before anything else can run: tearing
         // down its plumbing may activate sets for other endpoints, and those
         // must not find this one.
-        let (profiles, class) = {
-            let ep = &mut self.eps.slab[e];
-            (std::mem::take(ep.profile_ids_mut()), ep.class)
-        };
-        self.index_profiles(e, &profiles, &[]);
-        self.leave_class(e, class);
+        self.unhook_endpoint(e);
         if self.eps.slab[e].local {
             self.retarget_claim(e, None, false);
             self.eps.locals.remove(key);

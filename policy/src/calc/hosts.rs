@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::endpoints::{Endpoint, Kind};
+use super::endpoints::Kind;
 use super::locals::program_refs;
 use super::{CalcEngine, EpIdx};
 use crate::desired::LocalHostEndpoint;
@@ -36,20 +36,17 @@ impl CalcEngine {
 
     fn create_host_endpoint(&mut self, key: HostEndpointKey, doc: HostEndpoint) {
         let local = key.host == self.hostname;
-        let class = self.class_of(&doc.profile_ids, &doc.labels);
         let key = Arc::new(key);
         let kind = Kind::Host {
             key: Arc::clone(&key),
             doc,
             matched: BTreeSet::new(),
         };
-        let e = self.eps.slab.insert(Endpoint::new(kind, local, class));
-        self.classes.slab[class].endpoints.insert(e);
+        let e = self.insert_endpoint(kind, local);
         if local {
             self.eps.host_locals.insert(key.endpoint.clone(), e);
         }
         self.eps.host_index.insert(key, e);
-        self.index_new_profiles(e);
         self.sync_membership(e);
         self.sync_host_entry(e, true);
     }
@@ -71,13 +68,7 @@ impl CalcEngine {
         let Some(e) = self.eps.host_index.remove(key) else {
             return;
         };
-        self.apply_membership(e, Vec::new(), Vec::new());
-        let (profiles, class) = {
-            let ep = &mut self.eps.slab[e];
-            (std::mem::take(ep.profile_ids_mut()), ep.class)
-        };
-        self.index_profiles(e, &profiles, &[]);
-        self.leave_class(e, class);
+        self.unhook_endpoint(e);
         if self.eps.slab[e].local {
             self.eps.host_locals.remove(&key.endpoint);
             self.write_host_endpoint(&key.endpoint, None);
