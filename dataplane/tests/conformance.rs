@@ -6,10 +6,11 @@
 
 mod common;
 
+use common::backends::{ipt_legacy, ipt_nft, nft_netlink, nft_tool};
 use common::Backend;
-use margay_dataplane::firewall::iptables::{IptablesBackend, Variant};
+use margay_dataplane::firewall::iptables::Variant;
 use margay_dataplane::firewall::nft::{NftBackend, NftMode};
-use margay_dataplane::firewall::{new_backend, BackendKind, FirewallBackend, FirewallError};
+use margay_dataplane::firewall::{new_backend, BackendKind, FirewallBackend};
 use margay_dataplane::netns::NetnsTarget;
 use margay_policy::desired::IpVersion;
 use margay_tests::netns::TestNetns;
@@ -58,28 +59,12 @@ macro_rules! conformance_suite {
     };
 }
 
-fn nft_default(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    new_backend(BackendKind::Nftables, ns)
-}
-
-fn nft_tool(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    Ok(Box::new(NftBackend::with_mode(ns.clone(), NftMode::Tool)?))
-}
-
 fn nft_dump(ns: &TestNetns) -> String {
     ns.exec_ok(&["nft", "list", "table", "inet", "margay"])
 }
 
-conformance_suite!(nftables, nft_default, nft_dump);
+conformance_suite!(nftables, nft_netlink, nft_dump);
 conformance_suite!(nftables_tool, nft_tool, nft_dump);
-
-fn ipt_nft(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    Ok(Box::new(IptablesBackend::with_variant(ns, Variant::Nft)))
-}
-
-fn ipt_legacy(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    Ok(Box::new(IptablesBackend::with_variant(ns, Variant::Legacy)))
-}
 
 fn ipt_dump_with(ns: &TestNetns, variant: Variant) -> String {
     let mut out = String::new();

@@ -17,11 +17,11 @@
 
 mod common;
 
+use common::backends::{nft_netlink, nft_tool};
 use common::{wl_if, wl_ip, Lab};
 use margay_dataplane::firewall::diff::observed_of;
 use margay_dataplane::firewall::lower::lower;
 use margay_dataplane::firewall::model::{Action, GenericRule, ObjectName};
-use margay_dataplane::firewall::nft::{NftBackend, NftMode};
 use margay_dataplane::firewall::scenario::{changes_between, rule, DesiredBuilder};
 use margay_dataplane::firewall::{
     new_backend, BackendKind, FirewallBackend, FirewallError, FirewallManager, FirewallOp,
@@ -40,14 +40,6 @@ type Make = fn(&NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError>;
 
 fn iptables(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
     new_backend(BackendKind::Iptables, ns)
-}
-
-fn nft_netlink(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    new_backend(BackendKind::Nftables, ns)
-}
-
-fn nft_tool(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    Ok(Box::new(NftBackend::with_mode(ns.clone(), NftMode::Tool)?))
 }
 
 fn manager(make: Make, target: &NetnsTarget) -> FirewallManager {

@@ -9,12 +9,11 @@
 
 mod common;
 
+use common::backends::{ipt_legacy, ipt_nft, nft_netlink, nft_tool};
 use common::hooks::hook_attachments;
-use margay_dataplane::firewall::iptables::{IptablesBackend, Variant};
 use margay_dataplane::firewall::model::{Action, GenericRule, Hook, ObjectName};
-use margay_dataplane::firewall::nft::{NftBackend, NftMode};
 use margay_dataplane::firewall::FirewallOp;
-use margay_dataplane::firewall::{new_backend, BackendKind, FirewallBackend, FirewallError};
+use margay_dataplane::firewall::{FirewallBackend, FirewallError};
 use margay_dataplane::netns::NetnsTarget;
 use margay_tests::netns::{require_root, TestNetns};
 
@@ -86,22 +85,6 @@ fn detach_one_hook_then_both(make: Make, test: &str) {
     let seen = make(&target).expect("backend").observe().expect("observe");
     assert!(seen.hooks.is_empty(), "{:?}", seen.hooks);
     assert!(seen.chains.is_empty(), "{:?}", seen.chains);
-}
-
-fn nft_netlink(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    new_backend(BackendKind::Nftables, ns)
-}
-
-fn nft_tool(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    Ok(Box::new(NftBackend::with_mode(ns.clone(), NftMode::Tool)?))
-}
-
-fn ipt_nft(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    Ok(Box::new(IptablesBackend::with_variant(ns, Variant::Nft)))
-}
-
-fn ipt_legacy(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    Ok(Box::new(IptablesBackend::with_variant(ns, Variant::Legacy)))
 }
 
 #[test]

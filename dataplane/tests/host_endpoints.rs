@@ -14,25 +14,21 @@
 
 mod common;
 
+use common::backends::{ipt_legacy, ipt_nft, nft_netlink, nft_tool};
+use common::hooks::hook_attachments;
+use common::{base_state, Backend, Lab, EXT_IP, HOST_IP};
+use margay_dataplane::firewall::lower::{InterfaceAddresses, CHAIN_OUTPUT};
+use margay_dataplane::firewall::model::{Hook, ObjectName};
+use margay_dataplane::firewall::scenario::{changes_between, rule, DesiredBuilder};
+use margay_dataplane::firewall::{
+    EndpointToHostAction, FirewallManager, FirewallOp, FirewallSettings,
+};
+use margay_policy::desired::{DesiredState, PortRange, Protocol, Rule, RuleAction};
+use margay_tests::netns::{require_root, veth_pair, TestNetns};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::process::Child;
 use std::time::{Duration, Instant};
-
-use common::hooks::hook_attachments;
-use common::{base_state, Backend, Lab, EXT_IP, HOST_IP};
-use margay_dataplane::firewall::iptables::{IptablesBackend, Variant};
-use margay_dataplane::firewall::lower::{InterfaceAddresses, CHAIN_OUTPUT};
-use margay_dataplane::firewall::model::{Hook, ObjectName};
-use margay_dataplane::firewall::nft::{NftBackend, NftMode};
-use margay_dataplane::firewall::scenario::{changes_between, rule, DesiredBuilder};
-use margay_dataplane::firewall::{
-    new_backend, BackendKind, EndpointToHostAction, FirewallBackend, FirewallError,
-    FirewallManager, FirewallOp, FirewallSettings,
-};
-use margay_dataplane::netns::NetnsTarget;
-use margay_policy::desired::{DesiredState, PortRange, Protocol, Rule, RuleAction};
-use margay_tests::netns::{require_root, veth_pair, TestNetns};
 
 /// The host's address on the second link.
 const HOST_IP2: &str = "192.0.3.1";
@@ -546,23 +542,7 @@ fn no_dump(_: &TestNetns) -> String {
     String::new()
 }
 
-fn nft_default(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    new_backend(BackendKind::Nftables, ns)
-}
-
-fn nft_tool(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    Ok(Box::new(NftBackend::with_mode(ns.clone(), NftMode::Tool)?))
-}
-
-fn ipt_nft(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    Ok(Box::new(IptablesBackend::with_variant(ns, Variant::Nft)))
-}
-
-fn ipt_legacy(ns: &NetnsTarget) -> Result<Box<dyn FirewallBackend>, FirewallError> {
-    Ok(Box::new(IptablesBackend::with_variant(ns, Variant::Legacy)))
-}
-
-host_endpoint_suite!(nftables, nft_default);
+host_endpoint_suite!(nftables, nft_netlink);
 host_endpoint_suite!(nftables_tool, nft_tool);
 host_endpoint_suite!(iptables, ipt_nft);
 host_endpoint_suite!(iptables_legacy, ipt_legacy);

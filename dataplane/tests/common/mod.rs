@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod hooks;
 
 use std::process::Child;
