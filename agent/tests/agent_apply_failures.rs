@@ -27,20 +27,8 @@ fn endpoint_doc(iface: &str, addr: &str, profile: &str) -> String {
 /// `margay run` for host h1 on the iptables backend, metrics on
 /// 127.0.0.1:9091, its log in etcd's scratch directory.
 fn start(ns: &TestNetns, etcd: &EtcdServer) -> Agent {
-    Agent::run(
-        ns,
-        &[
-            "--hostname",
-            "h1",
-            "--etcd-endpoints",
-            &etcd.client_url(),
-            "--metrics-addr",
-            "127.0.0.1:9091",
-            "--dataplane",
-            "iptables",
-        ],
-        &etcd.dir().join("margay.log"),
-    )
+    let log = etcd.dir().join("margay.log");
+    Agent::run_h1(ns, &etcd.client_url(), "iptables", &log)
 }
 
 /// `GET path` on the agent's metrics address inside `ns`.

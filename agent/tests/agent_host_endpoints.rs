@@ -64,20 +64,7 @@ fn status_key(id: &str) -> String {
 
 fn start_agent(ns: &TestNetns, etcd: &EtcdServer, backend: &str) -> Agent {
     let log = etcd.dir().join(format!("margay-{backend}.log"));
-    Agent::run(
-        ns,
-        &[
-            "--hostname",
-            "h1",
-            "--etcd-endpoints",
-            &etcd.client_url(),
-            "--metrics-addr",
-            "127.0.0.1:9091",
-            "--dataplane",
-            backend,
-        ],
-        &log,
-    )
+    Agent::run_h1(ns, &etcd.client_url(), backend, &log)
 }
 
 #[test]
@@ -319,17 +306,7 @@ fn own_endpoint_scenario(backend: &str) {
     }
     let url = format!("http://10.98.0.2:{port}");
     let log = etcd.dir().join(format!("margay-own-{backend}.log"));
-    let start = || {
-        let args = [
-            "--hostname",
-            "h1",
-            "--etcd-endpoints",
-            &url,
-            "--dataplane",
-            backend,
-        ];
-        Agent::run(&host, &args, &log)
-    };
+    let start = || Agent::run_h1(&host, &url, backend, &log);
     let agent = start();
     agent.wait_until("the deny-all host endpoint up", || {
         value(&etcd, &status_key("uplink")) == r#"{"status":"up"}"#

@@ -223,24 +223,6 @@ impl Plan {
     }
 }
 
-/// Adds the counts of two firewall writes made for one call.
-fn merge_firewall_stats(a: FirewallApplyStats, b: FirewallApplyStats) -> FirewallApplyStats {
-    FirewallApplyStats {
-        full: a.full || b.full,
-        ops: a.ops + b.ops,
-        chains_replaced: a.chains_replaced + b.chains_replaced,
-        rules_written: a.rules_written + b.rules_written,
-        chains_deleted: a.chains_deleted + b.chains_deleted,
-        sets_created: a.sets_created + b.sets_created,
-        sets_deleted: a.sets_deleted + b.sets_deleted,
-        members_added: a.members_added + b.members_added,
-        members_removed: a.members_removed + b.members_removed,
-        hooks_attached: a.hooks_attached + b.hooks_attached,
-        hooks_detached: a.hooks_detached + b.hooks_detached,
-        micros: a.micros + b.micros,
-    }
-}
-
 /// Runs a synchronous firewall call without stalling other tasks when the
 /// runtime has threads to spare.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -263,10 +245,6 @@ pub struct Dataplane {
     /// The generation of the interface addresses the firewall last took
     /// (`None`: not handed over yet).
     addresses_handed: Option<u64>,
-    /// The last desired state applied had host endpoints: only then do
-    /// address changes reach the firewall between applies (without any,
-    /// no binding depends on them; the next apply hands them over).
-    host_endpoints_wanted: bool,
 }
 
 impl Dataplane {
@@ -290,7 +268,6 @@ impl Dataplane {
                 .then(|| ManagedAccept::new(&target)),
             target,
             addresses_handed: None,
-            host_endpoints_wanted: false,
         })
     }
 
@@ -369,12 +346,14 @@ impl Dataplane {
             // Events may have been skipped while the first state was built.
             self.host.reread_interfaces().await?;
         }
-        self.host_endpoints_wanted = !desired.host_endpoints.is_empty();
         let moved = self.hand_over_interface_addresses();
         let fw = &mut self.firewall;
         let applied = blocking(|| fw.apply(desired, changes, settings));
         let fw_result = match (moved, applied) {
-            (Ok(moved), Ok(applied)) => Ok(merge_firewall_stats(moved, applied)),
+            (Ok(mut moved), Ok(applied)) => {
+                moved.merge(applied);
+                Ok(moved)
+            }
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
         let accepts = match (self.forward_accept.as_mut(), &fw_result) {
@@ -407,7 +386,6 @@ impl Dataplane {
     /// whose writes for them are not counted as drift).
     pub async fn repair_routes(&mut self, desired: &DesiredState) -> Result<usize, DataplaneError> {
         let report = self.host.repair(desired).await?;
-        self.host_endpoints_wanted = !desired.host_endpoints.is_empty();
         let moved = self.hand_over_interface_addresses()?;
         if moved.ops > 0 {
             tracing::debug!(
@@ -492,7 +470,10 @@ impl Dataplane {
         events: impl IntoIterator<Item = DataplaneEvent>,
     ) -> Result<ApplyReport, DataplaneError> {
         let host = self.host.handle_events(events).await?;
-        let fw = if self.host_endpoints_wanted {
+        // Without host endpoints no binding depends on the addresses (the
+        // next apply hands them over): workload veths coming and going cost
+        // the firewall nothing.
+        let fw = if self.firewall.has_host_endpoints() {
             self.hand_over_interface_addresses()?
         } else {
             FirewallApplyStats::default()

@@ -25,7 +25,7 @@ use margay_policy::desired::{
 };
 use margay_policy::names::{Id, InterfaceName};
 use margay_tests::netns::{require_root, veth_pair, TestNetns};
-use routes_support::{iface, PROTO};
+use routes_support::{iface, pump_reports_until, PROTO};
 use tokio::sync::mpsc;
 
 /// The address the host endpoint expects.
@@ -154,32 +154,17 @@ async fn pump_until(
     events: &mut mpsc::Receiver<DataplaneEvent>,
     done: impl Fn(&Dataplane) -> bool,
 ) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(20);
     let mut chains = 0;
-    while !done(dp) {
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached from events"
-        );
-        if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await
-        {
-            let mut batch = vec![ev];
-            while let Ok(more) = events.try_recv() {
-                batch.push(more);
-            }
-            let t0 = Instant::now();
-            let report = dp.handle_events(batch).await.expect("events handled");
-            if report.chains > 0 {
-                eprintln!(
-                    "events handled in {:?}, firewall write {} us, {} chains",
-                    t0.elapsed(),
-                    report.firewall.micros,
-                    report.chains
-                );
-            }
-            chains += report.chains;
+    pump_reports_until(dp, events, done, |report, took| {
+        if report.chains > 0 {
+            eprintln!(
+                "events handled in {took:?}, firewall write {} us, {} chains",
+                report.firewall.micros, report.chains
+            );
         }
-    }
+        chains += report.chains;
+    })
+    .await;
     chains
 }
 

@@ -132,6 +132,26 @@ fn manager(lab: &Lab, b: Backend) -> FirewallManager {
     m
 }
 
+/// A manager that has applied one host endpoint on `ext0` with no profile
+/// (deny-all), the default failsafe lists and `own` as the agent's datastore
+/// endpoint; with the state and settings it applied.
+fn deny_all_on_the_fabric(
+    lab: &Lab,
+    b: Backend,
+    own: std::net::SocketAddr,
+) -> (FirewallManager, DesiredState, FirewallSettings) {
+    let settings = FirewallSettings {
+        own_endpoints: vec![own],
+        ..FirewallSettings::default()
+    };
+    let mut m = manager(lab, b);
+    let mut bld = DesiredBuilder::new();
+    bld.host_endpoint("fabric", Some("ext0"), &[], &[]);
+    let state = bld.build();
+    apply(&mut m, &DesiredState::default(), &state, &settings);
+    (m, state, settings)
+}
+
 fn apply(
     m: &mut FirewallManager,
     before: &DesiredState,
@@ -208,15 +228,7 @@ pub fn failsafe_and_own_endpoint_survive_deny_all(b: Backend) {
     let _host = listen_all(&lab.host, &[22, 8080]);
     let _peer = listen_all(&lab.ext, &[ETCD_PORT, ETCD_PORT + 1]);
     let own = format!("{EXT_IP}:{ETCD_PORT}").parse().expect("endpoint");
-    let settings = FirewallSettings {
-        own_endpoints: vec![own],
-        ..FirewallSettings::default()
-    };
-    let mut m = manager(&lab, b);
-    let mut bld = DesiredBuilder::new();
-    bld.host_endpoint("fabric", Some("ext0"), &[], &[]);
-    let s0 = bld.build();
-    apply(&mut m, &DesiredState::default(), &s0, &settings);
+    let (mut m, s0, settings) = deny_all_on_the_fabric(&lab, b, own);
     assert!(connects(&lab.ext, HOST_IP, 22), "failsafe in");
     assert!(!connects(&lab.ext, HOST_IP, 8080), "deny-all");
     assert!(connects(&lab.host, EXT_IP, ETCD_PORT), "own endpoint");
@@ -439,15 +451,7 @@ pub fn ipv6_neighbour_discovery_and_failsafe(b: Backend) {
     let own = format!("[fd00:2::2]:{ETCD_PORT}")
         .parse()
         .expect("endpoint");
-    let settings = FirewallSettings {
-        own_endpoints: vec![own],
-        ..FirewallSettings::default()
-    };
-    let mut m = manager(&lab, b);
-    let mut bld = DesiredBuilder::new();
-    bld.host_endpoint("fabric", Some("ext0"), &[], &[]);
-    let s0 = bld.build();
-    apply(&mut m, &DesiredState::default(), &s0, &settings);
+    let (_manager, _, _) = deny_all_on_the_fabric(&lab, b, own);
     lab.host
         .exec_ok(&["ip", "-6", "neigh", "flush", "dev", "ext0"]);
     lab.ext

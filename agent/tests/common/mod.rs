@@ -52,6 +52,22 @@ impl Agent {
         }
     }
 
+    /// `margay run` for host `h1` against `etcd_url` on `backend`, metrics
+    /// on 127.0.0.1:9091, its log in `log`.
+    pub fn run_h1(ns: &TestNetns, etcd_url: &str, backend: &str, log: &Path) -> Agent {
+        let args = [
+            "--hostname",
+            "h1",
+            "--etcd-endpoints",
+            etcd_url,
+            "--metrics-addr",
+            "127.0.0.1:9091",
+            "--dataplane",
+            backend,
+        ];
+        Agent::run(ns, &args, log)
+    }
+
     /// The log so far (empty when there is none yet).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

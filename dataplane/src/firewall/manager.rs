@@ -68,6 +68,22 @@ pub struct FirewallApplyStats {
 }
 
 impl FirewallApplyStats {
+    /// Adds the counts of `other`, a write made for the same call.
+    pub fn merge(&mut self, other: FirewallApplyStats) {
+        self.full |= other.full;
+        self.ops += other.ops;
+        self.chains_replaced += other.chains_replaced;
+        self.rules_written += other.rules_written;
+        self.chains_deleted += other.chains_deleted;
+        self.sets_created += other.sets_created;
+        self.sets_deleted += other.sets_deleted;
+        self.members_added += other.members_added;
+        self.members_removed += other.members_removed;
+        self.hooks_attached += other.hooks_attached;
+        self.hooks_detached += other.hooks_detached;
+        self.micros += other.micros;
+    }
+
     fn count(ops: &[FirewallOp], full: bool) -> Self {
         let mut s = FirewallApplyStats {
             full,
@@ -176,9 +192,6 @@ pub struct FirewallManager {
     /// The read-back running on its own thread, if any.
     pending: Option<PendingReadback>,
     readbacks: ReadbackStats,
-    /// The host's interfaces and addresses, as last told (host endpoints
-    /// bind by them; kept for fresh lowerers).
-    iface_addrs: InterfaceAddresses,
 }
 
 impl FirewallManager {
@@ -195,14 +208,14 @@ impl FirewallManager {
             observer: None,
             pending: None,
             readbacks: ReadbackStats::default(),
-            iface_addrs: InterfaceAddresses::new(),
         }
     }
 
-    /// A lowerer that has lowered nothing yet but knows the interfaces.
+    /// A lowerer that has lowered nothing yet but knows the interfaces
+    /// (host endpoints bind by them).
     fn fresh_lowerer(&self) -> Lowerer {
         let mut l = Lowerer::new();
-        l.set_interface_addresses(&self.iface_addrs);
+        l.set_interface_addresses(self.lowerer.interface_addresses());
         l
     }
 
@@ -275,10 +288,6 @@ impl FirewallManager {
         ifaces: &InterfaceAddresses,
     ) -> Result<FirewallApplyStats, FirewallError> {
         let t0 = Instant::now();
-        if &self.iface_addrs == ifaces {
-            return Ok(FirewallApplyStats::default());
-        }
-        self.iface_addrs = ifaces.clone();
         let dirty = self.lowerer.set_interface_addresses(ifaces);
         if dirty.is_empty() || !self.started || self.resync {
             return Ok(FirewallApplyStats::default());
@@ -300,6 +309,12 @@ impl FirewallManager {
     /// (endpoints bound to none are absent).
     pub fn host_endpoint_bindings(&self) -> BTreeMap<Id, BTreeSet<InterfaceName>> {
         interfaces_by_endpoint(self.lowerer.host_bindings())
+    }
+
+    /// True when the state last lowered has host endpoints (only then can
+    /// an interface address change move a binding).
+    pub fn has_host_endpoints(&self) -> bool {
+        self.lowerer.has_host_endpoints()
     }
 
     /// True until the first full lowering after a (re)start.

@@ -131,13 +131,26 @@ pub fn our_routes(ns: &TestNetns) -> String {
 
 /// Feeds events to the dataplane until `done` holds; panics after a
 /// generous deadline (this is a liveness guard, not a timing assertion).
+/// Returns the host writes (routes, neighbours, sysctls) the events caused.
 pub async fn pump_until(
     dp: &mut Dataplane,
     events: &mut mpsc::Receiver<DataplaneEvent>,
-    mut done: impl FnMut(&Dataplane) -> bool,
+    done: impl FnMut(&Dataplane) -> bool,
 ) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(20);
     let mut writes = 0;
+    pump_reports_until(dp, events, done, |report, _| writes += host_writes(report)).await;
+    writes
+}
+
+/// Like [`pump_until`], handing each batch's report and how long handling
+/// it took to `each`.
+pub async fn pump_reports_until(
+    dp: &mut Dataplane,
+    events: &mut mpsc::Receiver<DataplaneEvent>,
+    mut done: impl FnMut(&Dataplane) -> bool,
+    mut each: impl FnMut(&ApplyReport, Duration),
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
     while !done(dp) {
         assert!(
             Instant::now() < deadline,
@@ -149,10 +162,11 @@ pub async fn pump_until(
             while let Ok(more) = events.try_recv() {
                 batch.push(more);
             }
-            writes += host_writes(&dp.handle_events(batch).await.expect("events handled"));
+            let t0 = Instant::now();
+            let report = dp.handle_events(batch).await.expect("events handled");
+            each(&report, t0.elapsed());
         }
     }
-    writes
 }
 
 /// Every event caused before now: adds and deletes a foreign marker route

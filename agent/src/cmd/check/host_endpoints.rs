@@ -181,9 +181,8 @@ async fn read_bindings(settings: &Settings, state: &DesiredState) -> anyhow::Res
 
 #[cfg(test)]
 mod tests {
-    use margay_policy::desired::{
-        Direction, EndpointProgram, LocalHostEndpoint, RuleSetOwner, TierProgram,
-    };
+    use margay_dataplane::firewall::scenario::{profile_rs, rule};
+    use margay_policy::desired::{Direction, EndpointProgram, LocalHostEndpoint, TierProgram};
     use margay_policy::names::{Id, InterfaceName};
 
     use super::*;
@@ -193,24 +192,11 @@ mod tests {
     }
 
     fn profile_set(name: &str) -> RuleSetId {
-        RuleSetId {
-            owner: RuleSetOwner::Profile(id(name)),
-            direction: Direction::Inbound,
-        }
+        profile_rs(name, Direction::Inbound)
     }
 
     fn allow_all_rule() -> Rule {
-        Rule {
-            action: RuleAction::Allow,
-            ip_version: None,
-            protocol: None,
-            not_protocol: None,
-            src: SideMatch::default(),
-            dst: SideMatch::default(),
-            icmp: None,
-            not_icmp: None,
-            log_prefix: None,
-        }
+        rule(RuleAction::Allow)
     }
 
     /// A state with host endpoint `mgmt` whose inbound program is

@@ -82,8 +82,12 @@ pub(super) fn input_chain(prefixes: &[String], bound: &[InterfaceName]) -> Vec<G
     workloads.chain(hosts).collect()
 }
 
+/// A port list of one port.
+pub(super) fn one_port(port: u16) -> Vec<PortRange> {
+    vec![PortRange { lo: port, hi: port }]
+}
+
 fn udp_ports(family: IpVersion, sport: u16, dport: u16) -> Vec<Match> {
-    let one = |p| vec![PortRange { lo: p, hi: p }];
     vec![
         Match::Family(family),
         Match::Protocol {
@@ -91,11 +95,11 @@ fn udp_ports(family: IpVersion, sport: u16, dport: u16) -> Vec<Match> {
             negated: false,
         },
         Match::SrcPorts {
-            ports: one(sport),
+            ports: one_port(sport),
             negated: false,
         },
         Match::DstPorts {
-            ports: one(dport),
+            ports: one_port(dport),
             negated: false,
         },
     ]
@@ -113,21 +117,7 @@ pub(super) fn wl_to_host_chain(action: EndpointToHostAction, hep_dst: bool) -> V
         ),
         rule(vec![Match::ConnState(CtState::Invalid)], Action::Drop),
     ];
-    for t in [130u8, 131, 132, 133, 135, 136] {
-        let m = vec![
-            Match::Family(IpVersion::V6),
-            Match::Protocol {
-                proto: 58,
-                negated: false,
-            },
-            Match::Icmp {
-                icmp_type: t,
-                code: None,
-                negated: false,
-            },
-        ];
-        rules.push(rule(m, Action::Accept));
-    }
+    rules.extend([130u8, 131, 132, 133, 135, 136].map(accept_icmpv6));
     rules.push(rule(udp_ports(IpVersion::V4, 68, 67), Action::Accept));
     rules.push(rule(udp_ports(IpVersion::V6, 546, 547), Action::Accept));
     let dispatch = || rule(vec![], Action::Jump(ObjectName::fixed(CHAIN_DISPATCH_FROM)));
@@ -167,4 +157,22 @@ fn nat_chain() -> Vec<GenericRule> {
             rule(m, Action::Masquerade)
         })
         .collect()
+}
+
+/// Accepts ICMPv6 of one type (any code): neighbour and router discovery,
+/// MLD, which IPv6 cannot work without.
+pub(super) fn accept_icmpv6(icmp_type: u8) -> GenericRule {
+    let m = vec![
+        Match::Family(IpVersion::V6),
+        Match::Protocol {
+            proto: 58,
+            negated: false,
+        },
+        Match::Icmp {
+            icmp_type,
+            code: None,
+            negated: false,
+        },
+    ];
+    rule(m, Action::Accept)
 }

@@ -15,15 +15,13 @@
 //! workload-only ruleset.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use ipnet::IpNet;
-use margay_policy::desired::{
-    DesiredState, DirectionProgram, IpVersion, LocalHostEndpoint, PortRange, RuleSetId,
-};
+use margay_policy::desired::{DesiredState, DirectionProgram, LocalHostEndpoint, RuleSetId};
 use margay_policy::names::{Id, InterfaceName};
 
-use super::base::{input_chain, wl_to_host_chain};
+use super::base::{accept_icmpv6, input_chain, one_port, wl_to_host_chain};
 use super::host_binding::{bind_host_endpoints, Binding};
 use super::names::{
     host_chain, rule_set_chain, HostChain, CHAIN_FAILSAFE_IN, CHAIN_FAILSAFE_OUT, CHAIN_HEP_DST,
@@ -33,7 +31,7 @@ use super::program::{lower_direction, rule_sets_used};
 use super::settings::{EndpointToHostAction, FirewallSettings};
 use super::{rule, InterfaceAddresses, Lowerer};
 use crate::firewall::diff::DirtyNames;
-use crate::firewall::model::{Action, CtState, GenericRule, Hook, Match, ObjectName};
+use crate::firewall::model::{net_family, Action, CtState, GenericRule, Hook, Match, ObjectName};
 
 /// Protocols whose failsafe entries can name a port.
 const PORT_PROTOCOLS: [u8; 3] = [6, 17, 132];
@@ -63,6 +61,16 @@ impl Lowerer {
             self.relower_hosts(&BTreeSet::new(), &mut dirty);
         }
         dirty
+    }
+
+    /// The interface addresses last told (see [`Self::set_interface_addresses`]).
+    pub fn interface_addresses(&self) -> &InterfaceAddresses {
+        &self.iface_addrs
+    }
+
+    /// True when the state last lowered has host endpoints.
+    pub fn has_host_endpoints(&self) -> bool {
+        !self.host_endpoints.is_empty()
     }
 
     /// The bound interfaces with the host endpoint governing each.
@@ -212,21 +220,7 @@ fn host_hook_chain(way: Way, iface: &InterfaceName) -> (HostChain, Vec<GenericRu
         vec![Match::ConnState(CtState::EstablishedRelated)],
         Action::Accept,
     )];
-    for icmp_type in 133u8..=136 {
-        let m = vec![
-            Match::Family(IpVersion::V6),
-            Match::Protocol {
-                proto: 58,
-                negated: false,
-            },
-            Match::Icmp {
-                icmp_type,
-                code: None,
-                negated: false,
-            },
-        ];
-        rules.push(rule(m, Action::Accept));
-    }
+    rules.extend((133u8..=136).map(accept_icmpv6));
     rules.push(rule(vec![], Action::Jump(ObjectName::fixed(failsafe))));
     rules.push(rule(vec![], Action::Jump(host_chain(program, iface))));
     rules.push(rule(vec![], Action::Accept));
@@ -244,17 +238,6 @@ fn output_chain(bound: &[InterfaceName]) -> Vec<GenericRule> {
             rule(m, Action::Goto(host_chain(HostChain::Out, iface)))
         })
         .collect()
-}
-
-fn one_port(port: u16) -> Vec<PortRange> {
-    vec![PortRange { lo: port, hi: port }]
-}
-
-fn family_of(addr: &IpAddr) -> IpVersion {
-    match addr {
-        IpAddr::V4(_) => IpVersion::V4,
-        IpAddr::V6(_) => IpVersion::V6,
-    }
 }
 
 /// The failsafe ports of `way` (by destination port), then the agent's own
@@ -319,7 +302,7 @@ fn own_endpoint_rule(way: Way, endpoint: &SocketAddr) -> GenericRule {
         proto: TCP,
         negated: false,
     };
-    let m = vec![Match::Family(family_of(&endpoint.ip())), addr, proto, port];
+    let m = vec![Match::Family(net_family(&net)), addr, proto, port];
     rule(m, Action::Accept)
 }
 
@@ -329,10 +312,11 @@ fn hep_dst_chain(bindings: &BTreeMap<InterfaceName, Binding>) -> Vec<GenericRule
     let mut rules = Vec::new();
     for (iface, binding) in bindings {
         for addr in &binding.addrs {
+            let net = IpNet::from(*addr);
             let m = vec![
-                Match::Family(family_of(addr)),
+                Match::Family(net_family(&net)),
                 Match::DstNet {
-                    net: IpNet::from(*addr),
+                    net,
                     negated: false,
                 },
             ];
