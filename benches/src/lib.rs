@@ -10,6 +10,8 @@
 //! profile's `ns`), giving a few hundred distinct label sets, as
 //! deployments sharing pod templates do.
 
+pub mod report;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
