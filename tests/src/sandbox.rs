@@ -66,7 +66,7 @@ pub use host_endpoints::{
     line_changes, reach, Origin, Reach, FABRIC_IFACE, OUTSIDE_V6, SIDE_IFACE, SIDE_PEER_IP,
 };
 use listeners::Listeners;
-use ns_etcd::NsEtcd;
+pub(crate) use ns_etcd::NsEtcd;
 use util::*;
 pub use util::{allow_all_rules, eventually, fixture, in_netns, wait_for};
 
