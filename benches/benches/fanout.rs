@@ -57,6 +57,7 @@ struct Figures {
     proxy_cpu: Duration,
     proxy_rss: u64,
     agents_rss: u64,
+    etcd_watchers: u64,
     ready_after: Duration,
 }
 
@@ -150,6 +151,9 @@ fn measure(hosts: &FanoutHosts, mode: Mode, writes: usize) -> Result<Figures, St
         proxy_cpu,
         proxy_rss: total_rss(&proxies)?,
         agents_rss: total_rss(&run.agent_pids())?,
+        etcd_watchers: run
+            .etcd_watchers()
+            .ok_or("etcd does not say how many watchers it has")?,
         ready_after,
     })
 }
@@ -185,13 +189,15 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 
 fn header() -> String {
     format!(
-        "{:<7} {:>4} {:>9} {:>9} {:>9} {:>13} {:>9} {:>14} {:>9} {:>14} {:>8}",
+        "{:<7} {:>4} {:>9} {:>9} {:>9} {:>13} {:>8} {:>10} {:>9} {:>14} {:>9} {:>22} {:>8}",
         "mode",
         "N",
         "p50",
         "p99",
         "max",
         "etcd CPU/wr",
+        "watchers",
+        "etcd %core",
         "etcd RSS",
         "proxy CPU/wr",
         "proxy RSS",
@@ -202,13 +208,14 @@ fn header() -> String {
 
 fn line(f: &Figures) -> String {
     format!(
-        "{:<7} {:>4} {:>9} {:>9} {:>9} {:>13} {:>10} {:>9} {:>14} {:>9} {:>22} {:>8}",
+        "{:<7} {:>4} {:>9} {:>9} {:>9} {:>13} {:>8} {:>10} {:>9} {:>14} {:>9} {:>22} {:>8}",
         f.mode.label(),
         f.agents,
         ms(f.p50),
         ms(f.p99),
         ms(f.max),
         ms(per_write(f.etcd_cpu, f.writes)),
+        f.etcd_watchers,
         format!(
             "{:.0}%",
             100.0 * f.etcd_cpu.as_secs_f64() / f.window.as_secs_f64().max(1e-9)
@@ -260,14 +267,15 @@ fn row(f: &Figures, all: &[Figures]) -> Row {
             "{n} agents (`--dataplane none`, own namespaces), {via}; 5,000 endpoints, 100 profiles: \
              one profile write leaving the client → the last of the {n} agents has applied it \
              (p50 / p99 of {} writes); etcd CPU (utime+stime over the window, idle included) per \
-             write and RSS; agents' total RSS (`fanout`)",
+             write, watchers etcd serves, RSS; agents' total RSS (`fanout`)",
             f.writes
         ),
         margay: format!(
-            "p50 {} / p99 {}; etcd {} CPU per write, RSS {}{proxy}; agents {} ({} each)",
+            "p50 {} / p99 {}; etcd {} CPU per write, {} watchers, RSS {}{proxy}; agents {} ({} each)",
             ms(f.p50),
             ms(f.p99),
             ms(per_write(f.etcd_cpu, f.writes)),
+            f.etcd_watchers,
             mb(f.etcd_rss),
             mb(f.agents_rss),
             mb(f.agents_rss / n as u64),

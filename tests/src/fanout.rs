@@ -234,6 +234,18 @@ impl<'h> FanoutRun<'h> {
         self.agents.iter().map(Child::id).collect()
     }
 
+    /// How many watchers etcd itself serves now (its
+    /// `etcd_debugging_mvcc_watcher_total`): one per agent and tree when
+    /// direct, the proxies' coalesced ones otherwise.
+    pub fn etcd_watchers(&self) -> Option<u64> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], ETCD_PORT));
+        let page = in_netns(self.hosts.hub.name(), || http_get(addr, "/metrics"))?;
+        page.lines()
+            .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    }
+
     /// Writes version `n` of the shared profile's rules; returns the time
     /// taken just before the request left the client, and the write's revision.
     pub fn write_shared_profile(&self, n: usize) -> (SystemTime, i64) {
