@@ -247,9 +247,9 @@ fn row(f: &Figures, all: &[Figures]) -> Row {
         _ => "—".into(),
     };
     let via = match f.mode {
-        Mode::Direct => "every agent watching etcd itself".to_owned(),
+        Mode::Direct => "each watching etcd directly".to_owned(),
         Mode::Proxies(1) => "all through one `etcd grpc-proxy`".to_owned(),
-        Mode::Proxies(k) => format!("spread over {k} `etcd grpc-proxy` processes"),
+        Mode::Proxies(k) => format!("spread over {k} grpc-proxies"),
     };
     let proxy = if f.mode == Mode::Direct {
         String::new()
@@ -264,10 +264,9 @@ fn row(f: &Figures, all: &[Figures]) -> Row {
         table: Table::LargeClusters,
         id: format!("fanout/{}-{n}", f.mode.label()),
         what: format!(
-            "{n} agents (`--dataplane none`, own namespaces), {via}; 5,000 endpoints, 100 profiles: \
-             one profile write leaving the client → the last of the {n} agents has applied it \
-             (p50 / p99 of {} writes); etcd CPU (utime+stime over the window, idle included) per \
-             write, watchers etcd serves, RSS; agents' total RSS (`fanout`)",
+            "{n} agents, {via} (`fanout`, 5,000 endpoints): a profile write leaving the client → \
+             the last of the {n} has applied it, p50 / p99 of {} writes; CPU (utime+stime) per \
+             write; RSS",
             f.writes
         ),
         margay: format!(
