@@ -27,7 +27,7 @@
 //! Everything runs on this machine's cores: with 200 agents reacting at
 //! once the latency is bound by CPU, not by etcd or the proxy. A write not
 //! applied by every agent within 60 s fails the bench (exit 1, no row for
-//! that configuration). With the defaults it takes about 4 minutes.
+//! that configuration). With the defaults it takes about 3 minutes.
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -25,6 +25,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::etcd::{remove_env_with_prefix, scratch_root, ETCD_BIN};
@@ -93,7 +94,9 @@ impl FanoutHosts {
     /// The hub and `n` agent namespaces, connected.
     pub fn new(n: usize) -> Self {
         assert!(n > 0 && n < 60_000, "between 1 and 60,000 agents");
-        let dir = scratch_root().join(format!("mgy-fanout-{}", std::process::id()));
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n_run = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = scratch_root().join(format!("mgy-fanout-{}-{n_run}", std::process::id()));
         std::fs::create_dir_all(&dir)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
         std::fs::write(dir.join("margay.toml"), "")
