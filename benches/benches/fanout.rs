@@ -22,7 +22,12 @@
 //! is the time, so how often the bench polls does not limit resolution).
 //! Over the same window it reads etcd's and the proxies' CPU time
 //! (utime + stime from `/proc/<pid>/stat`, idle background included) and,
-//! at the end, their `VmRSS` and the sum of the agents'.
+//! at the end, their `VmRSS` and the sum of the agents'. In the proxy modes
+//! it then kills the proxies, waits until every agent says it lost etcd,
+//! writes once more, starts the proxies again on the same ports, and times
+//! from that start to the last agent's apply of the outage's write; a
+//! single agent that listed again instead of resuming its watch
+//! (`margay_datastore_resyncs_total` other than `startup`) fails the run.
 //!
 //! Everything runs on this machine's cores: with 200 agents reacting at
 //! once the latency is bound by CPU, not by etcd or the proxy. A write not
@@ -40,6 +45,8 @@ use margay_tests::sandbox::margay_bin;
 const ENDPOINTS: usize = 5_000;
 /// Profiles in the datastore.
 const PROFILES: usize = 100;
+/// How long agents may take to notice their proxy is gone.
+const OUTAGE_NOTICE: Duration = Duration::from_secs(30);
 /// How long one write may take to reach every agent.
 const WRITE_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -59,6 +66,9 @@ struct Figures {
     agents_rss: u64,
     etcd_watchers: u64,
     ready_after: Duration,
+    /// Proxy modes: from starting the killed proxies again to the last
+    /// agent's apply of the write made while they were down.
+    resumed_after: Option<Duration>,
 }
 
 fn main() {
@@ -117,7 +127,7 @@ fn main() {
 /// the processes' CPU and memory.
 fn measure(hosts: &FanoutHosts, mode: Mode, writes: usize) -> Result<Figures, String> {
     let starting = Instant::now();
-    let run = FanoutRun::start(hosts, mode, ENDPOINTS, PROFILES);
+    let mut run = FanoutRun::start(hosts, mode, ENDPOINTS, PROFILES);
     let ready_after = starting.elapsed();
     // Warm-up: every agent has applied once since its snapshot.
     let (_, revision) = run.write_shared_profile(1);
@@ -137,6 +147,15 @@ fn measure(hosts: &FanoutHosts, mode: Mode, writes: usize) -> Result<Figures, St
     let window = window.elapsed();
     let etcd_cpu = cpu_time(etcd).ok_or("etcd is gone")? - etcd_before;
     let proxy_cpu = total_cpu(&proxies)? - proxies_before;
+    let etcd_rss = rss_bytes(etcd).ok_or("etcd is gone")?;
+    let proxy_rss = total_rss(&proxies)?;
+    let etcd_watchers = run
+        .etcd_watchers()
+        .ok_or("etcd does not say how many watchers it has")?;
+    let resumed_after = match mode {
+        Mode::Direct => None,
+        Mode::Proxies(_) => Some(restart_proxies(&mut run, mode, writes + 2)?),
+    };
     latencies.sort();
     Ok(Figures {
         mode,
@@ -147,15 +166,35 @@ fn measure(hosts: &FanoutHosts, mode: Mode, writes: usize) -> Result<Figures, St
         max: latencies.last().copied().unwrap_or_default(),
         window,
         etcd_cpu,
-        etcd_rss: rss_bytes(etcd).ok_or("etcd is gone")?,
+        etcd_rss,
         proxy_cpu,
-        proxy_rss: total_rss(&proxies)?,
+        proxy_rss,
         agents_rss: total_rss(&run.agent_pids())?,
-        etcd_watchers: run
-            .etcd_watchers()
-            .ok_or("etcd does not say how many watchers it has")?,
+        etcd_watchers,
         ready_after,
+        resumed_after,
     })
+}
+
+/// Kills the proxies, waits until every agent says it lost etcd, writes
+/// version `version` of the shared profile, starts the proxies again on
+/// their ports: returns the time from starting them again to the last
+/// agent's apply of that write. Every agent must have resumed its watch:
+/// a single full list among them is an error.
+fn restart_proxies(run: &mut FanoutRun, mode: Mode, version: usize) -> Result<Duration, String> {
+    let relists_before = run.relists()?;
+    run.kill_proxies(OUTAGE_NOTICE)?;
+    let (_, revision) = run.write_shared_profile(version);
+    let restarted = SystemTime::now();
+    run.restart_proxies(mode);
+    let applied = run.wait_applied(revision, WRITE_DEADLINE)?;
+    let relists = run.relists()? - relists_before;
+    if relists > 0 {
+        return Err(format!(
+            "{relists} agents listed again instead of resuming their watch"
+        ));
+    }
+    all_applied_after(restarted, &applied)
 }
 
 /// From the write leaving the client to the last agent's apply. An apply
@@ -189,7 +228,7 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 
 fn header() -> String {
     format!(
-        "{:<7} {:>4} {:>9} {:>9} {:>9} {:>13} {:>8} {:>10} {:>9} {:>14} {:>9} {:>22} {:>8}",
+        "{:<7} {:>4} {:>9} {:>9} {:>9} {:>13} {:>8} {:>10} {:>9} {:>14} {:>9} {:>22} {:>8} {:>8}",
         "mode",
         "N",
         "p50",
@@ -202,13 +241,14 @@ fn header() -> String {
         "proxy CPU/wr",
         "proxy RSS",
         "agents RSS",
-        "ready"
+        "ready",
+        "resume"
     )
 }
 
 fn line(f: &Figures) -> String {
     format!(
-        "{:<7} {:>4} {:>9} {:>9} {:>9} {:>13} {:>8} {:>10} {:>9} {:>14} {:>9} {:>22} {:>8}",
+        "{:<7} {:>4} {:>9} {:>9} {:>9} {:>13} {:>8} {:>10} {:>9} {:>14} {:>9} {:>22} {:>8} {:>8}",
         f.mode.label(),
         f.agents,
         ms(f.p50),
@@ -228,7 +268,8 @@ fn line(f: &Figures) -> String {
             mb(f.agents_rss),
             mb(f.agents_rss / f.agents as u64)
         ),
-        format!("{:.1} s", f.ready_after.as_secs_f64()),
+        secs(f.ready_after),
+        f.resumed_after.map_or("—".into(), secs),
     )
 }
 
@@ -255,9 +296,11 @@ fn row(f: &Figures, all: &[Figures]) -> Row {
         String::new()
     } else {
         format!(
-            "; proxies {} CPU per write, RSS {}",
+            "; proxies {} CPU per write, RSS {}; proxies killed and restarted: all {n} resumed \
+             (no relist), the outage's write applied {} after the restart",
             ms(per_write(f.proxy_cpu, f.writes)),
-            mb(f.proxy_rss)
+            mb(f.proxy_rss),
+            f.resumed_after.map_or("—".into(), secs),
         )
     };
     Row {
@@ -294,6 +337,10 @@ fn proxy_or_dash(f: &Figures, text: String) -> String {
 
 fn per_write(total: Duration, writes: usize) -> Duration {
     total / writes.max(1) as u32
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
 }
 
 fn ms(d: Duration) -> String {

@@ -21,7 +21,6 @@
 //! namespaces (also on panic).
 
 use std::fs::File;
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -34,6 +33,9 @@ use crate::sandbox::{in_netns, margay_bin, NsEtcd};
 
 pub mod data;
 pub mod procstat;
+mod scrape;
+
+use scrape::{http_get, last_apply, metric, sample};
 
 /// The hub's address on the bridge: etcd and the proxies listen here.
 pub const HUB_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
@@ -243,10 +245,7 @@ impl<'h> FanoutRun<'h> {
     pub fn etcd_watchers(&self) -> Option<u64> {
         let addr = SocketAddr::from(([127, 0, 0, 1], ETCD_PORT));
         let page = in_netns(self.hosts.hub.name(), || http_get(addr, "/metrics"))?;
-        page.lines()
-            .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|v| v as u64)
+        sample(&page, "etcd_debugging_mvcc_watcher_total").map(|v| v as u64)
     }
 
     /// Writes version `n` of the shared profile's rules; returns the time
@@ -311,12 +310,74 @@ impl<'h> FanoutRun<'h> {
         })
     }
 
+    /// Kills every proxy at once (SIGKILL) and waits until every agent
+    /// says it lost etcd (`margay_datastore_connected` 0) within `deadline`.
+    pub fn kill_proxies(&mut self, deadline: Duration) -> Result<(), String> {
+        for mut child in self.proxies.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let addrs = self.metrics_addrs();
+        in_netns(self.hosts.hub.name(), || {
+            let give_up = Instant::now() + deadline;
+            let mut connected: Vec<SocketAddr> = addrs;
+            while !connected.is_empty() {
+                if Instant::now() >= give_up {
+                    return Err(format!(
+                        "{} agents still connected after {deadline:?}",
+                        connected.len()
+                    ));
+                }
+                std::thread::sleep(POLL_PAUSE);
+                connected.retain(|addr| metric(*addr, "margay_datastore_connected") != Some(0.0));
+            }
+            Ok(())
+        })
+    }
+
+    /// Starts the proxies of `mode` again on their ports.
+    pub fn restart_proxies(&mut self, mode: Mode) {
+        for k in 0..mode.proxies() {
+            self.start_proxy(k);
+        }
+    }
+
+    /// Full lists every agent took since it started other than its first
+    /// (`margay_datastore_resyncs_total` of every reason but `startup`).
+    pub fn relists(&self) -> Result<u64, String> {
+        let addrs = self.metrics_addrs();
+        in_netns(self.hosts.hub.name(), || {
+            let mut total = 0.0;
+            for addr in addrs {
+                let page =
+                    http_get(addr, "/metrics").ok_or(format!("agent at {addr} does not answer"))?;
+                total += page
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("margay_datastore_resyncs_total{")
+                            && !l.contains("\"startup\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>();
+            }
+            Ok(total as u64)
+        })
+    }
+
     /// The last lines of agent `a`'s log.
     pub fn agent_log_tail(&self, a: usize, lines: usize) -> String {
         let log =
             std::fs::read_to_string(self.dir.join(format!("agent-{a}.log"))).unwrap_or_default();
         let all: Vec<&str> = log.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn metrics_addrs(&self) -> Vec<SocketAddr> {
+        self.hosts
+            .agents
+            .iter()
+            .map(AgentHost::metrics_addr)
+            .collect()
     }
 
     fn client(&self) -> &NsEtcd {
@@ -481,30 +542,6 @@ impl Drop for FanoutRun<'_> {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// `(margay_last_apply_revision, margay_last_apply_timestamp_seconds)` on
-/// the agent at `addr`, `None` when it does not answer.
-fn last_apply(addr: SocketAddr) -> Option<(i64, SystemTime)> {
-    let page = http_get(addr, "/metrics")?;
-    let sample = |name: &str| -> Option<f64> {
-        page.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-    };
-    let revision = sample("margay_last_apply_revision")?;
-    let at = sample("margay_last_apply_timestamp_seconds")?;
-    let at = SystemTime::UNIX_EPOCH + Duration::try_from_secs_f64(at).ok()?;
-    Some((revision as i64, at))
-}
-
-/// `GET path` over HTTP/1.0: the whole response, `None` when nothing answered.
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
 }
 
 fn spawn_logged(mut cmd: Command, log: &std::path::Path) -> Child {
