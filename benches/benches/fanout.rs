@@ -191,7 +191,7 @@ fn restart_proxies(run: &mut FanoutRun, mode: Mode, version: usize) -> Result<Du
     let relists = run.relists()? - relists_before;
     if relists > 0 {
         return Err(format!(
-            "{relists} agents listed again instead of resuming their watch"
+            "{relists} full lists by the agents instead of watch resumes"
         ));
     }
     all_applied_after(restarted, &applied)
