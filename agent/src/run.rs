@@ -123,6 +123,9 @@ pub struct Agent<D: Driver> {
     applied_once: bool,
     /// Changes taken from the calculation and not yet applied.
     pending: Changes,
+    /// The datastore revision of the newest update ingested (from the last
+    /// snapshot or watch response): what the next apply covers.
+    ingested_revision: i64,
     /// Updates received since the last successful apply.
     pending_updates: u64,
     /// When the oldest of those arrived.

@@ -20,6 +20,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "margay_pending_updates",
     "margay_updates_applied_total",
     "margay_last_apply_timestamp_seconds",
+    "margay_last_apply_revision",
     "margay_drift_repairs_total",
     "margay_routes_refused_total",
     "margay_settings_rejected_total",

@@ -47,6 +47,7 @@ mod agents;
 mod bgp;
 mod binary;
 mod datastore;
+mod grpc_proxy;
 mod host_endpoints;
 mod listeners;
 mod ns_etcd;
@@ -60,11 +61,12 @@ mod v6;
 
 pub use bgp::{BgpOptions, BGP_PREFIX, ROUTER_AS, ROUTER_IP_B, SUBNET_B};
 pub use binary::margay_bin;
+pub use grpc_proxy::GRPC_PROXY_PORT;
 pub use host_endpoints::{
     line_changes, reach, Origin, Reach, FABRIC_IFACE, OUTSIDE_V6, SIDE_IFACE, SIDE_PEER_IP,
 };
 use listeners::Listeners;
-use ns_etcd::NsEtcd;
+pub(crate) use ns_etcd::NsEtcd;
 use util::*;
 pub use util::{allow_all_rules, eventually, fixture, in_netns, wait_for};
 
@@ -227,6 +229,7 @@ pub struct ClusterBuilder {
     agent_args: Vec<String>,
     agent_wrapper: Vec<String>,
     bgp: Option<BgpOptions>,
+    via_grpc_proxy: bool,
 }
 
 impl ClusterBuilder {
@@ -264,6 +267,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Starts etcd's own `grpc-proxy` in the etcd namespace (port
+    /// [`GRPC_PROXY_PORT`]) and points every agent at it instead of etcd.
+    pub fn through_grpc_proxy(mut self) -> Self {
+        self.via_grpc_proxy = true;
+        self
+    }
+
     /// Routes between hosts over BGP (see [`BgpOptions`]): odd hosts on the
     /// first subnet, even ones on the second, the outside namespace their
     /// router running BIRD, every host running BIRD and margay in `bgp` mode.
@@ -285,12 +295,14 @@ pub struct Cluster {
     agent_args: Vec<String>,
     agent_wrapper: Vec<String>,
     bgp: Option<BgpOptions>,
+    via_grpc_proxy: bool,
     dir: PathBuf,
     // Field order is drop order: clients and threads first, then processes,
     // then namespaces (TestNetns kills anything left inside).
     client: NsEtcd,
     listeners: Listeners,
     etcd: Option<Child>,
+    grpc_proxy: Option<Child>,
     router_bird: Option<Child>,
     etcd_on_fabric: bool,
     workloads: BTreeMap<String, Workload>,
@@ -330,9 +342,13 @@ impl Drop for Cluster {
                 let _ = child.wait();
             }
         }
-        for mut child in [self.router_bird.take(), self.etcd.take()]
-            .into_iter()
-            .flatten()
+        for mut child in [
+            self.router_bird.take(),
+            self.grpc_proxy.take(),
+            self.etcd.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = child.kill();
             let _ = child.wait();

@@ -69,6 +69,12 @@ impl Metrics {
             Unit::Seconds,
             self.last_apply.clone(),
         );
+        registry.register(
+            "margay_last_apply_revision",
+            "Datastore revision of the newest update the last successful apply covered \
+             (0 before the first); set just after margay_last_apply_timestamp_seconds",
+            self.last_apply_revision.clone(),
+        );
     }
 
     /// Registers the families about keeping the kernel as programmed.
@@ -194,6 +200,13 @@ impl Metrics {
     /// Sets the object-count gauges.
     pub fn set_counts(&self, counts: &ObjectCounts) {
         self.counts.set(counts);
+    }
+
+    /// Records the datastore revision the last successful apply covered
+    /// (call after [`Metrics::observe_apply`], so a scrape that sees the
+    /// revision also sees that apply's timestamp).
+    pub fn set_last_apply_revision(&self, revision: i64) {
+        self.last_apply_revision.set(revision);
     }
 
     /// Unix time of the last successful apply, or `None` before the first.

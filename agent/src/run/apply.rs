@@ -52,7 +52,12 @@ impl<D: Driver> Agent<D> {
             .metrics
             .observe_apply(backend, took, result.is_ok());
         match result {
-            Ok(report) => self.applied(report, took),
+            Ok(report) => {
+                self.out
+                    .metrics
+                    .set_last_apply_revision(self.ingested_revision);
+                self.applied(report, took);
+            }
             Err(e) => {
                 let delay = self.retry_backoff.next_delay();
                 self.retry_at = Some(tokio::time::Instant::now() + delay);

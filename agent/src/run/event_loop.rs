@@ -64,6 +64,7 @@ impl<D: Driver> Agent<D> {
             connected: false,
             applied_once: false,
             pending: Changes::default(),
+            ingested_revision: 0,
             pending_updates: 0,
             oldest_pending: None,
             retry_at: None,

@@ -30,6 +30,7 @@ impl<D: Driver> Agent<D> {
                 }
                 self.in_sync = true;
                 self.listing = false;
+                self.ingested_revision = revision;
                 self.ingest(changes);
                 if reconnected {
                     self.out.notifier.status(&self.summary().to_string());
@@ -40,7 +41,10 @@ impl<D: Driver> Agent<D> {
                     self.out.notifier.status(&self.summary().to_string());
                 }
             }
-            SyncEvent::Updates { changes, .. } => self.ingest(changes),
+            SyncEvent::Updates { changes, revision } => {
+                self.ingested_revision = self.ingested_revision.max(revision);
+                self.ingest(changes);
+            }
             SyncEvent::Disconnected { .. } => {
                 self.out.metrics.set_datastore_connected(false);
                 if self.connected {

@@ -88,7 +88,7 @@ pub enum SyncEvent {
     Updates {
         /// The changes of one watch response.
         changes: Vec<KvChange>,
-        /// The revision after them.
+        /// The newest revision among them (their events' `mod_revision`).
         revision: i64,
     },
     /// Connected again after [`SyncEvent::Disconnected`], watching on from

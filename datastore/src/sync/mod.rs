@@ -317,9 +317,20 @@ impl Syncer {
             if changes.is_empty() {
                 continue;
             }
+            // The header's revision can be past these events (a watch
+            // catching up); what they cover ends at their own newest one.
+            let newest = resp
+                .events()
+                .iter()
+                .filter_map(|e| e.kv().map(|kv| kv.mod_revision()))
+                .max()
+                .unwrap_or(revision);
             if self
                 .tx
-                .send(SyncEvent::Updates { changes, revision })
+                .send(SyncEvent::Updates {
+                    changes,
+                    revision: newest,
+                })
                 .await
                 .is_err()
             {

@@ -13,11 +13,11 @@ impl Cluster {
         let mut extra = self.agent_args.clone();
         extra.extend(self.bgp_agent_args(host));
         let wrapper = self.agent_wrapper.clone();
+        let etcd = self.agent_etcd_url();
         let h = self.host_mut(host);
         assert!(h.agent.is_none(), "agent on {host} already running");
         let bin = bin.to_string_lossy().into_owned();
         let config = config.to_string_lossy().into_owned();
-        let etcd = format!("http://{ETCD_IP}:2379");
         let metrics = format!("127.0.0.1:{METRICS_PORT}");
         let mut args: Vec<&str> = wrapper.iter().map(String::as_str).collect();
         args.extend([

@@ -7,13 +7,13 @@ type Job = Box<dyn FnOnce(&mut Option<etcd_client::Client>, &tokio::runtime::Run
 
 /// An etcd client living on a thread inside the etcd namespace, talking to
 /// etcd's loopback listener (so cutting the fabric never cuts the test off).
-pub(super) struct NsEtcd {
+pub(crate) struct NsEtcd {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl NsEtcd {
-    pub(super) fn new(ns: &str) -> Self {
+    pub(crate) fn new(ns: &str) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let ns = ns.to_owned();
         let thread = std::thread::spawn(move || {
@@ -36,7 +36,7 @@ impl NsEtcd {
     /// Runs `f` with a connected client (connecting first when needed). A
     /// failed attempt drops the client and is retried on a fresh connection
     /// (etcd may just have been restarted), up to three times in all.
-    pub(super) fn run<T, F, Fut>(&self, f: F) -> Result<T, String>
+    pub(crate) fn run<T, F, Fut>(&self, f: F) -> Result<T, String>
     where
         T: Send + 'static,
         F: Fn(etcd_client::Client) -> Fut + Send + 'static,

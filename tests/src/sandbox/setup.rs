@@ -14,6 +14,7 @@ impl Cluster {
             agent_args: Vec::new(),
             agent_wrapper: Vec::new(),
             bgp: None,
+            via_grpc_proxy: false,
         }
     }
 
@@ -49,10 +50,12 @@ impl Cluster {
             agent_args: b.agent_args.clone(),
             agent_wrapper: b.agent_wrapper.clone(),
             bgp: b.bgp.clone(),
+            via_grpc_proxy: b.via_grpc_proxy,
             dir,
             client,
             listeners,
             etcd: None,
+            grpc_proxy: None,
             router_bird: None,
             etcd_on_fabric: true,
             workloads: BTreeMap::new(),
@@ -62,6 +65,9 @@ impl Cluster {
             fabric,
         };
         cluster.start_etcd();
+        if b.via_grpc_proxy {
+            cluster.start_grpc_proxy();
+        }
         if b.ready {
             cluster.put(&format!("{PREFIX}/Ready"), "true");
         }

@@ -219,3 +219,29 @@ async fn a_list_in_pages_is_applied_only_once_complete() {
     );
     assert_eq!(agent.driver().firewall_repairs, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_last_apply_revision_is_the_newest_update_applied() {
+    let (mut agent, inputs, h) = agent_with(&[], Fake::new());
+    let revision = || metric_line(&h.metrics, "margay_last_apply_revision ");
+    let driver = async {
+        h.sync
+            .send(snapshot(vec![put("Ready", "true"), profile()]))
+            .await
+            .expect("send");
+        settle().await;
+        assert_eq!(revision(), "margay_last_apply_revision 1", "the snapshot's");
+        h.sync
+            .send(SyncEvent::Updates {
+                changes: vec![endpoint(3)],
+                revision: 9,
+            })
+            .await
+            .expect("send");
+        settle().await;
+        assert_eq!(revision(), "margay_last_apply_revision 9");
+        h.control.send(Control::Stop).await.expect("stop");
+    };
+    let (result, ()) = tokio::join!(agent.run(inputs), driver);
+    result.expect("clean stop");
+}
