@@ -1,0 +1,396 @@
+//! Seeing a firewall verdict change through real packets, for the
+//! end-to-end latency bench.
+//!
+//! A prober inside the client's network namespace starts a fresh TCP
+//! connection attempt (one SYN) every [`ProbeConfig::spacing`], on a fixed
+//! schedule, and records for each attempt when it started and whether it
+//! connected within [`ProbeConfig::grace`]. A write is made once the prober
+//! has been running a while; [`classify`] then finds the first attempt of
+//! the final run with the new verdict. Its start, minus the moment the write
+//! left the client, is the latency; the gap to the attempt before it is the
+//! resolution of that sample. A new verdict seen before the write, a verdict
+//! that comes and goes, or none by the deadline are errors, never clamped.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use margay_dataplane::netns::NetnsTarget;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// One connection attempt: when its SYN went out, and whether it connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// Just before `connect` was called.
+    pub started: Instant,
+    /// Connected within the grace time (the verdict was "allow").
+    pub open: bool,
+}
+
+/// A good sample: the new verdict first seen `latency` after the write,
+/// bracketed by attempts `resolution` apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// Write leaving the client → start of the first attempt with the new
+    /// verdict (of the final run).
+    pub latency: Duration,
+    /// Start of that attempt minus the start of the one before it (which
+    /// still saw the old verdict).
+    pub resolution: Duration,
+}
+
+/// Why a sample is not a measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleError {
+    /// The new verdict was already there `early` before the write left.
+    BeforeWrite { early: Duration },
+    /// The new verdict was seen after the write, then the old one again.
+    Flapped,
+    /// The last attempt still saw the old verdict (deadline passed).
+    TimedOut,
+    /// No attempt started before the write: nothing shows the old verdict.
+    NoBaseline,
+}
+
+impl std::fmt::Display for SampleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SampleError::BeforeWrite { early } => {
+                write!(f, "new verdict seen {early:?} before the write")
+            }
+            SampleError::Flapped => write!(f, "new verdict seen, then the old one again"),
+            SampleError::TimedOut => write!(f, "new verdict not seen by the deadline"),
+            SampleError::NoBaseline => write!(f, "no attempt before the write"),
+        }
+    }
+}
+
+/// Classifies the attempts (in start order) around a write that left the
+/// client at `write_at` and should make the verdict `want_open`.
+pub fn classify(
+    attempts: &[Attempt],
+    write_at: Instant,
+    want_open: bool,
+) -> Result<Sample, SampleError> {
+    let Some(last) = attempts.last() else {
+        return Err(SampleError::NoBaseline);
+    };
+    if last.open != want_open {
+        return Err(SampleError::TimedOut);
+    }
+    // The first attempt of the final run of new verdicts.
+    let first_new = attempts
+        .iter()
+        .rposition(|a| a.open != want_open)
+        .map_or(0, |i| i + 1);
+    let seen = attempts[first_new].started;
+    if seen < write_at {
+        return Err(SampleError::BeforeWrite {
+            early: write_at - seen,
+        });
+    }
+    let Some(before) = first_new.checked_sub(1).map(|i| attempts[i]) else {
+        return Err(SampleError::NoBaseline);
+    };
+    // Any new verdict after the write but before the final run: it flapped.
+    let flapped = attempts[..first_new]
+        .iter()
+        .any(|a| a.open == want_open && a.started >= write_at);
+    if flapped {
+        return Err(SampleError::Flapped);
+    }
+    Ok(Sample {
+        latency: seen - write_at,
+        resolution: seen - before.started,
+    })
+}
+
+/// How the prober works.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeConfig {
+    /// Time between the starts of two attempts (the schedule; the real
+    /// gaps are measured).
+    pub spacing: Duration,
+    /// An attempt not connected after this long saw "drop".
+    pub grace: Duration,
+    /// Attempts to make before the write (the old verdict, seen).
+    pub warm_up: usize,
+    /// Stop once this many attempts in a row after the write saw the new
+    /// verdict.
+    pub settle: usize,
+    /// Give up this long after the write.
+    pub deadline: Duration,
+}
+
+/// What one probe run saw.
+#[derive(Debug, Clone)]
+pub struct ProbeRun {
+    /// Every attempt, in start order.
+    pub attempts: Vec<Attempt>,
+    /// When the write left the client.
+    pub write_at: Instant,
+}
+
+impl ProbeRun {
+    /// Gaps between consecutive attempt starts (the achieved spacing).
+    pub fn gaps(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.attempts
+            .windows(2)
+            .map(|w| w[1].started.saturating_duration_since(w[0].started))
+    }
+}
+
+/// Probes `server` from inside `ns` while `write` runs on this thread once
+/// `cfg.warm_up` attempts have started; `write` returns the moment its write
+/// left the client.
+pub fn probe_around(
+    ns: &NetnsTarget,
+    server: SocketAddr,
+    want_open: bool,
+    cfg: &ProbeConfig,
+    write: impl FnOnce() -> Instant,
+) -> io::Result<ProbeRun> {
+    let shared = Shared::default();
+    std::thread::scope(|scope| {
+        let prober = scope.spawn(|| {
+            ns.run_in(|| probe_loop(server, want_open, cfg, &shared))
+                .map_err(io::Error::other)?
+        });
+        let warm = wait_for_attempts(&shared, cfg.warm_up, &prober);
+        let write_at = warm.then(write);
+        if let Ok(mut slot) = shared.write_at.lock() {
+            *slot = write_at;
+        }
+        shared
+            .stop_without_write
+            .store(write_at.is_none(), Ordering::Relaxed);
+        let attempts = prober
+            .join()
+            .map_err(|_| io::Error::other("prober panicked"))??;
+        let write_at = write_at.ok_or_else(|| io::Error::other("prober stopped early"))?;
+        Ok(ProbeRun { attempts, write_at })
+    })
+}
+
+/// What the prober and the writer share.
+#[derive(Default)]
+struct Shared {
+    started: AtomicUsize,
+    write_at: Mutex<Option<Instant>>,
+    stop_without_write: AtomicBool,
+}
+
+/// Waits (polling, bounded) until `n` attempts have started; false if the
+/// prober ended first.
+fn wait_for_attempts<T>(
+    shared: &Shared,
+    n: usize,
+    prober: &std::thread::ScopedJoinHandle<'_, T>,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.started.load(Ordering::Relaxed) < n {
+        if prober.is_finished() || Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    true
+}
+
+/// One attempt in flight.
+struct InFlight {
+    started: Instant,
+    socket: Socket,
+}
+
+impl InFlight {
+    /// `Some(open)` once the outcome is known.
+    fn outcome(&self, now: Instant, grace: Duration) -> Option<bool> {
+        if self.socket.peer_addr().is_ok() {
+            return Some(true);
+        }
+        if matches!(self.socket.take_error(), Ok(Some(_)) | Err(_)) {
+            return Some(false);
+        }
+        (now.saturating_duration_since(self.started) >= grace).then_some(false)
+    }
+}
+
+fn probe_loop(
+    server: SocketAddr,
+    want_open: bool,
+    cfg: &ProbeConfig,
+    shared: &Shared,
+) -> io::Result<Vec<Attempt>> {
+    // Wake-ups exactly when asked (the default slack is 50 µs).
+    let _ = nix::sys::prctl::set_timerslack(1_000);
+    let server = SockAddr::from(server);
+    let begin = Instant::now();
+    let mut pending: std::collections::VecDeque<InFlight> = Default::default();
+    let mut done: Vec<Attempt> = Vec::new();
+    let mut run_of_new = 0usize;
+    for slot in 0u32.. {
+        let due = begin + cfg.spacing * slot;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        pending.push_back(start_attempt(&server)?);
+        shared.started.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        while let Some(open) = pending.front().and_then(|f| f.outcome(now, cfg.grace)) {
+            let Some(f) = pending.pop_front() else { break };
+            done.push(Attempt {
+                started: f.started,
+                open,
+            });
+            run_of_new = if open == want_open { run_of_new + 1 } else { 0 };
+        }
+        let write_at = shared.write_at.lock().ok().and_then(|w| *w);
+        match write_at {
+            Some(at) if run_of_new >= cfg.settle || now > at + cfg.deadline => break,
+            None if shared.stop_without_write.load(Ordering::Relaxed) => break,
+            None if now > begin + Duration::from_secs(30) => break,
+            _ => {}
+        }
+    }
+    Ok(done)
+}
+
+fn start_attempt(server: &SockAddr) -> io::Result<InFlight> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    // Closing sends a reset: no TIME_WAIT piles up at thousands a second.
+    socket.set_linger(Some(Duration::ZERO))?;
+    let started = Instant::now();
+    match socket.connect(server) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINPROGRESS as i32) => {}
+        // Refused or unreachable at once: `outcome` reads it as closed.
+        Err(_) => {}
+    }
+    Ok(InFlight { started, socket })
+}
+
+/// A TCP listener inside a namespace that accepts and closes every
+/// connection on its own thread, until dropped.
+pub struct AcceptAll {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+    ns: NetnsTarget,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AcceptAll {
+    /// Listens on `addr` inside `ns`.
+    pub fn start(ns: &NetnsTarget, addr: SocketAddr) -> io::Result<Self> {
+        let listener = ns
+            .run_in(|| TcpListener::bind(addr))
+            .map_err(io::Error::other)??;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    // Accepted and closed at once: only the handshake matters.
+                    let _ = listener.accept();
+                }
+            })
+        };
+        Ok(AcceptAll {
+            stop,
+            addr,
+            ns: ns.clone(),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for AcceptAll {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the blocked accept with one local connection.
+        let addr = self.addr;
+        let _ = self
+            .ns
+            .run_in(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attempts every 100 µs from `t0`, with the given verdicts.
+    fn attempts(t0: Instant, verdicts: &str) -> Vec<Attempt> {
+        verdicts
+            .chars()
+            .enumerate()
+            .map(|(i, c)| Attempt {
+                started: t0 + Duration::from_micros(100 * i as u64),
+                open: c == 'o',
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_new_verdict_after_the_write_is_the_sample() {
+        let t0 = Instant::now();
+        // Write leaves at 250 µs; attempts at 300 and 400 µs still old.
+        let a = attempts(t0, "ooooo___");
+        let s = classify(&a, t0 + Duration::from_micros(250), false).expect("sample");
+        assert_eq!(s.latency, Duration::from_micros(250));
+        assert_eq!(s.resolution, Duration::from_micros(100));
+        let a = attempts(t0, "___ooo");
+        let s = classify(&a, t0 + Duration::from_micros(50), true).expect("sample");
+        assert_eq!(s.latency, Duration::from_micros(250));
+    }
+
+    #[test]
+    fn a_verdict_before_the_write_is_an_error_not_zero() {
+        let t0 = Instant::now();
+        let a = attempts(t0, "oo____");
+        let got = classify(&a, t0 + Duration::from_micros(450), false);
+        assert_eq!(
+            got,
+            Err(SampleError::BeforeWrite {
+                early: Duration::from_micros(250)
+            })
+        );
+        // Already there from the first attempt: also before the write.
+        let a = attempts(t0, "____");
+        assert!(matches!(
+            classify(&a, t0 + Duration::from_micros(150), false),
+            Err(SampleError::BeforeWrite { .. })
+        ));
+    }
+
+    #[test]
+    fn timeouts_flaps_and_missing_baselines_are_errors() {
+        let t0 = Instant::now();
+        let write = t0 + Duration::from_micros(150);
+        assert_eq!(
+            classify(&attempts(t0, "oooooo"), write, false),
+            Err(SampleError::TimedOut)
+        );
+        assert_eq!(
+            classify(&attempts(t0, "ooo_o__"), write, false),
+            Err(SampleError::Flapped)
+        );
+        assert_eq!(classify(&[], write, false), Err(SampleError::NoBaseline));
+        // An old verdict after a new one before the write is no flap: the
+        // final run, after the write, is what counts.
+        let s = classify(
+            &attempts(t0, "o_o___"),
+            t0 + Duration::from_micros(250),
+            false,
+        )
+        .expect("sample");
+        assert_eq!(s.latency, Duration::from_micros(50));
+    }
+}
