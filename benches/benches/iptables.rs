@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use margay_benches::report::{require_root, Row, Table};
-use margay_benches::timing::{format_duration, format_ratio, median, minimum, ratio};
+use margay_benches::timing::{format_count, format_duration, format_ratio, median, minimum, ratio};
 use margay_dataplane::firewall::diff::{diff, observed_of};
 use margay_dataplane::firewall::iptables::plan::{self, Known};
 use margay_dataplane::firewall::iptables::{IptablesBackend, Plan, Variant};
@@ -450,10 +450,9 @@ const APPLY: &str = "the whole `FirewallManager::apply`: lowering, diff, plan an
                      no routes/sysctls/neighbours";
 const RAW: &str = "`ipset restore` + `iptables-restore --noflush` of the same text, \
                    spawned inside the namespace";
-const SCALE: &str = "1,000 endpoints, ~10,000 rules, 100,000 set members";
 
 /// Prints the README rows; false when a target was missed (row left out).
-fn emit_rows(figures: &[VariantFigures]) -> bool {
+fn emit_rows(scale: &str, figures: &[VariantFigures]) -> bool {
     let mut ok = true;
     for f in figures {
         let full_ok = f.full.median_ratio() <= FULL_MAX_RATIO;
@@ -466,7 +465,7 @@ fn emit_rows(figures: &[VariantFigures]) -> bool {
                     Row {
                         table: Table::Performance,
                         id: "iptables/nft-full".into(),
-                        what: format!("iptables-nft, full programming: {SCALE}; {APPLY} (`iptables`)"),
+                        what: format!("iptables-nft, full programming: {scale}; {APPLY} (`iptables`)"),
                         margay: format_duration(fm),
                         reference: format!(
                             "{RAW}: {} ({})",
@@ -601,7 +600,13 @@ fn main() {
             change,
         });
     }
-    if !emit_rows(&figures) {
+    let scale = format!(
+        "{} endpoints, {} rules (before the v4/v6 split), {} set members",
+        format_count(ENDPOINTS),
+        format_count(rules),
+        format_count(members)
+    );
+    if !emit_rows(&scale, &figures) {
         std::process::exit(1);
     }
 }

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use margay_benches::report::{require_root, Row, Table};
-use margay_benches::timing::{format_duration, format_ratio, median, ratio};
+use margay_benches::timing::{format_count, format_duration, format_ratio, median, ratio};
 use margay_dataplane::firewall::diff::{diff, observed_of};
 use margay_dataplane::firewall::lower::lower;
 use margay_dataplane::firewall::model::ObservedRuleset;
@@ -45,7 +45,6 @@ const ENDPOINTS: usize = 1_000;
 const FULL_MAX_RATIO: f64 = 1.5;
 /// One-endpoint change: the whole apply under this.
 const CHANGE_MAX: Duration = Duration::from_millis(5);
-const SCALE: &str = "1,000 endpoints, ~14,500 rules, 100,000 set members";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -342,7 +341,7 @@ fn print_table(full: &Pair, d: &DeltaFigures, extra: &[(&str, Duration)]) {
 }
 
 /// The README rows; false when a target was missed (that row left out).
-fn emit_rows(full: &Pair, d: &DeltaFigures, long: Duration) -> bool {
+fn emit_rows(scale: &str, full: &Pair, d: &DeltaFigures, long: Duration) -> bool {
     let apply = "the whole `FirewallManager::apply`: lowering, diff, one netlink transaction \
                  and its ack; no routes/sysctls/neighbours";
     let tool = "`nft -f` run inside the namespace, text rendered beforehand";
@@ -366,7 +365,7 @@ fn emit_rows(full: &Pair, d: &DeltaFigures, long: Duration) -> bool {
         };
     row(
         "nft/full",
-        format!("nftables, full programming: {SCALE}; {apply} (`nft`)"),
+        format!("nftables, full programming: {scale}; {apply} (`nft`)"),
         format_duration(full.margay),
         format!(
             "{tool}: {} ({})",
@@ -447,7 +446,13 @@ fn main() {
             ("read back 10 chains x 10,000 rules (netlink)", long),
         ],
     );
-    if !emit_rows(&full, &delta, long) {
+    let scale = format!(
+        "{} endpoints, {} rules, {} set members",
+        format_count(ENDPOINTS),
+        format_count(rules),
+        format_count(members)
+    );
+    if !emit_rows(&scale, &full, &delta, long) {
         std::process::exit(1);
     }
 }

@@ -51,6 +51,19 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// A count with thousands separators, as the README writes it ("20,000").
+pub fn format_count(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
 /// A ratio as the README writes it ("0.25×").
 pub fn format_ratio(r: f64) -> String {
     format!("{r:.2}×")
@@ -89,6 +102,9 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(503)), "503 ms");
         assert_eq!(format_duration(Duration::from_millis(9_700)), "9.70 s");
         assert_eq!(format_ratio(0.2541), "0.25×");
+        assert_eq!(format_count(20_000), "20,000");
+        assert_eq!(format_count(1_234_567), "1,234,567");
+        assert_eq!(format_count(999), "999");
         assert_eq!(minimum(&ms(&[3, 1, 2])), Duration::from_millis(1));
     }
 }

@@ -28,6 +28,9 @@ pub struct Attempt {
     pub started: Instant,
     /// Connected within the grace time (the verdict was "allow").
     pub open: bool,
+    /// How long the `connect` call itself took: the SYN's trip through the
+    /// local stack, firewall included (long when packets wait on a commit).
+    pub syscall: Duration,
 }
 
 /// A good sample: the new verdict first seen `latency` after the write,
@@ -40,6 +43,8 @@ pub struct Sample {
     /// Start of that attempt minus the start of the one before it (which
     /// still saw the old verdict).
     pub resolution: Duration,
+    /// Index of that attempt in the run.
+    pub first_new: usize,
 }
 
 /// Why a sample is not a measurement.
@@ -105,6 +110,7 @@ pub fn classify(
     Ok(Sample {
         latency: seen - write_at,
         resolution: seen - before.started,
+        first_new,
     })
 }
 
@@ -203,6 +209,7 @@ fn wait_for_attempts<T>(
 /// One attempt in flight.
 struct InFlight {
     started: Instant,
+    syscall: Duration,
     socket: Socket,
 }
 
@@ -225,26 +232,27 @@ fn probe_loop(
     cfg: &ProbeConfig,
     shared: &Shared,
 ) -> io::Result<Vec<Attempt>> {
-    // Wake-ups exactly when asked (the default slack is 50 µs).
-    let _ = nix::sys::prctl::set_timerslack(1_000);
+    make_punctual();
     let server = SockAddr::from(server);
     let begin = Instant::now();
+    let mut due = begin;
     let mut pending: std::collections::VecDeque<InFlight> = Default::default();
     let mut done: Vec<Attempt> = Vec::new();
     let mut run_of_new = 0usize;
-    for slot in 0u32.. {
-        let due = begin + cfg.spacing * slot;
+    loop {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
         pending.push_back(start_attempt(&server)?);
         shared.started.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
+        due = next_slot(due, now, cfg.spacing);
         while let Some(open) = pending.front().and_then(|f| f.outcome(now, cfg.grace)) {
             let Some(f) = pending.pop_front() else { break };
             done.push(Attempt {
                 started: f.started,
                 open,
+                syscall: f.syscall,
             });
             run_of_new = if open == want_open { run_of_new + 1 } else { 0 };
         }
@@ -259,6 +267,35 @@ fn probe_loop(
     Ok(done)
 }
 
+/// The slot after `due` on the schedule, skipping any already missed at
+/// `now` (a late wake-up is not made up by a burst of attempts).
+pub fn next_slot(due: Instant, now: Instant, spacing: Duration) -> Instant {
+    let next = due + spacing;
+    match now.checked_duration_since(next) {
+        None => next,
+        Some(behind) => {
+            let missed = behind.as_nanos() / spacing.as_nanos().max(1) + 1;
+            next + spacing * u32::try_from(missed).unwrap_or(u32::MAX)
+        }
+    }
+}
+
+/// Lets the prober keep its schedule on a busy host: wake-ups without the
+/// default 50 µs slack, and (as root) a real-time priority for this thread,
+/// which sleeps between attempts and so takes little CPU. The prober is
+/// the measuring instrument: its resolution must not depend on the load.
+fn make_punctual() {
+    let _ = nix::sys::prctl::set_timerslack(1);
+    let tid = nix::unistd::gettid().to_string();
+    let fifo = std::process::Command::new("chrt")
+        .args(["--fifo", "--pid", "10", &tid])
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !fifo.is_ok_and(|s| s.success()) {
+        eprintln!("prober: could not get a real-time priority (chrt); resolution may suffer");
+    }
+}
+
 fn start_attempt(server: &SockAddr) -> io::Result<InFlight> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
@@ -271,7 +308,11 @@ fn start_attempt(server: &SockAddr) -> io::Result<InFlight> {
         // Refused or unreachable at once: `outcome` reads it as closed.
         Err(_) => {}
     }
-    Ok(InFlight { started, socket })
+    Ok(InFlight {
+        started,
+        syscall: started.elapsed(),
+        socket,
+    })
 }
 
 /// A TCP listener inside a namespace that accepts and closes every
@@ -286,13 +327,14 @@ pub struct AcceptAll {
 impl AcceptAll {
     /// Listens on `addr` inside `ns`.
     pub fn start(ns: &NetnsTarget, addr: SocketAddr) -> io::Result<Self> {
-        let listener = ns
-            .run_in(|| TcpListener::bind(addr))
-            .map_err(io::Error::other)??;
+        let listener = ns.run_in(|| listen(addr)).map_err(io::Error::other)??;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
+                // Accepting late would fill the queue and drop SYNs, which
+                // the prober would read as "drop".
+                make_punctual();
                 while !stop.load(Ordering::Relaxed) {
                     // Accepted and closed at once: only the handshake matters.
                     let _ = listener.accept();
@@ -306,6 +348,17 @@ impl AcceptAll {
             thread: Some(thread),
         })
     }
+}
+
+/// A listener with a long accept queue (the kernel caps it at the
+/// namespace's `somaxconn`): thousands of handshakes a second must never
+/// find it full.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
 }
 
 impl Drop for AcceptAll {
@@ -334,6 +387,7 @@ mod tests {
             .map(|(i, c)| Attempt {
                 started: t0 + Duration::from_micros(100 * i as u64),
                 open: c == 'o',
+                syscall: Duration::from_micros(10),
             })
             .collect()
     }
@@ -368,6 +422,16 @@ mod tests {
             classify(&a, t0 + Duration::from_micros(150), false),
             Err(SampleError::BeforeWrite { .. })
         ));
+    }
+
+    #[test]
+    fn a_late_wake_up_skips_the_missed_slots() {
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        assert_eq!(next_slot(t0, t0 + us(10), us(80)), t0 + us(80));
+        // Woke 250 µs late: slots at 80, 160 and 240 are gone, next is 320.
+        assert_eq!(next_slot(t0, t0 + us(250), us(80)), t0 + us(320));
+        assert_eq!(next_slot(t0, t0 + us(80), us(80)), t0 + us(160));
     }
 
     #[test]
