@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use margay_benches::report::{require_root, Row, Table};
-use margay_benches::timing::{format_count, format_duration, format_ratio, median, minimum, ratio};
+use margay_benches::timing::{
+    format_count, format_duration, format_ratio, in_turn, median, minimum, ratio, timed,
+};
 use margay_dataplane::firewall::diff::{diff, observed_of};
 use margay_dataplane::firewall::iptables::plan::{self, Known};
 use margay_dataplane::firewall::iptables::{IptablesBackend, Plan, Variant};
@@ -164,12 +166,6 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
-    let t = Instant::now();
-    let v = f();
-    (v, t.elapsed())
-}
-
 /// Runs a plan's texts with the bare tools inside `ns`; the clock covers
 /// the tool processes alone.
 fn raw_apply(ns: &Ns, variant: Variant, plan: &Plan) -> Duration {
@@ -255,21 +251,6 @@ fn count_lines(plan: &Plan) -> (usize, usize) {
     (rules, members)
 }
 
-/// Times `margay` and `raw` in the given order; returns (margay, raw).
-fn timed_pair(
-    margay_first: bool,
-    margay: impl FnOnce() -> Duration,
-    raw: impl FnOnce() -> Duration,
-) -> (Duration, Duration) {
-    if margay_first {
-        let m = margay();
-        (m, raw())
-    } else {
-        let r = raw();
-        (margay(), r)
-    }
-}
-
 /// The scale scenario with and without one more endpoint, as the manager
 /// sees it and as ops for the raw side.
 struct Case {
@@ -305,7 +286,7 @@ fn bench_full(variant: Variant, case: &Case, reps: usize) -> (Samples, Duration,
                 (plan.v4.len() + plan.v6.len() + plan.ipset_pre.len()) / 1024
             );
         }
-        let (margay_took, raw_took) = timed_pair(
+        let (margay_took, raw_took) = in_turn(
             (i & 1) == 0,
             || {
                 a.run(|| {
@@ -375,7 +356,7 @@ fn bench_delta(variant: Variant, case: &Case, reps: usize) -> (Samples, Duration
         } else {
             (&case.s0, &c10, &back_plan)
         };
-        let (margay_took, raw_took) = timed_pair(
+        let (margay_took, raw_took) = in_turn(
             (i >> 1) & 1 == 0,
             || {
                 a.run(|| {

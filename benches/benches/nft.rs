@@ -30,7 +30,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use margay_benches::report::{require_root, Row, Table};
-use margay_benches::timing::{format_count, format_duration, format_ratio, median, ratio};
+use margay_benches::timing::{
+    format_count, format_duration, format_ratio, in_turn, median, ratio, timed,
+};
 use margay_dataplane::firewall::diff::{diff, observed_of};
 use margay_dataplane::firewall::lower::lower;
 use margay_dataplane::firewall::model::ObservedRuleset;
@@ -131,18 +133,6 @@ impl Drop for Ns {
     }
 }
 
-/// Runs `a` and `b` in the order given (a first when `a_first`); returns
-/// their results as (a, b).
-fn in_turn<A, B>(a_first: bool, a: impl FnOnce() -> A, b: impl FnOnce() -> B) -> (A, B) {
-    if a_first {
-        let x = a();
-        (x, b())
-    } else {
-        let y = b();
-        (a(), y)
-    }
-}
-
 /// Medians of both sides of one comparison.
 struct Pair {
     margay: Duration,
@@ -160,12 +150,6 @@ impl Pair {
     fn ratio(&self) -> f64 {
         ratio(self.margay, self.raw)
     }
-}
-
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
-    let t = Instant::now();
-    let v = f();
-    (v, t.elapsed())
 }
 
 /// Full programming, `reps` times, each in fresh namespaces.

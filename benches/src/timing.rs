@@ -1,8 +1,29 @@
-//! Small pieces every timing bench shares: medians and percentiles of
-//! samples, ratios, and durations written the way the README's tables
-//! write them ("3.3 ms", "166 ms", "0.50 s").
+//! Small pieces every timing bench shares: timing a call, running two
+//! sides in turn, medians and percentiles of samples, ratios, and figures
+//! written the way the README's tables write them ("3.3 ms", "166 ms",
+//! "0.50 s", "20,000").
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Runs `f` and returns its result with the wall time it took.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    let v = f();
+    (v, t.elapsed())
+}
+
+/// Runs `a` and `b` one after the other, `a` first when `a_first`, and
+/// returns their results as (a, b): benches alternate who goes first so
+/// neither side always runs on a warmer (or busier) system.
+pub fn in_turn<A, B>(a_first: bool, a: impl FnOnce() -> A, b: impl FnOnce() -> B) -> (A, B) {
+    if a_first {
+        let x = a();
+        (x, b())
+    } else {
+        let y = b();
+        (a(), y)
+    }
+}
 
 /// The nearest-rank `q` quantile (0 ≤ q ≤ 1) of `samples`, or `None` when
 /// there are none. Nearest rank: the smallest sample with at least `q` of
@@ -105,6 +126,22 @@ mod tests {
         assert_eq!(format_count(20_000), "20,000");
         assert_eq!(format_count(1_234_567), "1,234,567");
         assert_eq!(format_count(999), "999");
+    }
+
+    #[test]
+    fn in_turn_runs_the_named_side_first_and_keeps_the_result_order() {
+        let order = std::cell::RefCell::new(vec![]);
+        let run = |first| {
+            in_turn(
+                first,
+                || order.borrow_mut().push('a'),
+                || order.borrow_mut().push('b'),
+            )
+        };
+        run(true);
+        run(false);
+        assert_eq!(*order.borrow(), ['a', 'b', 'b', 'a']);
+        assert_eq!(in_turn(false, || 1, || 2), (1, 2));
         assert_eq!(minimum(&ms(&[3, 1, 2])), Duration::from_millis(1));
     }
 }
