@@ -246,6 +246,22 @@ fn bench_delta(settings: &FirewallSettings, reps: usize) -> DeltaFigures {
         fwd.lines().count(),
         back.lines().count()
     );
+    // Does going second cost either side (the other's teardown still
+    // running)? Samples 0, 1, 4, 5, … ran margay first.
+    let by_order = |v: &[Duration], first: bool| -> Duration {
+        let picked: Vec<Duration> = (0..v.len())
+            .filter(|i| ((i / 2) % 2 == 0) == first)
+            .map(|i| v[i])
+            .collect();
+        median(&picked)
+    };
+    println!(
+        "one-endpoint change by order: margay first {} / second {}; nft -f first {} / second {}",
+        format_duration(by_order(&margay, true)),
+        format_duration(by_order(&margay, false)),
+        format_duration(by_order(&raw, false)),
+        format_duration(by_order(&raw, true)),
+    );
     let (mut nl, mut tool, mut drift) = (vec![], vec![], vec![]);
     let mut nl_be = a.backend(NftMode::Netlink);
     for i in 0..reps {

@@ -1,11 +1,14 @@
 //! Seeing a firewall verdict change through real packets, for the
 //! end-to-end latency bench.
 //!
-//! A prober inside the client's network namespace starts a fresh TCP
-//! connection attempt (one SYN) every [`ProbeConfig::spacing`], on a fixed
-//! schedule, and records for each attempt when it started and whether it
-//! connected within [`ProbeConfig::grace`]. A write is made once the prober
-//! has been running a while; [`classify`] then finds the first attempt of
+//! A prober inside the client's network namespace starts fresh TCP
+//! connection attempts (one SYN each) on a fixed schedule and records for
+//! each when it started and whether it connected within
+//! [`ProbeConfig::grace`]. Before the write a few sparse attempts show the
+//! old verdict; from the moment the write is about to leave, an attempt
+//! starts every [`ProbeConfig::spacing`] (dense probing costs CPU, which on
+//! a small host slows what is measured, so it is kept to the window that
+//! needs it). [`classify`] then finds the first attempt of
 //! the final run with the new verdict. Its start, minus the moment the write
 //! left the client, is the latency; the gap to the attempt before it is the
 //! resolution of that sample. A new verdict seen before the write, a verdict
@@ -117,12 +120,15 @@ pub fn classify(
 /// How the prober works.
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeConfig {
-    /// Time between the starts of two attempts (the schedule; the real
-    /// gaps are measured).
+    /// Time between the starts of two attempts once the write is about to
+    /// leave (the schedule; the real gaps are measured).
     pub spacing: Duration,
+    /// The same before the write (sparse: the baseline only).
+    pub spacing_before: Duration,
     /// An attempt not connected after this long saw "drop".
     pub grace: Duration,
-    /// Attempts to make before the write (the old verdict, seen).
+    /// Attempts to make before the write, at `spacing_before` (the old
+    /// verdict, seen).
     pub warm_up: usize,
     /// Stop once this many attempts in a row after the write saw the new
     /// verdict.
@@ -141,10 +147,12 @@ pub struct ProbeRun {
 }
 
 impl ProbeRun {
-    /// Gaps between consecutive attempt starts (the achieved spacing).
+    /// Gaps between consecutive attempt starts after the write (the
+    /// achieved dense spacing).
     pub fn gaps(&self) -> impl Iterator<Item = Duration> + '_ {
         self.attempts
             .windows(2)
+            .filter(|w| w[0].started >= self.write_at)
             .map(|w| w[1].started.saturating_duration_since(w[0].started))
     }
 }
@@ -165,7 +173,8 @@ pub fn probe_around(
             ns.run_in(|| probe_loop(server, want_open, cfg, &shared))
                 .map_err(io::Error::other)?
         });
-        let warm = wait_for_attempts(&shared, cfg.warm_up, &prober);
+        let warm =
+            wait_for_attempts(&shared, cfg.warm_up, &prober) && switch_to_dense(&shared, &prober);
         let write_at = warm.then(write);
         if let Ok(mut slot) = shared.write_at.lock() {
             *slot = write_at;
@@ -185,8 +194,26 @@ pub fn probe_around(
 #[derive(Default)]
 struct Shared {
     started: AtomicUsize,
+    /// Set by the writer: probe densely from now on.
+    dense: AtomicBool,
+    /// Set by the prober once it does.
+    dense_acked: AtomicBool,
     write_at: Mutex<Option<Instant>>,
     stop_without_write: AtomicBool,
+}
+
+/// Asks the prober to probe densely and waits (polling, bounded) until it
+/// does; false if it ended first.
+fn switch_to_dense<T>(shared: &Shared, prober: &std::thread::ScopedJoinHandle<'_, T>) -> bool {
+    shared.dense.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shared.dense_acked.load(Ordering::SeqCst) {
+        if prober.is_finished() || Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    true
 }
 
 /// Waits (polling, bounded) until `n` attempts have started; false if the
@@ -239,14 +266,25 @@ fn probe_loop(
     let mut pending: std::collections::VecDeque<InFlight> = Default::default();
     let mut done: Vec<Attempt> = Vec::new();
     let mut run_of_new = 0usize;
+    let mut dense = false;
     loop {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
+        // The writer waits for this before its write leaves.
+        if !dense && shared.dense.load(Ordering::SeqCst) {
+            dense = true;
+            shared.dense_acked.store(true, Ordering::SeqCst);
+        }
         pending.push_back(start_attempt(&server)?);
         shared.started.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        due = next_slot(due, now, cfg.spacing);
+        let spacing = if dense {
+            cfg.spacing
+        } else {
+            cfg.spacing_before
+        };
+        due = next_slot(due, now, spacing);
         while let Some(open) = pending.front().and_then(|f| f.outcome(now, cfg.grace)) {
             let Some(f) = pending.pop_front() else { break };
             done.push(Attempt {
@@ -319,8 +357,6 @@ fn start_attempt(server: &SockAddr) -> io::Result<InFlight> {
 /// connection on its own thread, until dropped.
 pub struct AcceptAll {
     stop: Arc<AtomicBool>,
-    addr: SocketAddr,
-    ns: NetnsTarget,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -328,23 +364,25 @@ impl AcceptAll {
     /// Listens on `addr` inside `ns`.
     pub fn start(ns: &NetnsTarget, addr: SocketAddr) -> io::Result<Self> {
         let listener = ns.run_in(|| listen(addr)).map_err(io::Error::other)??;
+        listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
-                // Accepting late would fill the queue and drop SYNs, which
-                // the prober would read as "drop".
-                make_punctual();
+                // Handshakes complete in the kernel whether or not we have
+                // accepted yet; emptying the (long) queue every millisecond
+                // keeps it from filling with a wake-up per batch, not one
+                // per connection (those would take CPU from what is
+                // measured).
                 while !stop.load(Ordering::Relaxed) {
                     // Accepted and closed at once: only the handshake matters.
-                    let _ = listener.accept();
+                    while listener.accept().is_ok() {}
+                    std::thread::sleep(Duration::from_millis(1));
                 }
             })
         };
         Ok(AcceptAll {
             stop,
-            addr,
-            ns: ns.clone(),
             thread: Some(thread),
         })
     }
@@ -364,11 +402,6 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 impl Drop for AcceptAll {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wake the blocked accept with one local connection.
-        let addr = self.addr;
-        let _ = self
-            .ns
-            .run_in(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
