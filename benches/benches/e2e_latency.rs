@@ -16,31 +16,32 @@
 //! other backend.
 //!
 //! How a verdict is observed ([`margay_benches::verdict`]): a prober inside
-//! the client workload starts fresh TCP connections to the server on a
-//! fixed schedule, a few 500 µs apart before the write (the old verdict,
-//! seen), then, from the moment the write is about to leave, one every
+//! the client workload starts fresh TCP connection attempts to a port of
+//! the server nothing listens on (a SYN that passes is answered with a
+//! reset by the server's kernel, a dropped one is not), on a fixed
+//! schedule: a few 500 µs apart before the write (the old verdict, seen),
+//! then, from the moment the write is about to leave, one every
 //! `MARGAY_BENCH_PROBE_US` µs (default 80) until the new verdict has held
-//! for 20 attempts. Dense probing is kept to that window because it costs
-//! CPU that, on a 2-core host, slows what is measured. The prober's thread
-//! runs at a real-time priority so that its schedule holds on a busy host.
-//! The clock starts just before the put is handed to the etcd client's open
-//! connection (etcd's commit is inside it) and stops at the start of the
-//! first attempt with the new verdict. The achieved spacing is measured and
-//! a median over 100 µs fails the bench; each sample's bracket (the gap to
+//! for 20 attempts. Probing costs CPU that, on a 2-core host, slows what
+//! is measured, so it is cheap (no handshakes, no listener) and dense only
+//! in the window that needs it; the prober's thread runs at a real-time
+//! priority so that its schedule holds on a busy host. The clock starts
+//! just before the put is handed to the etcd client's open connection
+//! (etcd's commit is inside it) and stops at the start of the first
+//! attempt with the new verdict. The achieved spacing is measured and a
+//! median over 100 µs fails the bench; each sample's bracket (the gap to
 //! the attempt before, which saw the old verdict) is printed and written
 //! into the row: it widens when the host stalls the prober during the
-//! change (the 10,000-member set row shows it). A new verdict
-//! seen before the write, one that comes and goes, or none within 5 s is
-//! an error: counted, reported, and the bench exits 1 without that row.
+//! change (the 10,000-member set row shows it). A new verdict seen before
+//! the write, one that comes and goes, or none within 5 s is an error:
+//! counted, reported, and the bench exits 1 without that row.
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use margay_benches::report::{require_root, Row, Table};
 use margay_benches::timing::{format_count, format_duration, percentile};
-use margay_benches::verdict::{
-    classify, probe_around, AcceptAll, ProbeConfig, Sample, SampleError,
-};
+use margay_benches::verdict::{classify, passes, probe_around, ProbeConfig, Sample, SampleError};
 use margay_dataplane::netns::NetnsTarget;
 use margay_tests::sandbox::{margay_bin, Cluster, Dataplane};
 use serde_json::json;
@@ -50,9 +51,10 @@ const PROFILES: usize = 1000;
 const REMOTE_HOSTS: usize = 20;
 /// Remote endpoints carrying tag `BIG`.
 const BIG_MEMBERS: usize = 10_000;
-/// Not one of the sandbox's workload ports: our own listener serves it.
+/// Not one of the sandbox's workload ports: nothing listens on it, so a SYN
+/// that passes is answered with a reset by the server's kernel.
 const SERVER_PORT: u16 = 9000;
-/// A handshake inside one host takes tens of µs; an attempt not connected
+/// An answer inside one host takes tens of µs; an attempt not answered
 /// after this long met a drop.
 const ATTEMPT_GRACE: Duration = Duration::from_millis(25);
 const VERDICT_DEADLINE: Duration = Duration::from_secs(5);
@@ -163,8 +165,6 @@ fn main() {
         dataplane.as_str()
     );
     let server = SocketAddr::V4(SocketAddrV4::new(c.workload("server").ip(), SERVER_PORT));
-    let server_ns = NetnsTarget::named(c.workload("server").ns().name()).expect("ns name");
-    let _listener = AcceptAll::start(&server_ns, server).expect("listen in server");
     c.start_agent("h1");
     let cfg = ProbeConfig {
         spacing,
@@ -306,7 +306,8 @@ fn measure(
     c.put_json(SRV_RULES, &srv_rules(Some(kind.server_tag)));
     c.put_json(CLI_TAGS, &json!([kind.server_tag]));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !c.can_connect_addr("client", server, Duration::from_millis(200)) {
+    let client_ns = NetnsTarget::named(c.workload("client").ns().name()).expect("ns name");
+    while !passes(&client_ns, server, Duration::from_millis(200)).expect("probe") {
         assert!(
             Instant::now() < deadline,
             "client -> server never opened for {}:\n{}",
@@ -314,7 +315,6 @@ fn measure(
             c.agent_log_tail("h1", 20)
         );
     }
-    let client_ns = NetnsTarget::named(c.workload("client").ns().name()).expect("ns name");
     let mut out = Outcome {
         latencies: vec![],
         resolutions: vec![],
@@ -363,7 +363,7 @@ fn measure(
                 }
                 out.errors.push(e);
                 // Let a late verdict land before the next sample starts.
-                wait_stable(c, server, open);
+                wait_stable(&client_ns, server, open);
             }
         }
     }
@@ -372,9 +372,9 @@ fn measure(
 
 /// After a failed sample: waits (bounded) until the verdict is `open`
 /// (polling with a deadline).
-fn wait_stable(c: &Cluster, server: SocketAddr, open: bool) {
+fn wait_stable(client_ns: &NetnsTarget, server: SocketAddr, open: bool) {
     let deadline = Instant::now() + VERDICT_DEADLINE;
-    while c.can_connect_addr("client", server, Duration::from_millis(100)) != open
+    while passes(client_ns, server, Duration::from_millis(100)).ok() != Some(open)
         && Instant::now() < deadline
     {}
 }

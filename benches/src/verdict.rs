@@ -3,8 +3,11 @@
 //!
 //! A prober inside the client's network namespace starts fresh TCP
 //! connection attempts (one SYN each) on a fixed schedule and records for
-//! each when it started and whether it connected within
-//! [`ProbeConfig::grace`]. Before the write a few sparse attempts show the
+//! each when it started and whether it was answered within
+//! [`ProbeConfig::grace`]. Nothing need listen on the server: a SYN that
+//! passes the firewall is answered by the server's kernel (a reset), one
+//! that is dropped is not; no handshakes, no accepting thread, so each
+//! attempt costs little of the CPU shared with what is measured. Before the write a few sparse attempts show the
 //! old verdict; from the moment the write is about to leave, an attempt
 //! starts every [`ProbeConfig::spacing`] (dense probing costs CPU, which on
 //! a small host slows what is measured, so it is kept to the window that
@@ -15,10 +18,9 @@
 //! that comes and goes, or none by the deadline are errors, never clamped.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use margay_dataplane::netns::NetnsTarget;
@@ -29,7 +31,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 pub struct Attempt {
     /// Just before `connect` was called.
     pub started: Instant,
-    /// Connected within the grace time (the verdict was "allow").
+    /// Answered within the grace time (the verdict was "allow").
     pub open: bool,
     /// How long the `connect` call itself took: the SYN's trip through the
     /// local stack, firewall included (long when packets wait on a commit).
@@ -236,20 +238,29 @@ fn wait_for_attempts<T>(
 /// One attempt in flight.
 struct InFlight {
     started: Instant,
+    /// Known at once (`connect` itself answered).
+    known: Option<bool>,
     syscall: Duration,
     socket: Socket,
 }
 
 impl InFlight {
     /// `Some(open)` once the outcome is known.
+    /// A SYN that passed the firewall is answered by the server's kernel:
+    /// a reset (nothing listens: refused) or, were something listening, a
+    /// handshake. A dropped one gets no answer.
     fn outcome(&self, now: Instant, grace: Duration) -> Option<bool> {
+        if self.known.is_some() {
+            return self.known;
+        }
         if self.socket.peer_addr().is_ok() {
             return Some(true);
         }
-        if matches!(self.socket.take_error(), Ok(Some(_)) | Err(_)) {
-            return Some(false);
+        match self.socket.take_error() {
+            Ok(Some(e)) => Some(e.kind() == io::ErrorKind::ConnectionRefused),
+            Err(_) => Some(false),
+            Ok(None) => (now.saturating_duration_since(self.started) >= grace).then_some(false),
         }
-        (now.saturating_duration_since(self.started) >= grace).then_some(false)
     }
 }
 
@@ -340,72 +351,31 @@ fn start_attempt(server: &SockAddr) -> io::Result<InFlight> {
     // Closing sends a reset: no TIME_WAIT piles up at thousands a second.
     socket.set_linger(Some(Duration::ZERO))?;
     let started = Instant::now();
-    match socket.connect(server) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINPROGRESS as i32) => {}
-        // Refused or unreachable at once: `outcome` reads it as closed.
-        Err(_) => {}
-    }
+    let known = match socket.connect(server) {
+        Ok(()) => Some(true),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINPROGRESS as i32) => None,
+        // Answered before `connect` returned.
+        Err(e) => Some(e.kind() == io::ErrorKind::ConnectionRefused),
+    };
     Ok(InFlight {
         started,
+        known,
         syscall: started.elapsed(),
         socket,
     })
 }
 
-/// A TCP listener inside a namespace that accepts and closes every
-/// connection on its own thread, until dropped.
-pub struct AcceptAll {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl AcceptAll {
-    /// Listens on `addr` inside `ns`.
-    pub fn start(ns: &NetnsTarget, addr: SocketAddr) -> io::Result<Self> {
-        let listener = ns.run_in(|| listen(addr)).map_err(io::Error::other)??;
-        listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                // Handshakes complete in the kernel whether or not we have
-                // accepted yet; emptying the (long) queue every millisecond
-                // keeps it from filling with a wake-up per batch, not one
-                // per connection (those would take CPU from what is
-                // measured).
-                while !stop.load(Ordering::Relaxed) {
-                    // Accepted and closed at once: only the handshake matters.
-                    while listener.accept().is_ok() {}
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
-        };
-        Ok(AcceptAll {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-/// A listener with a long accept queue (the kernel caps it at the
-/// namespace's `somaxconn`): thousands of handshakes a second must never
-/// find it full.
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    Ok(socket.into())
-}
-
-impl Drop for AcceptAll {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// One blocking attempt from inside `ns`: true when the SYN to `server`
+/// passed (connected, or refused by the server's kernel), false when it
+/// met no answer within `timeout`.
+pub fn passes(ns: &NetnsTarget, server: SocketAddr, timeout: Duration) -> io::Result<bool> {
+    ns.run_in(
+        || match std::net::TcpStream::connect_timeout(&server, timeout) {
+            Ok(_) => true,
+            Err(e) => e.kind() == io::ErrorKind::ConnectionRefused,
+        },
+    )
+    .map_err(io::Error::other)
 }
 
 #[cfg(test)]
