@@ -6,16 +6,17 @@
 //! each when it started and whether it was answered within
 //! [`ProbeConfig::grace`]. Nothing need listen on the server: a SYN that
 //! passes the firewall is answered by the server's kernel (a reset), one
-//! that is dropped is not; no handshakes, no accepting thread, so each
-//! attempt costs little of the CPU shared with what is measured. Before the write a few sparse attempts show the
-//! old verdict; from the moment the write is about to leave, an attempt
-//! starts every [`ProbeConfig::spacing`] (dense probing costs CPU, which on
-//! a small host slows what is measured, so it is kept to the window that
-//! needs it). [`classify`] then finds the first attempt of
-//! the final run with the new verdict. Its start, minus the moment the write
-//! left the client, is the latency; the gap to the attempt before it is the
-//! resolution of that sample. A new verdict seen before the write, a verdict
-//! that comes and goes, or none by the deadline are errors, never clamped.
+//! that is dropped is not; no handshakes and no accepting thread. Before
+//! the write a few sparse attempts show the old verdict; from the moment
+//! the write is about to leave, an attempt starts every
+//! [`ProbeConfig::spacing`]. Probing costs CPU that, on a small host, slows
+//! what is measured: hence cheap attempts, dense only in the window that
+//! needs them. [`classify`] then finds the first attempt of the final run
+//! with the new verdict. Its start, minus the moment the write left the
+//! client, is the latency; the gap to the attempt before it is the
+//! resolution of that sample. A new verdict seen before the write, a
+//! verdict that comes and goes, or none by the deadline are errors, never
+//! clamped.
 
 use std::io;
 use std::net::SocketAddr;
@@ -160,8 +161,8 @@ impl ProbeRun {
 }
 
 /// Probes `server` from inside `ns` while `write` runs on this thread once
-/// `cfg.warm_up` attempts have started; `write` returns the moment its write
-/// left the client.
+/// `cfg.warm_up` sparse attempts have started and the prober has gone
+/// dense; `write` returns the moment its write left the client.
 pub fn probe_around(
     ns: &NetnsTarget,
     server: SocketAddr,
