@@ -1,13 +1,20 @@
 //! iptables backend against the raw tools, side by side in one run.
 //!
-//! For each iptables variant: full programming of a 1,000-endpoint host
-//! (about 10,000 generic rules, 100,000 set members) and a one-endpoint
-//! change, each timed as margay's `write` (plan + render + tools) and as the
-//! bare `ipset restore` + `iptables-restore --noflush` of the very same text
-//! in a second throw-away namespace. Prints a table with medians, minima and
-//! ratios (each side goes first equally often; the host is shared, so look
-//! at both).
-//! Needs root; `MARGAY_BENCH_REPS` sets the repetitions (default 5).
+//! For each iptables variant (iptables-nft, iptables-legacy): full
+//! programming of a 1,000-endpoint host (about 10,000 generic rules,
+//! 100,000 set members) and a one-endpoint change. margay's clock holds
+//! the whole `FirewallManager::apply`, as on the nftables rows: lowering,
+//! diff, plan and render, `ipset restore` and one `iptables-restore
+//! --noflush` per family (the manager has already read the namespace back
+//! in `start`; no routes, sysctls or neighbours). The reference is the bare
+//! `ipset restore` + `iptables-restore --noflush` of the very same text
+//! (planned before the clock starts) in a second throw-away namespace.
+//! Both sides run their tools as margay does in production: spawned from a
+//! thread inside the namespace, never through `ip netns exec`. Each side
+//! goes first equally often; the table shows medians, minima and ratios.
+//! Needs root (exits 1 without); `MARGAY_BENCH_REPS` sets the repetitions
+//! (default 5). Prints the README rows (`MARGAY-ROW`); a missed target
+//! makes it exit 1 without that row.
 //!
 //! Run: `cargo bench -p margay-benches --bench iptables`.
 
@@ -18,13 +25,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use margay_benches::report::{require_root, Row, Table};
+use margay_benches::timing::{
+    format_count, format_duration, format_ratio, in_turn, median, minimum, ratio, timed,
+};
 use margay_dataplane::firewall::diff::{diff, observed_of};
 use margay_dataplane::firewall::iptables::plan::{self, Known};
 use margay_dataplane::firewall::iptables::{IptablesBackend, Plan, Variant};
 use margay_dataplane::firewall::lower::lower;
 use margay_dataplane::firewall::model::{fnv1a64, ObservedRuleset};
-use margay_dataplane::firewall::scenario::{id, rule, DesiredBuilder};
-use margay_dataplane::firewall::{FirewallBackend, FirewallOp, FirewallSettings};
+use margay_dataplane::firewall::scenario::{changes_between, id, rule, DesiredBuilder};
+use margay_dataplane::firewall::{FirewallBackend, FirewallManager, FirewallOp, FirewallSettings};
 use margay_dataplane::netns::NetnsTarget;
 use margay_policy::desired::{
     DesiredState, IpSetId, IpVersion, PortRange, Protocol, RuleAction, SideMatch,
@@ -35,6 +46,10 @@ const PROFILES: usize = 100;
 const RULES_PER_PROFILE_DIRECTION: usize = 10;
 const TAGS: usize = 100;
 const MEMBERS_PER_TAG: usize = 1_000;
+/// Full programming: margay at most this many times the raw tools' time.
+const FULL_MAX_RATIO: f64 = 1.5;
+/// One-endpoint change: margay at most this many times the raw tools' time.
+const CHANGE_MAX_RATIO: f64 = 1.2;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -59,25 +74,17 @@ impl Ns {
         NetnsTarget::named(&self.name).expect("valid namespace name")
     }
 
-    /// Runs `program args < stdin` inside, as an operator would by hand.
-    fn pipe(&self, program: &str, args: &[&str], stdin: &str) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tool");
-        if let Some(mut pipe) = child.stdin.take() {
-            pipe.write_all(stdin.as_bytes()).expect("feed tool");
-        }
-        let out = child.wait_with_output().expect("wait tool");
-        assert!(
-            out.status.success(),
-            "{program} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    /// Runs `f` on a thread inside the namespace: the tools it spawns run
+    /// there directly, as under a margay that lives in the namespace.
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.target().run_in(f).expect("enter namespace")
+    }
+
+    /// Everything read back from the namespace (untimed; a check).
+    fn observed(&self, variant: Variant) -> ObservedRuleset {
+        IptablesBackend::with_variant(&self.target(), variant)
+            .observe()
+            .expect("read back")
     }
 }
 
@@ -87,6 +94,26 @@ impl Drop for Ns {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// Runs `program args < stdin` from this thread (inside a namespace).
+fn pipe(program: &str, args: &[&str], stdin: &str) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tool");
+    if let Some(mut pipe) = child.stdin.take() {
+        pipe.write_all(stdin.as_bytes()).expect("feed tool");
+    }
+    let out = child.wait_with_output().expect("wait tool");
+    assert!(
+        out.status.success(),
+        "{program} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The scale scenario: endpoints spread over profiles whose rules use tags.
@@ -135,51 +162,63 @@ fn scenario(extra_endpoint: bool) -> DesiredState {
     b.build()
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
-/// Runs a plan's texts with the bare tools.
+/// Runs a plan's texts with the bare tools inside `ns`; the clock covers
+/// the tool processes alone.
 fn raw_apply(ns: &Ns, variant: Variant, plan: &Plan) -> Duration {
-    let t = Instant::now();
-    if !plan.ipset_pre.is_empty() {
-        ns.pipe("ipset", &["-exist", "restore"], &plan.ipset_pre);
-    }
-    for f in [IpVersion::V4, IpVersion::V6] {
-        if !plan.iptables(f).is_empty() {
-            ns.pipe(
-                variant.restore_bin(f),
-                Variant::RESTORE_ARGS,
-                plan.iptables(f),
-            );
+    ns.run(|| {
+        let t = Instant::now();
+        if !plan.ipset_pre.is_empty() {
+            pipe("ipset", &["-exist", "restore"], &plan.ipset_pre);
         }
-    }
-    if !plan.ipset_post.is_empty() {
-        ns.pipe("ipset", &["-exist", "restore"], &plan.ipset_post);
-    }
-    t.elapsed()
+        for f in [IpVersion::V4, IpVersion::V6] {
+            if !plan.iptables(f).is_empty() {
+                pipe(
+                    variant.restore_bin(f),
+                    Variant::RESTORE_ARGS,
+                    plan.iptables(f),
+                );
+            }
+        }
+        if !plan.ipset_post.is_empty() {
+            pipe("ipset", &["-exist", "restore"], &plan.ipset_post);
+        }
+        t.elapsed()
+    })
 }
 
-struct Row {
+/// A manager over an iptables backend acting in "its own" namespace: only
+/// call it from [`Ns::run`].
+fn manager(variant: Variant) -> FirewallManager {
+    let backend = IptablesBackend::with_variant(&NetnsTarget::current(), variant);
+    FirewallManager::new(Box::new(backend))
+}
+
+/// Both sides' samples of one case.
+struct Samples {
     what: &'static str,
     margay: Vec<Duration>,
     raw: Vec<Duration>,
 }
 
-fn print_rows(variant: Variant, rows: &[Row], extra: &[(&str, Duration)]) {
+impl Samples {
+    fn median_ratio(&self) -> f64 {
+        ratio(median(&self.margay), median(&self.raw))
+    }
+}
+
+fn print_rows(variant: Variant, rows: &[&Samples], extra: &[(&str, Duration)]) {
     println!("\niptables variant: {}", variant.name());
     println!(
         "{:<36} {:>7} {:>11} {:>11} {:>7} {:>9} {:>9} {:>7}",
         "case", "samples", "margay med", "raw med", "ratio", "margay min", "raw min", "ratio"
     );
     for r in rows {
-        let (m, w) = (median(r.margay.clone()), median(r.raw.clone()));
-        let (mm, wm) = (min(&r.margay), min(&r.raw));
+        let (m, w) = (median(&r.margay), median(&r.raw));
+        let (mm, wm) = (minimum(&r.margay), minimum(&r.raw));
         println!(
             "{:<36} {:>7} {:>11} {:>11} {:>6.2}x {:>9} {:>9} {:>6.2}x",
             r.what,
@@ -197,14 +236,6 @@ fn print_rows(variant: Variant, rows: &[Row], extra: &[(&str, Duration)]) {
     }
 }
 
-fn min(v: &[Duration]) -> Duration {
-    v.iter().copied().min().unwrap_or_default()
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
-}
-
 fn count_lines(plan: &Plan) -> (usize, usize) {
     let rules = plan
         .v4
@@ -220,38 +251,33 @@ fn count_lines(plan: &Plan) -> (usize, usize) {
     (rules, members)
 }
 
-/// Times `margay` and `raw` in the given order; returns (margay, raw).
-fn timed_pair(
-    margay_first: bool,
-    margay: impl FnOnce() -> Duration,
-    raw: impl FnOnce() -> Duration,
-) -> (Duration, Duration) {
-    if margay_first {
-        let m = margay();
-        (m, raw())
-    } else {
-        let r = raw();
-        (margay(), r)
-    }
+/// The scale scenario with and without one more endpoint, as the manager
+/// sees it and as ops for the raw side.
+struct Case {
+    settings: FirewallSettings,
+    s0: DesiredState,
+    s1: DesiredState,
+    full: Vec<FirewallOp>,
+    fwd: Vec<FirewallOp>,
+    back: Vec<FirewallOp>,
 }
 
 /// Full programming, `reps` times (even: each side goes first equally
-/// often), each in fresh namespaces.
-fn bench_full(variant: Variant, ops: &[FirewallOp], reps: usize) -> (Row, Duration, Duration) {
+/// often), each in fresh namespaces. Returns the samples and the medians
+/// of reading back an empty namespace and of planning the full text.
+fn bench_full(variant: Variant, case: &Case, reps: usize) -> (Samples, Duration, Duration) {
+    let changes = changes_between(&DesiredState::default(), &case.s0);
     let (mut margay, mut raw, mut observe, mut render) = (vec![], vec![], vec![], vec![]);
     for i in 0..reps.next_multiple_of(2) {
         // Let the kernel finish tearing down the previous namespaces.
         std::thread::sleep(Duration::from_secs(2));
         let (a, b) = (Ns::new(), Ns::new());
-        let mut be = IptablesBackend::with_variant(&a.target(), variant);
-        let t = Instant::now();
-        be.observe().expect("observe empty");
-        observe.push(t.elapsed());
+        let mut m = manager(variant);
+        observe.push(a.run(|| timed(|| m.start().expect("start")).1));
         let mut plan_be = IptablesBackend::with_variant(&b.target(), variant);
         plan_be.observe().expect("observe empty");
-        let t = Instant::now();
-        let plan = plan_be.plan(ops).expect("plan");
-        render.push(t.elapsed());
+        let (plan, took) = timed(|| plan_be.plan(&case.full).expect("plan"));
+        render.push(took);
         if i == 0 {
             let (rules, members) = count_lines(&plan);
             println!(
@@ -260,97 +286,111 @@ fn bench_full(variant: Variant, ops: &[FirewallOp], reps: usize) -> (Row, Durati
                 (plan.v4.len() + plan.v6.len() + plan.ipset_pre.len()) / 1024
             );
         }
-        let (m, r) = timed_pair(
+        let (margay_took, raw_took) = in_turn(
             (i & 1) == 0,
             || {
-                let t = Instant::now();
-                be.write(ops).expect("margay full write");
-                t.elapsed()
+                a.run(|| {
+                    let (stats, took) = timed(|| {
+                        m.apply(&case.s0, &changes, &case.settings)
+                            .expect("margay full apply")
+                    });
+                    assert!(stats.full && stats.ops > 0);
+                    took
+                })
             },
             || raw_apply(&b, variant, &plan),
         );
-        margay.push(m);
-        raw.push(r);
+        margay.push(margay_took);
+        raw.push(raw_took);
         if i == 0 {
-            let seen = be.observe().expect("read back");
-            let again = plan_be.observe().expect("read back raw");
-            assert_eq!(seen, again, "margay and raw namespaces differ");
+            assert_eq!(
+                a.observed(variant),
+                b.observed(variant),
+                "margay and raw namespaces differ"
+            );
         }
     }
-    let row = Row {
-        what: "full programming (write)",
+    let samples = Samples {
+        what: "full programming (whole apply)",
         margay,
         raw,
     };
-    (row, median(observe), median(render))
+    (samples, median(&observe), median(&render))
 }
 
 /// One-endpoint change back and forth on a fully programmed host, `8 *
-/// reps` times; each direction runs margay first and raw first equally often.
-fn bench_delta(
-    variant: Variant,
-    full: &[FirewallOp],
-    fwd: &[FirewallOp],
-    back: &[FirewallOp],
-    reps: usize,
-) -> (Row, Duration) {
+/// reps` times; each direction runs margay first and raw first equally
+/// often. Returns the samples and the median time of a full read-back.
+fn bench_delta(variant: Variant, case: &Case, reps: usize) -> (Samples, Duration) {
     let (a, b) = (Ns::new(), Ns::new());
-    let mut be = IptablesBackend::with_variant(&a.target(), variant);
-    be.write(full).expect("full write");
+    let mut m = manager(variant);
+    a.run(|| {
+        m.start().expect("start");
+        let changes = changes_between(&DesiredState::default(), &case.s0);
+        m.apply(&case.s0, &changes, &case.settings)
+            .expect("full apply");
+    });
     let full_plan = IptablesBackend::with_variant(&b.target(), variant)
-        .plan(full)
+        .plan(&case.full)
         .expect("plan full");
     raw_apply(&b, variant, &full_plan);
+    // The raw side runs the texts of the same change both ways, planned
+    // (purely, untimed) from what the namespace holds before each.
+    let fwd_plan = plan::plan(&case.fwd, full_plan.known_after()).expect("plan fwd");
+    let back_plan = plan::plan(&case.back, fwd_plan.known_after()).expect("plan back");
+    let (rules, members) = count_lines(&fwd_plan);
+    println!(
+        "one-endpoint change ({}): {} ops, {rules} kernel rules, {members} members added",
+        variant.name(),
+        case.fwd.len()
+    );
+    let (c01, c10) = (
+        changes_between(&case.s0, &case.s1),
+        changes_between(&case.s1, &case.s0),
+    );
     let (mut margay, mut raw) = (vec![], vec![]);
     // Deltas are quick: many more samples than full runs.
     for i in 0..(reps * 8).next_multiple_of(4) {
-        let ops = if (i & 1) == 0 { fwd } else { back };
-        // The raw side runs margay's text for the same change (A and B
-        // hold the same state; planning is pure here, and untimed).
-        let plan = be.plan(ops).expect("plan delta");
-        if i == 0 {
-            let (rules, members) = count_lines(&plan);
-            println!(
-                "one-endpoint change ({}): {} ops, {rules} kernel rules, {members} members added",
-                variant.name(),
-                ops.len()
-            );
-        }
-        let (m, r) = timed_pair(
+        let (state, changes, plan) = if (i & 1) == 0 {
+            (&case.s1, &c01, &fwd_plan)
+        } else {
+            (&case.s0, &c10, &back_plan)
+        };
+        let (margay_took, raw_took) = in_turn(
             (i >> 1) & 1 == 0,
             || {
-                let t = Instant::now();
-                be.write(ops).expect("margay delta");
-                t.elapsed()
+                a.run(|| {
+                    timed(|| {
+                        m.apply(state, changes, &case.settings)
+                            .expect("margay delta")
+                    })
+                    .1
+                })
             },
-            || raw_apply(&b, variant, &plan),
+            || raw_apply(&b, variant, plan),
         );
-        margay.push(m);
-        raw.push(r);
+        margay.push(margay_took);
+        raw.push(raw_took);
     }
+    assert_eq!(
+        a.observed(variant),
+        b.observed(variant),
+        "margay and raw namespaces differ after the changes"
+    );
     let read: Vec<Duration> = (0..3)
         .map(|_| {
-            let t = Instant::now();
-            be.observe().expect("read back");
-            t.elapsed()
+            a.run(|| {
+                let mut be = IptablesBackend::with_variant(&NetnsTarget::current(), variant);
+                timed(|| be.observe().expect("read back")).1
+            })
         })
         .collect();
-    let row = Row {
-        what: "one-endpoint change (write)",
+    let samples = Samples {
+        what: "one-endpoint change (whole apply)",
         margay,
         raw,
     };
-    (row, median(read))
-}
-
-/// Effective uid 0, from /proc (no extra dependency).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    })
+    (samples, median(&read))
 }
 
 /// The CPU count and load average, so runs on a busy host can be told apart.
@@ -368,15 +408,10 @@ fn print_machine() {
 
 /// Writes the texts of the full program and of the change both ways into
 /// `dir`, for running the tools by hand.
-fn dump_texts(
-    dir: std::path::PathBuf,
-    full: &[FirewallOp],
-    fwd: &[FirewallOp],
-    back: &[FirewallOp],
-) {
-    let p = plan::plan(full, &Known::default()).expect("plan");
-    let f = plan::plan(fwd, p.known_after()).expect("plan");
-    let b = plan::plan(back, f.known_after()).expect("plan");
+fn dump_texts(dir: std::path::PathBuf, case: &Case) {
+    let p = plan::plan(&case.full, &Known::default()).expect("plan");
+    let f = plan::plan(&case.fwd, p.known_after()).expect("plan");
+    let b = plan::plan(&case.back, f.known_after()).expect("plan");
     for (prefix, p) in [("full", &p), ("fwd", &f), ("back", &b)] {
         for (part, text) in [("ipset", &p.ipset_pre), ("v4", &p.v4), ("v6", &p.v6)] {
             std::fs::write(dir.join(format!("{prefix}.{part}")), text).expect("write dump");
@@ -384,11 +419,95 @@ fn dump_texts(
     }
 }
 
-fn main() {
-    if !is_root() {
-        println!("iptables bench skipped: needs root (network namespaces)");
-        return;
+/// One variant's figures.
+struct VariantFigures {
+    variant: Variant,
+    full: Samples,
+    change: Samples,
+}
+
+const APPLY: &str = "the whole `FirewallManager::apply`: lowering, diff, plan and render, \
+                     `ipset restore` + `iptables-restore --noflush` spawned inside the namespace; \
+                     no routes/sysctls/neighbours";
+const RAW: &str = "`ipset restore` + `iptables-restore --noflush` of the same text, \
+                   spawned inside the namespace";
+
+/// Prints the README rows; false when a target was missed (row left out).
+fn emit_rows(scale: &str, figures: &[VariantFigures]) -> bool {
+    let mut ok = true;
+    for f in figures {
+        let full_ok = f.full.median_ratio() <= FULL_MAX_RATIO;
+        let change_ok = f.change.median_ratio() <= CHANGE_MAX_RATIO;
+        let (fm, fr) = (median(&f.full.margay), median(&f.full.raw));
+        let (cm, cr) = (median(&f.change.margay), median(&f.change.raw));
+        let rows: Vec<(Row, bool)> = match f.variant {
+            Variant::Nft => vec![
+                (
+                    Row {
+                        table: Table::Performance,
+                        id: "iptables/nft-full".into(),
+                        what: format!("iptables-nft, full programming: {scale}; {APPLY} (`iptables`)"),
+                        margay: format_duration(fm),
+                        reference: format!(
+                            "{RAW}: {} ({})",
+                            format_duration(fr),
+                            format_ratio(f.full.median_ratio())
+                        ),
+                        target: "≤ 1.5×".into(),
+                    },
+                    full_ok,
+                ),
+                (
+                    Row {
+                        table: Table::Performance,
+                        id: "iptables/nft-one-endpoint".into(),
+                        what: format!("iptables-nft, one-endpoint change at that scale; {APPLY} (`iptables`)"),
+                        margay: format_duration(cm),
+                        reference: format!(
+                            "the same delta with the raw tools: {} ({})",
+                            format_duration(cr),
+                            format_ratio(f.change.median_ratio())
+                        ),
+                        target: "≤ 1.2×".into(),
+                    },
+                    change_ok,
+                ),
+            ],
+            Variant::Legacy => vec![(
+                Row {
+                    table: Table::Performance,
+                    id: "iptables/legacy".into(),
+                    what: "iptables-legacy, full / one-endpoint change: the same scale and spans (`iptables`)".into(),
+                    margay: format!("{} / {}", format_duration(fm), format_duration(cm)),
+                    reference: format!(
+                        "{} / {} ({} / {})",
+                        format_duration(fr),
+                        format_duration(cr),
+                        format_ratio(f.full.median_ratio()),
+                        format_ratio(f.change.median_ratio())
+                    ),
+                    target: "≤ 1.5× / 1.2×".into(),
+                },
+                full_ok && change_ok,
+            )],
+        };
+        for (row, met) in rows {
+            if met {
+                row.emit();
+            } else {
+                eprintln!(
+                    "iptables: {}: target {} missed ({} vs {})",
+                    row.id, row.target, row.margay, row.reference
+                );
+                ok = false;
+            }
+        }
     }
+    ok
+}
+
+fn main() {
+    require_root("iptables");
     // `cargo bench` passes --bench; a filter argument not naming us skips.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     if filter.is_some_and(|f| !"iptables".contains(&f)) {
@@ -401,57 +520,74 @@ fn main() {
         .max(1);
     print_machine();
     let settings = FirewallSettings::default();
-    let t = Instant::now();
-    let s0 = lower(&scenario(false), &settings);
-    let s1 = lower(&scenario(true), &settings);
-    let lower_time = t.elapsed();
-    let full = diff(&s0, &ObservedRuleset::default(), None);
-    let fwd = diff(&s1, &observed_of(&s0), None);
-    let back = diff(&s0, &observed_of(&s1), None);
-    let rules: usize = s0.chains.values().map(Vec::len).sum();
-    let members: usize = s0.sets.values().map(|s| s.members.len()).sum();
-    let sets: BTreeSet<&IpNet> = s0.sets.values().flat_map(|s| &s.members).collect();
+    let (s0, s1) = (scenario(false), scenario(true));
+    let ((l0, l1), lower_time) = timed(|| (lower(&s0, &settings), lower(&s1, &settings)));
+    let case = Case {
+        full: diff(&l0, &ObservedRuleset::default(), None),
+        fwd: diff(&l1, &observed_of(&l0), None),
+        back: diff(&l0, &observed_of(&l1), None),
+        settings,
+        s0,
+        s1,
+    };
+    let rules: usize = l0.chains.values().map(Vec::len).sum();
+    let members: usize = l0.sets.values().map(|s| s.members.len()).sum();
+    let sets: BTreeSet<&IpNet> = l0.sets.values().flat_map(|s| &s.members).collect();
     println!(
         "scenario: {ENDPOINTS} endpoints, {} chains, {rules} generic rules, {} sets, {members} members ({} distinct); lowering both states {} ms; reps {reps}",
-        s0.chains.len(),
-        s0.sets.len(),
+        l0.chains.len(),
+        l0.sets.len(),
         sets.len(),
         ms(lower_time)
     );
     // Pure planning (no I/O): the CPU margay adds on top of the tools.
     let pure: Vec<Duration> = (0..reps.max(3))
         .map(|_| {
-            let t = Instant::now();
-            let p = plan::plan(&full, &Known::default()).expect("pure plan");
+            let (p, took) = timed(|| plan::plan(&case.full, &Known::default()).expect("pure plan"));
             std::hint::black_box(&p);
-            t.elapsed()
+            took
         })
         .collect();
     println!(
         "pure plan+render of the full program: {} ms",
-        ms(median(pure))
+        ms(median(&pure))
     );
     if let Some(dir) = std::env::var_os("MARGAY_BENCH_DUMP") {
-        dump_texts(std::path::PathBuf::from(dir), &full, &fwd, &back);
+        dump_texts(std::path::PathBuf::from(dir), &case);
         return;
     }
     if std::env::var_os("MARGAY_BENCH_PLAN_ONLY").is_some() {
         for _ in 0..20 {
-            std::hint::black_box(plan::plan(&full, &Known::default()).expect("plan"));
+            std::hint::black_box(plan::plan(&case.full, &Known::default()).expect("plan"));
         }
         return;
     }
+    let mut figures = vec![];
     for variant in [Variant::Nft, Variant::Legacy] {
-        let (full_row, observe_empty, render) = bench_full(variant, &full, reps);
-        let (delta_row, read_back) = bench_delta(variant, &full, &fwd, &back, reps);
+        let (full, observe_empty, render) = bench_full(variant, &case, reps);
+        let (change, read_back) = bench_delta(variant, &case, reps);
         print_rows(
             variant,
-            &[full_row, delta_row],
+            &[&full, &change],
             &[
-                ("plan+render full program (in write)", render),
-                ("observe, empty namespace", observe_empty),
+                ("plan+render full program (in apply)", render),
+                ("observe, empty namespace (start)", observe_empty),
                 ("observe, full program (drift read)", read_back),
             ],
         );
+        figures.push(VariantFigures {
+            variant,
+            full,
+            change,
+        });
+    }
+    let scale = format!(
+        "{} endpoints, {} rules (before the v4/v6 split), {} set members",
+        format_count(ENDPOINTS),
+        format_count(rules),
+        format_count(members)
+    );
+    if !emit_rows(&scale, &figures) {
+        std::process::exit(1);
     }
 }

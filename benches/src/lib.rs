@@ -11,6 +11,8 @@
 //! deployments sharing pod templates do.
 
 pub mod report;
+pub mod timing;
+pub mod verdict;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

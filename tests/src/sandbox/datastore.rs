@@ -76,6 +76,23 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("etcd put {key}: {e}"));
     }
 
+    /// Writes `key` = the JSON text of `value` and returns the moment the
+    /// put was handed to the etcd client's already open connection (the
+    /// write leaving this process), for latency benches. A retried put
+    /// returns the last try's moment.
+    pub fn put_json_timed(&self, key: &str, value: &Value) -> Instant {
+        let (k, v) = (key.to_owned(), value.to_string());
+        self.client
+            .run(move |mut c| {
+                let (k, v) = (k.clone(), v.clone());
+                async move {
+                    let sent = Instant::now();
+                    c.put(k, v, None).await.map(|_| sent)
+                }
+            })
+            .unwrap_or_else(|e| panic!("etcd put {key}: {e}"))
+    }
+
     /// Writes `key` = the JSON text of `value`.
     pub fn put_json(&self, key: &str, value: &Value) {
         self.put(key, &value.to_string());
