@@ -11,6 +11,7 @@
 //! deployments sharing pod templates do.
 
 pub mod report;
+pub mod table;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
