@@ -52,22 +52,26 @@ unit:
 BENCH_ALL := calc routes nft iptables host_endpoints big_profile bgp bird_render \
 	bgp_latency e2e_latency cold_start fanout
 BENCHES ?= $(BENCH_ALL)
+# The benches asked for, in the fixed order; those left out; unknown names.
+BENCH_RUN := $(filter $(BENCHES),$(BENCH_ALL))
 BENCH_SUBSET := $(strip $(filter-out $(BENCHES),$(BENCH_ALL)))
+BENCH_UNKNOWN := $(strip $(filter-out $(BENCH_ALL),$(BENCHES)))
 bench: deps
+	$(if $(BENCH_UNKNOWN),$(error unknown benches: $(BENCH_UNKNOWN); known: $(BENCH_ALL)))
 	$(CARGO) build --release -p margay-agent
 	$(CARGO) build --release -p margay-benches --bin bench-table
-	$(CARGO) bench -p margay-benches --no-run $(foreach b,$(BENCHES),--bench $(b))
+	$(CARGO) bench -p margay-benches --no-run $(foreach b,$(BENCH_RUN),--bench $(b))
 	@set -euo pipefail; \
 	target="$$(realpath "$${CARGO_TARGET_DIR:-target}")"; logs="$$target/bench"; \
 	mkdir -p "$$logs"; rm -f "$$logs"/*.log; \
 	export MARGAY_BIN="$$target/release/margay" MARGAY_REQUIRE_ROOT=1; \
 	start=$$SECONDS; trap 'echo "== make bench: $$((SECONDS - start)) s in all"' EXIT; \
-	for b in $(BENCHES); do \
+	for b in $(BENCH_RUN); do \
 		echo "== bench $$b"; t0=$$SECONDS; \
 		$(CARGO) bench -p margay-benches --bench "$$b" 2>&1 | tee "$$logs/$$b.log"; \
 		echo "== bench $$b: $$((SECONDS - t0)) s"; \
 	done; \
-	logfiles=(); for b in $(BENCHES); do logfiles+=("$$logs/$$b.log"); done; \
+	logfiles=(); for b in $(BENCH_RUN); do logfiles+=("$$logs/$$b.log"); done; \
 	if [ -z "$(BENCH_SUBSET)" ]; then \
 		"$$target/release/bench-table" --readme "$(CURDIR)/README.md" "$${logfiles[@]}"; \
 	else \

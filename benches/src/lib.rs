@@ -10,6 +10,7 @@
 //! profile's `ns`), giving a few hundred distinct label sets, as
 //! deployments sharing pod templates do.
 
+pub mod estimates;
 pub mod report;
 pub mod table;
 
