@@ -269,8 +269,9 @@ fn row(n: usize, ip: (Duration, Duration), margay: (Duration, Duration)) -> Row 
         id: "routes/add-delete".into(),
         what: format!(
             "routes over netlink, add / delete {} /32 routes over {IFACES} veths (`routes`, \
-             median wall time of the rounds; inside the clock: one `Dataplane::apply` writing \
-             every route as pipelined netlink requests and reading their acks, in a namespace; \
+             median wall time of the rounds; inside the clock: one whole `Dataplane::apply` \
+             (firewall backend `none`): the route diff, every route as a pipelined netlink \
+             request and the acks, in a namespace; \
              the reference: `ip -n <ns> -batch` of the same routes, its process start included)",
             thousands(n as u64)
         ),
