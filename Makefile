@@ -58,14 +58,16 @@ BENCH_SUBSET := $(strip $(filter-out $(BENCHES),$(BENCH_ALL)))
 BENCH_UNKNOWN := $(strip $(filter-out $(BENCH_ALL),$(BENCHES)))
 bench: deps
 	$(if $(BENCH_UNKNOWN),$(error unknown benches: $(BENCH_UNKNOWN); known: $(BENCH_ALL)))
-	$(CARGO) build --release -p margay-agent
-	$(CARGO) build --release -p margay-benches --bin bench-table
-	$(CARGO) bench -p margay-benches --no-run $(foreach b,$(BENCH_RUN),--bench $(b))
-	@set -euo pipefail; \
+	@set -euo pipefail; start=$$SECONDS; \
+	trap 'echo "== make bench: $$((SECONDS - start)) s in all (builds included)"' EXIT; \
+	set -x; \
+	$(CARGO) build --release -p margay-agent; \
+	$(CARGO) build --release -p margay-benches --bin bench-table; \
+	$(CARGO) bench -p margay-benches --no-run $(foreach b,$(BENCH_RUN),--bench $(b)); \
+	set +x; \
 	target="$$(realpath "$${CARGO_TARGET_DIR:-target}")"; logs="$$target/bench"; \
 	mkdir -p "$$logs"; rm -f "$$logs"/*.log; \
 	export MARGAY_BIN="$$target/release/margay" MARGAY_REQUIRE_ROOT=1; \
-	start=$$SECONDS; trap 'echo "== make bench: $$((SECONDS - start)) s in all"' EXIT; \
 	for b in $(BENCH_RUN); do \
 		echo "== bench $$b"; t0=$$SECONDS; \
 		$(CARGO) bench -p margay-benches --bench "$$b" 2>&1 | tee "$$logs/$$b.log"; \

@@ -43,7 +43,7 @@
 
 use std::time::{Duration, Instant};
 
-use margay_benches::estimates::fail;
+use margay_benches::estimates::{fail, thousands};
 use margay_benches::report::{require_root, Row, Table};
 use margay_tests::sandbox::{margay_bin, Cluster, Dataplane};
 use serde_json::json;
@@ -348,7 +348,7 @@ fn shape_figures(outcomes: &[Outcome], shape: &str) -> String {
 }
 
 fn rows(outcomes: &[Outcome], knobs: &Knobs) -> [Row; 2] {
-    let n = knobs.rules;
+    let n = thousands(knobs.rules as u64);
     [
         Row {
             table: Table::Performance,
