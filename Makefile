@@ -42,8 +42,44 @@ unit:
 	$(CARGO) build -p margay-agent
 	MARGAY_REQUIRE_ROOT=1 $(CARGO) test --workspace
 
-bench:
-	$(CARGO) bench -p margay-benches
+## bench: every benchmark in a fixed order (root: namespaces, netlink), each
+## one's output teed into target/bench/<name>.log, stopping at the first that
+## fails; then `bench-table` rewrites the README's figure tables from the
+## MARGAY-ROW lines they printed (date, machine and command in the heading).
+## `make bench BENCHES="calc routes"` runs a subset: its rows are checked and
+## printed, but the README is rewritten only by a run of every bench (a table
+## is never rebuilt from some of its rows).
+BENCH_ALL := calc routes nft iptables host_endpoints big_profile bgp bird_render \
+	bgp_latency e2e_latency cold_start fanout
+BENCHES ?= $(BENCH_ALL)
+# The benches asked for, in the fixed order; those left out; unknown names.
+BENCH_RUN := $(filter $(BENCHES),$(BENCH_ALL))
+BENCH_SUBSET := $(strip $(filter-out $(BENCHES),$(BENCH_ALL)))
+BENCH_UNKNOWN := $(strip $(filter-out $(BENCH_ALL),$(BENCHES)))
+bench: deps
+	$(if $(BENCH_UNKNOWN),$(error unknown benches: $(BENCH_UNKNOWN); known: $(BENCH_ALL)))
+	@set -euo pipefail; start=$$SECONDS; \
+	trap 'echo "== make bench: $$((SECONDS - start)) s in all (builds included)"' EXIT; \
+	set -x; \
+	$(CARGO) build --release -p margay-agent; \
+	$(CARGO) build --release -p margay-benches --bin bench-table; \
+	$(CARGO) bench -p margay-benches --no-run $(foreach b,$(BENCH_RUN),--bench $(b)); \
+	set +x; \
+	target="$$(realpath "$${CARGO_TARGET_DIR:-target}")"; logs="$$target/bench"; \
+	mkdir -p "$$logs"; rm -f "$$logs"/*.log; \
+	export MARGAY_BIN="$$target/release/margay" MARGAY_REQUIRE_ROOT=1; \
+	for b in $(BENCH_RUN); do \
+		echo "== bench $$b"; t0=$$SECONDS; \
+		$(CARGO) bench -p margay-benches --bench "$$b" 2>&1 | tee "$$logs/$$b.log"; \
+		echo "== bench $$b: $$((SECONDS - t0)) s"; \
+	done; \
+	logfiles=(); for b in $(BENCH_RUN); do logfiles+=("$$logs/$$b.log"); done; \
+	if [ -z "$(BENCH_SUBSET)" ]; then \
+		"$$target/release/bench-table" --readme "$(CURDIR)/README.md" "$${logfiles[@]}"; \
+	else \
+		echo "== a subset ran (not: $(BENCH_SUBSET)): README.md left as it is"; \
+		"$$target/release/bench-table" --dry-run "$${logfiles[@]}"; \
+	fi
 
 ## fuzz: every cargo-fuzz target (fuzz/fuzz_targets) for FUZZ_SECONDS each
 ## (nightly, AddressSanitizer). Starts from the checked-in corpus

@@ -6,12 +6,15 @@
 //! Measured twice: with remote routes off (`InterHostRoutes = bgp`, the mode
 //! BIRD runs in: the desired routes are the local ones only) and on (`direct`:
 //! 50,000 remote routes the export scan must skip). Run with
-//! `cargo bench -p margay-benches --bench bgp`.
+//! `cargo bench -p margay-benches --bench bgp`. Prints the README row
+//! `bgp/config` from criterion's medians of this run.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::Criterion;
+use margay_benches::estimates::{criterion_full_run, fail, ms, CriterionRun};
+use margay_benches::report::{Row, Table};
 use margay_benches::{bgp_path, calc_load, host_name, CalcScale, LOCAL_HOST};
 use margay_policy::calc::CalcEngine;
 use margay_policy::model::BgpKey;
@@ -91,5 +94,35 @@ fn bench_bgp_config(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_bgp_config);
-criterion_main!(benches);
+const BENCH: &str = "bgp";
+
+fn main() {
+    let run = CriterionRun::fresh(BENCH).unwrap_or_else(|e| fail(BENCH, &e.to_string()));
+    let mut c = Criterion::default()
+        .output_directory(run.dir())
+        .configure_from_args();
+    bench_bgp_config(&mut c);
+    c.final_summary();
+    if criterion_full_run() {
+        let median = |name: &str| {
+            run.median("bgp_config", name)
+                .unwrap_or_else(|e| fail(BENCH, &e.to_string()))
+        };
+        Row {
+            table: Table::Performance,
+            id: "bgp/config".into(),
+            what: "BIRD configuration: `bgp_config()` for 1,000 mesh hosts + 50 global peers + \
+                   100 local workloads (`bgp`, criterion median; inside the clock: computing the \
+                   `BgpConfig` from the loaded engine's state; no rendering, no file, no BIRD)"
+                .into(),
+            margay: format!(
+                "{} ({} in direct mode, with 50,000 remote routes in the state)",
+                ms(median("bgp_mode")),
+                ms(median("direct_mode_50k_remote_routes"))
+            ),
+            reference: "—".into(),
+            target: "—".into(),
+        }
+        .emit();
+    }
+}

@@ -6,11 +6,17 @@
 //! oscillates instead of drifting; changes are taken every 64 updates, as a
 //! dataplane batching updates would. Run with
 //! `cargo bench -p margay-benches --bench calc`.
+//!
+//! Prints three README rows (`calc/full-load`, `calc/endpoint-update`,
+//! `calc/profile-change`) from criterion's medians of this run, and exits 1
+//! when one misses its target.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{BatchSize, Criterion};
+use margay_benches::estimates::{criterion_full_run, fail, ms, us, CriterionRun};
+use margay_benches::report::{Row, Table};
 use margay_benches::{
     calc_load, calc_load_etcd_order, describe, profile_rules, remote_endpoint,
     remote_endpoint_delete, used_profiles, CalcScale, LOCAL_HOST,
@@ -163,5 +169,110 @@ fn bench_updates(c: &mut Criterion) {
     eprintln!("after updates: {:?}", engine.stats());
 }
 
-criterion_group!(benches, bench_load, bench_updates);
-criterion_main!(benches);
+const BENCH: &str = "calc";
+const LOAD_TARGET: Duration = Duration::from_millis(300);
+const ENDPOINT_TARGET: Duration = Duration::from_micros(10);
+const PROFILE_TARGET: Duration = Duration::from_micros(100);
+
+fn main() {
+    let run = CriterionRun::fresh(BENCH).unwrap_or_else(|e| fail(BENCH, &e.to_string()));
+    let mut c = Criterion::default()
+        .output_directory(run.dir())
+        .configure_from_args();
+    bench_load(&mut c);
+    bench_updates(&mut c);
+    c.final_summary();
+    if criterion_full_run() {
+        for row in rows(&run) {
+            row.emit();
+        }
+    }
+}
+
+/// The medians of `names` in `group`; fails the run when one is missing.
+fn medians(run: &CriterionRun, group: &str, names: &[&str]) -> Vec<Duration> {
+    names
+        .iter()
+        .map(|name| {
+            run.median(group, name)
+                .unwrap_or_else(|e| fail(BENCH, &e.to_string()))
+        })
+        .collect()
+}
+
+/// `lo–hi` of `figures` in µs.
+fn range(figures: &[Duration]) -> String {
+    let lo = figures.iter().min().copied().unwrap_or_default();
+    let hi = figures.iter().max().copied().unwrap_or_default();
+    format!("{}–{}", us(lo).trim_end_matches(" µs"), us(hi))
+}
+
+fn check(what: &str, figures: &[Duration], target: Duration) {
+    if let Some(worst) = figures.iter().max().filter(|w| **w > target) {
+        fail(
+            BENCH,
+            &format!("{what}: {worst:?} misses the target {target:?}"),
+        );
+    }
+}
+
+fn rows(run: &CriterionRun) -> Vec<Row> {
+    let load = medians(run, "calc", &["full_load", "full_load_etcd_order"]);
+    let endpoint = medians(
+        run,
+        "calc/remote_endpoint",
+        &["move_address", "change_labels", "delete_then_recreate"],
+    );
+    let profile = medians(
+        run,
+        "calc/profile_rules",
+        &[
+            "used_change_port",
+            "unused_change_port",
+            "used_new_selector",
+        ],
+    );
+    check("full load", &load, LOAD_TARGET);
+    check("one remote endpoint update", &endpoint, ENDPOINT_TARGET);
+    check("one profile rule change", &profile, PROFILE_TARGET);
+    let row = |id: &str, what: &str, margay: String, reference: &str, target: &str| Row {
+        table: Table::Performance,
+        id: format!("{BENCH}/{id}"),
+        what: what.to_owned(),
+        margay,
+        reference: reference.to_owned(),
+        target: target.to_owned(),
+    };
+    vec![
+        row(
+            "full-load",
+            "calculation, full load: 100 local + 50,000 remote endpoints, 2,000 profiles, \
+             200 policies (`calc`, criterion median; inside the clock: a new `CalcEngine` \
+             applying every typed update, built beforehand, then `take_changes`; no JSON \
+             parsing, no etcd, no kernel)",
+            format!("{} ({} in etcd key order)", ms(load[0]), ms(load[1])),
+            "—",
+            "< 300 ms",
+        ),
+        row(
+            "endpoint-update",
+            "calculation, one remote endpoint update on that loaded engine: address moved, \
+             labels changed, deleted or re-created (same clock; changes taken every 64 updates)",
+            range(&endpoint),
+            "Felix aims at 1,000 updates/s",
+            "< 10 µs",
+        ),
+        row(
+            "profile-change",
+            "calculation, one profile rule change, of a profile local endpoints use or not \
+             (same clock)",
+            format!(
+                "{} ({} when it adds a selector set)",
+                range(&profile[..2]),
+                us(profile[2])
+            ),
+            "—",
+            "< 100 µs",
+        ),
+    ]
+}

@@ -12,6 +12,10 @@
 //! and delete with the ratio margay / ip, then the same per second of CPU
 //! time (user + system from `/proc/self/stat`, 10 ms ticks, summed over the
 //! rounds), which a busy machine disturbs less.
+//!
+//! Prints the README row `routes/add-delete` from the 50,000-route size (if
+//! measured) and exits 1 when margay adds or deletes fewer than 100,000
+//! routes per second of wall time there.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -19,15 +23,21 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
+use margay_benches::estimates::{fail, thousands};
+use margay_benches::report::{require_root, Row, Table};
 use margay_dataplane::firewall::lower::FirewallSettings;
 use margay_dataplane::firewall::BackendKind;
 use margay_dataplane::{Dataplane, DataplaneConfig};
 use margay_policy::desired::{Changes, DesiredState, RouteTarget};
 use margay_policy::names::InterfaceName;
-use margay_tests::netns::{is_root, TestNetns};
+use margay_tests::netns::TestNetns;
 
 const PROTO: u8 = 80;
 const IFACES: usize = 16;
+/// The size the README row reports.
+const ROW_SIZE: usize = 50_000;
+/// Routes per second margay must reach, adding and deleting.
+const TARGET_RATE: f64 = 100_000.0;
 
 fn iface_name(i: usize) -> String {
     format!("cali{}", i % IFACES)
@@ -238,11 +248,49 @@ fn line(label: &str, n: usize, ip: (Duration, Duration), mg: (Duration, Duration
     );
 }
 
-fn main() {
-    if !is_root() {
-        eprintln!("routes bench: needs root (network namespaces); skipped");
-        return;
+/// Routes per second, rounded to the thousand, with separators.
+fn per_second(n: usize, d: Duration) -> String {
+    thousands(((rate(n, d) / 1000.0).round() * 1000.0) as u64)
+}
+
+/// The README row for `n` routes, from the median rounds; fails the run
+/// when margay misses the target.
+fn row(n: usize, ip: (Duration, Duration), margay: (Duration, Duration)) -> Row {
+    for (step, d) in [("add", margay.0), ("delete", margay.1)] {
+        if rate(n, d) < TARGET_RATE {
+            fail(
+                "routes",
+                &format!("{step} of {n} routes took {d:?}, under {TARGET_RATE} per s"),
+            );
+        }
     }
+    Row {
+        table: Table::Performance,
+        id: "routes/add-delete".into(),
+        what: format!(
+            "routes over netlink, add / delete {} /32 routes over {IFACES} veths (`routes`, \
+             median wall time of the rounds; inside the clock: one whole `Dataplane::apply` \
+             (firewall backend `none`): the route diff, every route as a pipelined netlink \
+             request and the acks, in a namespace; \
+             the reference: `ip -n <ns> -batch` of the same routes, its process start included)",
+            thousands(n as u64)
+        ),
+        margay: format!(
+            "{} / {} per s",
+            per_second(n, margay.0),
+            per_second(n, margay.1)
+        ),
+        reference: format!(
+            "`ip -batch` {} / {} per s",
+            per_second(n, ip.0),
+            per_second(n, ip.1)
+        ),
+        target: "≥ 100,000 per s".into(),
+    }
+}
+
+fn main() {
+    require_root("routes");
     let sizes = env_list("MARGAY_BENCH_ROUTES", &[10_000, 50_000]);
     let rounds = env_list("MARGAY_BENCH_ROUNDS", &[3])[0].max(1);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -257,6 +305,7 @@ fn main() {
         "{:>5} {:>8} | {:>12} {:>12} {:>6} | {:>12} {:>12} {:>6}",
         "", "routes", "ip add/s", "margay add/s", "ratio", "ip del/s", "margay del/s", "ratio"
     );
+    let mut row_out = None;
     for n in sizes {
         let ns = TestNetns::new("bench-rt");
         setup(&ns);
@@ -273,6 +322,9 @@ fn main() {
             md.0.push(del);
         }
         line("wall", n, (ia.wall(), id.wall()), (ma.wall(), md.wall()));
+        if n == ROW_SIZE {
+            row_out = Some(row(n, (ia.wall(), id.wall()), (ma.wall(), md.wall())));
+        }
         line("best", n, (ia.best(), id.best()), (ma.best(), md.best()));
         let total = n * rounds;
         line(
@@ -281,5 +333,9 @@ fn main() {
             (ia.cpu_total(), id.cpu_total()),
             (ma.cpu_total(), md.cpu_total()),
         );
+    }
+    match row_out {
+        Some(row) => row.emit(),
+        None => println!("no README row: {ROW_SIZE} routes not among the sizes measured"),
     }
 }

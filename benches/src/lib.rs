@@ -10,7 +10,9 @@
 //! profile's `ns`), giving a few hundred distinct label sets, as
 //! deployments sharing pod templates do.
 
+pub mod estimates;
 pub mod report;
+pub mod table;
 pub mod timing;
 pub mod verdict;
 
