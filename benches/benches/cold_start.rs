@@ -203,8 +203,9 @@ fn report(scale: Scale, dataplane: Dataplane, samples: &[Sample]) -> bool {
     let met_time = ms <= scale.target_ms as f64;
     let met_rss = scale.target_rss_mb.is_none_or(|t| rss <= t as f64);
     println!(
-        "{}: median of {RUNS}: {ms:.0} ms, VmRSS {rss:.1} MB, VmHWM {hwm:.1} MB; targets {}",
+        "{}: median of {}: {ms:.0} ms, VmRSS {rss:.1} MB, VmHWM {hwm:.1} MB; targets {}",
         scale.name,
+        samples.len(),
         if met_time && met_rss { "met" } else { "MISSED" }
     );
     if !(met_time && met_rss) && !scale.may_miss {
@@ -343,7 +344,7 @@ fn load(c: &mut Cluster, scale: Scale) {
             "selector": format!("app == 'app-{}'", n * 7 % APPS),
             "inbound_rules": [
                 {"action": "allow", "protocol": "tcp", "dst_ports": [8080],
-                 "src_selector": format!("env == 'env-{}' && has(app)", n % 3)},
+                 "src_selector": format!("env == 'env-{}' && app == 'app-{}'", n % 3, n * 11 % APPS)},
                 {"action": "next-tier"}
             ],
             "outbound_rules": [{"action": "next-tier"}]
