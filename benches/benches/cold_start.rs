@@ -96,6 +96,9 @@ struct Sample {
     start: Duration,
     rss_kb: u64,
     hwm_kb: u64,
+    /// CPU time the agent used until then (user + system), a figure that
+    /// stays meaningful on a busy machine.
+    cpu: Duration,
 }
 
 fn main() {
@@ -163,9 +166,10 @@ fn run_scale(scale: Scale, dataplane: Dataplane) -> bool {
             }
         };
         println!(
-            "{} run {run}: {} ms, VmRSS {:.1} MB, VmHWM {:.1} MB",
+            "{} run {run}: {} ms (agent CPU {} ms), VmRSS {:.1} MB, VmHWM {:.1} MB",
             scale.name,
             sample.start.as_millis(),
+            sample.cpu.as_millis(),
             mb(sample.rss_kb),
             mb(sample.hwm_kb)
         );
@@ -278,7 +282,24 @@ fn start_once(c: &mut Cluster, expected: usize) -> Result<Sample, String> {
         start: elapsed,
         rss_kb,
         hwm_kb,
+        cpu: cpu_time(pid)?,
     })
+}
+
+/// User + system CPU time of `pid` (all its threads), from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Result<Duration, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
+    // Fields after the parenthesised command: state is the 3rd field,
+    // utime the 14th and stime the 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+        return Err(format!("no CPU times in /proc/{pid}/stat"));
+    };
+    // The kernel reports clock ticks of USER_HZ, 100 on Linux.
+    Ok(Duration::from_millis((user + system) * 10))
 }
 
 /// VmRSS and VmHWM of `pid`, in kB.

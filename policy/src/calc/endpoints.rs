@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::hashing::FastMap;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::classes::ClassIdx;
 use super::locals::Published;
@@ -23,7 +23,8 @@ use super::slab::{handle, HandleSet, Slab};
 use super::CalcEngine;
 use crate::desired::WorkloadEndpointKey;
 use crate::model::{HostEndpoint, HostEndpointKey, Labels, WorkloadEndpoint};
-use crate::names::{Id, InterfaceName};
+use crate::model::EndpointState;
+use crate::names::{Id, InterfaceName, MacAddr};
 
 handle!(
     /// Handle of a known endpoint (workload or host).
@@ -36,19 +37,50 @@ pub(super) enum Kind {
     Workload {
         /// Datastore identity (shared with the index).
         key: Arc<WorkloadEndpointKey>,
-        /// The current document.
-        doc: WorkloadEndpoint,
+        /// What is kept of the current document.
+        doc: StoredWorkload,
     },
     /// A host endpoint.
     Host {
         /// Datastore identity (shared with the host index).
         key: Arc<HostEndpointKey>,
-        /// The current document.
-        doc: HostEndpoint,
+        /// The current document (boxed: host endpoints are few, and the
+        /// record of every workload endpoint is as large as its largest kind).
+        doc: Box<HostEndpoint>,
         /// Of this host's host endpoints: policies whose selector matches
         /// it, (tier, policy). Empty for other hosts'.
         matched: BTreeSet<(Id, Id)>,
     },
+}
+
+/// What the engine keeps of a workload endpoint document: the fields its
+/// outputs depend on, compactly. Its profiles and labels live in the
+/// record, shared; the gateways feed no output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StoredWorkload {
+    /// `state`.
+    pub state: EndpointState,
+    /// `name`: the host-side interface.
+    pub name: InterfaceName,
+    /// `mac`.
+    pub mac: Option<MacAddr>,
+    /// `ipv4_nets`.
+    pub ipv4_nets: Box<[Ipv4Net]>,
+    /// `ipv6_nets`.
+    pub ipv6_nets: Box<[Ipv6Net]>,
+}
+
+impl StoredWorkload {
+    /// Keeps what matters of `doc`, whose profiles and labels were taken.
+    fn of(doc: WorkloadEndpoint) -> Self {
+        StoredWorkload {
+            state: doc.state,
+            name: doc.name,
+            mac: doc.mac,
+            ipv4_nets: doc.ipv4_nets.into_boxed_slice(),
+            ipv6_nets: doc.ipv6_nets.into_boxed_slice(),
+        }
+    }
 }
 
 /// What the engine keeps per endpoint.
@@ -112,7 +144,7 @@ impl Endpoint {
     }
 
     /// Its workload key and document; `None` for a host endpoint.
-    pub fn workload(&self) -> Option<(&Arc<WorkloadEndpointKey>, &WorkloadEndpoint)> {
+    pub fn workload(&self) -> Option<(&Arc<WorkloadEndpointKey>, &StoredWorkload)> {
         match &self.kind {
             Kind::Workload { key, doc } => Some((key, doc)),
             Kind::Host { .. } => None,
@@ -172,14 +204,15 @@ impl CalcEngine {
         }
     }
 
-    fn create_endpoint(&mut self, key: WorkloadEndpointKey, doc: WorkloadEndpoint) {
+    fn create_endpoint(&mut self, key: WorkloadEndpointKey, mut doc: WorkloadEndpoint) {
         let local = key.host == self.hostname;
         let key = Arc::new(key);
+        let shared = self.shared.take(&mut doc.profile_ids, &mut doc.labels);
         let kind = Kind::Workload {
             key: Arc::clone(&key),
-            doc,
+            doc: StoredWorkload::of(doc),
         };
-        let e = self.insert_endpoint(kind, local);
+        let e = self.insert_endpoint(kind, local, shared);
         if local {
             self.eps.locals.insert((*key).clone(), e);
         } else if let Some(eps) = self.eps.by_host.get_mut(&key.host) {
@@ -196,11 +229,12 @@ impl CalcEngine {
     /// Stores a new endpoint of either kind in the slab, its label class and
     /// the index of the profiles it lists (the kind's own indexes are the
     /// caller's).
-    pub(super) fn insert_endpoint(&mut self, mut kind: Kind, local: bool) -> EpIdx {
-        let (profiles, labels) = match &mut kind {
-            Kind::Workload { doc, .. } => self.shared.take(&mut doc.profile_ids, &mut doc.labels),
-            Kind::Host { doc, .. } => self.shared.take(&mut doc.profile_ids, &mut doc.labels),
-        };
+    pub(super) fn insert_endpoint(
+        &mut self,
+        kind: Kind,
+        local: bool,
+        (profiles, labels): (Arc<[Id]>, Arc<Labels>),
+    ) -> EpIdx {
         let class = self.class_of(&profiles, &labels);
         let record = Endpoint::new(kind, local, class, Arc::clone(&profiles), labels);
         let e = self.eps.slab.insert(record);
@@ -256,6 +290,7 @@ impl CalcEngine {
             let Kind::Workload { doc: current, .. } = &mut self.eps.slab[e].kind else {
                 return;
             };
+            let doc = StoredWorkload::of(doc);
             if old_parts.is_none() && *current == doc {
                 return;
             }

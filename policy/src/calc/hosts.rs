@@ -34,15 +34,16 @@ impl CalcEngine {
         }
     }
 
-    fn create_host_endpoint(&mut self, key: HostEndpointKey, doc: HostEndpoint) {
+    fn create_host_endpoint(&mut self, key: HostEndpointKey, mut doc: HostEndpoint) {
         let local = key.host == self.hostname;
         let key = Arc::new(key);
+        let shared = self.shared.take(&mut doc.profile_ids, &mut doc.labels);
         let kind = Kind::Host {
             key: Arc::clone(&key),
-            doc,
+            doc: Box::new(doc),
             matched: BTreeSet::new(),
         };
-        let e = self.insert_endpoint(kind, local);
+        let e = self.insert_endpoint(kind, local, shared);
         if local {
             self.eps.host_locals.insert(key.endpoint.clone(), e);
         }
@@ -58,10 +59,10 @@ impl CalcEngine {
             let Kind::Host { doc: current, .. } = &mut self.eps.slab[e].kind else {
                 return;
             };
-            if old_parts.is_none() && *current == doc {
+            if old_parts.is_none() && **current == doc {
                 return;
             }
-            *current = doc;
+            **current = doc;
             self.refresh_reindexed(e, old_parts);
         }
     }

@@ -128,3 +128,17 @@ mod tests {
         assert_eq!(shared.labels.len(), 0, "the empty value is never stored");
     }
 }
+#[cfg(test)]
+mod record_size {
+    use std::mem::size_of;
+
+    /// The per-endpoint record is what 100,000 remote endpoints cost: keep
+    /// it compact (host endpoint documents boxed, no document fields that
+    /// feed no output, one-word selectors in every rule).
+    #[test]
+    fn the_endpoint_record_and_rules_stay_compact() {
+        assert!(size_of::<super::super::endpoints::Endpoint>() <= 240);
+        assert_eq!(size_of::<Option<crate::selector::Selector>>(), 8);
+        assert!(size_of::<crate::model::Rule>() <= 344);
+    }
+}
