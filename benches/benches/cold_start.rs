@@ -45,6 +45,9 @@ const APPS: usize = 200;
 const TAGS: usize = 500;
 /// How long one start may take before the run fails.
 const START_DEADLINE: Duration = Duration::from_secs(120);
+/// How often `/readyz` is asked: each request costs the agent CPU it
+/// would otherwise spend starting, so not more often than this.
+const READY_POLL: Duration = Duration::from_millis(5);
 /// The environment deploy/margay.service gives the agent.
 const SERVICE_ENV: [&str; 2] = ["MALLOC_ARENA_MAX=2", "MALLOC_MMAP_THRESHOLD_=131072"];
 
@@ -261,7 +264,7 @@ fn start_once(c: &mut Cluster, expected: usize) -> Result<Sample, String> {
         if Instant::now() >= deadline {
             return Err(format!("not ready in {START_DEADLINE:?}"));
         }
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(READY_POLL);
     }
     let mut elapsed = start.elapsed();
     loop {

@@ -243,10 +243,18 @@ impl CalcEngine {
         e
     }
 
+    /// Lets go of one endpoint's shared profile list and labels, forgetting
+    /// the class memo when either is freed.
+    fn release_shared(&mut self, profiles: Arc<[Id]>, labels: Arc<Labels>) {
+        if self.shared.release(profiles, labels) {
+            self.classes.forget_memo();
+        }
+    }
+
     /// Drops endpoint `e`'s record (the last step of deleting it).
     pub(super) fn remove_endpoint_record(&mut self, e: EpIdx) {
         if let Some(ep) = self.eps.slab.remove(e) {
-            self.shared.release(ep.profiles, ep.own_labels);
+            self.release_shared(ep.profiles, ep.own_labels);
         }
     }
 
@@ -261,7 +269,7 @@ impl CalcEngine {
     ) -> Option<(Arc<[Id]>, Arc<Labels>)> {
         let ep = &mut self.eps.slab[e];
         if Arc::ptr_eq(&ep.profiles, &profiles) && Arc::ptr_eq(&ep.own_labels, &labels) {
-            self.shared.release(profiles, labels);
+            self.release_shared(profiles, labels);
             return None;
         }
         let old_profiles = std::mem::replace(&mut ep.profiles, profiles);
@@ -279,7 +287,8 @@ impl CalcEngine {
             (std::mem::replace(&mut ep.profiles, empty), ep.class)
         };
         self.index_profiles(e, &profiles, &[]);
-        self.shared.profiles.release(profiles);
+        let no_labels = self.shared.labels.empty();
+        self.release_shared(profiles, no_labels);
         self.leave_class(e, class);
     }
 
@@ -310,7 +319,7 @@ impl CalcEngine {
         let what = match old_parts {
             Some((old_profiles, old_labels)) => {
                 let what = self.reindex_profiles(e, &old_profiles, &old_labels);
-                self.shared.release(old_profiles, old_labels);
+                self.release_shared(old_profiles, old_labels);
                 what
             }
             None => Refresh::Addresses,

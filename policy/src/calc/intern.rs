@@ -43,12 +43,11 @@ impl<T: ?Sized + Hash + Eq> Interner<T> {
         Arc::clone(&self.empty)
     }
 
-    /// An endpoint lets go of `value`: forgotten when nothing else holds it.
-    pub fn release(&mut self, value: Arc<T>) {
+    /// An endpoint lets go of `value`: forgotten when nothing else holds
+    /// it (then true: its address may be reused).
+    pub fn release(&mut self, value: Arc<T>) -> bool {
         // One reference is the table's, one is `value`.
-        if Arc::strong_count(&value) == 2 {
-            self.values.remove(&*value);
-        }
+        Arc::strong_count(&value) == 2 && self.values.remove(&*value)
     }
 
     /// Distinct values stored.
@@ -92,10 +91,12 @@ impl Shared {
         (profiles, labels)
     }
 
-    /// Lets go of one endpoint's shared parts.
-    pub fn release(&mut self, profiles: Arc<[Id]>, labels: Arc<Labels>) {
-        self.profiles.release(profiles);
-        self.labels.release(labels);
+    /// Lets go of one endpoint's shared parts; true when either was
+    /// forgotten (then memos keyed by their addresses must go).
+    #[must_use]
+    pub fn release(&mut self, profiles: Arc<[Id]>, labels: Arc<Labels>) -> bool {
+        let profiles_gone = self.profiles.release(profiles);
+        self.labels.release(labels) || profiles_gone
     }
 }
 
@@ -118,13 +119,13 @@ mod tests {
         let (p2, l2) = shared.take(&mut vec![id("a")], &mut labels(&[("app", "x")]));
         assert!(Arc::ptr_eq(&p1, &p2) && Arc::ptr_eq(&l1, &l2));
         assert_eq!((shared.profiles.len(), shared.labels.len()), (1, 1));
-        shared.release(p1, l1);
+        assert!(!shared.release(p1, l1));
         assert_eq!(shared.labels.len(), 1, "still held by the second");
-        shared.release(p2, l2);
+        assert!(shared.release(p2, l2));
         assert_eq!((shared.profiles.len(), shared.labels.len()), (0, 0));
         let (p, l) = shared.take(&mut Vec::new(), &mut Labels::new());
         assert!(p.is_empty() && l.is_empty());
-        shared.release(p, l);
+        assert!(!shared.release(p, l));
         assert_eq!(shared.labels.len(), 0, "the empty value is never stored");
     }
 }
