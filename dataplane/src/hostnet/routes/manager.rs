@@ -334,26 +334,28 @@ impl RouteManager {
         self.objects.record(dst, kind, outcome, report);
     }
 
-    /// Sends every pending write, pipelined, building the requests
-    /// [`FLUSH_CHUNK`] at a time (a first apply of 100,000 routes would
-    /// otherwise hold every request at once).
+    /// Sends every pending write, pipelined, planning and building the
+    /// requests [`FLUSH_CHUNK`] routes at a time (a first apply of 100,000
+    /// routes would otherwise hold every step and request at once).
     pub async fn flush(
         &mut self,
         nl: &mut BatchWriter,
         links: &LinkCache,
     ) -> Result<FlushReport, NetlinkError> {
-        let plan = self.objects.plan(links);
-        let mut report = FlushReport {
-            waiting: plan.waiting,
-            blocked: plan.blocked,
-            ..FlushReport::default()
-        };
+        let mut report = FlushReport::default();
         let mut wrote = false;
-        let mut steps = plan.steps.into_iter().peekable();
-        while steps.peek().is_some() {
-            let mut keys = Vec::with_capacity(FLUSH_CHUNK);
-            let mut msgs = Vec::with_capacity(FLUSH_CHUNK);
-            for step in steps.by_ref().take(FLUSH_CHUNK) {
+        let mut cursor: Option<IpNet> = None;
+        loop {
+            let (plan, last) = self.objects.plan_after(links, cursor.as_ref(), FLUSH_CHUNK);
+            report.waiting += plan.waiting;
+            report.blocked += plan.blocked;
+            if last.is_none() {
+                break;
+            }
+            cursor = last;
+            let mut keys = Vec::with_capacity(plan.steps.len());
+            let mut msgs = Vec::with_capacity(plan.steps.len());
+            for step in plan.steps {
                 match self.request(step) {
                     Some(w) => {
                         keys.push((w.dst, w.kind));
