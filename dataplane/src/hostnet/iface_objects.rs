@@ -127,6 +127,10 @@ pub struct Plan<K, V> {
     pub blocked: usize,
 }
 
+/// A plan of part of the out-of-sync objects, with the last key it
+/// looked at (`None` when none was left).
+pub type PlanChunk<K, V> = (Plan<K, V>, Option<K>);
+
 /// What the kernel made of one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -226,7 +230,7 @@ impl<T: IfaceObject> IfaceObjects<T> {
         links: &LinkCache,
         after: Option<&T::Key>,
         max: usize,
-    ) -> (Plan<T::Key, T::Value>, Option<T::Key>) {
+    ) -> PlanChunk<T::Key, T::Value> {
         let ops = self.tracker.pending_after(after, max);
         let last = ops.last().map(|op| op.key().clone());
         (self.plan_ops(ops, links), last)

@@ -22,8 +22,8 @@ use super::sets::SetIdx;
 use super::slab::{handle, HandleSet, Slab};
 use super::CalcEngine;
 use crate::desired::WorkloadEndpointKey;
-use crate::model::{HostEndpoint, HostEndpointKey, Labels, WorkloadEndpoint};
 use crate::model::EndpointState;
+use crate::model::{HostEndpoint, HostEndpointKey, Labels, WorkloadEndpoint};
 use crate::names::{Id, InterfaceName, MacAddr};
 
 handle!(

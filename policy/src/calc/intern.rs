@@ -77,7 +77,11 @@ impl Default for Shared {
 impl Shared {
     /// Moves a document's labels and profile list into their shared copies,
     /// leaving both empty in the document.
-    pub fn take(&mut self, profiles: &mut Vec<Id>, labels: &mut Labels) -> (Arc<[Id]>, Arc<Labels>) {
+    pub fn take(
+        &mut self,
+        profiles: &mut Vec<Id>,
+        labels: &mut Labels,
+    ) -> (Arc<[Id]>, Arc<Labels>) {
         let profiles = if profiles.is_empty() {
             self.profiles.empty()
         } else {
