@@ -19,6 +19,13 @@
 //! picks scales; `MARGAY_BENCH_DATAPLANE=iptables` the other backend;
 //! `MARGAY_BIN` another binary (e.g. a baseline build). A missed target of
 //! `readme`/`large`, a wrong route count or a failed run exits 1.
+//!
+//! For profiling: `MARGAY_BENCH_COLD_RUNS=1` starts once (no row is printed
+//! for fewer than five starts) and `MARGAY_BENCH_COLD_STOP=term` stops the
+//! agent with SIGTERM instead of SIGKILL, so a profiler wrapped around it
+//! (`MARGAY_BIN` pointing at a script running `perf record` or preloading
+//! heaptrack) gets to write its data. Each run line also prints the agent's
+//! CPU time, which stays meaningful on a busy machine.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
