@@ -30,6 +30,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -100,8 +101,14 @@ enum Expr {
 ///
 /// Equality, ordering and hashing follow the canonical text, so two
 /// selectors are equal exactly when they normalise to the same expression.
+/// One word wide (the parsed form is shared): rules hold two selector
+/// slots per side, mostly empty, for every profile of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Selector {
+pub struct Selector(Arc<Parsed>);
+
+/// A selector's canonical text and expression.
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Parsed {
     canonical: String,
     expr: Expr,
 }
@@ -119,31 +126,31 @@ impl Selector {
 
     /// True when `labels` satisfy the selector.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        eval(&self.expr, labels)
+        eval(&self.0.expr, labels)
     }
 
     /// The normalised text: equal selectors have equal canonical text, and
     /// parsing it gives back an equal selector.
     pub fn canonical(&self) -> &str {
-        &self.canonical
+        &self.0.canonical
     }
 
     /// True for a selector that matches every label set.
     pub fn is_all(&self) -> bool {
-        self.expr == Expr::All
+        self.0.expr == Expr::All
     }
 
     fn from_expr(expr: Expr) -> Selector {
         let expr = normalise(expr);
         let mut canonical = String::new();
         render(&expr, &mut canonical);
-        Selector { canonical, expr }
+        Selector(Arc::new(Parsed { canonical, expr }))
     }
 }
 
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.canonical)
+        f.write_str(&self.0.canonical)
     }
 }
 

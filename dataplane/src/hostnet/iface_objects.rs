@@ -127,6 +127,10 @@ pub struct Plan<K, V> {
     pub blocked: usize,
 }
 
+/// A plan of part of the out-of-sync objects, with the last key it
+/// looked at (`None` when none was left).
+pub type PlanChunk<K, V> = (Plan<K, V>, Option<K>);
+
 /// What the kernel made of one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -215,12 +219,34 @@ impl<T: IfaceObject> IfaceObjects<T> {
     /// Deletes that need no request (see [`DeletePolicy`]) are recorded as
     /// done here.
     pub fn plan(&mut self, links: &LinkCache) -> Plan<T::Key, T::Value> {
+        let ops = self.tracker.pending();
+        self.plan_ops(ops, links)
+    }
+
+    /// [`Self::plan`] for at most `max` out-of-sync objects after key
+    /// `after`, with the last key looked at (`None`: nothing was left).
+    pub fn plan_after(
+        &mut self,
+        links: &LinkCache,
+        after: Option<&T::Key>,
+        max: usize,
+    ) -> PlanChunk<T::Key, T::Value> {
+        let ops = self.tracker.pending_after(after, max);
+        let last = ops.last().map(|op| op.key().clone());
+        (self.plan_ops(ops, links), last)
+    }
+
+    fn plan_ops(
+        &mut self,
+        ops: Vec<Op<T::Key, T::Value>>,
+        links: &LinkCache,
+    ) -> Plan<T::Key, T::Value> {
         let mut plan = Plan {
             steps: Vec::new(),
             waiting: 0,
             blocked: 0,
         };
-        for op in self.tracker.pending() {
+        for op in ops {
             if self.blocked.contains_key(op.key()) {
                 plan.blocked += 1;
                 continue;

@@ -143,6 +143,20 @@ impl<K: Ord + Clone, V: Eq + Clone> DeltaTracker<K, V> {
             .collect()
     }
 
+    /// Up to `max` of the operations of [`Self::pending`], starting after
+    /// key `after` (from the first when `None`).
+    pub fn pending_after(&self, after: Option<&K>, max: usize) -> Vec<Op<K, V>> {
+        let keys = match after {
+            Some(k) => self
+                .pending
+                .range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            None => self.pending.range(..),
+        };
+        keys.filter_map(|k| op_for(k, self.desired.get(k), self.observed.get(k)))
+            .take(max)
+            .collect()
+    }
+
     /// The pending operation for one key, if it is out of sync.
     pub fn pending_op(&self, key: &K) -> Option<Op<K, V>> {
         op_for(key, self.desired.get(key), self.observed.get(key))

@@ -6,8 +6,15 @@
 //! re-evaluates a selector; one whose labels change to an existing class
 //! only looks the class up (by a hash of its merged labels, without building
 //! them). A class disappears with its last endpoint.
+//!
+//! Endpoints share their profile list and own labels (`intern`), so the
+//! class of a (profile list, labels) pair is remembered by the identity of
+//! the two shared values: most endpoints find their class without merging
+//! or hashing labels. The memo is dropped whenever its answer could change
+//! (a profile's labels change, a class goes, a shared value is freed).
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 
 use super::hashing::{FastMap, FastState};
 use super::sets::{SetIdx, SetSpec};
@@ -39,12 +46,27 @@ pub(super) struct Classes {
     pub slab: Slab<ClassIdx, LabelClass>,
     by_hash: FastMap<u64, Vec<ClassIdx>>,
     hasher: FastState,
+    /// The class of (shared profile list, shared labels), by their addresses.
+    by_parts: FastMap<(usize, usize), ClassIdx>,
+}
+
+/// The memo key of an endpoint's shared profile list and labels.
+fn parts_key(profiles: &Arc<[Id]>, labels: &Arc<Labels>) -> (usize, usize) {
+    (
+        Arc::as_ptr(profiles).cast::<Id>() as usize,
+        Arc::as_ptr(labels) as usize,
+    )
 }
 
 /// Effective labels as borrowed, sorted (key, value) pairs.
 type LabelRefs<'a> = Vec<(&'a str, &'a str)>;
 
 impl Classes {
+    /// Forgets every memoised class (their answers may have changed).
+    pub fn forget_memo(&mut self) {
+        self.by_parts.clear();
+    }
+
     fn hash(&self, labels: &LabelRefs<'_>) -> u64 {
         let mut h = self.hasher.build_hasher();
         for (k, v) in labels {
@@ -94,11 +116,17 @@ impl CalcEngine {
     /// The class of the effective labels of an endpoint listing
     /// `profile_ids` with labels `own`, created if needed. The caller adds
     /// the endpoint to it at once.
-    pub(super) fn class_of(&mut self, profile_ids: &[Id], own: &Labels) -> ClassIdx {
-        match self.find_class(profile_ids, own) {
+    pub(super) fn class_of(&mut self, profile_ids: &Arc<[Id]>, own: &Arc<Labels>) -> ClassIdx {
+        let key = parts_key(profile_ids, own);
+        if let Some(&c) = self.classes.by_parts.get(&key) {
+            return c;
+        }
+        let c = match self.find_class(profile_ids, own) {
             Ok(c) => c,
             Err((labels, hash)) => self.create_class(labels, hash),
-        }
+        };
+        self.classes.by_parts.insert(key, c);
+        c
     }
 
     /// The existing class of these labels, or the labels and their hash.
@@ -146,6 +174,7 @@ impl CalcEngine {
         }
         let hash = class.hash;
         self.classes.slab.remove(c);
+        self.classes.by_parts.retain(|_, class| *class != c);
         if let Some(list) = self.classes.by_hash.get_mut(&hash) {
             list.retain(|&x| x != c);
             if list.is_empty() {
@@ -158,14 +187,12 @@ impl CalcEngine {
     pub(super) fn reclassify(&mut self, e: EpIdx) -> bool {
         let old = self.eps.slab[e].class;
         let ep = &self.eps.slab[e];
-        let refs = self.label_refs(ep.profile_ids(), ep.labels());
-        if same_labels(&self.classes.slab[old].labels, &refs) {
+        let (profiles, labels) = (Arc::clone(&ep.profiles), Arc::clone(&ep.own_labels));
+        // Classes are unique per label set: the same class means the same labels.
+        let new = self.class_of(&profiles, &labels);
+        if new == old {
             return false;
         }
-        let new = match self.find_class(ep.profile_ids(), ep.labels()) {
-            Ok(c) => c,
-            Err((labels, hash)) => self.create_class(labels, hash),
-        };
         self.classes.slab[new].endpoints.insert(e);
         self.eps.slab[e].class = new;
         self.leave_class(e, old);

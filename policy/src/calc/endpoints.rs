@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::hashing::FastMap;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::classes::ClassIdx;
 use super::locals::Published;
@@ -22,8 +22,9 @@ use super::sets::SetIdx;
 use super::slab::{handle, HandleSet, Slab};
 use super::CalcEngine;
 use crate::desired::WorkloadEndpointKey;
+use crate::model::EndpointState;
 use crate::model::{HostEndpoint, HostEndpointKey, Labels, WorkloadEndpoint};
-use crate::names::{Id, InterfaceName};
+use crate::names::{Id, InterfaceName, MacAddr};
 
 handle!(
     /// Handle of a known endpoint (workload or host).
@@ -36,19 +37,50 @@ pub(super) enum Kind {
     Workload {
         /// Datastore identity (shared with the index).
         key: Arc<WorkloadEndpointKey>,
-        /// The current document.
-        doc: WorkloadEndpoint,
+        /// What is kept of the current document.
+        doc: StoredWorkload,
     },
     /// A host endpoint.
     Host {
         /// Datastore identity (shared with the host index).
         key: Arc<HostEndpointKey>,
-        /// The current document.
-        doc: HostEndpoint,
+        /// The current document (boxed: host endpoints are few, and the
+        /// record of every workload endpoint is as large as its largest kind).
+        doc: Box<HostEndpoint>,
         /// Of this host's host endpoints: policies whose selector matches
         /// it, (tier, policy). Empty for other hosts'.
         matched: BTreeSet<(Id, Id)>,
     },
+}
+
+/// What the engine keeps of a workload endpoint document: the fields its
+/// outputs depend on, compactly. Its profiles and labels live in the
+/// record, shared; the gateways feed no output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StoredWorkload {
+    /// `state`.
+    pub state: EndpointState,
+    /// `name`: the host-side interface.
+    pub name: InterfaceName,
+    /// `mac`.
+    pub mac: Option<MacAddr>,
+    /// `ipv4_nets`.
+    pub ipv4_nets: Box<[Ipv4Net]>,
+    /// `ipv6_nets`.
+    pub ipv6_nets: Box<[Ipv6Net]>,
+}
+
+impl StoredWorkload {
+    /// Keeps what matters of `doc`, whose profiles and labels were taken.
+    fn of(doc: WorkloadEndpoint) -> Self {
+        StoredWorkload {
+            state: doc.state,
+            name: doc.name,
+            mac: doc.mac,
+            ipv4_nets: doc.ipv4_nets.into_boxed_slice(),
+            ipv6_nets: doc.ipv6_nets.into_boxed_slice(),
+        }
+    }
 }
 
 /// What the engine keeps per endpoint.
@@ -69,15 +101,30 @@ pub(super) struct Endpoint {
     pub claim: Option<InterfaceName>,
     /// Set while it is plumbed (it owns its interface).
     pub publ: Option<Box<Published>>,
+    /// Its `profile_ids` (shared with every endpoint listing the same; the
+    /// document's own list is left empty).
+    pub profiles: Arc<[Id]>,
+    /// Its own `labels` (shared likewise; the document's are left empty).
+    pub own_labels: Arc<Labels>,
 }
 
 impl Endpoint {
-    /// A fresh record of `kind`, in class `class`, a member of nothing yet.
-    pub fn new(kind: Kind, local: bool, class: ClassIdx) -> Self {
+    /// A fresh record of `kind` (its profiles and labels already taken
+    /// out, see [`super::intern::Shared::take`]), in class `class`, a
+    /// member of nothing yet.
+    pub fn new(
+        kind: Kind,
+        local: bool,
+        class: ClassIdx,
+        profiles: Arc<[Id]>,
+        own_labels: Arc<Labels>,
+    ) -> Self {
         Endpoint {
             kind,
             local,
             class,
+            profiles,
+            own_labels,
             addrs: Vec::new(),
             member_of: Vec::new(),
             route: None,
@@ -88,30 +135,16 @@ impl Endpoint {
 
     /// Its `profile_ids`.
     pub fn profile_ids(&self) -> &[Id] {
-        match &self.kind {
-            Kind::Workload { doc, .. } => &doc.profile_ids,
-            Kind::Host { doc, .. } => &doc.profile_ids,
-        }
-    }
-
-    /// Its `profile_ids`, to take and put back.
-    pub fn profile_ids_mut(&mut self) -> &mut Vec<Id> {
-        match &mut self.kind {
-            Kind::Workload { doc, .. } => &mut doc.profile_ids,
-            Kind::Host { doc, .. } => &mut doc.profile_ids,
-        }
+        &self.profiles
     }
 
     /// Its own `labels` (without those inherited from profiles).
     pub fn labels(&self) -> &Labels {
-        match &self.kind {
-            Kind::Workload { doc, .. } => &doc.labels,
-            Kind::Host { doc, .. } => &doc.labels,
-        }
+        &self.own_labels
     }
 
     /// Its workload key and document; `None` for a host endpoint.
-    pub fn workload(&self) -> Option<(&Arc<WorkloadEndpointKey>, &WorkloadEndpoint)> {
+    pub fn workload(&self) -> Option<(&Arc<WorkloadEndpointKey>, &StoredWorkload)> {
         match &self.kind {
             Kind::Workload { key, doc } => Some((key, doc)),
             Kind::Host { .. } => None,
@@ -171,14 +204,15 @@ impl CalcEngine {
         }
     }
 
-    fn create_endpoint(&mut self, key: WorkloadEndpointKey, doc: WorkloadEndpoint) {
+    fn create_endpoint(&mut self, key: WorkloadEndpointKey, mut doc: WorkloadEndpoint) {
         let local = key.host == self.hostname;
         let key = Arc::new(key);
+        let shared = self.shared.take(&mut doc.profile_ids, &mut doc.labels);
         let kind = Kind::Workload {
             key: Arc::clone(&key),
-            doc,
+            doc: StoredWorkload::of(doc),
         };
-        let e = self.insert_endpoint(kind, local);
+        let e = self.insert_endpoint(kind, local, shared);
         if local {
             self.eps.locals.insert((*key).clone(), e);
         } else if let Some(eps) = self.eps.by_host.get_mut(&key.host) {
@@ -195,40 +229,101 @@ impl CalcEngine {
     /// Stores a new endpoint of either kind in the slab, its label class and
     /// the index of the profiles it lists (the kind's own indexes are the
     /// caller's).
-    pub(super) fn insert_endpoint(&mut self, kind: Kind, local: bool) -> EpIdx {
-        let class = match &kind {
-            Kind::Workload { doc, .. } => self.class_of(&doc.profile_ids, &doc.labels),
-            Kind::Host { doc, .. } => self.class_of(&doc.profile_ids, &doc.labels),
-        };
-        let e = self.eps.slab.insert(Endpoint::new(kind, local, class));
+    pub(super) fn insert_endpoint(
+        &mut self,
+        kind: Kind,
+        local: bool,
+        (profiles, labels): (Arc<[Id]>, Arc<Labels>),
+    ) -> EpIdx {
+        let class = self.class_of(&profiles, &labels);
+        let record = Endpoint::new(kind, local, class, Arc::clone(&profiles), labels);
+        let e = self.eps.slab.insert(record);
         self.classes.slab[class].endpoints.insert(e);
-        let ids = std::mem::take(self.eps.slab[e].profile_ids_mut());
-        self.index_profiles(e, &[], &ids);
-        *self.eps.slab[e].profile_ids_mut() = ids;
+        self.index_profiles(e, &[], &profiles);
         e
+    }
+
+    /// Lets go of one endpoint's shared profile list and labels, forgetting
+    /// the class memo when either is freed.
+    fn release_shared(&mut self, profiles: Arc<[Id]>, labels: Arc<Labels>) {
+        if self.shared.release(profiles, labels) {
+            self.classes.forget_memo();
+        }
+    }
+
+    /// Drops endpoint `e`'s record (the last step of deleting it).
+    pub(super) fn remove_endpoint_record(&mut self, e: EpIdx) {
+        if let Some(ep) = self.eps.slab.remove(e) {
+            self.release_shared(ep.profiles, ep.own_labels);
+        }
+    }
+
+    /// Gives `e` the profile list and labels taken out of its new document,
+    /// returning the old ones (to release once reindexed), or `None` when
+    /// both are the same as before (the new ones are then released).
+    pub(super) fn swap_shared_parts(
+        &mut self,
+        e: EpIdx,
+        profiles: Arc<[Id]>,
+        labels: Arc<Labels>,
+    ) -> Option<(Arc<[Id]>, Arc<Labels>)> {
+        let ep = &mut self.eps.slab[e];
+        if Arc::ptr_eq(&ep.profiles, &profiles) && Arc::ptr_eq(&ep.own_labels, &labels) {
+            self.release_shared(profiles, labels);
+            return None;
+        }
+        let old_profiles = std::mem::replace(&mut ep.profiles, profiles);
+        let old_labels = std::mem::replace(&mut ep.own_labels, labels);
+        Some((old_profiles, old_labels))
     }
 
     /// Takes endpoint `e` out of every set, the profile index and its label
     /// class (the first step of deleting it, whatever its kind).
     pub(super) fn unhook_endpoint(&mut self, e: EpIdx) {
         self.apply_membership(e, Vec::new(), Vec::new());
+        let empty = self.shared.profiles.empty();
         let (profiles, class) = {
             let ep = &mut self.eps.slab[e];
-            (std::mem::take(ep.profile_ids_mut()), ep.class)
+            (std::mem::replace(&mut ep.profiles, empty), ep.class)
         };
         self.index_profiles(e, &profiles, &[]);
+        let no_labels = self.shared.labels.empty();
+        self.release_shared(profiles, no_labels);
         self.leave_class(e, class);
     }
 
-    fn update_endpoint(&mut self, e: EpIdx, doc: WorkloadEndpoint) {
-        let Kind::Workload { doc: current, .. } = &mut self.eps.slab[e].kind else {
-            return;
-        };
-        if *current == doc {
-            return;
+    fn update_endpoint(&mut self, e: EpIdx, mut doc: WorkloadEndpoint) {
+        if !self.eps.slab[e].is_host() {
+            let (profiles, labels) = self.shared.take(&mut doc.profile_ids, &mut doc.labels);
+            let old_parts = self.swap_shared_parts(e, profiles, labels);
+            let Kind::Workload { doc: current, .. } = &mut self.eps.slab[e].kind else {
+                return;
+            };
+            let doc = StoredWorkload::of(doc);
+            if old_parts.is_none() && *current == doc {
+                return;
+            }
+            *current = doc;
+            self.refresh_reindexed(e, old_parts);
         }
-        let old = std::mem::replace(current, doc);
-        let what = self.reindex_profiles(e, &old.profile_ids, &old.labels);
+    }
+
+    /// After a new document of `e`: reindexes its profiles when they
+    /// changed (`old_parts` are the profile list and labels it had, if
+    /// either changed) and refreshes what depends on it.
+    pub(super) fn refresh_reindexed(
+        &mut self,
+        e: EpIdx,
+        old_parts: Option<(Arc<[Id]>, Arc<Labels>)>,
+    ) {
+        let what = match old_parts {
+            Some((old_profiles, old_labels)) => {
+                let what = self.reindex_profiles(e, &old_profiles, &old_labels);
+                self.release_shared(old_profiles, old_labels);
+                what
+            }
+            None => Refresh::Addresses,
+        };
         self.refresh_endpoint(e, what);
     }
 
@@ -248,9 +343,8 @@ impl CalcEngine {
             Refresh::Addresses
         };
         if profiles_changed {
-            let ids = std::mem::take(ep.profile_ids_mut());
+            let ids = Arc::clone(&ep.profiles);
             self.index_profiles(e, old_profiles, &ids);
-            *self.eps.slab[e].profile_ids_mut() = ids;
         }
         what
     }
@@ -293,7 +387,7 @@ impl CalcEngine {
                 }
             }
         }
-        self.eps.slab.remove(e);
+        self.remove_endpoint_record(e);
     }
 
     /// Recomputes which active sets `e` belongs to, and with which addresses.
@@ -357,6 +451,10 @@ impl CalcEngine {
         }
         let old_addrs = std::mem::replace(&mut ep.addrs, addrs);
         let old_sets = std::mem::replace(&mut ep.member_of, sets);
+        // The buffers come from the scratch space, sized for the largest
+        // endpoint seen; a record keeps only what it holds.
+        ep.addrs.shrink_to_fit();
+        ep.member_of.shrink_to_fit();
         let ep = &self.eps.slab[e];
         let addrs_changed = old_addrs != ep.addrs;
         for &s in &old_sets {

@@ -34,15 +34,16 @@ impl CalcEngine {
         }
     }
 
-    fn create_host_endpoint(&mut self, key: HostEndpointKey, doc: HostEndpoint) {
+    fn create_host_endpoint(&mut self, key: HostEndpointKey, mut doc: HostEndpoint) {
         let local = key.host == self.hostname;
         let key = Arc::new(key);
+        let shared = self.shared.take(&mut doc.profile_ids, &mut doc.labels);
         let kind = Kind::Host {
             key: Arc::clone(&key),
-            doc,
+            doc: Box::new(doc),
             matched: BTreeSet::new(),
         };
-        let e = self.insert_endpoint(kind, local);
+        let e = self.insert_endpoint(kind, local, shared);
         if local {
             self.eps.host_locals.insert(key.endpoint.clone(), e);
         }
@@ -51,16 +52,19 @@ impl CalcEngine {
         self.sync_host_entry(e, true);
     }
 
-    fn update_host_endpoint(&mut self, e: EpIdx, doc: HostEndpoint) {
-        let Kind::Host { doc: current, .. } = &mut self.eps.slab[e].kind else {
-            return;
-        };
-        if *current == doc {
-            return;
+    fn update_host_endpoint(&mut self, e: EpIdx, mut doc: HostEndpoint) {
+        if self.eps.slab[e].is_host() {
+            let (profiles, labels) = self.shared.take(&mut doc.profile_ids, &mut doc.labels);
+            let old_parts = self.swap_shared_parts(e, profiles, labels);
+            let Kind::Host { doc: current, .. } = &mut self.eps.slab[e].kind else {
+                return;
+            };
+            if old_parts.is_none() && **current == doc {
+                return;
+            }
+            **current = doc;
+            self.refresh_reindexed(e, old_parts);
         }
-        let old = std::mem::replace(current, doc);
-        let what = self.reindex_profiles(e, &old.profile_ids, &old.labels);
-        self.refresh_endpoint(e, what);
     }
 
     /// A host endpoint was deleted (or its document became invalid).
@@ -73,7 +77,7 @@ impl CalcEngine {
             self.eps.host_locals.remove(&key.endpoint);
             self.write_host_endpoint(&key.endpoint, None);
         }
-        self.eps.slab.remove(e);
+        self.remove_endpoint_record(e);
     }
 
     /// Brings the state entry of this host's host endpoint `e` up to date;
@@ -107,7 +111,7 @@ impl CalcEngine {
             id: key.endpoint.clone(),
             name: doc.name.clone(),
             expected_addrs,
-            program: self.program_for(matched, &doc.profile_ids),
+            program: self.program_for(matched, self.eps.slab[e].profile_ids()),
         };
         let id = key.endpoint.clone();
         self.write_host_endpoint(&id, Some(entry));
@@ -165,10 +169,11 @@ impl CalcEngine {
 
     /// Problems of this host's host endpoint `e`, for logs.
     pub(super) fn host_endpoint_problems(&self, e: EpIdx, out: &mut Vec<String>) {
-        let Kind::Host { key, doc, .. } = &self.eps.slab[e].kind else {
+        let ep = &self.eps.slab[e];
+        let Kind::Host { key, .. } = &ep.kind else {
             return;
         };
         let subject = format!("host endpoint {}", key.endpoint);
-        self.profile_problems(&subject, &doc.profile_ids, " except failsafe ports", out);
+        self.profile_problems(&subject, ep.profile_ids(), " except failsafe ports", out);
     }
 }

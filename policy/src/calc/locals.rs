@@ -251,8 +251,8 @@ impl CalcEngine {
             key: (**key).clone(),
             iface: iface.clone(),
             mac: doc.mac,
-            ipv4: doc.ipv4_nets.clone(),
-            ipv6: doc.ipv6_nets.clone(),
+            ipv4: doc.ipv4_nets.to_vec(),
+            ipv6: doc.ipv6_nets.to_vec(),
         };
         self.out.set_endpoint(&iface, Some(value));
         self.ifaces.publisher.insert(iface, e);

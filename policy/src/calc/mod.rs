@@ -54,6 +54,7 @@ mod conflicts;
 mod endpoints;
 mod hashing;
 mod hosts;
+mod intern;
 mod locals;
 mod output;
 mod policies;
@@ -123,6 +124,7 @@ pub struct CalcEngine {
     conflicts: conflicts::Conflicts,
     out: output::Output,
     scratch: endpoints::Scratch,
+    shared: intern::Shared,
 }
 
 impl CalcEngine {
@@ -150,6 +152,7 @@ impl CalcEngine {
             conflicts: conflicts::Conflicts::default(),
             out,
             scratch: endpoints::Scratch::default(),
+            shared: intern::Shared::default(),
         }
     }
 
@@ -418,7 +421,7 @@ impl CalcEngine {
             return;
         }
         let subject = format!("endpoint {name}");
-        self.profile_problems(&subject, &doc.profile_ids, "", out);
+        self.profile_problems(&subject, ep.profile_ids(), "", out);
     }
 
     /// The fail-closed problems of an endpoint's profile list: none at all,

@@ -155,6 +155,7 @@ impl CalcEngine {
         }
         prof.labels = labels;
         let users: Vec<EpIdx> = prof.endpoints.iter().copied().collect();
+        self.classes.forget_memo();
         for e in users {
             self.refresh_endpoint(e, Refresh::Labels);
         }

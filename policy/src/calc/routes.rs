@@ -141,9 +141,12 @@ impl CalcEngine {
             return;
         }
         let claim = target.and_then(|t| {
-            let nets: Vec<IpNet> = wanted(&self.eps.slab[e].addrs, &t, &self.pools)
+            let mut nets: Vec<IpNet> = wanted(&self.eps.slab[e].addrs, &t, &self.pools)
                 .copied()
                 .collect();
+            // Kept for the endpoint's life: no room for more (a filtered
+            // collect starts at four).
+            nets.shrink_to_fit();
             (!nets.is_empty()).then_some(RouteClaim { target: t, nets })
         });
         self.apply_route(e, claim);

@@ -1,5 +1,9 @@
 //! Index-addressed storage for the engine's own records: small integer
 //! handles instead of keys, so the indexes between records stay cheap.
+//!
+//! Records live in fixed-size chunks: growing never moves them, and 100,000
+//! endpoint records take what they need plus at most one chunk, not up to
+//! twice that as a doubling vector would.
 
 use std::marker::PhantomData;
 use std::ops::{Index, IndexMut};
@@ -31,9 +35,15 @@ macro_rules! handle {
 }
 pub(super) use handle;
 
+/// Slots in one chunk.
+const CHUNK: usize = 1024;
+
 /// Slots addressed by handles; freed slots are reused.
 pub(super) struct Slab<K, T> {
-    items: Vec<Option<T>>,
+    /// Full chunks of [`CHUNK`] slots, the last one filling up.
+    chunks: Vec<Vec<Option<T>>>,
+    /// Slots ever used (live or free).
+    len: usize,
     free: Vec<u32>,
     _key: PhantomData<K>,
 }
@@ -41,10 +51,23 @@ pub(super) struct Slab<K, T> {
 impl<K, T> Default for Slab<K, T> {
     fn default() -> Self {
         Slab {
-            items: Vec::new(),
+            chunks: Vec::new(),
+            len: 0,
             free: Vec::new(),
             _key: PhantomData,
         }
+    }
+}
+
+impl<K, T> Slab<K, T> {
+    fn slot(&self, raw: u32) -> Option<&Option<T>> {
+        let raw = raw as usize;
+        self.chunks.get(raw / CHUNK)?.get(raw % CHUNK)
+    }
+
+    fn slot_mut(&mut self, raw: u32) -> Option<&mut Option<T>> {
+        let raw = raw as usize;
+        self.chunks.get_mut(raw / CHUNK)?.get_mut(raw % CHUNK)
     }
 }
 
@@ -52,30 +75,39 @@ impl<K: Handle, T> Slab<K, T> {
     /// Stores `value` and returns its handle.
     pub fn insert(&mut self, value: T) -> K {
         if let Some(raw) = self.free.pop() {
-            self.items[raw as usize] = Some(value);
-            return K::from_raw(raw);
+            if let Some(slot) = self.slot_mut(raw) {
+                *slot = Some(value);
+                return K::from_raw(raw);
+            }
         }
-        let raw = u32::try_from(self.items.len()).expect("more than 2^32 records");
-        self.items.push(Some(value));
+        let raw = u32::try_from(self.len).expect("more than 2^32 records");
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(Some(value));
+        }
+        self.len += 1;
         K::from_raw(raw)
     }
 
     /// Removes and returns the record, freeing its slot.
     pub fn remove(&mut self, key: K) -> Option<T> {
-        let value = self.items.get_mut(key.raw() as usize)?.take()?;
+        let value = self.slot_mut(key.raw())?.take()?;
         self.free.push(key.raw());
         Some(value)
     }
 
     /// The record, if the handle is live.
     pub fn get_mut(&mut self, key: K) -> Option<&mut T> {
-        self.items.get_mut(key.raw() as usize)?.as_mut()
+        self.slot_mut(key.raw())?.as_mut()
     }
 
     /// Live records with their handles, mutably.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (K, &mut T)> {
-        self.items
+        self.chunks
             .iter_mut()
+            .flat_map(|c| c.iter_mut())
             .enumerate()
             .filter_map(|(i, v)| Some((K::from_raw(i as u32), v.as_mut()?)))
     }
@@ -86,7 +118,7 @@ impl<K: Handle, T> Index<K> for Slab<K, T> {
 
     /// Panics on a stale handle: handles never leave the engine, so that is a bug.
     fn index(&self, key: K) -> &T {
-        match self.items.get(key.raw() as usize) {
+        match self.slot(key.raw()) {
             Some(Some(v)) => v,
             _ => panic!("stale slab handle {}", key.raw()),
         }
@@ -95,7 +127,7 @@ impl<K: Handle, T> Index<K> for Slab<K, T> {
 
 impl<K: Handle, T> IndexMut<K> for Slab<K, T> {
     fn index_mut(&mut self, key: K) -> &mut T {
-        match self.items.get_mut(key.raw() as usize) {
+        match self.slot_mut(key.raw()) {
             Some(Some(v)) => v,
             _ => panic!("stale slab handle {}", key.raw()),
         }
@@ -127,5 +159,18 @@ mod tests {
         assert_eq!(slab[b], "b");
         let all: Vec<_> = slab.iter_mut().map(|(_, v)| *v).collect();
         assert_eq!(all, vec!["c", "b"]);
+    }
+
+    #[test]
+    fn handles_stay_valid_across_chunks() {
+        let mut slab: Slab<TestIdx, usize> = Slab::default();
+        let handles: Vec<TestIdx> = (0..3 * CHUNK + 5).map(|i| slab.insert(i)).collect();
+        for (i, &h) in handles.iter().enumerate() {
+            assert_eq!(slab[h], i);
+        }
+        assert_eq!(slab.remove(handles[CHUNK + 1]), Some(CHUNK + 1));
+        assert_eq!(slab.insert(7), handles[CHUNK + 1], "freed slot is reused");
+        assert_eq!(slab.iter_mut().count(), 3 * CHUNK + 5);
+        assert_eq!(slab.chunks.len(), 4);
     }
 }

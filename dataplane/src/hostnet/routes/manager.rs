@@ -41,6 +41,9 @@ use crate::hostnet::tracker::{self, DeltaTracker, Op};
 
 pub use crate::hostnet::iface_objects::Blocked;
 
+/// Route requests built and sent at a time by [`RouteManager::flush`].
+const FLUSH_CHUNK: usize = 4096;
+
 const EEXIST: i32 = 17;
 const ESRCH: i32 = 3;
 const ENOENT: i32 = 2;
@@ -259,35 +262,42 @@ impl RouteManager {
             blocked: plan.blocked,
         };
         for step in plan.steps {
-            match step {
-                Step::Upsert {
-                    key,
-                    value,
-                    existing,
-                    ifindex,
-                } => match nexthop(&key, &value, ifindex) {
-                    Some(hop) => {
-                        let overwrite = if existing.is_some() {
-                            Overwrite::Replace
-                        } else {
-                            Overwrite::Never
-                        };
-                        planned.writes.push(PlannedWrite {
-                            dst: key,
-                            kind: WriteKind::Upsert,
-                            msg: model::new_route(key, hop, self.protocol, overwrite),
-                        });
-                    }
-                    None => planned.waiting += 1,
-                },
-                Step::Delete { key, .. } => planned.writes.push(PlannedWrite {
-                    dst: key,
-                    kind: WriteKind::Delete,
-                    msg: model::del_route(key, self.protocol),
-                }),
+            match self.request(step) {
+                Some(write) => planned.writes.push(write),
+                None => planned.waiting += 1,
             }
         }
         planned
+    }
+
+    /// The request for one step, or `None` when its route has no usable
+    /// next hop yet (it waits).
+    fn request(&self, step: Step<IpNet, KernelRoute>) -> Option<PlannedWrite> {
+        match step {
+            Step::Upsert {
+                key,
+                value,
+                existing,
+                ifindex,
+            } => {
+                let hop = nexthop(&key, &value, ifindex)?;
+                let overwrite = if existing.is_some() {
+                    Overwrite::Replace
+                } else {
+                    Overwrite::Never
+                };
+                Some(PlannedWrite {
+                    dst: key,
+                    kind: WriteKind::Upsert,
+                    msg: model::new_route(key, hop, self.protocol, overwrite),
+                })
+            }
+            Step::Delete { key, .. } => Some(PlannedWrite {
+                dst: key,
+                kind: WriteKind::Delete,
+                msg: model::del_route(key, self.protocol),
+            }),
+        }
     }
 
     /// Records the kernel's answer to one planned write.
@@ -324,31 +334,48 @@ impl RouteManager {
         self.objects.record(dst, kind, outcome, report);
     }
 
-    /// Sends every pending write in one pipelined batch.
+    /// Sends every pending write, pipelined, planning and building the
+    /// requests [`FLUSH_CHUNK`] routes at a time (a first apply of 100,000
+    /// routes would otherwise hold every step and request at once).
     pub async fn flush(
         &mut self,
         nl: &mut BatchWriter,
         links: &LinkCache,
     ) -> Result<FlushReport, NetlinkError> {
-        let planned = self.plan_writes(links);
-        let mut report = FlushReport {
-            waiting: planned.waiting,
-            blocked: planned.blocked,
-            ..FlushReport::default()
-        };
-        if planned.writes.is_empty() {
-            return Ok(report);
+        let mut report = FlushReport::default();
+        let mut wrote = false;
+        let mut cursor: Option<IpNet> = None;
+        loop {
+            let (plan, last) = self.objects.plan_after(links, cursor.as_ref(), FLUSH_CHUNK);
+            report.waiting += plan.waiting;
+            report.blocked += plan.blocked;
+            if last.is_none() {
+                break;
+            }
+            cursor = last;
+            let mut keys = Vec::with_capacity(plan.steps.len());
+            let mut msgs = Vec::with_capacity(plan.steps.len());
+            for step in plan.steps {
+                match self.request(step) {
+                    Some(w) => {
+                        keys.push((w.dst, w.kind));
+                        msgs.push(w.msg);
+                    }
+                    None => report.waiting += 1,
+                }
+            }
+            if msgs.is_empty() {
+                continue;
+            }
+            wrote = true;
+            let results = nl.execute(msgs).await?;
+            for ((dst, kind), result) in keys.into_iter().zip(results) {
+                self.record(dst, kind, result, &mut report);
+            }
         }
-        let (keys, msgs): (Vec<_>, Vec<_>) = planned
-            .writes
-            .into_iter()
-            .map(|w| ((w.dst, w.kind), w.msg))
-            .unzip();
-        let results = nl.execute(msgs).await?;
-        for ((dst, kind), result) in keys.into_iter().zip(results) {
-            self.record(dst, kind, result, &mut report);
+        if wrote {
+            report.log_refusals(ObjectKind::Route);
         }
-        report.log_refusals(ObjectKind::Route);
         Ok(report)
     }
 
