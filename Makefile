@@ -52,6 +52,9 @@ unit:
 BENCH_ALL := calc routes nft iptables host_endpoints big_profile bgp bird_render \
 	bgp_latency e2e_latency cold_start fanout
 BENCHES ?= $(BENCH_ALL)
+# Run once per firewall backend (MARGAY_BENCH_DATAPLANE); the others cover
+# both backends inside one run or need none.
+BENCH_PER_BACKEND := e2e_latency cold_start
 # The benches asked for, in the fixed order; those left out; unknown names.
 BENCH_RUN := $(filter $(BENCHES),$(BENCH_ALL))
 BENCH_SUBSET := $(strip $(filter-out $(BENCHES),$(BENCH_ALL)))
@@ -69,9 +72,15 @@ bench: deps
 	mkdir -p "$$logs"; rm -f "$$logs"/*.log; \
 	export MARGAY_BIN="$$target/release/margay" MARGAY_REQUIRE_ROOT=1; \
 	for b in $(BENCH_RUN); do \
-		echo "== bench $$b"; t0=$$SECONDS; \
-		$(CARGO) bench -p margay-benches --bench "$$b" 2>&1 | tee "$$logs/$$b.log"; \
-		echo "== bench $$b: $$((SECONDS - t0)) s"; \
+		backends=-; \
+		case " $(BENCH_PER_BACKEND) " in *" $$b "*) backends="nftables iptables";; esac; \
+		for dp in $$backends; do \
+			pick=(); [ "$$dp" = - ] || pick=("MARGAY_BENCH_DATAPLANE=$$dp"); \
+			echo "== bench $$b $${pick[*]}"; t0=$$SECONDS; \
+			env "$${pick[@]}" $(CARGO) bench -p margay-benches --bench "$$b" 2>&1 \
+				| tee -a "$$logs/$$b.log"; \
+			echo "== bench $$b $${pick[*]}: $$((SECONDS - t0)) s"; \
+		done; \
 	done; \
 	logfiles=(); for b in $(BENCH_RUN); do logfiles+=("$$logs/$$b.log"); done; \
 	if [ -z "$(BENCH_SUBSET)" ]; then \
