@@ -43,8 +43,9 @@
 
 use std::time::{Duration, Instant};
 
-use margay_benches::estimates::{fail, thousands};
+use margay_benches::estimates::fail;
 use margay_benches::report::{require_root, Row, Table};
+use margay_benches::timing::format_count;
 use margay_tests::sandbox::{margay_bin, Cluster, Dataplane};
 use serde_json::json;
 
@@ -348,7 +349,7 @@ fn shape_figures(outcomes: &[Outcome], shape: &str) -> String {
 }
 
 fn rows(outcomes: &[Outcome], knobs: &Knobs) -> [Row; 2] {
-    let n = thousands(knobs.rules as u64);
+    let n = format_count(knobs.rules);
     [
         Row {
             table: Table::Performance,

@@ -32,6 +32,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use margay_benches::report::{require_root, Row, Table};
+use margay_benches::timing::format_count;
 use margay_tests::sandbox::{margay_bin, Cluster, Dataplane};
 use serde_json::json;
 
@@ -248,10 +249,10 @@ fn report(scale: Scale, dataplane: Dataplane, samples: &[Sample]) -> bool {
              (etcd list, calculation, first apply of routes and firewall); VmRSS (VmHWM) read \
              then; median of {RUNS} starts from an empty dataplane (`cold_start`)",
             scale.local,
-            thousands(scale.remote),
-            thousands(scale.profiles),
+            format_count(scale.remote),
+            format_count(scale.profiles),
             dataplane.as_str(),
-            thousands(scale.local + scale.remote),
+            format_count(scale.local + scale.remote),
         ),
         margay: format!(
             "{ms:.0} ms, {rss:.0} MB RSS ({hwm:.0} MB peak){}",
@@ -485,17 +486,4 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 
 fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
-}
-
-/// `100000` as `100,000`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
 }

@@ -23,8 +23,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
-use margay_benches::estimates::{fail, thousands};
+use margay_benches::estimates::fail;
 use margay_benches::report::{require_root, Row, Table};
+use margay_benches::timing::format_count;
 use margay_dataplane::firewall::lower::FirewallSettings;
 use margay_dataplane::firewall::BackendKind;
 use margay_dataplane::{Dataplane, DataplaneConfig};
@@ -250,7 +251,7 @@ fn line(label: &str, n: usize, ip: (Duration, Duration), mg: (Duration, Duration
 
 /// Routes per second, rounded to the thousand, with separators.
 fn per_second(n: usize, d: Duration) -> String {
-    thousands(((rate(n, d) / 1000.0).round() * 1000.0) as u64)
+    format_count(((rate(n, d) / 1000.0).round() * 1000.0) as usize)
 }
 
 /// The README row for `n` routes, from the median rounds; fails the run
@@ -273,7 +274,7 @@ fn row(n: usize, ip: (Duration, Duration), margay: (Duration, Duration)) -> Row 
              (firewall backend `none`): the route diff, every route as a pipelined netlink \
              request and the acks, in a namespace; \
              the reference: `ip -n <ns> -batch` of the same routes, its process start included)",
-            thousands(n as u64)
+            format_count(n)
         ),
         margay: format!(
             "{} / {} per s",

@@ -116,19 +116,6 @@ pub fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
-/// A count with thousands separated by commas (`405,000`).
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Prints `message` on stderr and exits 1: a figure missed its target or
 /// could not be measured, so the run must fail (and print no row for it).
 pub fn fail(bench: &str, message: &str) -> ! {
@@ -146,9 +133,6 @@ mod tests {
         assert_eq!(ms(Duration::from_micros(3_340)), "3.3 ms");
         assert_eq!(ms(Duration::from_micros(220)), "0.22 ms");
         assert_eq!(us(Duration::from_nanos(5_040)), "5.0 µs");
-        assert_eq!(thousands(405_000), "405,000");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_000_000), "1,000,000");
     }
 
     #[test]

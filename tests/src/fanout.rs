@@ -445,18 +445,9 @@ impl<'h> FanoutRun<'h> {
 
     /// Writes every pair, 100 to a transaction.
     fn put_all(&self, kvs: &[(String, String)]) {
-        for chunk in kvs.chunks(100) {
-            let chunk = chunk.to_vec();
-            self.client()
-                .run(move |mut c| {
-                    let ops: Vec<etcd_client::TxnOp> = chunk
-                        .iter()
-                        .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.as_str(), None))
-                        .collect();
-                    async move { c.txn(etcd_client::Txn::new().and_then(ops)).await }
-                })
-                .unwrap_or_else(|e| panic!("loading the datastore: {e}"));
-        }
+        self.client()
+            .put_many(kvs)
+            .unwrap_or_else(|e| panic!("loading the datastore: {e}"));
     }
 
     fn spawn_agent(&mut self, a: usize, etcd_port: u16) {

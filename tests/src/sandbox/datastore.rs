@@ -100,18 +100,9 @@ impl Cluster {
 
     /// Writes many keys in transactions of up to 100 puts each.
     pub fn put_many(&self, pairs: &[(String, String)]) {
-        for chunk in pairs.chunks(100) {
-            let chunk = chunk.to_vec();
-            self.client
-                .run(move |mut c| {
-                    let ops: Vec<etcd_client::TxnOp> = chunk
-                        .iter()
-                        .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.as_str(), None))
-                        .collect();
-                    async move { c.txn(etcd_client::Txn::new().and_then(ops)).await }
-                })
-                .unwrap_or_else(|e| panic!("etcd txn: {e}"));
-        }
+        self.client
+            .put_many(pairs)
+            .unwrap_or_else(|e| panic!("etcd txn: {e}"));
     }
 
     /// Writes `puts` and deletes `deletes` in one transaction (one etcd

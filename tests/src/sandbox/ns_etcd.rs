@@ -67,6 +67,21 @@ impl NsEtcd {
             .unwrap_or_else(|_| panic!("etcd client thread died"))
     }
 
+    /// Writes every pair, in transactions of up to 100 puts each.
+    pub(crate) fn put_many(&self, pairs: &[(String, String)]) -> Result<(), String> {
+        for chunk in pairs.chunks(100) {
+            let chunk = chunk.to_vec();
+            self.run(move |mut c| {
+                let ops: Vec<etcd_client::TxnOp> = chunk
+                    .iter()
+                    .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.as_str(), None))
+                    .collect();
+                async move { c.txn(etcd_client::Txn::new().and_then(ops)).await }
+            })?;
+        }
+        Ok(())
+    }
+
     async fn attempt<T, F, Fut>(
         slot: &mut Option<etcd_client::Client>,
         f: &F,
