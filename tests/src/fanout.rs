@@ -272,12 +272,7 @@ impl<'h> FanoutRun<'h> {
         revision: i64,
         deadline: Duration,
     ) -> Result<Vec<SystemTime>, String> {
-        let addrs: Vec<SocketAddr> = self
-            .hosts
-            .agents
-            .iter()
-            .map(AgentHost::metrics_addr)
-            .collect();
+        let addrs = self.metrics_addrs();
         in_netns(self.hosts.hub.name(), || {
             let mut applied: Vec<Option<SystemTime>> = vec![None; addrs.len()];
             let give_up = Instant::now() + deadline;
@@ -481,12 +476,7 @@ impl<'h> FanoutRun<'h> {
     }
 
     fn wait_all_ready(&mut self) {
-        let addrs: Vec<SocketAddr> = self
-            .hosts
-            .agents
-            .iter()
-            .map(AgentHost::metrics_addr)
-            .collect();
+        let addrs = self.metrics_addrs();
         let give_up = Instant::now() + READY_TIMEOUT;
         let mut waiting: Vec<usize> = (0..addrs.len()).collect();
         while !waiting.is_empty() {
