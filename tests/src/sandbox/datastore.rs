@@ -185,6 +185,15 @@ impl Cluster {
             .unwrap_or_else(|| panic!("etcd response without header"))
     }
 
+    /// Writes 20 unrelated keys, so an agent cut off now is well behind,
+    /// then compacts the history past its last revision ([`Self::compact`]).
+    pub fn bury_history(&self) {
+        for i in 0..20 {
+            self.put(&format!("/calico/v1/config/Unrelated{i}"), "x");
+        }
+        self.compact();
+    }
+
     /// Compacts the history up to the current revision (physically), so a
     /// watch from any older revision fails with "compacted".
     pub fn compact(&self) -> i64 {

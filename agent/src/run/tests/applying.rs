@@ -41,11 +41,7 @@ async fn a_lone_update_applies_at_once_and_a_burst_coalesces() {
     fake.gate = Some(gate.clone());
     let (mut agent, inputs, h) = agent_with(&[], fake);
     let driver = async {
-        h.sync
-            .send(snapshot(vec![put("Ready", "true"), profile()]))
-            .await
-            .expect("send");
-        settle().await;
+        send_ready_snapshot(&h.sync).await;
         gate.add_permits(1); // first apply
         settle().await;
         // A lone update: its apply starts at once (and waits at the gate).
@@ -114,11 +110,7 @@ async fn a_dataplane_that_keeps_failing_is_not_ready() {
     fake.fail_after = Some(1);
     let (mut agent, inputs, h) = agent_with(&[], fake);
     let driver = async {
-        h.sync
-            .send(snapshot(vec![put("Ready", "true"), profile()]))
-            .await
-            .expect("send");
-        settle().await;
+        send_ready_snapshot(&h.sync).await;
         let ready = crate::http::readyz(&h.metrics);
         assert_eq!(ready.status, 200, "first apply succeeded");
         // Every later apply fails (and is retried).
@@ -225,11 +217,7 @@ async fn the_last_apply_revision_is_the_newest_update_applied() {
     let (mut agent, inputs, h) = agent_with(&[], Fake::new());
     let revision = || metric_line(&h.metrics, "margay_last_apply_revision ");
     let driver = async {
-        h.sync
-            .send(snapshot(vec![put("Ready", "true"), profile()]))
-            .await
-            .expect("send");
-        settle().await;
+        send_ready_snapshot(&h.sync).await;
         assert_eq!(revision(), "margay_last_apply_revision 1", "the snapshot's");
         h.sync
             .send(SyncEvent::Updates {

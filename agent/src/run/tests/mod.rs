@@ -239,6 +239,15 @@ fn snapshot(changes: Vec<KvChange>) -> SyncEvent {
     }
 }
 
+/// Sends the usual first snapshot (ready, one allow-all profile) and lets
+/// the agent take it in.
+async fn send_ready_snapshot(sync: &mpsc::Sender<SyncEvent>) {
+    sync.send(snapshot(vec![put("Ready", "true"), profile()]))
+        .await
+        .expect("send");
+    settle().await;
+}
+
 fn updates(changes: Vec<KvChange>) -> SyncEvent {
     SyncEvent::Updates {
         changes,

@@ -7,11 +7,7 @@ use super::*;
 async fn prefixes_matching_an_uplink_or_lo_are_rejected_and_counted_once() {
     let (mut agent, inputs, h) = agent_with(&[], Fake::new());
     let driver = async {
-        h.sync
-            .send(snapshot(vec![put("Ready", "true"), profile()]))
-            .await
-            .expect("send");
-        settle().await;
+        send_ready_snapshot(&h.sync).await;
         for change in [
             put("config/InterfacePrefix", "eth"),
             // Another settings change re-resolves: no second count.
